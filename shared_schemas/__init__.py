@@ -1,0 +1,52 @@
+"""Regime W's wire contract and answer-format rules, shared by the reward service and the trainer.
+
+Depends on pydantic only; publishable with the trainer.
+"""
+
+from shared_schemas.answer import (
+    ParsedAnswer,
+    answers_equal,
+    extract_answer,
+    gold_answer,
+    normalize_answer,
+    normalize_number,
+    parse_answer,
+)
+from shared_schemas.wire import (
+    API_VERSION,
+    ArmOutput,
+    ErrorDetail,
+    ErrorResponse,
+    InfoResponse,
+    ItemResult,
+    OpenRLHFRequest,
+    OpenRLHFResponse,
+    ScoreItem,
+    ScoreRequest,
+    ScoreResponse,
+    ScorerInfo,
+    TrajectoryScore,
+)
+
+__all__ = [
+    "API_VERSION",
+    "ArmOutput",
+    "ErrorDetail",
+    "ErrorResponse",
+    "InfoResponse",
+    "ItemResult",
+    "OpenRLHFRequest",
+    "OpenRLHFResponse",
+    "ParsedAnswer",
+    "ScoreItem",
+    "ScoreRequest",
+    "ScoreResponse",
+    "ScorerInfo",
+    "TrajectoryScore",
+    "answers_equal",
+    "extract_answer",
+    "gold_answer",
+    "normalize_answer",
+    "normalize_number",
+    "parse_answer",
+]
