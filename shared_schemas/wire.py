@@ -29,9 +29,14 @@ TokenCount = Annotated[int, Field(ge=0, le=10_000_000)]
 
 
 class WireModel(BaseModel):
-    """Base of every wire model: unknown fields are an error, not silently dropped."""
+    """Base of every wire model: unknown fields are an error, not silently dropped.
 
-    model_config = ConfigDict(extra="forbid", frozen=False, str_strip_whitespace=False)
+    NaN and infinities are refused: JSON has no such numbers (they would be sent as ``null``).
+    """
+
+    model_config = ConfigDict(
+        extra="forbid", frozen=False, str_strip_whitespace=False, allow_inf_nan=False
+    )
 
 
 class ArmOutput(WireModel):

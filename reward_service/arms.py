@@ -1,0 +1,230 @@
+"""Getting the arm texts of questions: cache first, else one batched generation, never twice.
+
+``ArmProvider.get`` is called by every request. Questions already cached return at once; the rest
+join a queue that one background task drains: it waits a few milliseconds for more questions, then
+renders every arm prompt of every queued question and sends them to the backend in ONE
+``generate`` call (batched across arms and questions, in a worker thread). Identical questions in
+flight share one future, so concurrent requests for one question generate it once. A request that
+outlives its deadline gets a 504, but the generation goes on and fills the cache for the retry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from reward_service.arm_cache import ArmCache, cache_key
+from reward_service.errors import ArmsUnavailable, GenerationDeadline, GenerationFailed, Overloaded
+from reward_service.generation import ArmPrompt, GenerationBackend, GenerationError
+from reward_service.metrics import Metrics
+from reward_service.regime_w.config import RegimeWConfig
+from reward_service.regime_w.scorer import ArmText
+
+log = logging.getLogger("reward_service.arms")
+
+
+def arm_seed(base_seed: int, question: str, arm: str, sample: int) -> int:
+    """A seed that depends only on (base seed, question, arm, sample): stable across processes."""
+    digest = hashlib.sha256(f"{base_seed}\x00{arm}\x00{sample}\x00{question}".encode()).digest()
+    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+
+
+def render_arm_prompts(question: str, config: RegimeWConfig, base_seed: int) -> list[ArmPrompt]:
+    """Every arm prompt of one question: ``n`` samples per arm, each with its own seed."""
+    prompts = []
+    for spec in config.arms:
+        messages = tuple((m["role"], m["content"]) for m in spec.render_messages(question))
+        for j in range(spec.n):
+            prompts.append(
+                ArmPrompt(
+                    arm=spec.name,
+                    messages=messages,
+                    temperature=spec.temperature,
+                    top_p=spec.top_p,
+                    max_tokens=spec.max_tokens,
+                    seed=arm_seed(base_seed, question, spec.name, j),
+                )
+            )
+    return prompts
+
+
+@dataclass
+class _Pending:
+    key: str
+    question: str
+    future: asyncio.Future[tuple[ArmText, ...]]
+
+
+class ArmProvider:
+    def __init__(
+        self,
+        backend: GenerationBackend,
+        config: RegimeWConfig,
+        cache: ArmCache,
+        metrics: Metrics,
+        *,
+        seed: int = 0,
+        timeout_s: float = 300.0,
+        batch_window_s: float = 0.005,
+        max_pending: int = 4096,
+        max_batch_questions: int = 64,
+    ) -> None:
+        self.backend = backend
+        self.config = config
+        self.cache = cache
+        self.metrics = metrics
+        self.seed = seed
+        self.timeout_s = timeout_s
+        self.batch_window_s = batch_window_s
+        self.max_pending = max_pending
+        self.max_batch_questions = max_batch_questions
+        self._inflight: dict[str, asyncio.Future[tuple[ArmText, ...]]] = {}
+        self._queue: asyncio.Queue[_Pending] | None = None
+        self._worker: asyncio.Task[None] | None = None
+
+    @property
+    def can_generate(self) -> bool:
+        return self.backend.name != "provided"
+
+    def key(self, question: str) -> str:
+        return cache_key(self.backend.model_id, self.config.fingerprint, question)
+
+    async def start(self) -> None:
+        if self._worker is None and self.can_generate:
+            self._queue = asyncio.Queue()
+            self._worker = asyncio.create_task(self._run(), name="regime-w-arm-generation")
+
+    async def stop(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+            try:
+                await self._worker
+            except asyncio.CancelledError:
+                pass
+            self._worker = None
+        for fut in self._inflight.values():
+            if not fut.done():
+                fut.set_exception(GenerationFailed("service shutting down"))
+        self._inflight.clear()
+
+    def lookup(self, question: str) -> tuple[ArmText, ...] | None:
+        """Cached arms of a question, or None (counts hits and misses)."""
+        found = self.cache.get(self.key(question))
+        if found is None:
+            return None
+        arms, layer = found
+        self.metrics.arm_cache_hits.labels(layer=layer).inc()
+        return arms
+
+    async def get(self, questions: Sequence[str]) -> list[tuple[tuple[ArmText, ...], bool]]:
+        """Arms of each question, in order, each with ``from_cache``."""
+        results: list[tuple[tuple[ArmText, ...], bool] | None] = [None] * len(questions)
+        waits: dict[int, asyncio.Future[tuple[ArmText, ...]]] = {}
+        for i, question in enumerate(questions):
+            cached = self.lookup(question)
+            if cached is not None:
+                results[i] = (cached, True)
+                continue
+            if not self.can_generate:
+                raise ArmsUnavailable(
+                    f"backend 'provided' generates no arms: items[{i}].arm_outputs is required "
+                    f"(arms: {', '.join(self.config.arm_names)})"
+                )
+            waits[i] = self._enqueue(question)
+        if waits:
+            self.metrics.arm_cache_misses.inc(len(waits))
+            try:
+                done = await asyncio.wait_for(
+                    asyncio.gather(*(asyncio.shield(f) for f in waits.values())), timeout=self.timeout_s
+                )
+            except asyncio.TimeoutError:
+                raise GenerationDeadline(
+                    f"arm generation for {len(waits)} question(s) exceeded its {self.timeout_s:g} s deadline; "
+                    "it continues in the background and a retry will be served from the cache"
+                ) from None
+            for i, arms in zip(waits, done):
+                results[i] = (arms, False)
+        return [r for r in results if r is not None]
+
+    def _enqueue(self, question: str) -> asyncio.Future[tuple[ArmText, ...]]:
+        key = self.key(question)
+        fut = self._inflight.get(key)
+        if fut is not None:
+            self.metrics.arm_inflight_joins.inc()
+            return fut
+        assert self._queue is not None, "ArmProvider.start() was not called"
+        if len(self._inflight) >= self.max_pending:
+            raise Overloaded(
+                f"{len(self._inflight)} questions are waiting for arm generation (limit {self.max_pending})",
+                retry_after_s=max(1, int(self.timeout_s // 10)),
+            )
+        fut = asyncio.get_running_loop().create_future()
+        # a failed generation must not be reported as "never retrieved" when nobody waits any more
+        fut.add_done_callback(lambda f: f.cancelled() or f.exception())
+        self._inflight[key] = fut
+        self._queue.put_nowait(_Pending(key, question, fut))
+        return fut
+
+    async def _run(self) -> None:
+        assert self._queue is not None
+        while True:
+            first = await self._queue.get()
+            batch = [first]
+            if self.batch_window_s > 0:
+                await asyncio.sleep(self.batch_window_s)
+            while len(batch) < self.max_batch_questions and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            await self._generate(batch)
+
+    async def _generate(self, batch: list[_Pending]) -> None:
+        prompts: list[ArmPrompt] = []
+        spans: list[tuple[int, int]] = []
+        for p in batch:
+            rendered = render_arm_prompts(p.question, self.config, self.seed)
+            spans.append((len(prompts), len(prompts) + len(rendered)))
+            prompts.extend(rendered)
+        started = time.perf_counter()
+        try:
+            texts = await asyncio.to_thread(self.backend.generate, prompts)
+            if len(texts) != len(prompts):
+                raise GenerationError(f"backend returned {len(texts)} texts for {len(prompts)} prompts")
+        except Exception as exc:  # noqa: BLE001 - every backend failure is reported to its waiters
+            log.error("arm generation failed for %d question(s): %s", len(batch), exc)
+            self.metrics.generation_failures.inc()
+            error = GenerationFailed(f"arm generation failed: {exc}")
+            for p in batch:
+                self._inflight.pop(p.key, None)
+                if not p.future.done():
+                    p.future.set_exception(error)
+            return
+        elapsed = time.perf_counter() - started
+        self.metrics.generation_seconds.observe(elapsed)
+        self.metrics.arm_generations.inc(len(prompts))
+        entries = []
+        for p, (lo, hi) in zip(batch, spans):
+            arms = tuple(ArmText(arm=pr.arm, text=t) for pr, t in zip(prompts[lo:hi], texts[lo:hi]))
+            entries.append((p.key, self.backend.model_id, self.config.fingerprint, arms))
+        try:
+            await asyncio.to_thread(self.cache.put_many, entries)
+        except Exception as exc:  # noqa: BLE001 - a cache write failure must not lose the arms
+            log.error("arm cache write failed: %s", exc)
+        for p, (_, _, _, arms) in zip(batch, entries):
+            self._inflight.pop(p.key, None)
+            if not p.future.done():
+                p.future.set_result(arms)
+        log.info("generated arms for %d question(s) (%d prompts) in %.2f s", len(batch), len(prompts), elapsed)
+
+    async def precompute(self, questions: Sequence[str]) -> dict[str, int]:
+        """Fill the cache for many questions (deduplicated); returns counts."""
+        unique = list(dict.fromkeys(questions))
+        missing = [q for q in unique if self.cache.get(self.key(q)) is None]
+        if missing and not self.can_generate:
+            raise ArmsUnavailable("backend 'provided' generates no arms: nothing to precompute")
+        for lo in range(0, len(missing), self.max_batch_questions):
+            chunk = missing[lo : lo + self.max_batch_questions]
+            await asyncio.gather(*(asyncio.shield(self._enqueue(q)) for q in chunk))
+        return {"questions": len(unique), "generated": len(missing), "already_cached": len(unique) - len(missing)}

@@ -1,0 +1,168 @@
+"""Console scripts: ``regime-w-serve`` (the HTTP service) and ``regime-w-score`` (offline scoring)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from pydantic import ValidationError
+
+# flag name -> settings field (the environment variable is REGIME_W_<FIELD>)
+_SHARED_FLAGS: dict[str, tuple[str, type, str]] = {
+    "--backend": ("backend", str, "provided | hf | openai | vllm"),
+    "--model": ("model", str, "model path or hub id of the arm model (hf, vllm; the served name for openai)"),
+    "--device": ("device", str, "hf backend: auto | cpu | cuda | cuda:N"),
+    "--dtype": ("dtype", str, "hf backend: auto | float32 | bfloat16 | float16"),
+    "--openai-base-url": ("openai_base_url", str, "OpenAI-compatible server, e.g. http://vllm:8000/v1"),
+    "--config": ("config_path", str, "private Regime W config file (default: the packaged one)"),
+    "--cache-path": ("cache_path", str, "SQLite arm cache file ('none': memory only)"),
+    "--seed": ("seed", int, "base seed of arm sampling"),
+    "--generation-batch-size": ("generation_batch_size", int, "questions per generation batch"),
+}
+
+
+def _add_shared(parser: argparse.ArgumentParser) -> None:
+    for flag, (_, typ, help_) in _SHARED_FLAGS.items():
+        parser.add_argument(flag, type=typ, default=None, help=help_)
+
+
+def _apply_flags(args: argparse.Namespace, extra: dict[str, str | None]) -> None:
+    """Flags win over the environment: write them to REGIME_W_* (uvicorn workers read the env)."""
+    for flag, (field, _, _) in _SHARED_FLAGS.items():
+        value = getattr(args, flag.lstrip("-").replace("-", "_"))
+        if value is not None:
+            os.environ[f"REGIME_W_{field.upper()}"] = str(value)
+    for field, value in extra.items():
+        if value is not None:
+            os.environ[f"REGIME_W_{field.upper()}"] = str(value)
+
+
+def serve_main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="regime-w-serve",
+        description="Serve the private Regime W reward service (settings: REGIME_W_* env vars; flags win).",
+    )
+    parser.add_argument("--host", default=None, help="bind address (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=None, help="port (default 8000)")
+    parser.add_argument("--workers", type=int, default=None, help="uvicorn worker processes (default 1)")
+    parser.add_argument("--log-level", default=None, help="debug | info | warning | error")
+    parser.add_argument("--insecure-no-auth", action="store_true",
+                        help="serve without API keys (refused otherwise when no key is configured)")
+    _add_shared(parser)
+    args = parser.parse_args(argv)
+    _apply_flags(args, {"host": args.host, "port": args.port, "workers": args.workers,
+                        "log_level": args.log_level, "insecure_no_auth": "true" if args.insecure_no_auth else None})
+
+    from reward_service.settings import Settings
+
+    try:
+        settings = Settings()
+        settings.check_startable()
+    except (ValueError, ValidationError) as exc:
+        print(f"regime-w-serve: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not settings.auth_enabled:
+        logging.getLogger("reward_service").warning(
+            "serving WITHOUT authentication (--insecure-no-auth): anyone who reaches %s:%d can score",
+            settings.host, settings.port,
+        )
+    import uvicorn
+
+    uvicorn.run(
+        "reward_service.app:create_app_from_env",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        log_level=settings.log_level,
+        timeout_graceful_shutdown=10,
+    )
+    return 0
+
+
+def _read_batch(path: Path) -> "ScoreRequest":  # noqa: F821 - imported lazily below
+    from shared_schemas.wire import ScoreItem, ScoreRequest
+
+    text = path.read_text(encoding="utf-8") if str(path) != "-" else sys.stdin.read()
+    if path.suffix == ".jsonl":
+        items = [ScoreItem.model_validate_json(line) for line in text.splitlines() if line.strip()]
+        return ScoreRequest(items=items)
+    return ScoreRequest.model_validate_json(text)
+
+
+def score_main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="regime-w-score",
+        description="Score a batch offline, without HTTP: a ScoreRequest JSON file, or JSONL of one ScoreItem "
+        "a line; prints the ScoreResponse JSON.",
+    )
+    parser.add_argument("batch", type=Path, help="BATCH.json (a ScoreRequest) or BATCH.jsonl (ScoreItems); - for stdin")
+    parser.add_argument("--summary", action="store_true", help="print a short table instead of the JSON")
+    parser.add_argument("--no-details", action="store_true", help="return rewards only (return_details=false)")
+    _add_shared(parser)
+    args = parser.parse_args(argv)
+    _apply_flags(args, {})
+
+    from reward_service.errors import ServiceError
+    from reward_service.settings import Settings
+
+    try:
+        request = _read_batch(args.batch)
+    except (OSError, ValueError, ValidationError) as exc:
+        print(f"regime-w-score: cannot read {args.batch}: {exc}", file=sys.stderr)
+        return 2
+    if args.no_details:
+        request.return_details = False
+    settings = Settings(insecure_no_auth=True)
+    try:
+        response = asyncio.run(_score_offline(settings, request))
+    except ServiceError as exc:
+        print(f"regime-w-score: {exc.code}: {exc.message}", file=sys.stderr)
+        return 1
+    if args.summary:
+        print(f"{'id':<24} {'consensus':>10} {'answer':>10} {'reward':>8} {'s_wm':>6} {'correct':>7}")
+        for r in response.results:
+            for s in r.scores:
+                s_wm = f"{s.s_wm:.3f}" if s.s_wm is not None else "-"
+                corr = "-" if s.correctness is None else f"{s.correctness:.0f}"
+                print(f"{r.id[:24]:<24} {str(r.consensus_answer):>10} {str(s.final_answer):>10} "
+                      f"{s.reward:>8.4f} {s_wm:>6} {corr:>7}")
+    else:
+        print(json.dumps(response.model_dump(mode="json"), indent=2))
+    return 0
+
+
+async def _score_offline(settings, request):  # type: ignore[no-untyped-def]
+    from reward_service.app import _make_backend
+    from reward_service.arm_cache import ArmCache
+    from reward_service.arms import ArmProvider
+    from reward_service.engine import Limits, ScoringEngine
+    from reward_service.metrics import Metrics
+    from reward_service.regime_w.config import load_config
+
+    config = load_config(settings.config_path)
+    metrics = Metrics()
+    backend = await asyncio.to_thread(_make_backend, settings)
+    cache = ArmCache(settings.cache_path if backend.name != "provided" else None, settings.cache_memory_items)
+    provider = ArmProvider(backend, config, cache, metrics, seed=settings.seed,
+                           timeout_s=settings.generation_timeout_s,
+                           max_batch_questions=settings.generation_batch_size)
+    await provider.start()
+    try:
+        # offline: the file is the limit, not the HTTP deployment's
+        limits = Limits(max_items=10**9, max_trajectories=10**9, max_text_chars=10**9)
+        return await ScoringEngine(config, provider, metrics, limits).score(request)
+    finally:
+        await provider.stop()
+        cache.close()
+        backend.close()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(serve_main())

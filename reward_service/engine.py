@@ -1,0 +1,170 @@
+"""The scoring engine: a validated ``ScoreRequest`` in, a ``ScoreResponse`` out.
+
+It enforces the deployment's limits, gets arms (client-supplied, cached or generated), counts
+tokens when the client did not, and runs the Regime W scorer. It is shared by the HTTP routes and
+the offline ``regime-w-score`` CLI. Nothing it returns or logs contains an arm prompt or arm text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from shared_schemas.wire import (
+    ItemResult,
+    ScoreItem,
+    ScoreRequest,
+    ScoreResponse,
+    ScorerInfo,
+    TrajectoryScore,
+)
+
+from reward_service.arms import ArmProvider
+from reward_service.errors import InvalidRequest
+from reward_service.metrics import Metrics
+from reward_service.regime_w.config import RegimeWConfig
+from reward_service.regime_w.scorer import (
+    ArmText,
+    TrajectoryScores,
+    UnknownArmError,
+    prepare_arms,
+    score_trajectories,
+)
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_items: int
+    max_trajectories: int
+    max_text_chars: int
+
+
+def check_limits(request: ScoreRequest, limits: Limits) -> None:
+    """422 naming the first field over a deployment limit."""
+    if len(request.items) > limits.max_items:
+        raise InvalidRequest(f"items: {len(request.items)} items exceed this service's limit of {limits.max_items}")
+    for i, item in enumerate(request.items):
+        if len(item.trajectories) > limits.max_trajectories:
+            raise InvalidRequest(
+                f"items[{i}].trajectories: {len(item.trajectories)} trajectories exceed the limit of "
+                f"{limits.max_trajectories}"
+            )
+        if len(item.question) > limits.max_text_chars:
+            raise InvalidRequest(f"items[{i}].question: longer than {limits.max_text_chars} characters")
+        for j, text in enumerate(item.trajectories):
+            if len(text) > limits.max_text_chars:
+                raise InvalidRequest(
+                    f"items[{i}].trajectories[{j}]: {len(text)} characters exceed the limit of {limits.max_text_chars}"
+                )
+        for j, arm in enumerate(item.arm_outputs or ()):
+            if len(arm.text) > limits.max_text_chars:
+                raise InvalidRequest(f"items[{i}].arm_outputs[{j}].text: longer than {limits.max_text_chars} characters")
+
+
+def whitespace_tokens(texts: Sequence[str]) -> list[int]:
+    return [len(t.split()) for t in texts]
+
+
+def to_wire(s: TrajectoryScores, details: bool) -> TrajectoryScore:
+    if not details:
+        return TrajectoryScore(reward=s.reward, final_answer=s.final_answer, format_ok=s.format_ok)
+    return TrajectoryScore(
+        reward=s.reward,
+        correctness=s.correctness,
+        s_end=s.s_end,
+        s_path=s.s_path,
+        s_cf=s.s_cf,
+        s_wm=s.s_wm,
+        length_penalty=s.length_penalty,
+        num_tokens=s.num_tokens,
+        final_answer=s.final_answer,
+        format_ok=s.format_ok,
+    )
+
+
+class ScoringEngine:
+    def __init__(self, config: RegimeWConfig, arms: ArmProvider, metrics: Metrics, limits: Limits) -> None:
+        self.config = config
+        self.arms = arms
+        self.metrics = metrics
+        self.limits = limits
+
+    @property
+    def info(self) -> ScorerInfo:
+        return ScorerInfo(
+            name=self.config.name,
+            version=self.config.version,
+            config_fingerprint=self.config.fingerprint,
+            model=self.arms.backend.model_id,
+        )
+
+    def _client_arms(self, i: int, item: ScoreItem) -> tuple[ArmText, ...]:
+        assert item.arm_outputs is not None
+        known = set(self.config.arm_names)
+        unknown = sorted({a.arm for a in item.arm_outputs} - known)
+        if unknown:
+            raise InvalidRequest(
+                f"items[{i}].arm_outputs: unknown arm name(s) {', '.join(map(repr, unknown))}; "
+                f"known arms: {', '.join(self.config.arm_names)}"
+            )
+        if not item.arm_outputs:
+            raise InvalidRequest(f"items[{i}].arm_outputs: empty list; omit it to have the service generate arms")
+        return tuple(ArmText(arm=a.arm, text=a.text) for a in item.arm_outputs)
+
+    def _count_tokens(self, item: ScoreItem) -> tuple[list[int], str]:
+        if item.num_tokens is not None:
+            return list(item.num_tokens), "client"
+        counted = self.arms.backend.count_tokens(item.trajectories)
+        if counted is not None:
+            return list(counted), "tokenizer"
+        return whitespace_tokens(item.trajectories), "whitespace"
+
+    async def gather_arms(self, request: ScoreRequest) -> list[tuple[tuple[ArmText, ...], bool]]:
+        """Arms of every item: the client's where given, else cached or generated (one batch)."""
+        out: list[tuple[tuple[ArmText, ...], bool] | None] = [None] * len(request.items)
+        need: list[int] = []
+        for i, item in enumerate(request.items):
+            if item.arm_outputs is not None:
+                out[i] = (self._client_arms(i, item), False)
+            else:
+                need.append(i)
+        if need:
+            got = await self.arms.get([request.items[i].question for i in need])
+            for i, arms in zip(need, got):
+                out[i] = arms
+        return [a for a in out if a is not None]
+
+    def score_items(
+        self, request: ScoreRequest, arms: list[tuple[tuple[ArmText, ...], bool]]
+    ) -> ScoreResponse:
+        results = []
+        n_traj = 0
+        for i, (item, (arm_texts, from_cache)) in enumerate(zip(request.items, arms)):
+            try:
+                prepared = prepare_arms(item.question, arm_texts, self.config)
+            except UnknownArmError as exc:
+                raise InvalidRequest(f"items[{i}].arm_outputs: {exc}") from None
+            num_tokens, source = self._count_tokens(item)
+            scores = score_trajectories(item.trajectories, num_tokens, prepared, self.config, item.gold_answer)
+            n_traj += len(scores)
+            results.append(
+                ItemResult(
+                    id=item.id,
+                    consensus_answer=prepared.consensus_answer,
+                    arms_from_cache=from_cache,
+                    label_free=item.gold_answer is None,
+                    token_count_source=source,  # type: ignore[arg-type]
+                    scores=[to_wire(s, request.return_details) for s in scores],
+                )
+            )
+        self.metrics.items.inc(len(results))
+        self.metrics.trajectories.inc(n_traj)
+        return ScoreResponse(scorer=self.info, results=results)
+
+    async def score(self, request: ScoreRequest) -> ScoreResponse:
+        check_limits(request, self.limits)
+        arms = await self.gather_arms(request)
+        if sum(len(it.trajectories) for it in request.items) > 512:
+            return await asyncio.to_thread(self.score_items, request, arms)
+        return self.score_items(request, arms)

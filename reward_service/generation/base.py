@@ -1,0 +1,89 @@
+"""The generation protocol every arm backend implements (DESIGN §4).
+
+A backend turns a batch of :class:`ArmPrompt` into one text per prompt, in the same order. The
+service calls :meth:`GenerationBackend.generate` from a worker thread, so implementations must be
+thread-safe. Failures surface as :class:`GenerationError` (or :class:`GenerationTimeout` when the
+call's deadline passed) with a message that says what failed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+#: Seeds sent to engines are folded into [0, 2**31) so 32-bit engines (llama.cpp) accept them.
+SEED_MODULUS = 2**31
+
+
+@dataclass(frozen=True, slots=True)
+class ArmPrompt:
+    """One arm to generate for one question.
+
+    ``messages`` is a tuple of ``(role, content)`` pairs so the prompt is hashable (the service
+    de-duplicates and caches on it). ``temperature == 0`` means greedy decoding.
+    """
+
+    arm: str
+    messages: tuple[tuple[str, str], ...]
+    temperature: float
+    top_p: float
+    max_tokens: int
+    seed: int
+
+    def __post_init__(self) -> None:
+        if not self.messages:
+            raise ValueError(f"arm {self.arm!r}: messages must not be empty")
+        if self.temperature < 0:
+            raise ValueError(f"arm {self.arm!r}: temperature must be >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"arm {self.arm!r}: top_p must be in (0, 1], got {self.top_p}")
+        if self.max_tokens < 1:
+            raise ValueError(f"arm {self.arm!r}: max_tokens must be >= 1, got {self.max_tokens}")
+
+    @property
+    def sampling_key(self) -> tuple[tuple[tuple[str, str], ...], float, float, int]:
+        """Everything but the seed: prompts equal on this key differ only by their sample."""
+        return (self.messages, self.temperature, self.top_p, self.max_tokens)
+
+    def message_dicts(self) -> list[dict[str, str]]:
+        """The messages in the OpenAI / chat-template shape ``[{"role", "content"}, ...]``."""
+        return [{"role": role, "content": content} for role, content in self.messages]
+
+
+class GenerationError(RuntimeError):
+    """A backend failed to generate; the message says which backend and what failed."""
+
+
+class GenerationTimeout(GenerationError):
+    """A generate call exceeded its deadline."""
+
+
+@runtime_checkable
+class GenerationBackend(Protocol):
+    """Batched text generation for arm prompts."""
+
+    name: str
+    model_id: str
+
+    def generate(self, prompts: Sequence[ArmPrompt]) -> list[str]:
+        """One text per prompt, in the same order."""
+        ...
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int] | None:
+        """Token counts of ``texts`` (no special tokens), or None when there is no tokenizer."""
+        ...
+
+    def close(self) -> None:
+        """Release the model / connections; the backend is unusable afterwards."""
+        ...
+
+
+def effective_seed(base_seed: int, prompt_seed: int) -> int:
+    """The seed actually used for a prompt: the backend's base seed plus the prompt's seed."""
+    return (base_seed + prompt_seed) % SEED_MODULUS
+
+
+def render_plain(messages: Sequence[tuple[str, str]]) -> str:
+    """Prompt text for a tokenizer without a chat template: contents joined by blank lines."""
+    return "".join(f"{content}\n\n" for _, content in messages)

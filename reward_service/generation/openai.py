@@ -1,0 +1,218 @@
+"""The ``openai`` backend: any OpenAI-compatible server (``vllm serve``, SGLang, TGI, llama.cpp).
+
+Prompts that are identical except for their seed (the service asks an arm ``n`` times) go in ONE
+``POST {base_url}/chat/completions`` with ``n``; distinct prompts go out concurrently (a thread
+pool of ``max_concurrency`` over one pooled ``httpx.Client``). 429 / 503 / connection errors are
+retried (at most 3 times, honouring ``Retry-After``, else exponential backoff with jitter); other
+HTTP errors fail at once with their status and a body excerpt. ``timeout_s`` is the deadline of one
+``generate`` call, retries and queueing included.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from typing import Any
+
+import httpx
+
+from reward_service.generation.base import ArmPrompt, GenerationError, GenerationTimeout, effective_seed
+
+RETRY_STATUSES = frozenset({429, 503})
+MAX_RETRIES = 3
+MAX_RETRY_AFTER_S = 30.0
+_BODY_EXCERPT = 500
+
+
+class OpenAIBackend:
+    """Arm generation through an OpenAI-compatible ``/chat/completions`` endpoint."""
+
+    name = "openai"
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        model: str | None = None,
+        api_key: str | None = None,
+        timeout_s: float = 120.0,
+        max_concurrency: int = 16,
+        seed: int = 0,
+        backoff_s: float = 0.25,
+        tokenizer: str | None = None,
+    ) -> None:
+        if not base_url.startswith(("http://", "https://")):
+            raise ValueError(f"openai base_url must start with http:// or https://, got {base_url!r}")
+        if timeout_s <= 0:
+            raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
+        if max_concurrency < 1:
+            raise ValueError(f"max_concurrency must be >= 1, got {max_concurrency}")
+        self.base_url = base_url.rstrip("/")
+        self.timeout_s = timeout_s
+        self.max_concurrency = max_concurrency
+        self.seed = seed
+        self.backoff_s = backoff_s
+        key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY")
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        self._client = httpx.Client(
+            headers=headers,
+            timeout=httpx.Timeout(timeout_s, connect=min(10.0, timeout_s)),
+            limits=httpx.Limits(max_connections=max_concurrency, max_keepalive_connections=max_concurrency),
+        )
+        self._pool = ThreadPoolExecutor(max_workers=max_concurrency, thread_name_prefix="openai-gen")
+        self._closed = threading.Event()
+        self._tokenizer_path = tokenizer
+        self._tokenizer: Any = None
+        self._tok_lock = threading.Lock()
+        self.model_id = model if model else self._served_model()
+
+    # -- discovery -----------------------------------------------------------------------------
+
+    def _served_model(self) -> str:
+        """The first model of ``GET {base_url}/models``."""
+        url = f"{self.base_url}/models"
+        response = self._request("GET", url, None, time.monotonic() + self.timeout_s)
+        try:
+            data = response.json()["data"]
+            return str(data[0]["id"])
+        except (ValueError, KeyError, IndexError, TypeError) as exc:
+            raise GenerationError(
+                f"backend 'openai': {url} did not list a model ({type(exc).__name__}); "
+                f"body: {response.text[:_BODY_EXCERPT]!r}; pass model= explicitly"
+            ) from exc
+
+    # -- HTTP ----------------------------------------------------------------------------------
+
+    def _request(self, method: str, url: str, body: dict[str, Any] | None, deadline: float) -> httpx.Response:
+        """One call with retries on 429/503/connection errors, bounded by ``deadline``."""
+        last_problem = ""
+        for attempt in range(MAX_RETRIES + 1):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise GenerationTimeout(f"backend 'openai': {url} exceeded the {self.timeout_s:g} s deadline {last_problem}".rstrip())
+            timeout = httpx.Timeout(remaining, connect=min(10.0, remaining))
+            retry_after: float | None = None
+            try:
+                response = self._client.request(method, url, json=body, timeout=timeout)
+            except httpx.TimeoutException as exc:
+                raise GenerationTimeout(
+                    f"backend 'openai': {url} timed out ({type(exc).__name__}) within the {self.timeout_s:g} s deadline"
+                ) from exc
+            except httpx.TransportError as exc:
+                last_problem = f"{type(exc).__name__}: {exc}"
+            else:
+                if response.status_code < 400:
+                    return response
+                excerpt = response.text[:_BODY_EXCERPT]
+                if response.status_code not in RETRY_STATUSES:
+                    raise GenerationError(f"backend 'openai': {method} {url} returned HTTP {response.status_code}: {excerpt}")
+                last_problem = f"HTTP {response.status_code}: {excerpt}"
+                retry_after = _parse_retry_after(response.headers.get("retry-after"))
+            if attempt == MAX_RETRIES:
+                break
+            pause = retry_after if retry_after is not None else self.backoff_s * (2**attempt) * (1 + random.random())
+            if time.monotonic() + pause > deadline:
+                raise GenerationTimeout(
+                    f"backend 'openai': {url} would retry after {pause:.2f} s, past the {self.timeout_s:g} s deadline "
+                    f"(last: {last_problem})"
+                )
+            time.sleep(pause)
+        raise GenerationError(f"backend 'openai': {method} {url} failed after {MAX_RETRIES + 1} attempts: {last_problem}")
+
+    def _complete(self, prompt: ArmPrompt, n: int, deadline: float) -> list[str]:
+        body = {
+            "model": self.model_id,
+            "messages": prompt.message_dicts(),
+            "temperature": prompt.temperature,
+            "top_p": prompt.top_p,
+            "max_tokens": prompt.max_tokens,
+            "seed": effective_seed(self.seed, prompt.seed),
+            "n": n,
+        }
+        url = f"{self.base_url}/chat/completions"
+        response = self._request("POST", url, body, deadline)
+        try:
+            choices = sorted(response.json()["choices"], key=lambda c: c.get("index", 0))
+            texts = [_choice_text(c) for c in choices]
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise GenerationError(
+                f"backend 'openai': {url} returned a malformed completion ({type(exc).__name__}: {exc}); "
+                f"body: {response.text[:_BODY_EXCERPT]!r}"
+            ) from exc
+        if len(texts) != n:
+            raise GenerationError(f"backend 'openai': {url} returned {len(texts)} choices for n={n} (arm {prompt.arm!r})")
+        return texts
+
+    # -- protocol ------------------------------------------------------------------------------
+
+    def generate(self, prompts: Sequence[ArmPrompt]) -> list[str]:
+        if self._closed.is_set():
+            raise GenerationError("backend 'openai' is closed")
+        if not prompts:
+            return []
+        deadline = time.monotonic() + self.timeout_s
+        groups: dict[tuple[Any, ...], list[int]] = {}
+        for i, prompt in enumerate(prompts):
+            groups.setdefault(prompt.sampling_key, []).append(i)
+        futures: dict[Future[list[str]], list[int]] = {
+            self._pool.submit(self._complete, prompts[idx[0]], len(idx), deadline): idx for idx in groups.values()
+        }
+        done, pending = wait(futures, timeout=max(0.0, deadline - time.monotonic()) + 1.0, return_when=FIRST_EXCEPTION)
+        for future in done:
+            if future.exception() is not None:
+                for other in pending:
+                    other.cancel()
+                raise future.exception()  # type: ignore[misc]
+        if pending:
+            for other in pending:
+                other.cancel()
+            raise GenerationTimeout(f"backend 'openai': {len(pending)} of {len(futures)} requests exceeded the {self.timeout_s:g} s deadline")
+        texts: list[str] = [""] * len(prompts)
+        for future, idx in futures.items():
+            for i, text in zip(idx, future.result()):
+                texts[i] = text
+        return texts
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int] | None:
+        """Counts with a local tokenizer when one was given (``tokenizer=`` path), else None."""
+        if self._tokenizer_path is None:
+            return None
+        with self._tok_lock:
+            if self._tokenizer is None:
+                from transformers import AutoTokenizer
+
+                self._tokenizer = AutoTokenizer.from_pretrained(self._tokenizer_path)
+            if not texts:
+                return []
+            return [len(ids) for ids in self._tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
+
+    def close(self) -> None:
+        if self._closed.is_set():
+            return
+        self._closed.set()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._client.close()
+
+
+def _choice_text(choice: dict[str, Any]) -> str:
+    """The text of one choice; a separate reasoning field (vLLM reasoning parsers) is put back in ``<think>``."""
+    message = choice["message"]
+    content = message.get("content") or ""
+    reasoning = message.get("reasoning_content") or message.get("reasoning")
+    if reasoning:
+        return f"<think>\n{reasoning}\n</think>\n\n{content}"
+    return content
+
+
+def _parse_retry_after(value: str | None) -> float | None:
+    """Seconds from a ``Retry-After`` header (delta-seconds only), capped; None when absent or a date."""
+    if value is None:
+        return None
+    try:
+        return min(max(float(value), 0.0), MAX_RETRY_AFTER_S)
+    except ValueError:
+        return None

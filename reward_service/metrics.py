@@ -1,0 +1,34 @@
+"""Prometheus metrics of one service instance (its own registry, so several apps can coexist)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter("regime_w_requests", "HTTP requests", ["route", "status"], registry=r)
+        self.request_seconds = Histogram(
+            "regime_w_request_seconds", "request latency", ["route"], registry=r,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+        )
+        self.trajectories = Counter("regime_w_trajectories_scored", "trajectories scored", registry=r)
+        self.items = Counter("regime_w_items_scored", "questions scored", registry=r)
+        self.arm_cache_hits = Counter("regime_w_arm_cache_hits", "arm cache hits", ["layer"], registry=r)
+        self.arm_cache_misses = Counter("regime_w_arm_cache_misses", "questions whose arms were not cached", registry=r)
+        self.arm_inflight_joins = Counter(
+            "regime_w_arm_inflight_joins", "requests that joined a generation already in flight", registry=r
+        )
+        self.arm_generations = Counter("regime_w_arm_generations", "arm texts generated", registry=r)
+        self.generation_failures = Counter("regime_w_generation_failures", "failed generation batches", registry=r)
+        self.generation_seconds = Histogram(
+            "regime_w_generation_seconds", "seconds per generation batch", registry=r,
+            buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600),
+        )
+        self.inflight = Gauge("regime_w_inflight_requests", "requests being served", registry=r)
+        self.ready = Gauge("regime_w_ready", "1 when the model is loaded", registry=r)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

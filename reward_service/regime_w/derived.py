@@ -1,0 +1,425 @@
+"""Derived quantities ``D(x)`` and equation validity ``v(t)`` of DESIGN §3.
+
+``D(x)``: the numbers a text *computes*: the number right of each ``=`` (or ``≈``), and the result
+of each GSM8K calculator annotation ``<<48/2=24>>``; when a text has none, the numbers it mentions
+that the question does not. Every number is normalized with ``shared_schemas.answer.normalize_number``.
+
+``v(t)``: the share of checkable equations that are arithmetically right (1 when there are none).
+An equation ``L = R`` is checkable when ``L`` (the text just left of ``=``, back to a word, a
+punctuation mark, a line break or the previous ``=``) is a pure arithmetic expression with at
+least one binary operator, and ``R`` starts with a number or an arithmetic expression. Expressions
+use numbers (``$``, thousands commas, decimals, ``%``), ``+ - − × x * · / ÷ ^`` and parentheses;
+LaTeX ``\\times``, ``\\cdot``, ``\\div``, ``\\frac{a}{b}``, ``\\left(`` are understood. Chains
+(``16-3-4=9``, ``2*(3+4) = 2*7 = 14``) check each ``=`` against its neighbour. ``L`` and ``R``
+agree when ``|L-R| <= rel_tol * max(|L|,|R|)``, or when ``R`` shows decimals (or the sign is
+``≈``) and ``L`` rounded to those decimals is ``R`` (``10/3 = 3.33``: rounded money passes).
+
+Everything is parsed with a small tokenizer and a shunting-yard evaluator — never ``eval`` — and
+no function here raises on any input string.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from fractions import Fraction
+from functools import lru_cache
+from typing import Callable, TypeVar
+
+from shared_schemas.answer import normalize_number
+
+__all__ = [
+    "EquationScan",
+    "scan_equations",
+    "derived_quantities",
+    "derived_from_scan",
+    "equation_validity",
+    "evaluate_arithmetic",
+    "numbers_in",
+]
+
+_MAX_EXPONENT = 32
+_MAX_EXPR_CHARS = 2000  # evaluate_arithmetic gives up (None) on longer input
+
+# --- LaTeX to plain arithmetic ----------------------------------------------------------------
+_LATEX = re.compile(
+    r"\\(?:[dt]?frac\s*\{([^{}]*)\}\s*\{([^{}]*)\}"
+    r"|(times|cdot|ast|div|approx|neq|ne|left|right|text|mathrm|mathbf|textbf|quad|qquad"
+    r"|[,;:! $%()\[\]])(?![A-Za-z]))"
+)
+_LATEX_MAP = {
+    "times": " × ", "cdot": " × ", "ast": " × ", "div": " ÷ ", "approx": " ≈ ", "neq": " ≠ ",
+    "ne": " ≠ ", "left": "", "right": "", "text": " ", "mathrm": " ", "mathbf": " ", "textbf": " ",
+    "quad": " ", "qquad": " ", ",": "", ";": " ", ":": " ", "!": "", " ": " ", "$": "$", "%": "%",
+    "(": " ", ")": " ", "[": " ", "]": " ",
+}  # fmt: skip
+_SIMPLE_NUMBER = re.compile(r"[ ]*[0-9]+(?:\.[0-9]+)?[ ]*")
+
+
+def _latex_sub(m: re.Match[str]) -> str:
+    if m.group(1) is not None:
+        a, b = m.group(1), m.group(2)
+        if _SIMPLE_NUMBER.fullmatch(a) and _SIMPLE_NUMBER.fullmatch(b):
+            return f"({a.strip()}/{b.strip()})"
+        return f"(({a})/({b}))"
+    return _LATEX_MAP[m.group(3)]
+
+
+def _plain(text: str) -> str:
+    """``text`` with the LaTeX arithmetic notation replaced by plain symbols."""
+    if "\\" not in text:
+        return text
+    return _LATEX.sub(_latex_sub, text)
+
+
+# --- the pieces of an expression -------------------------------------------------------------
+_NUM = (
+    r"\$?(?:[0-9]{1,3}(?:,[0-9]{3})+(?![0-9])|[0-9]+)(?:\.[0-9]+)?(?:[ ]?%)?"
+    r"|\$?\.[0-9]+(?:[ ]?%)?"
+)
+_OP = r"[-−–+*×÷·/^]|[xX](?=[ \t]*[-−–]?[0-9$.(])"
+_S = r"[ \t\u00a0]*"
+
+
+def _expression(depth: int) -> str:
+    """Regex of an arithmetic expression with parentheses nested up to ``depth`` levels."""
+    atom = rf"(?:{_NUM})"
+    for _ in range(depth):
+        inner = rf"{atom}(?:{_S}(?:{_OP}){_S}[-−–]?{atom})*"
+        atom = rf"(?:{_NUM}|\({_S}[-−–]?{inner}{_S}\))"
+    return rf"[-−–]?{atom}(?:{_S}(?:{_OP}){_S}[-−–]?{atom})*"
+
+
+_EXPR = _expression(2)
+# A chain of equal signs between expressions: "16-3-4=9", "2*(3+4) = 2*7 = 14".
+_CHAIN = re.compile(rf"{_EXPR}(?:{_S}[=≈](?![=>]){_S}{_EXPR})+")
+_CHAIN_SPLIT = re.compile(r"([=≈])")
+# A number written right after '=' that does not start a longer expression: D(x)'s results.
+_RESULT = re.compile(rf"[=≈]{_S}([-−–]?(?:{_NUM}))(?!{_S}(?:{_OP}){_S}[-−–(]?[0-9$.])")
+# GSM8K calculator annotations: <<48/2=24>>
+_CALC = re.compile(r"<<([^<>=\n]{1,200})=([^<>=\n]{1,60})>>")
+_NUMBER_ANY = re.compile(r"[0-9]{1,3}(?:,[0-9]{3})+(?![0-9])(?:\.[0-9]+)?|[0-9]+(?:\.[0-9]+)?|\.[0-9]+")
+
+# Tokens, for evaluation. A token is a string: a number, an operator, "(" or ")".
+_TOKEN = re.compile(rf"{_NUM}|{_OP}|[()]|[^ \t\u00a0]")
+_OP_CANON = {"-": "-", "−": "-", "–": "-", "+": "+", "*": "*", "×": "*", "·": "*", "x": "*", "X": "*",
+             "/": "/", "÷": "/", "^": "^"}  # fmt: skip
+_NUMBER_START = frozenset("0123456789$.")
+_PREC = {"+": 1, "-": 1, "*": 2, "/": 2, "u": 3, "^": 4}  # "u": unary minus
+_OP_CHARS = frozenset("+-−–*×÷·/^")
+_SPACE = frozenset(" \t\u00a0")
+
+N = TypeVar("N", float, Fraction)
+
+
+def _tokens(expr: str) -> list[str] | None:
+    """Tokens of ``expr`` (operators canonical), or None when it holds anything else."""
+    out = []
+    for t in _TOKEN.findall(expr):
+        if t[0] in _NUMBER_START:
+            out.append(t)
+        elif t in _OP_CANON:
+            out.append(_OP_CANON[t])
+        elif t == "(" or t == ")":
+            out.append(t)
+        else:
+            return None
+    return out
+
+
+def _shape(toks: list[str]) -> int:
+    """Number of binary operators when ``toks`` is a complete expression, else -1."""
+    ops, depth, want_operand = 0, 0, True
+    for t in toks:
+        if want_operand:
+            if t[0] in _NUMBER_START:
+                want_operand = False
+            elif t == "(":
+                depth += 1
+            elif t != "-":
+                return -1
+        elif t == ")":
+            if depth == 0:
+                return -1
+            depth -= 1
+        elif t == "(" or t[0] in _NUMBER_START:
+            return -1
+        else:
+            ops += 1
+            want_operand = True
+    return -1 if want_operand or depth else ops
+
+
+def _number(text: str, conv: Callable[[str], N]) -> N:
+    s = text.replace("$", "").replace(",", "").replace(" ", "")
+    if s[-1] == "%":
+        return conv(s[:-1]) / 100
+    return conv(s)
+
+
+def _apply(op: str, a: N, b: N) -> N:
+    if op == "+":
+        return a + b
+    if op == "-":
+        return a - b
+    if op == "*":
+        return a * b
+    if op == "/":
+        return a / b  # ZeroDivisionError is handled by the callers
+    if b != int(b) or abs(b) > _MAX_EXPONENT:  # "^": small integral exponents only
+        raise ValueError("exponent out of range")
+    return a ** int(b)
+
+
+def _evaluate(toks: list[str], conv: Callable[[str], N]) -> N:
+    """Shunting-yard evaluation of tokens that ``_shape`` accepted."""
+    if len(toks) == 1:
+        return _number(toks[0], conv)
+    values: list[N] = []
+    ops: list[str] = []
+
+    def reduce() -> None:
+        op = ops.pop()
+        if op == "u":
+            values.append(-values.pop())
+        else:
+            b = values.pop()
+            values.append(_apply(op, values.pop(), b))
+
+    want_operand = True
+    for t in toks:
+        if t[0] in _NUMBER_START:
+            values.append(_number(t, conv))
+            want_operand = False
+        elif t == "(":
+            ops.append("(")
+        elif t == ")":
+            while ops[-1] != "(":
+                reduce()
+            ops.pop()
+        elif want_operand:  # a minus sign
+            ops.append("u")
+        else:
+            prec = _PREC[t]
+            while ops and ops[-1] != "(":
+                top = _PREC[ops[-1]]
+                # '^' is right-associative; a sign binds tighter than * / and looser than ^
+                if top > prec or (top == prec and t != "^"):
+                    reduce()
+                else:
+                    break
+            ops.append(t)
+            want_operand = True
+    while ops:
+        reduce()
+    return values[0]
+
+
+def evaluate_arithmetic(expr: str) -> Fraction | float | None:
+    """Exact value of a pure arithmetic expression, or None when it is not one (never raises).
+
+    ``"16-3-4"`` → ``Fraction(9)``; ``"$0.2 x 50"`` → ``Fraction(10)``; ``"\\frac{3}{4} \\times 8"``
+    → ``Fraction(6)``; ``"1/0"``, ``"x + 3"``, ``"2 apples"`` → None. Exponents (``2^3``) must be
+    integers of at most 32.
+    """
+    try:
+        if not isinstance(expr, str) or len(expr) > _MAX_EXPR_CHARS:
+            return None
+        toks = _tokens(_plain(expr))
+        if not toks or _shape(toks) < 0:
+            return None
+        return _evaluate(toks, Fraction)
+    except (ZeroDivisionError, ValueError, OverflowError, ArithmeticError, IndexError, RecursionError):
+        return None
+
+
+# --- equations -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class EquationScan:
+    """What one pass over a text found: numbers right of ``=``, and checked / right equations."""
+
+    results: frozenset[str]
+    checked: int
+    right: int
+
+    @property
+    def validity(self) -> float:
+        return 1.0 if self.checked == 0 else self.right / self.checked
+
+
+def _decimals(num_text: str) -> int:
+    dot = num_text.find(".")
+    if dot < 0:
+        return 0
+    k = dot + 1
+    while k < len(num_text) and num_text[k].isdigit():
+        k += 1
+    return k - dot - 1
+
+
+def _agree(lhs: float, rhs: float, rhs_decimals: int, approx: bool, rel_tol: float) -> bool:
+    """``|L-R| <= rel_tol·max(|L|,|R|)``, or ``R`` is ``L`` rounded to the decimals ``R`` shows."""
+    diff = abs(lhs - rhs)
+    if diff <= rel_tol * max(abs(lhs), abs(rhs)):
+        return True
+    if rhs_decimals > 0 or approx:
+        return diff <= 0.5 * 10.0**-rhs_decimals * (1.0 + 1e-9)
+    return False
+
+
+def _left_context_ok(text: str, start: int, signed: bool) -> bool:
+    """Whether the expression starting at ``start`` really starts there.
+
+    False when it continues something that is not a number: "x + 3 = 8" matches from "3", but its
+    left operand is ``x``; "a2 + 3" is glued to a word; "y -5 + 8" has a one-letter variable.
+    """
+    if start == 0:
+        return True
+    c = text[start - 1]
+    if c.isalnum() or c == "." or c == "_":
+        return False
+    j = start - 1
+    while j >= 0 and text[j] in _SPACE:
+        j -= 1
+    if j < 0:
+        return True
+    c = text[j]
+    if c in _OP_CHARS:
+        return c == "*" and j > 0 and text[j - 1] == "*"  # markdown bold "**5 + 3 = 8**"
+    word_letter = j > 0 and text[j - 1].isalpha()
+    if c in "xX)":
+        return c != ")" and word_letter  # "Box 3 x 4" is fine, "x 3" is not
+    if signed and c.isalpha() and not word_letter:
+        return False
+    return True
+
+
+def _segment(seg: str) -> tuple[list[str], int] | None:
+    toks = _tokens(seg)
+    if not toks:
+        return None
+    ops = _shape(toks)
+    return None if ops < 0 else (toks, ops)
+
+
+def _check_chain(text: str, m: re.Match[str], rel_tol: float, skip: set[str]) -> tuple[int, int]:
+    """(checked, right) links of one '=' chain; a link's left side needs a binary operator."""
+    parts = _CHAIN_SPLIT.split(m.group())
+    checked = right = 0
+    left = _segment(parts[0])
+    left_ok = left is not None and _left_context_ok(text, m.start(), parts[0].lstrip()[:1] in "-−–")
+    for k in range(2, len(parts), 2):
+        seg = parts[k].strip()
+        cur = _segment(seg)
+        if cur is None:
+            return checked, right
+        if left_ok and left is not None and left[1] > 0:
+            lhs_key = "".join(left[0])
+            if lhs_key not in skip:
+                try:
+                    lhs = _evaluate(left[0], float)
+                    rhs = _evaluate(cur[0], float)
+                except (ZeroDivisionError, ValueError, OverflowError):
+                    lhs = rhs = math.nan
+                if math.isfinite(lhs) and math.isfinite(rhs):
+                    checked += 1
+                    decimals = _decimals(seg) if cur[1] == 0 else 0
+                    right += _agree(lhs, rhs, decimals, parts[k - 1] == "≈", rel_tol)
+        left, left_ok = cur, True
+    return checked, right
+
+
+def scan_equations(text: str, rel_tol: float = 1e-4) -> EquationScan:
+    """One pass over ``text``: the numbers right of ``=``/calculator results, and ``v(t)``'s counts."""
+    try:
+        return _scan(text, rel_tol)
+    except (ValueError, ArithmeticError, IndexError, RecursionError, TypeError):
+        return EquationScan(frozenset(), 0, 0)
+
+
+def _scan(text: str, rel_tol: float) -> EquationScan:
+    results: set[str] = set()
+    checked = right = 0
+    calc_keys: set[str] = set()
+    if "<<" in text:
+        for m in _CALC.finditer(text):
+            value = normalize_number(m.group(2))
+            if value is None:
+                continue
+            results.add(value)
+            lhs = _segment(_plain(m.group(1)).strip())
+            rhs = _segment(m.group(2).strip())
+            if lhs is None or lhs[1] == 0:
+                continue
+            try:
+                lv = _evaluate(lhs[0], float)
+                rv = _evaluate(rhs[0], float) if rhs is not None else float(value)
+            except (ZeroDivisionError, ValueError, OverflowError):
+                continue
+            if not (math.isfinite(lv) and math.isfinite(rv)):
+                continue
+            calc_keys.add("".join(lhs[0]))
+            checked += 1
+            right += _agree(lv, rv, _decimals(m.group(2)), False, rel_tol)
+        text = _CALC.sub(" ", text)
+    if "=" not in text and "\\" not in text and "≈" not in text:
+        return EquationScan(frozenset(results), checked, right)
+    text = _plain(text)
+    for m in _RESULT.finditer(text):
+        p = m.start()
+        if (p > 0 and text[p - 1] in "<>!=") or text[p + 1 : p + 2] in ("=", ">"):
+            continue
+        value = normalize_number(m.group(1))
+        if value is not None:
+            results.add(value)
+    for m in _CHAIN.finditer(text):
+        c, r = _check_chain(text, m, rel_tol, calc_keys)
+        checked += c
+        right += r
+    return EquationScan(frozenset(results), checked, right)
+
+
+@lru_cache(maxsize=4096)
+def numbers_in(text: str) -> frozenset[str]:
+    """Every number written in ``text``, normalized (used for questions: cached)."""
+    out = set()
+    for m in _NUMBER_ANY.finditer(text):
+        value = normalize_number(m.group())
+        if value is not None:
+            out.add(value)
+    return frozenset(out)
+
+
+def derived_from_scan(scan: EquationScan, text: str, question_numbers: frozenset[str]) -> frozenset[str]:
+    """``D(x)`` from a scan: its computed numbers, else the numbers of ``text`` not in the question."""
+    if scan.results:
+        return scan.results
+    if not text:
+        return frozenset()
+    found = set()
+    for m in _NUMBER_ANY.finditer(text):
+        value = normalize_number(m.group())
+        if value is not None and value not in question_numbers:
+            found.add(value)
+    return frozenset(found)
+
+
+def derived_quantities(text: str, question: str) -> frozenset[str]:
+    """``D(x)``: normalized numbers that ``text`` computes (DESIGN §3); never raises."""
+    try:
+        if not isinstance(text, str):
+            return frozenset()
+        qn = numbers_in(question) if isinstance(question, str) else frozenset()
+        return derived_from_scan(scan_equations(text), text, qn)
+    except (ValueError, ArithmeticError, IndexError, RecursionError, TypeError):
+        return frozenset()
+
+
+def equation_validity(text: str, rel_tol: float = 1e-4) -> float:
+    """``v(t)``: share of checkable equations in ``text`` that are right; 1 when there are none."""
+    if not isinstance(text, str):
+        return 1.0
+    return scan_equations(text, rel_tol).validity

@@ -1,0 +1,320 @@
+"""The Regime W formulas of DESIGN §3, as pure functions named like the equations.
+
+Per question the arm texts are parsed once into ``PreparedArms`` (answer and ``D(A_k)`` of each
+arm sample, family totals, the consensus answer); each trajectory is then scored with
+
+    s_end  = Σ_{k∈supp(ans t)} w_k / Σ_k w_k
+    s_path = v(t) · Σ_k w_k F1(D(t), D(A_k)) / Σ_k w_k
+    s_cf   = min_F Σ_{k∈F∩supp} w_k / Σ_{k∈F} w_k        (families with an arm present)
+    s_wm   = (λ_end s_end + λ_path s_path + λ_cf s_cf) / (λ_end + λ_path + λ_cf)
+    reward = α·correctness + β·s_wm − γ·length_penalty,  length_penalty = num_tokens / length_scale
+
+An arm with ``m`` supplied texts gives each text the weight ``w_k / m``; arms without a text are
+absent from every sum. ``F1(A, B) = 2|A∩B| / (|A|+|B|)``, and 0 when either set is empty.
+Sums run in a canonical order (config arm order, then text), so the scores do not depend on the
+order in which the arm texts were supplied.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from reward_service.regime_w.config import RegimeWConfig
+from reward_service.regime_w.derived import derived_from_scan, numbers_in, scan_equations
+from shared_schemas.answer import answers_equal, gold_answer, parse_answer
+
+__all__ = [
+    "UnknownArmError",
+    "GoldAnswerError",
+    "ArmText",
+    "ArmSample",
+    "PreparedArms",
+    "prepare_arms",
+    "f1",
+    "s_end",
+    "s_path",
+    "s_cf",
+    "s_wm",
+    "reward",
+    "TrajectoryScores",
+    "score_trajectory",
+    "score_trajectories",
+]
+
+_TIE_DIGITS = 12  # weights that agree to 12 decimals are a tie for the consensus answer
+
+
+class UnknownArmError(ValueError):
+    """Arm texts name arms that the config does not have; the message names them."""
+
+
+class GoldAnswerError(ValueError):
+    """The gold answer holds no answer (no number, no ``#### X``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ArmText:
+    """One arm output: the arm's name and the text the arm model wrote."""
+
+    arm: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ArmSample:
+    """One arm text, parsed: its answer ``ans(A_k)`` and derived quantities ``D(A_k)``."""
+
+    arm: str
+    arm_index: int
+    family: str
+    weight: float  # w_k / m
+    answer: str | None
+    derived: frozenset[str]
+
+
+class PreparedArms:
+    """The arms of one question, parsed once; scoring many trajectories then reuses them."""
+
+    __slots__ = (
+        "question",
+        "question_numbers",
+        "samples",
+        "total_weight",
+        "family_totals",
+        "consensus_answer",
+        "config_fingerprint",
+        "_path_terms",
+        "_support",
+    )
+
+    def __init__(self, question: str, samples: tuple[ArmSample, ...], config: RegimeWConfig) -> None:
+        self.question = question
+        self.question_numbers = numbers_in(question)
+        self.samples = samples
+        self.config_fingerprint = config.fingerprint
+        self.total_weight = sum(s.weight for s in samples)
+        totals = {f: 0.0 for f in config.families}
+        for s in samples:
+            totals[s.family] += s.weight
+        # families with no arm present are left out of s_cf's min
+        self.family_totals: tuple[tuple[str, float], ...] = tuple((f, w) for f, w in totals.items() if w > 0)
+        # (weight, D(A_k), |D(A_k)|) of arm samples with a non-empty D: the F1 terms of s_path
+        self._path_terms = tuple((s.weight, s.derived, len(s.derived)) for s in samples if s.derived)
+        self._support: dict[str, tuple[float, tuple[float, ...]]] = {}
+        self.consensus_answer = _consensus(samples, config)
+
+    def support(self, answer: str) -> tuple[float, tuple[float, ...]]:
+        """``Σ_{k∈supp(a)} w_k`` and the same sum per present family (memoized per answer)."""
+        hit = self._support.get(answer)
+        if hit is not None:
+            return hit
+        total = 0.0
+        per_family = dict.fromkeys((f for f, _ in self.family_totals), 0.0)
+        for s in self.samples:
+            if s.answer is not None and (s.answer == answer or answers_equal(answer, s.answer)):
+                total += s.weight
+                per_family[s.family] += s.weight
+        result = (total, tuple(per_family.values()))
+        self._support[answer] = result
+        return result
+
+    def __repr__(self) -> str:
+        return (
+            f"PreparedArms(samples={len(self.samples)}, total_weight={self.total_weight:g}, "
+            f"consensus_answer={self.consensus_answer!r})"
+        )
+
+
+def _consensus(samples: tuple[ArmSample, ...], config: RegimeWConfig) -> str | None:
+    """The answer with the largest arm weight; ties: more compute-family weight, then arm order.
+
+    The tie-break family is the first of ``config.families`` ("compute" in the default config).
+    """
+    first_family = config.families[0]
+    groups: list[list] = []  # [representative answer, total weight, first-family weight, first arm index]
+    for s in samples:  # canonical order: config arm order
+        if s.answer is None:
+            continue
+        for g in groups:
+            if s.answer == g[0] or answers_equal(s.answer, g[0]):
+                break
+        else:
+            g = [s.answer, 0.0, 0.0, s.arm_index]
+            groups.append(g)
+        g[1] += s.weight
+        if s.family == first_family:
+            g[2] += s.weight
+    if not groups:
+        return None
+    best = max(groups, key=lambda g: (round(g[1], _TIE_DIGITS), round(g[2], _TIE_DIGITS), -g[3]))
+    return best[0]
+
+
+def prepare_arms(question: str, arm_texts: Sequence[ArmText], config: RegimeWConfig) -> PreparedArms:
+    """Parse every arm text of ``question`` once (answer, ``D``); raises ``UnknownArmError``."""
+    index = {spec.name: i for i, spec in enumerate(config.arms)}
+    unknown = sorted({a.arm for a in arm_texts if a.arm not in index})
+    if unknown:
+        raise UnknownArmError(
+            f"unknown arm name(s) {', '.join(repr(u) for u in unknown)}; "
+            f"known arms: {', '.join(config.arm_names)}"
+        )
+    counts: dict[str, int] = {}
+    for a in arm_texts:
+        counts[a.arm] = counts.get(a.arm, 0) + 1
+    qn = numbers_in(question)
+    ordered = sorted(arm_texts, key=lambda a: (index[a.arm], a.text))
+    samples = []
+    for a in ordered:
+        spec = config.arms[index[a.arm]]
+        scan = scan_equations(a.text, config.equation_rel_tol)
+        samples.append(
+            ArmSample(
+                arm=a.arm,
+                arm_index=index[a.arm],
+                family=spec.family,
+                weight=spec.weight / counts[a.arm],
+                answer=parse_answer(a.text).value,
+                derived=derived_from_scan(scan, a.text, qn),
+            )
+        )
+    return PreparedArms(question, tuple(samples), config)
+
+
+# --- the equations of DESIGN §3 ----------------------------------------------------------------
+
+
+def f1(a: frozenset[str] | set[str], b: frozenset[str] | set[str]) -> float:
+    """``F1(A, B) = 2|A∩B| / (|A|+|B|)``; 0 when either set is empty."""
+    if not a or not b:
+        return 0.0
+    return 2.0 * len(a & b) / (len(a) + len(b))
+
+
+def s_end(answer: str | None, arms: PreparedArms) -> float:
+    """End-answer agreement: the arm weight that supports ``answer``, over all arm weight."""
+    if answer is None or arms.total_weight <= 0.0:
+        return 0.0
+    supp, _ = arms.support(answer)
+    return min(1.0, supp / arms.total_weight)
+
+
+def s_path(derived: frozenset[str] | set[str], validity: float, arms: PreparedArms) -> float:
+    """Path agreement: ``v(t) · Σ_k w_k F1(D(t), D(A_k)) / Σ_k w_k``."""
+    if validity <= 0.0 or not derived or arms.total_weight <= 0.0:
+        return 0.0
+    n = len(derived)
+    acc = 0.0
+    for w, d, m in arms._path_terms:
+        common = len(derived & d)
+        if common:
+            acc += w * (2.0 * common / (n + m))
+    return min(1.0, validity * acc / arms.total_weight)
+
+
+def s_cf(answer: str | None, arms: PreparedArms) -> float:
+    """Counterfactual family robustness: the smallest per-family share of support for ``answer``."""
+    if answer is None or not arms.family_totals:
+        return 0.0
+    _, per_family = arms.support(answer)
+    return min(1.0, min(supp / total for supp, (_, total) in zip(per_family, arms.family_totals)))
+
+
+def s_wm(s_end: float, s_path: float, s_cf: float, config: RegimeWConfig) -> float:
+    """``(λ_end s_end + λ_path s_path + λ_cf s_cf) / (λ_end + λ_path + λ_cf)``."""
+    num = config.lambda_end * s_end + config.lambda_path * s_path + config.lambda_cf * s_cf
+    return num / (config.lambda_end + config.lambda_path + config.lambda_cf)
+
+
+def reward(correctness: float | None, s_wm: float, length_penalty: float, config: RegimeWConfig) -> float:
+    """``α·correctness + β·s_wm − γ·length_penalty``; the correctness term is left out when None."""
+    value = config.beta * s_wm - config.gamma * length_penalty
+    if correctness is not None:
+        value += config.alpha * correctness
+    return value
+
+
+# --- scoring -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TrajectoryScores:
+    reward: float
+    correctness: float | None
+    s_end: float
+    s_path: float
+    s_cf: float
+    s_wm: float
+    length_penalty: float
+    num_tokens: int
+    final_answer: str | None
+    format_ok: bool
+
+
+def _gold(gold: str | None) -> str | None:
+    if gold is None:
+        return None
+    value = gold_answer(gold)
+    if value is None:
+        raise GoldAnswerError(f"gold answer {gold[:80]!r} holds no answer (expected '#### 72' or '72')")
+    return value
+
+
+def _check(arms: PreparedArms, config: RegimeWConfig) -> None:
+    if arms.config_fingerprint != config.fingerprint:
+        raise ValueError(
+            f"arms were prepared with config {arms.config_fingerprint} but scored with {config.fingerprint}"
+        )
+
+
+def _score(
+    text: str, num_tokens: int, arms: PreparedArms, config: RegimeWConfig, gold: str | None
+) -> TrajectoryScores:
+    if num_tokens < 0:
+        raise ValueError(f"num_tokens must be >= 0, got {num_tokens}")
+    parsed = parse_answer(text)
+    answer = parsed.value
+    scan = scan_equations(text, config.equation_rel_tol)
+    derived = derived_from_scan(scan, text, arms.question_numbers)
+    end = s_end(answer, arms)
+    path = s_path(derived, scan.validity, arms)
+    cf = s_cf(answer, arms)
+    wm = s_wm(end, path, cf, config)
+    correctness = None if gold is None else (1.0 if answers_equal(answer, gold) else 0.0)
+    lp = num_tokens / config.length_scale
+    return TrajectoryScores(
+        reward=reward(correctness, wm, lp, config),
+        correctness=correctness,
+        s_end=end,
+        s_path=path,
+        s_cf=cf,
+        s_wm=wm,
+        length_penalty=lp,
+        num_tokens=num_tokens,
+        final_answer=answer,
+        format_ok=parsed.format_ok,
+    )
+
+
+def score_trajectory(
+    text: str, num_tokens: int, arms: PreparedArms, config: RegimeWConfig, gold: str | None
+) -> TrajectoryScores:
+    """Every score of one trajectory; ``gold`` is ``"#### 72"``, ``"72"`` or None (label-free)."""
+    _check(arms, config)
+    return _score(text, num_tokens, arms, config, _gold(gold))
+
+
+def score_trajectories(
+    texts: Sequence[str],
+    num_tokens: Sequence[int],
+    arms: PreparedArms,
+    config: RegimeWConfig,
+    gold: str | None,
+) -> list[TrajectoryScores]:
+    """``score_trajectory`` for each text of one question (the gold answer is parsed once)."""
+    if len(texts) != len(num_tokens):
+        raise ValueError(f"{len(texts)} trajectories but {len(num_tokens)} token counts")
+    _check(arms, config)
+    g = _gold(gold)
+    return [_score(t, n, arms, config, g) for t, n in zip(texts, num_tokens)]

@@ -1,0 +1,107 @@
+"""Service settings: every knob from the environment (prefix ``REGIME_W_``) or CLI flags."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+BackendKind = Literal["provided", "hf", "openai", "vllm"]
+
+
+class Settings(BaseSettings):
+    """Configuration of one reward-service process.
+
+    API keys come from ``REGIME_W_API_KEYS`` (comma-separated) and/or the file named by
+    ``REGIME_W_API_KEYS_FILE`` (one key a line, ``#`` comments). With no key the server refuses
+    to start unless ``insecure_no_auth`` is set.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="REGIME_W_", extra="ignore", frozen=True)
+
+    # --- auth
+    api_keys: str | None = Field(default=None, repr=False)
+    api_keys_file: Path | None = None
+    insecure_no_auth: bool = False
+
+    # --- model and generation
+    backend: BackendKind = "provided"
+    model: str | None = None
+    device: str = "auto"
+    dtype: str = "auto"
+    generation_batch_size: int = Field(default=32, ge=1)
+    generation_timeout_s: float = Field(default=300.0, gt=0)
+    generation_batch_window_ms: float = Field(default=5.0, ge=0)
+    max_pending_questions: int = Field(default=4096, ge=1)
+    seed: int = 0
+    openai_base_url: str | None = None
+    openai_api_key: str | None = Field(default=None, repr=False)
+    openai_max_concurrency: int = Field(default=16, ge=1)
+
+    # --- scorer config and arm cache
+    config_path: Path | None = None
+    cache_path: str | None = ".cache/regime-w/arms.sqlite3"
+    cache_memory_items: int = Field(default=8192, ge=0)
+
+    # --- limits
+    max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    max_items: int = Field(default=256, ge=1)
+    max_trajectories: int = Field(default=256, ge=1)
+    max_text_chars: int = Field(default=100_000, ge=1)
+
+    # --- server
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    workers: int = Field(default=1, ge=1)
+    log_level: str = "info"
+
+    @field_validator("cache_path")
+    @classmethod
+    def _empty_cache_path_means_none(cls, value: str | None) -> str | None:
+        if value is None or value.strip().lower() in {"", "none", "off", "memory"}:
+            return None
+        return value
+
+    @cached_property
+    def keys(self) -> tuple[str, ...]:
+        """Every configured API key (env list and key file), without blanks or comments."""
+        found: list[str] = []
+        if self.api_keys:
+            found += [k.strip() for k in self.api_keys.split(",") if k.strip()]
+        if self.api_keys_file is not None:
+            try:
+                text = self.api_keys_file.read_text(encoding="utf-8")
+            except OSError as exc:
+                raise ValueError(f"cannot read REGIME_W_API_KEYS_FILE {self.api_keys_file}: {exc}") from exc
+            for line in text.splitlines():
+                line = line.split("#", 1)[0].strip()
+                if line:
+                    found.append(line)
+        return tuple(dict.fromkeys(found))
+
+    @property
+    def auth_enabled(self) -> bool:
+        return bool(self.keys)
+
+    def check_startable(self) -> None:
+        """Raise ``ValueError`` when this configuration must not serve (no key and no opt-out)."""
+        if not self.keys and not self.insecure_no_auth:
+            raise ValueError(
+                "no API key configured: set REGIME_W_API_KEYS or REGIME_W_API_KEYS_FILE, "
+                "or start with --insecure-no-auth (never on a reachable address)"
+            )
+        if self.backend == "openai" and not self.openai_base_url:
+            raise ValueError("backend 'openai' needs REGIME_W_OPENAI_BASE_URL (e.g. http://vllm:8000/v1)")
+        if self.backend in {"hf", "vllm"} and not self.model:
+            raise ValueError(f"backend '{self.backend}' needs a model: REGIME_W_MODEL or --model")
+
+    def limits(self) -> dict[str, int]:
+        return {
+            "max_body_bytes": self.max_body_bytes,
+            "max_items": self.max_items,
+            "max_trajectories": self.max_trajectories,
+            "max_text_chars": self.max_text_chars,
+        }

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Create .venv (once) and install the project with every extra needed on a CPU machine.
+# torch==2.13.0 goes first: a plain `torch` would pull a multi-GB CUDA build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+# shellcheck disable=SC1091
+. .venv/bin/activate
+stamp=.venv/.regime-w-installed
+want=$(cat pyproject.toml constraints.txt | sha256sum | cut -c1-16)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  python -m pip install -q --upgrade pip
+  python -m pip install -q "torch==2.13.0"
+  python -m pip install -q -c constraints.txt -e ".[service,trainer,dev]"
+  echo "$want" > "$stamp"
+fi

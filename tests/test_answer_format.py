@@ -1,0 +1,316 @@
+"""The answer-format contract (DESIGN §2): a table of real-looking completions, then properties."""
+
+from __future__ import annotations
+
+import time
+from decimal import Decimal
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from shared_schemas.answer import (
+    ParsedAnswer,
+    answers_equal,
+    extract_answer,
+    gold_answer,
+    normalize_answer,
+    normalize_number,
+    parse_answer,
+)
+
+R1_RIGHT = (
+    "<think>\nOkay, so Janet's ducks lay 16 eggs per day. She eats 3 for breakfast and bakes muffins "
+    "with 4. So 16 - 3 - 4 = 9 eggs left. Wait, maybe the answer is 9? No, she sells each for $2, "
+    "so 9 * 2 = 18.\n</think>\n\nJanet sells 16 - 3 - 4 = 9 eggs a day at $2 each.\n\n"
+    "**Final Answer**\n\\boxed{18}"
+)
+
+# (id, completion, value, format_ok, source)
+CASES: list[tuple[str, str, str | None, bool, str]] = [
+    # --- GSM8K gold solutions and #### answers
+    ("gsm8k-gold", "Natalia sold 48/2 = <<48/2=24>>24 clips in May.\n"
+     "Natalia sold 48+24 = <<48+24=72>>72 clips altogether in April and May.\n#### 72",
+     "72", True, "hashes"),
+    ("hashes-thousands", "Total cost: 1,000 + 234 = 1,234 dollars.\n#### 1,234", "1234", True, "hashes"),
+    ("hashes-dollar", "She earned $10.\n#### $10", "10", True, "hashes"),
+    ("hashes-negative", "The temperature fell below zero.\n#### -5", "-5", True, "hashes"),
+    ("hashes-decimal-trailing-zero", "#### 18.0", "18", True, "hashes"),
+    ("hashes-units-period", "#### 18 dollars.", "18", True, "hashes"),
+    ("hashes-last-wins", "#### 5\nwait, that was wrong.\n#### 7", "7", True, "hashes"),
+    ("hashes-bold", "#### **42**", "42", True, "hashes"),
+    ("hashes-equation", "#### 3 * 6 = 18", "18", True, "hashes"),
+    ("hashes-heading-is-not-an-answer",
+     "#### Step 2: Compute the eggs left\n16 - 3 - 4 = 9\nThe answer is 9.", "9", True, "answer_is"),
+    ("hashes-empty-then-boxed", "####\n\\boxed{12}", "12", True, "boxed"),
+    # --- \boxed{}
+    ("boxed-plain", "So the total is \\boxed{72}.", "72", True, "boxed"),
+    ("boxed-frac", "Each gets \\boxed{\\frac{3}{4}} of a pizza.", "0.75", True, "boxed"),
+    ("boxed-dfrac-negative", "$\\boxed{-\\dfrac{1}{2}}$", "-0.5", True, "boxed"),
+    ("boxed-text-units", "\\boxed{\\text{18 dollars}}", "18", True, "boxed"),
+    ("boxed-dollar-escaped", "The answer: \\boxed{\\$18}", "18", True, "boxed"),
+    ("boxed-latex-thousands", "\\boxed{1{,}234}", "1234", True, "boxed"),
+    ("boxed-percent", "\\boxed{25\\%}", "25", True, "boxed"),
+    ("boxed-last-wins", "First \\boxed{5}, then corrected: \\boxed{6}", "6", True, "boxed"),
+    ("boxed-equation", "\\boxed{x = 15}", "15", True, "boxed"),
+    ("boxed-nonnumeric", "\\boxed{\\text{Yes}}", "yes", True, "boxed"),
+    ("boxed-unclosed-falls-back", "so \\boxed{12 and then the text stops", "12", False, "last_number"),
+    ("boxed-beats-answer-is", "The answer is 5. Actually \\boxed{6}", "6", True, "boxed"),
+    ("hashes-beat-boxed", "\\boxed{6}\n#### 7", "7", True, "hashes"),
+    # --- "the (final) answer is"
+    ("answer-is-dollar-period", "She makes 9 * 2 = 18 dollars. The answer is $18.", "18", True, "answer_is"),
+    ("final-answer-colon", "The final answer is: 72", "72", True, "answer_is"),
+    ("answer-colon-bold", "**Answer:** Janet makes **$18** every day.", "18", True, "answer_is"),
+    ("final-answer-bold-heading", "**Final Answer**: 240", "240", True, "answer_is"),
+    ("answer-is-decimal", "The answer is 0.5.", "0.5", True, "answer_is"),
+    ("answer-is-equation", "The answer is 9 * 2 = 18.", "18", True, "answer_is"),
+    ("answer-is-sentence-cut", "The answer is 5, not 6 = 3 + 3.", "5", True, "answer_is"),
+    ("answer-is-last-stated-wins", "I thought the answer is 5. Rechecking, the answer is 6.", "6", True, "answer_is"),
+    ("answer-is-without-number-skipped", "The answer is 8. Is the answer is clear? The answer is...",
+     "8", True, "answer_is"),
+    ("answer-is-unicode-minus", "The answer is −7.", "-7", True, "answer_is"),
+    ("answer-is-en-dash", "The final answer is –3", "-3", True, "answer_is"),
+    ("answer-is-fraction", "The answer is 3/4 of a cup.", "0.75", True, "answer_is"),
+    ("answer-is-exponent", "The answer is 1e3.", "1000", True, "answer_is"),
+    ("answer-is-percent", "The answer is 50%.", "50", True, "answer_is"),
+    ("answer-is-cm", "The answer is 5 cm.", "5", True, "answer_is"),
+    ("answer-is-comma-thousands", "The answer is 12,500 dollars.", "12500", True, "answer_is"),
+    ("answer-is-next-line", "The final answer is:\n\n42", "42", True, "answer_is"),
+    # --- DeepSeek-R1 <think> blocks
+    ("r1-boxed-after-think", R1_RIGHT, "18", True, "boxed"),
+    ("r1-think-holds-other-number",
+     "<think>\nThe answer is 20? 48 + 24 = 72.\n</think>\nThe answer is 72.", "72", True, "answer_is"),
+    ("r1-after-think-only-number",
+     "<think>I think the answer is 20.</think>\nShe earns 18 dollars a day", "18", False, "last_number"),
+    ("r1-nothing-after-think",
+     "<think>16 - 3 - 4 = 9, 9 * 2 = 18, so the answer is 18.</think>", "18", True, "answer_is"),
+    ("r1-never-closed-last-number",
+     "<think>\nJanet has 16 eggs. She eats 3 and bakes with 4, so 16 - 3 - 4 = 9. Each costs $2, so 9 * 2",
+     "2", False, "last_number"),
+    ("r1-never-closed-stated",
+     "<think>\nSo 48 / 2 = 24 in May, and 48 + 24 = 72. The answer is 72. Let me double-check: 24 + 48",
+     "72", True, "answer_is"),
+    ("r1-two-think-closes", "<think>a</think> 5 <think>b</think> #### 6", "6", True, "hashes"),
+    ("r1-hashes-after-think", "<think>\n48/2 = 24\n</think>\n48 + 24 = 72\n#### 72", "72", True, "hashes"),
+    # --- last-number fallback
+    ("last-number-trailing-period", "So she has 12 apples left.", "12", False, "last_number"),
+    ("last-number-subtraction-not-negative", "16-3-4", "4", False, "last_number"),
+    ("last-number-negative", "The balance is now -40", "-40", False, "last_number"),
+    ("last-number-decimal", "Each costs 2.50 and she buys 3 so 7.50", "7.5", False, "last_number"),
+    ("last-number-comma-list", "the values are 1,2,3", "3", False, "last_number"),
+    ("last-number-thousands", "The car costs $12,000", "12000", False, "last_number"),
+    ("last-number-dollar", "She paid $5.", "5", False, "last_number"),
+    ("last-number-leading-dot", "It costs .5 dollars", "0.5", False, "last_number"),
+    ("last-number-trailing-zero", "Total 18.0", "18", False, "last_number"),
+    # --- nothing at all
+    ("no-number", "I am not sure how to solve this problem.", None, False, "none"),
+    ("empty", "", None, False, "none"),
+    ("only-think", "<think>\nHmm, let me think about this.\n</think>", None, False, "none"),
+    ("answer-is-no-number", "The answer is unclear.", None, False, "none"),
+]
+
+
+@pytest.mark.parametrize(
+    ("text", "value", "format_ok", "source"),
+    [case[1:] for case in CASES],
+    ids=[case[0] for case in CASES],
+)
+def test_parse_answer_table(text: str, value: str | None, format_ok: bool, source: str) -> None:
+    parsed = parse_answer(text)
+    assert parsed == ParsedAnswer(value, format_ok, source), f"{text!r} -> {parsed}"
+    assert extract_answer(text) == value
+
+
+def test_table_is_large_and_ids_unique() -> None:
+    assert len(CASES) >= 40
+    assert len({case[0] for case in CASES}) == len(CASES)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("$1,234.50", "1234.5"),
+        ("50%", "50"),
+        ("3/4", "0.75"),
+        ("1e3", "1000"),
+        ("18 dollars.", "18"),
+        ("5 cm", "5"),
+        ("18.0", "18"),
+        ("18.", "18"),
+        ("-5", "-5"),
+        ("−5", "-5"),
+        ("+7", "7"),
+        ("0.10", "0.1"),
+        ("-0", "0"),
+        (".5", "0.5"),
+        ("1/3", "0.3333333333333333333333333333"),
+        ("2.5e-3", "0.0025"),
+        ("1e40", "1E+40"),
+        (" 72\n", "72"),
+        ("1/0", None),
+        ("abc", None),
+        ("", None),
+        ("5 apples and 3", None),
+        ("1.2.3", None),
+        ("1e99999", None),
+    ],
+)
+def test_normalize_number(text: str, expected: str | None) -> None:
+    assert normalize_number(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "equal"),
+    [
+        ("72", "72.0", True),
+        ("#### 72", "72", False),  # answers_equal compares answers, not completions
+        ("$1,234", "1234", True),
+        ("0.75", "3/4", True),
+        ("1000", "1e3", True),
+        ("18 dollars", "18", True),
+        ("1000000", "1000000.5", True),  # within the relative tolerance 1e-6
+        ("100", "100.01", False),
+        ("-5", "5", False),
+        ("Yes", "yes.", True),
+        ("yes", "no", False),
+        ("0", "0.0", True),
+        ("0", "0.0000001", False),
+        (None, "1", False),
+        ("1", None, False),
+        ("", "", False),
+    ],
+)
+def test_answers_equal(a: str | None, b: str | None, equal: bool) -> None:
+    assert answers_equal(a, b) is equal
+    assert answers_equal(b, a) is equal
+
+
+@pytest.mark.parametrize(
+    ("gold", "expected"),
+    [("#### 72", "72"), ("72", "72"), ("Weng earns 12/60 = $<<12/60=0.2>>0.2 per minute.\n#### 10", "10"),
+     ("#### 1,234", "1234")],
+)
+def test_gold_answer(gold: str, expected: str) -> None:
+    assert gold_answer(gold) == expected
+
+
+def test_gold_and_completion_go_through_the_same_path() -> None:
+    assert answers_equal(gold_answer("#### 18"), extract_answer(R1_RIGHT))
+    assert not answers_equal(gold_answer("#### 20"), extract_answer(R1_RIGHT))
+
+
+# ---------------------------------------------------------------- properties
+
+def _number_strings() -> st.SearchStrategy[str]:
+    ints = st.integers(min_value=-(10**15), max_value=10**15)
+    return st.one_of(
+        ints.map(str),
+        ints.map(lambda n: f"{n:,}"),
+        ints.map(lambda n: f"${n}"),
+        st.decimals(allow_nan=False, allow_infinity=False, places=4).map(str),
+        st.floats(allow_nan=False, allow_infinity=False, width=32).map(repr),
+        st.tuples(ints, st.integers(min_value=1, max_value=10**6)).map(lambda t: f"{t[0]}/{t[1]}"),
+        ints.map(lambda n: f"{n}%"),
+        ints.map(lambda n: f"{n}.0"),
+    )
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(_number_strings(), st.text()), st.one_of(_number_strings(), st.text()))
+def test_answers_equal_is_symmetric(a: str, b: str) -> None:
+    assert answers_equal(a, b) == answers_equal(b, a)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(_number_strings(), st.text()))
+def test_normalize_number_is_idempotent(x: str) -> None:
+    once = normalize_number(x)
+    if once is not None:
+        assert normalize_number(once) == once
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(_number_strings(), st.text()))
+def test_normalize_answer_is_idempotent(x: str) -> None:
+    once = normalize_answer(x)
+    if once is not None:
+        assert normalize_answer(once) == once
+
+
+@settings(max_examples=300, deadline=None)
+@given(_number_strings())
+def test_every_number_string_equals_itself(x: str) -> None:
+    assert normalize_number(x) is not None, x
+    assert answers_equal(x, x)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(min_value=-(10**12), max_value=10**12))
+def test_written_forms_of_an_integer_agree(n: int) -> None:
+    assert answers_equal(f"{n:,}", str(n))
+    assert extract_answer(f"So the result is clear.\n#### {n:,}") == str(n)
+    assert extract_answer(f"\\boxed{{{n}}}") == str(n)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.decimals(min_value=Decimal("-1e9"), max_value=Decimal("1e9"), places=3, allow_nan=False))
+def test_normalized_number_has_the_same_value(d: Decimal) -> None:
+    normalized = normalize_number(str(d))
+    assert normalized is not None
+    assert Decimal(normalized) == d
+
+
+_ANSWERY = st.sampled_from(
+    ["####", "\\boxed{", "}", "{", "</think>", "<think>", "The answer is", "answer:", "=", "$",
+     "1,234", "-", "−", "3/4", "1e3", ".", ",", "%", "\\frac{", "\\text{", "\n", " ", "72", "0"]
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.one_of(st.text(), st.lists(st.one_of(_ANSWERY, st.text(max_size=3))).map("".join)))
+def test_extraction_never_raises(text: str) -> None:
+    parsed = parse_answer(text)
+    assert isinstance(parsed, ParsedAnswer)
+    assert parsed.source in {"hashes", "boxed", "answer_is", "last_number", "none"}
+    assert (parsed.value is None) == (parsed.source == "none")
+    assert parsed.format_ok == (parsed.source in {"hashes", "boxed", "answer_is"})
+    if parsed.value is not None:
+        assert normalize_answer(parsed.value) == parsed.value
+
+
+# ---------------------------------------------------------------- performance
+
+PATHOLOGICAL = {
+    "unclosed-boxes": "\\boxed{" * 30_000,
+    "comma-groups": "1," * 100_000 + "1111",
+    "hashes-headings": "#### Step\n" * 20_000,
+    "answer-is-no-number": "the answer is " * 15_000,
+    "spaces-after-number": "7" + " " * 200_000 + "x",
+    "frac-unclosed": "\\boxed{\\frac{" + " " * 200_000 + "}",
+    "fractions": "1 / " * 50_000,
+    "digits": "9" * 200_000,
+    "think-closes": "</think>" * 25_000,
+    "minus-signs": "-" * 100_000 + "5" * 100_000,
+    "nested-braces": "\\boxed{" + "{" * 100_000 + "}" * 100_000 + "}",
+}
+
+
+@pytest.mark.parametrize("name", sorted(PATHOLOGICAL))
+def test_pathological_200k_inputs_are_linear(name: str) -> None:
+    text = PATHOLOGICAL[name]
+    assert len(text) >= 200_000
+    start = time.perf_counter()
+    parse_answer(text)
+    normalize_answer(text[:200_000])
+    elapsed = time.perf_counter() - start
+    assert elapsed < 1.0, f"{name}: {elapsed:.2f}s on {len(text)} chars"
+
+
+def test_parse_answer_throughput() -> None:
+    # Distinct texts, so the memo cannot help: the uncached path must stay fast.
+    texts = [R1_RIGHT.replace("16 eggs", f"{i} eggs") for i in range(2000)]
+    start = time.perf_counter()
+    for text in texts:
+        parse_answer(text)
+    per_second = len(texts) / (time.perf_counter() - start)
+    assert per_second > 5_000, f"only {per_second:.0f} parses/s"

@@ -1,0 +1,244 @@
+"""The ``hf`` generation backend over the tiny local Llama, and its per-row seeded sampler."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+import pytest
+import torch
+
+from reward_service.generation import ArmPrompt, GenerationError, GenerationTimeout, create_backend
+from reward_service.generation.hf import HFBackend
+from reward_service.generation.sampling import select_next_tokens, uniforms
+from tests.support.tiny_model import build_tiny_model
+
+SYSTEM = "Solve step by step."
+
+
+def arm(question: str, *, temperature: float = 0.0, top_p: float = 1.0, max_tokens: int = 6, seed: int = 0,
+        name: str = "cot") -> ArmPrompt:
+    return ArmPrompt(name, (("system", SYSTEM), ("user", question)), temperature, top_p, max_tokens, seed)
+
+
+MIXED = [
+    arm("Natalia sold 48 clips in April.", temperature=0.0, max_tokens=5),
+    arm("Weng earns $12 an hour.", temperature=0.7, top_p=0.9, max_tokens=8, seed=1),
+    arm("How many clips did Natalia sell?", temperature=1.0, top_p=1.0, max_tokens=3, seed=2),
+    arm("Work backwards from the answer.", temperature=0.3, top_p=0.5, max_tokens=7, seed=3),
+    arm("3 * 4 = 12 and 12 + 5 = 17.", temperature=0.0, max_tokens=2),
+    arm("The final answer is 42.", temperature=0.6, top_p=0.95, max_tokens=6, seed=4),
+]
+
+
+@pytest.fixture(scope="module")
+def backend(tiny_model_dir) -> Iterator[HFBackend]:
+    b = HFBackend(str(tiny_model_dir), device="cpu", batch_size=4)
+    yield b
+    b.close()
+
+
+@pytest.fixture(scope="module")
+def no_eos_backend(tiny_model_dir) -> Iterator[HFBackend]:
+    b = HFBackend(str(tiny_model_dir), device="cpu", batch_size=4, ignore_eos=True)
+    yield b
+    b.close()
+
+
+def test_create_backend_builds_hf(tiny_model_dir) -> None:
+    b = create_backend("hf", model=str(tiny_model_dir), device="cpu", batch_size=2)
+    try:
+        assert b.name == "hf"
+        assert b.model_id == str(tiny_model_dir)
+        assert len(b.generate(MIXED[:3])) == 3
+    finally:
+        b.close()
+
+
+def test_one_text_per_prompt_in_order(backend: HFBackend) -> None:
+    texts = backend.generate(MIXED)
+    assert len(texts) == len(MIXED)
+    assert all(isinstance(t, str) for t in texts)
+    # Each prompt alone gives the same text as inside the mixed, re-ordered, chunked batch.
+    assert [backend.generate([p])[0] for p in MIXED] == texts
+    assert backend.generate(MIXED[::-1]) == texts[::-1]
+
+
+def test_mixed_sampling_params_share_batches(backend: HFBackend) -> None:
+    backend.generate(MIXED)
+    stats = backend.last_stats
+    assert stats is not None
+    assert stats.prompts == len(MIXED)
+    assert stats.batches == 2  # 6 prompts, batch_size 4: mixed temperatures / top_p / max_tokens share chunks
+    assert stats.generated_tokens == sum(stats.tokens_per_prompt)
+
+
+def test_per_arm_max_tokens_respected(backend: HFBackend, no_eos_backend: HFBackend) -> None:
+    backend.generate(MIXED)
+    assert backend.last_stats is not None
+    for prompt, count in zip(MIXED, backend.last_stats.tokens_per_prompt):
+        assert 0 <= count <= prompt.max_tokens
+    no_eos_backend.generate(MIXED)
+    assert no_eos_backend.last_stats is not None
+    assert list(no_eos_backend.last_stats.tokens_per_prompt) == [p.max_tokens for p in MIXED]
+
+
+def test_greedy_is_deterministic_and_ignores_seed(backend: HFBackend) -> None:
+    prompts = [arm("Natalia sold 48 clips in April.", max_tokens=8, seed=s) for s in range(3)]
+    first = backend.generate(prompts)
+    assert len(set(first)) == 1
+    assert backend.generate(prompts) == first
+
+
+def test_seeded_sampling_repeats_and_seeds_differ(backend: HFBackend) -> None:
+    prompts = [arm("Weng earns $12 an hour.", temperature=1.0, max_tokens=8, seed=s) for s in range(6)]
+    first = backend.generate(prompts)
+    assert backend.generate(prompts) == first
+    assert len(set(first)) > 1, "different seeds should give different samples"
+
+
+def test_base_seed_changes_samples(tiny_model_dir, backend: HFBackend) -> None:
+    other = HFBackend(str(tiny_model_dir), device="cpu", batch_size=4, seed=1234)
+    try:
+        prompts = [arm("Weng earns $12 an hour.", temperature=1.0, max_tokens=8, seed=s) for s in range(4)]
+        assert other.generate(prompts) != backend.generate(prompts)
+    finally:
+        other.close()
+
+
+def test_chat_template_used(backend: HFBackend) -> None:
+    prompt = MIXED[0]
+    rendered = backend.render(prompt)
+    assert backend.has_chat_template
+    assert rendered == f"<|system|>{SYSTEM}<|end|>\n<|user|>{prompt.messages[1][1]}<|end|>\n<|assistant|>"
+    ids = backend.encode_prompts([prompt])[0]
+    assert ids[-1] == backend.tokenizer.convert_tokens_to_ids("<|assistant|>")
+
+
+def test_tokenizer_without_chat_template(tmp_path) -> None:
+    path = build_tiny_model(tmp_path / "plain", chat_template=False)
+    b = HFBackend(str(path), device="cpu", batch_size=8)
+    try:
+        assert not b.has_chat_template
+        assert b.render(MIXED[0]) == f"{SYSTEM}\n\n{MIXED[0].messages[1][1]}\n\n"
+        texts = b.generate(MIXED)
+        assert len(texts) == len(MIXED) and b.generate(MIXED) == texts
+    finally:
+        b.close()
+
+
+def test_template_without_system_role_gets_system_merged(tmp_path) -> None:
+    path = build_tiny_model(tmp_path / "nosys")
+    b = HFBackend(str(path), device="cpu")
+    try:
+        b.tokenizer.chat_template = (
+            "{% for m in messages %}{% if m['role'] == 'system' %}{{ raise_exception('System role not supported') }}"
+            "{% endif %}<|{{ m['role'] }}|>{{ m['content'] }}<|end|>\n{% endfor %}<|assistant|>"
+        )
+        assert b.render(MIXED[0]) == f"<|user|>{SYSTEM}\n\n{MIXED[0].messages[1][1]}<|end|>\n<|assistant|>"
+    finally:
+        b.close()
+
+
+def test_count_tokens_matches_tokenizer(backend: HFBackend) -> None:
+    texts = ["Natalia sold 48/2 = 24 clips in May.", "", "#### 72"]
+    expected = [len(backend.tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
+    assert backend.count_tokens(texts) == expected
+    assert backend.count_tokens([]) == []
+
+
+def test_thread_safe_concurrent_calls(backend: HFBackend) -> None:
+    expected = backend.generate(MIXED)
+    results: list[list[str]] = []
+    errors: list[BaseException] = []
+
+    def worker() -> None:
+        try:
+            results.append(backend.generate(MIXED))
+        except BaseException as exc:  # noqa: BLE001 - collected and re-raised by the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert results == [expected] * 3
+
+
+def test_deadline_raises_generation_timeout(tiny_model_dir) -> None:
+    b = HFBackend(str(tiny_model_dir), device="cpu", timeout_s=1e-4, ignore_eos=True)
+    try:
+        with pytest.raises(GenerationTimeout, match="deadline"):
+            b.generate([arm("Natalia sold 48 clips.", max_tokens=200)])
+    finally:
+        b.close()
+
+
+def test_bad_model_path_is_a_generation_error(tmp_path) -> None:
+    with pytest.raises(GenerationError, match="could not load model"):
+        HFBackend(str(tmp_path / "missing"), device="cpu")
+
+
+def test_empty_batch(backend: HFBackend) -> None:
+    assert backend.generate([]) == []
+
+
+def test_arm_prompt_validates() -> None:
+    with pytest.raises(ValueError, match="top_p"):
+        arm("q", top_p=0.0)
+    with pytest.raises(ValueError, match="max_tokens"):
+        arm("q", max_tokens=0)
+    with pytest.raises(ValueError, match="temperature"):
+        arm("q", temperature=-1.0)
+
+
+# -- the per-row sampler -------------------------------------------------------------------------
+
+
+def test_sampler_rows_are_independent_of_the_batch() -> None:
+    torch.manual_seed(0)
+    logits = torch.randn(5, 50)
+    temperature = torch.tensor([0.0, 0.7, 1.0, 0.5, 1.3])
+    top_p = torch.tensor([1.0, 0.9, 1.0, 0.5, 0.95])
+    seeds = torch.tensor([0, 11, 2**40 + 3, 7, 99], dtype=torch.int64)
+    together = select_next_tokens(logits, temperature, top_p, seeds, step=4)
+    perm = torch.tensor([3, 0, 4, 1, 2])
+    permuted = select_next_tokens(logits[perm], temperature[perm], top_p[perm], seeds[perm], step=4)
+    assert torch.equal(permuted, together[perm])
+    for r in range(5):
+        alone = select_next_tokens(logits[r : r + 1], temperature[r : r + 1], top_p[r : r + 1], seeds[r : r + 1], 4)
+        assert int(alone) == int(together[r])
+    assert int(together[0]) == int(logits[0].argmax())
+
+
+def test_sampler_matches_the_softmax_distribution() -> None:
+    n = 20000
+    base = torch.tensor([2.0, 1.0, 0.5, 0.0, -1.0])
+    temperature = 0.8
+    logits = base.repeat(n, 1)
+    seeds = torch.arange(n, dtype=torch.int64)
+    tokens = select_next_tokens(logits, torch.full((n,), temperature), torch.ones(n), seeds, step=0)
+    freq = torch.bincount(tokens, minlength=5).float() / n
+    expected = (base / temperature).softmax(-1)
+    assert torch.allclose(freq, expected, atol=0.015), (freq, expected)
+    # Steps are independent streams too.
+    later = select_next_tokens(logits, torch.full((n,), temperature), torch.ones(n), seeds, step=1)
+    assert (later != tokens).float().mean() > 0.3
+
+
+def test_sampler_top_p_keeps_only_the_nucleus() -> None:
+    n = 4000
+    base = torch.log(torch.tensor([0.5, 0.3, 0.15, 0.05]))
+    tokens = select_next_tokens(base.repeat(n, 1), torch.ones(n), torch.full((n,), 0.75), torch.arange(n), step=2)
+    assert set(tokens.tolist()) == {0, 1}  # 0.5 + 0.3 >= 0.75: tokens 2 and 3 are outside
+    tiny_p = select_next_tokens(base.repeat(n, 1), torch.ones(n), torch.full((n,), 0.01), torch.arange(n), step=2)
+    assert set(tiny_p.tolist()) == {0}
+
+
+def test_uniforms_are_in_the_open_unit_interval() -> None:
+    u = uniforms(torch.arange(64, dtype=torch.int64), step=3, vocab_size=1000)
+    assert u.shape == (64, 1000)
+    assert float(u.min()) > 0.0 and float(u.max()) < 1.0
+    assert abs(float(u.mean()) - 0.5) < 0.01

@@ -1,0 +1,216 @@
+"""The ``openai`` backend against a real OpenAI-compatible server (subprocess, loopback), plus
+the backend factory and the ``provided`` / ``vllm`` backends' failure modes."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from reward_service.generation import ArmPrompt, GenerationError, GenerationTimeout, create_backend
+from reward_service.generation.openai import OpenAIBackend, _choice_text
+from tests.support.openai_compat_server import free_port, running_server
+
+API_KEY = "test-key"
+SERVED = "tiny-llama"
+
+
+def arm(question: str, *, temperature: float = 0.0, top_p: float = 1.0, max_tokens: int = 5, seed: int = 0,
+        name: str = "cot") -> ArmPrompt:
+    return ArmPrompt(name, (("system", "Solve step by step."), ("user", question)), temperature, top_p, max_tokens, seed)
+
+
+@pytest.fixture(scope="module")
+def server(tiny_model_dir) -> Iterator[str]:
+    with running_server(tiny_model_dir, "--api-key", API_KEY, "--served-model-name", SERVED) as base_url:
+        yield base_url
+
+
+class Control:
+    def __init__(self, base_url: str) -> None:
+        self.root = base_url.removesuffix("/v1")
+
+    def set(self, **values: float) -> None:
+        httpx.post(f"{self.root}/_control", json=values, timeout=5).raise_for_status()
+
+    def completions(self) -> list[dict]:
+        return httpx.get(f"{self.root}/_control/stats", timeout=5).json()["completions"]
+
+
+@pytest.fixture
+def control(server: str) -> Control:
+    c = Control(server)
+    c.set(fail_first=0, delay=0.0, retry_after=0.0)
+    return c
+
+
+@pytest.fixture
+def backend(server: str, control: Control) -> Iterator[OpenAIBackend]:
+    b = OpenAIBackend(server, api_key=API_KEY, timeout_s=30, max_concurrency=8, backoff_s=0.01)
+    yield b
+    b.close()
+
+
+def test_model_id_from_v1_models(backend: OpenAIBackend) -> None:
+    assert backend.name == "openai"
+    assert backend.model_id == SERVED
+
+
+def test_create_backend_with_explicit_model(server: str, control: Control) -> None:
+    b = create_backend("openai", model=SERVED, openai_base_url=server + "/", openai_api_key=API_KEY, timeout_s=30)
+    try:
+        assert b.model_id == SERVED
+        assert b.count_tokens(["a b"]) is None
+        assert len(b.generate([arm("Natalia sold 48 clips.")])) == 1
+    finally:
+        b.close()
+
+
+def test_identical_prompts_go_in_one_request_with_n_and_order_is_kept(backend: OpenAIBackend, control: Control) -> None:
+    a = [arm("Natalia sold 48 clips.", temperature=1.0, max_tokens=6, seed=s, name="a") for s in range(3)]
+    b = [arm("Weng earns $12 an hour.", temperature=0.7, top_p=0.9, max_tokens=4, seed=s, name="b") for s in range(2)]
+    c = arm("How many clips?", max_tokens=3, name="c")
+    mixed = [a[0], b[0], a[1], c, b[1], a[2]]
+    texts = backend.generate(mixed)
+    assert len(texts) == len(mixed) and all(isinstance(t, str) for t in texts)
+    assert sorted(r["n"] for r in control.completions()) == [1, 2, 3]
+    # Each group alone gives the same texts, so the interleaving was undone correctly.
+    assert backend.generate(a) == [texts[0], texts[2], texts[5]]
+    assert backend.generate(b) == [texts[1], texts[4]]
+    assert backend.generate([c]) == [texts[3]]
+
+
+def test_sampling_params_are_sent(backend: OpenAIBackend, control: Control) -> None:
+    backend.generate([arm("Natalia sold 48 clips.", temperature=0.3, max_tokens=7, seed=5)])
+    [sent] = control.completions()
+    assert sent == {"n": 1, "seed": 5, "max_tokens": 7, "temperature": 0.3}
+
+
+def test_distinct_prompts_run_concurrently(backend: OpenAIBackend, control: Control) -> None:
+    control.set(delay=1.0)
+    prompts = [arm(f"Question {k}: how many clips?", max_tokens=2) for k in range(4)]
+    started = time.monotonic()
+    assert len(backend.generate(prompts)) == 4
+    elapsed = time.monotonic() - started
+    assert len(control.completions()) == 4
+    assert elapsed < 3.0, f"4 requests held 1 s each took {elapsed:.2f} s: they were not concurrent"
+
+
+def test_retries_after_503(backend: OpenAIBackend, control: Control) -> None:
+    control.set(fail_first=2)
+    assert len(backend.generate([arm("Natalia sold 48 clips.")])) == 1
+    assert len(control.completions()) == 3  # two 503s, then the answer
+
+
+def test_gives_up_after_three_retries(backend: OpenAIBackend, control: Control) -> None:
+    control.set(fail_first=10)
+    with pytest.raises(GenerationError, match=r"failed after 4 attempts: HTTP 503"):
+        backend.generate([arm("Natalia sold 48 clips.")])
+    assert len(control.completions()) == 4
+
+
+def test_retry_after_past_the_deadline_is_a_timeout(server: str, control: Control) -> None:
+    control.set(fail_first=1, retry_after=5)
+    b = OpenAIBackend(server, model=SERVED, api_key=API_KEY, timeout_s=1.0)
+    try:
+        with pytest.raises(GenerationTimeout, match="Retry|retry"):
+            b.generate([arm("Natalia sold 48 clips.")])
+    finally:
+        b.close()
+
+
+def test_slow_server_is_a_generation_timeout(server: str, control: Control) -> None:
+    control.set(delay=2.0)
+    b = OpenAIBackend(server, model=SERVED, api_key=API_KEY, timeout_s=0.5)
+    try:
+        started = time.monotonic()
+        with pytest.raises(GenerationTimeout):
+            b.generate([arm("Natalia sold 48 clips.")])
+        assert time.monotonic() - started < 3.0
+    finally:
+        b.close()
+
+
+def test_unreachable_server_is_a_generation_error() -> None:
+    b = OpenAIBackend(f"http://127.0.0.1:{free_port()}/v1", model=SERVED, timeout_s=10, backoff_s=0.01)
+    try:
+        with pytest.raises(GenerationError, match="after 4 attempts: ConnectError") as info:
+            b.generate([arm("Natalia sold 48 clips.")])
+        assert not isinstance(info.value, GenerationTimeout)
+    finally:
+        b.close()
+
+
+def test_unreachable_server_without_model_fails_at_construction() -> None:
+    with pytest.raises(GenerationError, match="ConnectError"):
+        OpenAIBackend(f"http://127.0.0.1:{free_port()}/v1", timeout_s=5, backoff_s=0.01)
+
+
+def test_http_errors_are_not_retried_and_say_what_failed(server: str, control: Control) -> None:
+    wrong_key = OpenAIBackend(server, model=SERVED, api_key="wrong", timeout_s=10)
+    unknown = OpenAIBackend(server, model="no-such-model", api_key=API_KEY, timeout_s=10)
+    try:
+        with pytest.raises(GenerationError, match=r"HTTP 401: .*API key"):
+            wrong_key.generate([arm("q")])
+        with pytest.raises(GenerationError, match=r"HTTP 404: .*does not exist"):
+            unknown.generate([arm("q")])
+        assert control.completions() == []
+    finally:
+        wrong_key.close()
+        unknown.close()
+
+
+def test_local_tokenizer_counts_tokens(server: str, tiny_model_dir) -> None:
+    b = OpenAIBackend(server, model=SERVED, api_key=API_KEY, tokenizer=str(tiny_model_dir))
+    try:
+        counts = b.count_tokens(["Natalia sold 48 clips.", ""])
+        assert counts is not None and counts[0] > 0 and counts[1] == 0
+    finally:
+        b.close()
+
+
+def test_closed_backend_and_empty_batch(server: str) -> None:
+    b = OpenAIBackend(server, model=SERVED, api_key=API_KEY)
+    assert b.generate([]) == []
+    b.close()
+    with pytest.raises(GenerationError, match="closed"):
+        b.generate([arm("q")])
+
+
+def test_reasoning_field_is_kept_inside_think_tags() -> None:
+    choice = {"message": {"content": "The answer is 72.", "reasoning_content": "48 + 24 = 72"}}
+    assert _choice_text(choice) == "<think>\n48 + 24 = 72\n</think>\n\nThe answer is 72."
+    assert _choice_text({"message": {"content": None}}) == ""
+
+
+# -- factory, provided, vllm ---------------------------------------------------------------------
+
+
+def test_provided_backend_has_no_model() -> None:
+    b = create_backend("provided")
+    assert (b.name, b.model_id) == ("provided", "provided")
+    assert b.count_tokens(["x"]) is None
+    assert b.generate([]) == []
+    with pytest.raises(GenerationError, match="has no model: .*every request must carry arm_outputs"):
+        b.generate([arm("q")])
+    b.close()
+
+
+def test_factory_rejects_bad_configuration() -> None:
+    with pytest.raises(ValueError, match="unknown generation backend 'tgi'"):
+        create_backend("tgi")
+    with pytest.raises(ValueError, match="needs model"):
+        create_backend("hf")
+    with pytest.raises(ValueError, match="needs openai_base_url"):
+        create_backend("openai")
+    with pytest.raises(ValueError, match="http"):
+        create_backend("openai", openai_base_url="localhost:8000/v1", model="m")
+
+
+def test_vllm_backend_without_vllm_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "vllm", None)  # makes `import vllm` raise ImportError
+    with pytest.raises(GenerationError, match=r"regime-w\[vllm\]"):
+        create_backend("vllm", model="some/model")

@@ -1,0 +1,313 @@
+"""The reward client against a real (flaky, on purpose) uvicorn server on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from shared_schemas.wire import ScoreItem
+from tests.support.flaky_server import FlakyServer, free_port, start_flaky_server
+from trainer.configs import RewardServiceArguments
+from trainer.reward_client import (
+    AsyncRewardClient,
+    RewardClient,
+    RewardServiceConnectionError,
+    RewardServiceError,
+    RewardServiceHTTPError,
+    RewardServiceProtocolError,
+    RewardServiceTimeout,
+    backoff_delay,
+    parse_retry_after,
+    resolve_api_key,
+    resolve_base_url,
+    split_batches,
+)
+
+FAST = dict(backoff_base_s=0.01, backoff_max_s=0.05, timeout_s=20.0, seed=0)
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[FlakyServer]:
+    with start_flaky_server() as srv:
+        yield srv
+
+
+@pytest.fixture
+def srv(server: FlakyServer, monkeypatch: pytest.MonkeyPatch) -> FlakyServer:
+    server.reset()
+    for name in ("REGIME_W_URL", "REGIME_W_API_KEY", "REGIME_W_API_KEY_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    return server
+
+
+def make_items(n: int, per_item: int = 2) -> list[ScoreItem]:
+    return [
+        ScoreItem(
+            id=f"q{i}",
+            question=f"What is {i} + 1?",
+            gold_answer=f"#### {i + 1}",
+            trajectories=[f"{i} + 1 = {i + 1}. The answer is {i + 1}" + "!" * j for j in range(per_item)],
+        )
+        for i in range(n)
+    ]
+
+
+# ------------------------------------------------------------------------------ success, batching
+
+
+def test_score_batches_and_keeps_order(srv: FlakyServer) -> None:
+    items = make_items(7)
+    with RewardClient(srv.url, batch_items=3, **FAST) as client:
+        response = client.score(items)
+    assert [r.id for r in response.results] == [f"q{i}" for i in range(7)]
+    for item, result in zip(items, response.results):
+        assert [s.reward for s in result.scores] == [float(len(t)) for t in item.trajectories]
+        assert all(s.correctness == 1.0 for s in result.scores)
+    stats = srv.stats()
+    assert stats["items_per_request"] == [3, 3, 1]
+    assert stats["ids_per_request"] == [["q0", "q1", "q2"], ["q3", "q4", "q5"], ["q6"]]
+    assert response.scorer.name == "flaky-toy"
+
+
+def test_return_details_false_is_sent(srv: FlakyServer) -> None:
+    with RewardClient(srv.url, **FAST) as client:
+        response = client.score(make_items(2), return_details=False)
+    assert srv.stats()["return_details"] == [False]
+    score = response.results[0].scores[0]
+    assert score.s_end is None and score.reward > 0
+
+
+def test_items_may_be_dicts_and_bad_ones_are_named(srv: FlakyServer) -> None:
+    with RewardClient(srv.url, **FAST) as client:
+        response = client.score([{"id": "a", "question": "q?", "trajectories": ["12"]}])
+        assert response.results[0].label_free is True
+        with pytest.raises(ValueError, match=r"items\[0\]"):
+            client.score([{"id": "a", "question": "q?", "trajectories": []}])
+        with pytest.raises(ValueError, match="at least one item"):
+            client.score([])
+
+
+# ---------------------------------------------------------------------------------------- retries
+
+
+def test_retry_then_success_on_503_429_and_dropped_connection(srv: FlakyServer) -> None:
+    srv.configure(script=[{"status": 503}, {"status": 429}, "drop"])
+    with RewardClient(srv.url, max_retries=5, **FAST) as client:
+        response = client.score(make_items(1))
+    assert response.results[0].id == "q0"
+    stats = srv.stats()
+    assert stats["actions"] == ["503", "429", "drop", "ok"]
+    assert stats["score_requests"] == 4
+
+
+def test_retry_after_is_honoured(srv: FlakyServer) -> None:
+    srv.configure(script=[{"status": 503, "retry_after": 1}])
+    with RewardClient(srv.url, max_retries=3, backoff_base_s=0.001, backoff_max_s=0.001) as client:
+        start = time.monotonic()
+        client.score(make_items(1))
+        elapsed = time.monotonic() - start
+    arrivals = srv.stats()["arrivals"]
+    assert len(arrivals) == 2
+    assert elapsed >= 0.9
+    assert arrivals[1] - arrivals[0] >= 0.9
+
+
+def test_gives_up_after_max_retries(srv: FlakyServer) -> None:
+    srv.configure(default={"status": 503, "code": "overloaded", "message": "queue full", "retry_after": 0})
+    with RewardClient(srv.url, max_retries=2, **FAST) as client:
+        with pytest.raises(RewardServiceHTTPError) as info:
+            client.score(make_items(1))
+    err = info.value
+    assert err.status == 503 and err.code == "overloaded" and err.retry_after == 0
+    assert "queue full" in str(err) and "after 3 attempts" in str(err) and srv.url in str(err)
+    assert srv.stats()["score_requests"] == 3
+
+
+@pytest.mark.parametrize("status", [400, 404, 413, 422, 500, 504])
+def test_other_error_statuses_are_not_retried(srv: FlakyServer, status: int) -> None:
+    srv.configure(default={"status": status, "code": f"c{status}", "message": f"broken {status}"})
+    with RewardClient(srv.url, max_retries=5, **FAST) as client:
+        with pytest.raises(RewardServiceHTTPError) as info:
+            client.score(make_items(1))
+    assert info.value.status == status and info.value.code == f"c{status}"
+    assert f"broken {status}" in str(info.value)
+    assert srv.stats()["score_requests"] == 1
+
+
+def test_401_not_retried_and_reports_service_message(srv: FlakyServer) -> None:
+    srv.configure(api_key="right-key")
+    with RewardClient(srv.url, api_key="wrong-key", max_retries=5, **FAST) as client:
+        with pytest.raises(RewardServiceHTTPError) as info:
+            client.score(make_items(1))
+    assert info.value.status == 401 and info.value.code == "unauthorized"
+    assert "missing or invalid API key" in str(info.value)
+    stats = srv.stats()
+    assert stats["score_requests"] == 1
+    assert stats["authorization"] == ["Bearer wrong-key"]
+
+
+def test_api_key_from_env_and_from_file(srv: FlakyServer, monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    srv.configure(api_key="k-env")
+    monkeypatch.setenv("REGIME_W_API_KEY", "k-env")
+    monkeypatch.setenv("REGIME_W_URL", srv.url)
+    with RewardClient(**FAST) as client:  # URL and key both from the environment
+        assert client.score(make_items(1)).results[0].id == "q0"
+        assert client.info().arms == ["arm_a", "arm_b"]
+    monkeypatch.delenv("REGIME_W_API_KEY")
+    key_file = tmp_path / "key"
+    key_file.write_text("k-env\n")
+    monkeypatch.setenv("REGIME_W_API_KEY_FILE", str(key_file))
+    with RewardClient(**FAST) as client:
+        client.score(make_items(1))
+    assert srv.stats()["authorization"] == ["Bearer k-env", "Bearer k-env"]
+    monkeypatch.setenv("REGIME_W_API_KEY_FILE", str(tmp_path / "missing"))
+    with pytest.raises(RewardServiceError, match="cannot be read"):
+        resolve_api_key(None)
+
+
+def test_timeout_raises_timeout_without_retry(srv: FlakyServer) -> None:
+    srv.configure(script=[{"sleep": 3}])
+    with RewardClient(srv.url, timeout_s=0.5, max_retries=3, backoff_base_s=0.01) as client:
+        with pytest.raises(RewardServiceTimeout, match=r"within 0.5s"):
+            client.score(make_items(1))
+    assert srv.stats()["score_requests"] == 1
+
+
+def test_unreachable_raises_connection_error() -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    with RewardClient(url, max_retries=2, **FAST) as client:
+        with pytest.raises(RewardServiceConnectionError) as info:
+            client.score(make_items(1))
+        assert url in str(info.value) and "3 attempt" in str(info.value)
+        assert client.ready() is False
+
+
+def test_connection_drops_every_time_gives_connection_error(srv: FlakyServer) -> None:
+    srv.configure(default="drop")
+    with RewardClient(srv.url, max_retries=1, **FAST) as client:
+        with pytest.raises(RewardServiceConnectionError, match="RemoteProtocolError"):
+            client.score(make_items(1))
+    assert srv.stats()["score_requests"] == 2
+
+
+def test_invalid_response_body_is_a_protocol_error(srv: FlakyServer) -> None:
+    srv.configure(script=["bad_body"])
+    with RewardClient(srv.url, **FAST) as client:
+        with pytest.raises(RewardServiceProtocolError, match="not a valid ScoreResponse"):
+            client.score(make_items(1))
+
+
+def test_info_and_ready(srv: FlakyServer) -> None:
+    with RewardClient(srv.url, **FAST) as client:
+        assert client.ready() is True
+        info = client.info()
+        assert info.backend == "toy" and info.scorer.config_fingerprint == "sha256:toy"
+        srv.configure(ready=False)
+        assert client.ready() is False
+
+
+def test_from_args(srv: FlakyServer) -> None:
+    args = RewardServiceArguments(reward_url=srv.url, reward_batch_items=2, reward_max_retries=1)
+    with RewardClient.from_args(args, backoff_base_s=0.01) as client:
+        assert client.batch_items == 2 and client.max_retries == 1
+        client.score(make_items(3))
+    assert srv.stats()["items_per_request"] == [2, 1]
+
+
+# ------------------------------------------------------------------------------------------ async
+
+
+def test_async_client_sends_batches_concurrently_in_order(srv: FlakyServer) -> None:
+    srv.configure(default={"delay_s": 0.3})
+    items = make_items(6)
+
+    async def go():
+        async with AsyncRewardClient(srv.url, batch_items=2, max_concurrency=3, **FAST) as client:
+            return await client.score(items)
+
+    response = asyncio.run(go())
+    assert [r.id for r in response.results] == [f"q{i}" for i in range(6)]
+    for item, result in zip(items, response.results):
+        assert [s.reward for s in result.scores] == [float(len(t)) for t in item.trajectories]
+    stats = srv.stats()
+    assert sorted(stats["items_per_request"]) == [2, 2, 2]
+    assert stats["max_in_flight"] >= 2
+
+
+def test_async_client_retries_and_raises_typed_errors(srv: FlakyServer) -> None:
+    srv.configure(script=[{"status": 503, "retry_after": 0.5}, "drop"])
+
+    async def retried():
+        async with AsyncRewardClient(srv.url, **FAST) as client:
+            start = time.monotonic()
+            response = await client.score(make_items(1))
+            return response, time.monotonic() - start, await client.ready(), await client.info()
+
+    response, elapsed, ready, info = asyncio.run(retried())
+    assert response.results[0].id == "q0" and ready and info.backend == "toy"
+    assert elapsed >= 0.4
+    assert srv.stats()["actions"] == ["503", "drop", "ok"]
+
+    srv.configure(script=[{"status": 401, "code": "unauthorized", "message": "no key"}])
+
+    async def denied():
+        async with AsyncRewardClient(srv.url, **FAST) as client:
+            await client.score(make_items(1))
+
+    with pytest.raises(RewardServiceHTTPError, match="no key"):
+        asyncio.run(denied())
+
+    srv.configure(script=[{"sleep": 3}])
+
+    async def slow():
+        async with AsyncRewardClient(srv.url, timeout_s=0.5, max_retries=2) as client:
+            await client.score(make_items(1))
+
+    with pytest.raises(RewardServiceTimeout):
+        asyncio.run(slow())
+
+    async def unreachable():
+        async with AsyncRewardClient(f"http://127.0.0.1:{free_port()}", max_retries=1, **FAST) as client:
+            assert await client.ready() is False
+            await client.score(make_items(1))
+
+    with pytest.raises(RewardServiceConnectionError):
+        asyncio.run(unreachable())
+
+
+# ------------------------------------------------------------------------------------ pure helpers
+
+
+def test_parse_retry_after() -> None:
+    assert parse_retry_after("3") == 3.0
+    assert parse_retry_after("0.5") == 0.5
+    assert parse_retry_after("-4") == 0.0
+    assert parse_retry_after(None) is None
+    assert parse_retry_after("soon") is None
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:10 GMT", now=1445412480.0) == pytest.approx(10.0)
+
+
+def test_backoff_delay_full_jitter_and_retry_after() -> None:
+    rng = random.Random(1)
+    delays = [backoff_delay(3, base_s=0.5, max_s=30.0, rng=rng) for _ in range(500)]
+    assert all(0.0 <= d <= 4.0 for d in delays) and max(delays) > 3.0 and min(delays) < 1.0
+    assert all(backoff_delay(20, base_s=0.5, max_s=2.0, rng=rng) <= 2.0 for _ in range(100))
+    assert all(backoff_delay(0, base_s=0.5, max_s=30.0, retry_after=5.0, rng=rng) >= 5.0 for _ in range(50))
+
+
+def test_split_batches_and_url_resolution(monkeypatch: pytest.MonkeyPatch) -> None:
+    items = make_items(5)
+    assert [[i.id for i in b] for b in split_batches(items, 2)] == [["q0", "q1"], ["q2", "q3"], ["q4"]]
+    with pytest.raises(ValueError):
+        split_batches(items, 0)
+    monkeypatch.delenv("REGIME_W_URL", raising=False)
+    assert resolve_base_url(None) == "http://127.0.0.1:8000"
+    monkeypatch.setenv("REGIME_W_URL", "http://reward.internal:9000/")
+    assert resolve_base_url(None) == "http://reward.internal:9000"
+    assert resolve_base_url("https://x.example") == "https://x.example"
+    with pytest.raises(RewardServiceError, match="http"):
+        resolve_base_url("reward.internal:9000")

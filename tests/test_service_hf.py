@@ -1,0 +1,146 @@
+"""The service with arms generated live by a tiny local Llama (backend hf): cache, single flight, restart."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support.servers import running_service
+
+KEY = "hf-test-key-0123456789"
+HEADERS = {"Authorization": f"Bearer {KEY}"}
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def small_config(tmp_path: Path, max_tokens: int = 16) -> Path:
+    """The packaged config with every arm's max_tokens cut down, so tiny-model generation is quick."""
+    from importlib.resources import files
+
+    text = files("reward_service.regime_w").joinpath("default_config.toml").read_text()
+    text = re.sub(r"(?m)^(\s*max_tokens\s*=\s*)\d+", rf"\g<1>{max_tokens}", text)
+    path = tmp_path / "small_config.toml"
+    path.write_text(text)
+    return path
+
+
+def metric(server_url: str, name: str) -> float:
+    text = httpx.get(server_url + "/metrics").text
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name) and not line.startswith("#"):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+@pytest.fixture(scope="module")
+def hf_env(tiny_model_dir, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("hf-service")
+    return {
+        "REGIME_W_API_KEYS": KEY,
+        "REGIME_W_BACKEND": "hf",
+        "REGIME_W_MODEL": str(tiny_model_dir),
+        "REGIME_W_DEVICE": "cpu",
+        "REGIME_W_CONFIG_PATH": str(small_config(tmp)),
+        "REGIME_W_CACHE_PATH": str(tmp / "arms.sqlite3"),
+    }
+
+
+@pytest.fixture(scope="module")
+def hf_server(hf_env):
+    with running_service(env=hf_env, timeout=180) as server:
+        yield server
+
+
+def score(url: str, question: str, trajectories=("The answer is 5. #### 5",), gold="5") -> dict:
+    body = {"items": [{"id": "q", "question": question, "gold_answer": gold, "trajectories": list(trajectories)}]}
+    r = httpx.post(url + "/v1/score", json=body, headers=HEADERS, timeout=120)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def test_generates_then_serves_from_cache(hf_server):
+    q = "Tom has 3 apples and buys 2 more. How many apples does he have?"
+    first = score(hf_server.url, q)["results"][0]
+    assert first["arms_from_cache"] is False
+    assert first["token_count_source"] == "tokenizer"
+    second = score(hf_server.url, q)["results"][0]
+    assert second["arms_from_cache"] is True
+    # same arms -> same scores
+    assert second["scores"] == first["scores"]
+    info = httpx.get(hf_server.url + "/v1/info", headers=HEADERS).json()
+    assert info["backend"] == "hf" and Path(info["scorer"]["model"]).name == Path(hf_server_model(hf_server)).name
+
+
+def hf_server_model(server) -> str:
+    return httpx.get(server.url + "/v1/info", headers=HEADERS).json()["scorer"]["model"]
+
+
+def test_concurrent_requests_for_one_question_generate_once(hf_server):
+    q = "A box holds 12 pens. How many pens are in 4 boxes?"
+    before = metric(hf_server.url, "regime_w_arm_generations_total")
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        results = list(pool.map(lambda _: score(hf_server.url, q, gold="48"), range(6)))
+    generated = metric(hf_server.url, "regime_w_arm_generations_total") - before
+    from reward_service.regime_w.config import load_config
+
+    per_question = sum(a.n for a in load_config(None).arms)
+    assert generated == per_question, f"{generated} arm texts generated for one question, expected {per_question}"
+    assert all(r["results"][0]["consensus_answer"] == results[0]["results"][0]["consensus_answer"] for r in results)
+
+
+def test_get_reward_openrlhf(hf_server):
+    prompt = "Question: Sam has 7 coins and finds 5. How many coins?\nAnswer:"
+    body = {
+        "query": [prompt + " 7+5 = 12. #### 12", prompt + " 7+5 = 13. #### 13"],
+        "prompts": [prompt, prompt],
+        "labels": ["12", "12"],
+    }
+    r = httpx.post(hf_server.url + "/get_reward", json=body, headers=HEADERS, timeout=120)
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert len(out["rewards"]) == 2 and out["scores"] == out["rewards"]
+    assert out["extra_logs"]["correctness"] == [1.0, 0.0]
+    assert out["rewards"][0] > out["rewards"][1]
+    for key in ("s_end", "s_path", "s_cf", "s_wm"):
+        assert len(out["extra_logs"][key]) == 2
+
+
+def test_precompute_fills_the_cache(hf_server):
+    qs = [f"Mia reads {n} pages a day for 3 days. How many pages?" for n in (4, 5, 6)]
+    r = httpx.post(hf_server.url + "/v1/arms/precompute", json={"questions": qs + qs[:1]}, headers=HEADERS, timeout=120)
+    assert r.status_code == 200, r.text
+    assert r.json() == {"questions": 3, "generated": 3, "already_cached": 0}
+    again = httpx.post(hf_server.url + "/v1/arms/precompute", json={"questions": qs}, headers=HEADERS, timeout=120)
+    assert again.json() == {"questions": 3, "generated": 0, "already_cached": 3}
+    assert score(hf_server.url, qs[1], gold="15")["results"][0]["arms_from_cache"] is True
+
+
+def test_cache_survives_a_restart(hf_env, tmp_path):
+    env = {**hf_env, "REGIME_W_CACHE_PATH": str(tmp_path / "restart.sqlite3")}
+    q = "Lily bakes 6 trays of 8 cookies. How many cookies?"
+    with running_service(env=env, timeout=180) as first:
+        before = score(first.url, q, gold="48")["results"][0]
+        assert before["arms_from_cache"] is False
+    with running_service(env=env, timeout=180) as second:
+        after = score(second.url, q, gold="48")["results"][0]
+        assert after["arms_from_cache"] is True
+        assert metric(second.url, "regime_w_arm_generations_total") == 0
+        assert after["scores"] == before["scores"]
+
+
+def test_offline_cli_scores_examples_batch():
+    proc = subprocess.run(
+        [sys.executable, "-c", "from reward_service.cli import score_main; raise SystemExit(score_main())",
+         str(ROOT / "examples" / "batch.json"), "--backend", "provided"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["api_version"] == "1" and len(out["results"]) >= 5

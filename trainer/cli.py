@@ -1,0 +1,91 @@
+"""``regime-w-train <stage> --config RECIPE.yaml [--dry-run] [--key value ...]``.
+
+The recipe YAML sets the stage's arguments (TRL's ``TrlParser`` conventions, including an optional
+``env:`` mapping); explicit ``--key value`` flags override it. ``--dry-run`` prints the resolved
+plan as JSON and loads no weights and no data; otherwise the stage runs and its summary (where the
+artifacts went) is printed as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+from trainer import __version__
+from trainer.stages import STAGE_HELP, STAGES, load_stage
+
+__all__ = ["main", "parse_stage_args"]
+
+
+def _top_parser() -> argparse.ArgumentParser:
+    epilog = "stages:\n" + "\n".join(f"  {name:<9} {STAGE_HELP.get(name, '')}" for name in STAGES)
+    parser = argparse.ArgumentParser(
+        prog="regime-w-train",
+        description="Regime W trainer: QLoRA SFT, rollouts, preference pairs, DPO, GRPO, eval, export.",
+        epilog=epilog
+        + "\n\nRun `regime-w-train <stage> --help` for a stage's arguments.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("stage", choices=list(STAGES), metavar="stage", help=", ".join(STAGES))
+    return parser
+
+
+def parse_stage_args(stage: str, argv: Sequence[str]) -> tuple[Any, ...]:
+    """Parse a stage's ``ARG_CLASSES`` from ``--config YAML`` and flags (flags win)."""
+    from trl import TrlParser
+
+    module = load_stage(stage)
+    parser = TrlParser(module.ARG_CLASSES, prog=f"regime-w-train {stage}")
+    parser.add_argument("--config", help="recipe YAML (flags given here override it)")
+    parser.add_argument(
+        "--dry-run", action="store_true", help="print the resolved plan; load no weights or data"
+    )
+    args = [a for a in argv if a != "--dry-run"]
+    parsed = parser.parse_args_and_config(args=args)
+    # The trailing namespace holds --config/--dry-run (consumed above); keep the dataclasses.
+    return tuple(parsed[: len(module.ARG_CLASSES)])
+
+
+def _quiet_known_warnings() -> None:
+    # TRL configs still use the transformers-5 deprecated alias; nothing a user can act on.
+    warnings.filterwarnings("ignore", message=r"`gradient_checkpointing\w*` is deprecated")
+    warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    _quiet_known_warnings()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    top = _top_parser()
+    if not argv or argv[0].startswith("-"):
+        top.parse_args(argv)  # --help / --version exit here; anything else is an error
+        top.error("a stage is required")
+    stage, rest = argv[0], argv[1:]
+    if stage not in STAGES:
+        top.error(f"unknown stage {stage!r} (choose from {', '.join(STAGES)})")
+    dry_run = "--dry-run" in rest
+    try:
+        module = load_stage(stage)
+    except ImportError as exc:
+        print(f"regime-w-train: stage {stage!r} is not available: {exc}", file=sys.stderr)
+        return 2
+    try:
+        parsed = parse_stage_args(stage, rest)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"regime-w-train {stage}: invalid arguments: {exc}", file=sys.stderr)
+        return 2
+    if dry_run:
+        result = module.plan(*parsed)
+        print(json.dumps({"stage": stage, "dry_run": True, **result}, indent=2, default=str))
+        return 0
+    result = module.run(*parsed)
+    print(json.dumps({"stage": stage, **result}, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,266 @@
+"""Batched text generation for the rollouts and eval stages.
+
+``generate_texts`` runs many prompts through one ``model.generate`` call per batch. Each row has its
+own :class:`SamplingSpec` (temperature, top-p, seed): sampling is done by :class:`RowSampler`, a logits
+processor that draws every row's next token from that row's own ``torch.Generator`` and hands
+``generate`` a one-hot choice, so a row's sample depends on its seed, not on which other prompts share
+its batch. ``temperature == 0`` means greedy decoding for that row.
+
+When vLLM is installed and a GPU is present, ``backend="auto"`` uses it instead
+(:class:`VLLMGenerator`: per-request seeds, LoRA adapters through ``LoRARequest``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+__all__ = [
+    "SamplingSpec",
+    "Generation",
+    "RowSampler",
+    "sample_seed",
+    "strip_duplicate_bos",
+    "generate_texts",
+    "vllm_available",
+    "VLLMGenerator",
+]
+
+GREEDY_TEMPERATURE = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class SamplingSpec:
+    """How one row is decoded: ``temperature`` 0 is greedy; otherwise nucleus sampling."""
+
+    temperature: float = GREEDY_TEMPERATURE
+    top_p: float = 1.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if not 0.0 < self.top_p <= 1.0:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+
+
+@dataclass(frozen=True, slots=True)
+class Generation:
+    """One completion: its text, how many tokens it used, and whether it ended with EOS."""
+
+    text: str
+    num_tokens: int
+    finished: bool
+
+
+def sample_seed(seed: int, question_id: str, k: int) -> int:
+    """The per-sample seed ``hash(seed, question id, k)``: stable across runs and machines."""
+    digest = hashlib.sha256(f"{seed}\x1f{question_id}\x1f{k}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") % (2**31 - 1)
+
+
+def strip_duplicate_bos(prompt: str, tokenizer: Any) -> str:
+    """Drop a leading BOS *text* when the tokenizer adds its own BOS token on encoding.
+
+    Chat templates such as DeepSeek-R1's start with ``bos_token``; encoding that string with the
+    default ``add_special_tokens=True`` would put BOS in twice.
+    """
+    bos = getattr(tokenizer, "bos_token", None)
+    bos_id = getattr(tokenizer, "bos_token_id", None)
+    if not bos or bos_id is None or not prompt.startswith(bos):
+        return prompt
+    probe = tokenizer("x")["input_ids"]
+    if probe and probe[0] == bos_id:
+        return prompt[len(bos) :]
+    return prompt
+
+
+class RowSampler:
+    """A ``generate`` logits processor that samples each row with its own seed, temperature, top-p.
+
+    It returns scores that are ``-inf`` everywhere except the chosen token, so greedy decoding inside
+    ``generate`` picks exactly that token. Rows with temperature 0 take the argmax.
+    """
+
+    def __init__(self, specs: Sequence[SamplingSpec]) -> None:
+        if not specs:
+            raise ValueError("RowSampler needs at least one SamplingSpec")
+        self.specs = list(specs)
+        self._generators = [torch.Generator(device="cpu").manual_seed(s.seed) for s in self.specs]
+        self._temperature = torch.tensor([s.temperature for s in self.specs], dtype=torch.float32)
+        self._top_p = torch.tensor([s.top_p for s in self.specs], dtype=torch.float32)
+        self._greedy = self._temperature <= 0
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        batch = scores.shape[0]
+        if batch != len(self.specs):
+            raise ValueError(f"RowSampler has {len(self.specs)} specs but the batch has {batch} rows")
+        device = scores.device
+        logits = scores.float()
+        chosen = logits.argmax(dim=-1)
+        if not bool(self._greedy.all()):
+            temperature = self._temperature.to(device).clamp_min(1e-5).unsqueeze(1)
+            probs = torch.softmax(logits / temperature, dim=-1)
+            sorted_probs, sorted_idx = probs.sort(dim=-1, descending=True)
+            mass_before = sorted_probs.cumsum(dim=-1) - sorted_probs
+            sorted_probs = sorted_probs.masked_fill(mass_before >= self._top_p.to(device).unsqueeze(1), 0.0)
+            cdf = sorted_probs.cumsum(dim=-1)
+            # One uniform draw per row from that row's own generator (CPU: cheap and deterministic).
+            u = torch.stack([torch.rand((), generator=g) for g in self._generators]).to(device)
+            target = (u * cdf[:, -1]).unsqueeze(1).contiguous()
+            pos = torch.searchsorted(cdf.contiguous(), target).clamp_max(cdf.shape[-1] - 1)
+            sampled = sorted_idx.gather(1, pos).squeeze(1)
+            chosen = torch.where(self._greedy.to(device), chosen, sampled)
+        out = torch.full_like(scores, float("-inf"))
+        out.scatter_(1, chosen.unsqueeze(1), 0.0)
+        return out
+
+
+def _eos_ids(model: Any, tokenizer: Any) -> list[int]:
+    ids: list[int] = []
+    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    for value in (configured, tokenizer.eos_token_id):
+        if value is None:
+            continue
+        for i in value if isinstance(value, (list, tuple)) else [value]:
+            if i not in ids:
+                ids.append(int(i))
+    if not ids:
+        raise ValueError("the tokenizer has no eos_token_id: generation could not stop")
+    return ids
+
+
+@torch.inference_mode()
+def generate_texts(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[str],
+    specs: Sequence[SamplingSpec] | None = None,
+    *,
+    max_new_tokens: int,
+    batch_size: int = 16,
+    on_batch: Callable[[int], None] | None = None,
+) -> list[Generation]:
+    """Generate one completion per prompt, ``batch_size`` rows per ``generate`` call.
+
+    ``specs`` gives each row its sampling (default: greedy). Prompts are grouped by length to waste
+    little padding; results come back in the order of ``prompts``. ``on_batch(n)`` is called after
+    each batch with the number of rows it finished (for progress bars).
+    """
+    from transformers import GenerationConfig, LogitsProcessorList
+
+    if specs is None:
+        specs = [SamplingSpec()] * len(prompts)
+    if len(specs) != len(prompts):
+        raise ValueError(f"got {len(prompts)} prompts but {len(specs)} sampling specs")
+    if max_new_tokens <= 0 or batch_size <= 0:
+        raise ValueError("max_new_tokens and batch_size must be positive")
+    if not prompts:
+        return []
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    eos_ids = _eos_ids(model, tokenizer)
+    config = GenerationConfig(
+        max_new_tokens=max_new_tokens,
+        do_sample=False,
+        num_beams=1,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=eos_ids,
+    )
+    texts = [strip_duplicate_bos(p, tokenizer) for p in prompts]
+    lengths = [len(t) for t in texts]
+    order = sorted(range(len(texts)), key=lambda i: -lengths[i])
+    results: list[Generation | None] = [None] * len(texts)
+    device = next(model.parameters()).device
+    old_side = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    try:
+        for start in range(0, len(order), batch_size):
+            rows = order[start : start + batch_size]
+            enc = tokenizer([texts[i] for i in rows], return_tensors="pt", padding=True)
+            enc = {k: v.to(device) for k, v in enc.items() if k in ("input_ids", "attention_mask")}
+            sampler = RowSampler([specs[i] for i in rows])
+            out = model.generate(
+                **enc, generation_config=config, logits_processor=LogitsProcessorList([sampler])
+            )
+            new_tokens = out[:, enc["input_ids"].shape[1] :].tolist()
+            for row, ids in zip(rows, new_tokens, strict=True):
+                results[row] = _to_generation(ids, tokenizer, eos_ids)
+            if on_batch is not None:
+                on_batch(len(rows))
+    finally:
+        tokenizer.padding_side = old_side
+    return [r for r in results if r is not None]
+
+
+def _to_generation(ids: list[int], tokenizer: Any, eos_ids: list[int]) -> Generation:
+    """Cut a generated row at its first EOS (kept in the count) and decode it."""
+    finished = False
+    kept: list[int] = []
+    for t in ids:
+        if t in eos_ids:
+            finished = True
+            kept.append(t)
+            break
+        kept.append(t)
+    if not finished:
+        # Rows shorter than the batch's longest are padded after they stop; a pad id may equal EOS.
+        pad = tokenizer.pad_token_id
+        while kept and kept[-1] == pad:
+            kept.pop()
+    text = tokenizer.decode(kept, skip_special_tokens=True)
+    return Generation(text=text, num_tokens=len(kept), finished=finished)
+
+
+def vllm_available() -> bool:
+    """True when vLLM is importable and a CUDA device is present."""
+    return importlib.util.find_spec("vllm") is not None and torch.cuda.is_available()
+
+
+class VLLMGenerator:
+    """Optional fast path: in-process vLLM with per-request seeds and an optional LoRA adapter."""
+
+    def __init__(self, model_name_or_path: str, *, enable_lora: bool = True, max_model_len: int = 4096,
+                 gpu_memory_utilization: float = 0.85, max_lora_rank: int = 64) -> None:
+        if not vllm_available():
+            raise RuntimeError("vLLM is not installed or no GPU is present; use backend='transformers'")
+        from vllm import LLM  # type: ignore[import-not-found]
+
+        self._adapter_ids: dict[str, int] = {}
+        self._llm = LLM(
+            model=model_name_or_path,
+            enable_lora=enable_lora,
+            max_lora_rank=max_lora_rank,
+            max_model_len=max_model_len,
+            gpu_memory_utilization=gpu_memory_utilization,
+        )
+
+    def generate(self, prompts: Sequence[str], specs: Sequence[SamplingSpec], *, max_new_tokens: int,
+                 adapter_path: str | None = None) -> list[Generation]:
+        """Generate with the base model, or with the LoRA adapter at ``adapter_path``."""
+        from vllm import SamplingParams  # type: ignore[import-not-found]
+        from vllm.lora.request import LoRARequest  # type: ignore[import-not-found]
+
+        if len(specs) != len(prompts):
+            raise ValueError(f"got {len(prompts)} prompts but {len(specs)} sampling specs")
+        params = [
+            SamplingParams(temperature=s.temperature, top_p=s.top_p, seed=s.seed, max_tokens=max_new_tokens)
+            for s in specs
+        ]
+        lora = None
+        if adapter_path is not None:
+            lora_id = self._adapter_ids.setdefault(adapter_path, len(self._adapter_ids) + 1)
+            lora = LoRARequest(f"adapter-{lora_id}", lora_id, adapter_path)
+        tokenizer = self._llm.get_tokenizer()
+        texts = [strip_duplicate_bos(p, tokenizer) for p in prompts]
+        outputs = self._llm.generate(texts, params, lora_request=lora, use_tqdm=False)
+        return [
+            Generation(text=o.outputs[0].text, num_tokens=len(o.outputs[0].token_ids),
+                       finished=o.outputs[0].finish_reason == "stop")
+            for o in outputs
+        ]

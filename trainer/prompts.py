@@ -1,0 +1,70 @@
+"""THE prompt: SFT, rollouts, GRPO and evaluation all build their prompts here.
+
+DeepSeek-R1's usage recommendation for math: no system prompt; the user turn is the question
+followed by "Please reason step by step, and put your final answer within \\boxed{}.".
+
+``build_prompt`` returns text meant to be tokenized with the tokenizer's default
+``add_special_tokens=True`` (what TRL's SFT/DPO/GRPO do with string prompts): when the chat
+template writes the BOS token itself and the tokenizer would add it again, the template's copy is
+removed, so the model sees exactly one BOS.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+__all__ = [
+    "INSTRUCTION",
+    "PLAIN_TEMPLATE",
+    "build_messages",
+    "build_prompt",
+    "completion_separator",
+    "format_target",
+]
+
+INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
+PLAIN_TEMPLATE = "Question: {question}\nAnswer:"
+
+_CALCULATOR_ANNOTATION = re.compile(r"<<[^<>]*>>")
+
+
+def build_messages(question: str) -> list[dict[str, str]]:
+    """The chat messages for ``question``: one user turn, no system prompt."""
+    return [{"role": "user", "content": f"{question.strip()}\n{INSTRUCTION}"}]
+
+
+def _adds_bos(tokenizer: Any) -> bool:
+    bos_id = getattr(tokenizer, "bos_token_id", None)
+    if bos_id is None:
+        return False
+    ids = tokenizer("x")["input_ids"]
+    return bool(ids) and ids[0] == bos_id
+
+
+def build_prompt(question: str, tokenizer: Any) -> str:
+    """The prompt text for ``question``: the chat template with the generation prompt when the
+    tokenizer has one, else ``"Question: {question}\\nAnswer:"``."""
+    if getattr(tokenizer, "chat_template", None):
+        text = tokenizer.apply_chat_template(
+            build_messages(question), tokenize=False, add_generation_prompt=True
+        )
+        bos = getattr(tokenizer, "bos_token", None)
+        if bos and text.startswith(bos) and _adds_bos(tokenizer):
+            text = text[len(bos) :]
+        return text
+    return PLAIN_TEMPLATE.format(question=question.strip())
+
+
+def format_target(solution: str) -> str:
+    """A GSM8K solution as an SFT target: ``<<a*b=c>>`` calculator annotations removed, the
+    ``#### N`` last line kept."""
+    text = _CALCULATOR_ANNOTATION.sub("", solution)
+    lines = [line.rstrip() for line in text.strip().splitlines()]
+    return "\n".join(lines)
+
+
+def completion_separator(tokenizer: Any) -> str:
+    """What goes between ``build_prompt`` and a completion: nothing after a chat template's
+    generation prompt, one space after the plain ``Answer:``."""
+    return "" if getattr(tokenizer, "chat_template", None) else " "

@@ -1,0 +1,132 @@
+"""Stage ``grpo``: online GRPO (TRL ``GRPOTrainer``) with the Regime W reward over HTTP.
+
+Policy: the SFT adapter (``adapter_path``), trainable, on the quantized base; without an adapter a
+fresh LoRA (``LoraArguments``) is put on the base. Dataset: the GSM8K train split with columns
+``prompt`` (``build_prompt``: the same prompt as SFT, rollouts and eval), ``question``,
+``gold_answer`` and ``id``. Reward functions: ``RegimeWReward`` (weight 1) plus its zero-weight
+component functions ``s_end``, ``s_path``, ``s_cf``, ``s_wm``, so TRL logs every component per step
+(``reward_weights = [1, 0, 0, 0, 0]``). The adapter is saved to ``output_dir``
+(``checkpoints/lora_grpo/``) with the tokenizer.
+
+With ``beta > 0`` TRL uses a frozen copy of the starting adapter (the SFT policy) as the reference.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from trl import GRPOConfig
+
+from trainer.configs import DataArguments, LoraArguments, ModelArguments, RewardServiceArguments
+
+__all__ = ["ARG_CLASSES", "REWARD_WEIGHTS", "build_dataset", "plan", "run"]
+
+ARG_CLASSES: tuple[type, ...] = (ModelArguments, LoraArguments, DataArguments, RewardServiceArguments, GRPOConfig)
+
+#: RegimeWReward, then s_end, s_path, s_cf, s_wm (logged only).
+REWARD_WEIGHTS = [1.0, 0.0, 0.0, 0.0, 0.0]
+
+
+def _check(config: GRPOConfig) -> None:
+    if config.per_device_train_batch_size % config.num_generations:
+        raise ValueError(
+            f"per_device_train_batch_size ({config.per_device_train_batch_size}) must be divisible by "
+            f"num_generations ({config.num_generations})"
+        )
+    if config.reward_weights is not None and len(config.reward_weights) != len(REWARD_WEIGHTS):
+        raise ValueError(
+            f"reward_weights must have {len(REWARD_WEIGHTS)} entries (regime_w, s_end, s_path, s_cf, s_wm), "
+            f"got {config.reward_weights}"
+        )
+    if config.output_dir in (None, "", "trainer_output"):
+        raise ValueError("set output_dir (e.g. checkpoints/lora_grpo) so the adapter lands where later stages look")
+
+
+def build_dataset(problems: list[Any], tokenizer: Any) -> Any:
+    """A ``datasets.Dataset`` with ``prompt``, ``question``, ``gold_answer`` and ``id`` columns."""
+    from datasets import Dataset
+
+    from trainer.prompts import build_prompt
+
+    if not problems:
+        raise ValueError("no training problems for GRPO")
+    return Dataset.from_list([
+        {"prompt": build_prompt(p.question, tokenizer), "question": p.question,
+         "gold_answer": p.gold, "id": p.id}
+        for p in problems
+    ])
+
+
+def plan(model_args: ModelArguments, lora_args: LoraArguments, data_args: DataArguments,
+         reward_args: RewardServiceArguments, config: GRPOConfig) -> dict[str, Any]:
+    _check(config)
+    return {
+        "stage": "grpo",
+        "policy": {"base": model_args.model_name_or_path, "quantization": model_args.quantization,
+                   "adapter_path": model_args.adapter_path,
+                   "fresh_lora": None if model_args.adapter_path else {"r": lora_args.lora_r,
+                                                                      "alpha": lora_args.lora_alpha}},
+        "data": {"dataset": data_args.dataset, "split": "train", "split_file": data_args.split_file,
+                 "max_train_samples": data_args.max_train_samples,
+                 "columns": ["prompt", "question", "gold_answer", "id"]},
+        "reward": {"url": reward_args.reward_url, "functions": ["regime_w", "s_end", "s_path", "s_cf", "s_wm"],
+                   "weights": config.reward_weights or REWARD_WEIGHTS},
+        "grpo": {"num_generations": config.num_generations,
+                 "per_device_train_batch_size": config.per_device_train_batch_size,
+                 "gradient_accumulation_steps": config.gradient_accumulation_steps,
+                 "max_completion_length": config.max_completion_length, "temperature": config.temperature,
+                 "top_p": config.top_p, "beta": config.beta, "loss_type": config.loss_type,
+                 "learning_rate": config.learning_rate, "max_steps": config.max_steps,
+                 "num_train_epochs": config.num_train_epochs, "use_vllm": config.use_vllm, "bf16": config.bf16},
+        "writes": config.output_dir,
+    }
+
+
+def run(model_args: ModelArguments, lora_args: LoraArguments, data_args: DataArguments,
+        reward_args: RewardServiceArguments, config: GRPOConfig) -> dict[str, Any]:
+    from trl import GRPOTrainer
+
+    from trainer.data import load_train_dev
+    from trainer.modeling import load_policy, load_tokenizer, lora_config
+    from trainer.rewards import RegimeWReward
+
+    _check(config)
+    if config.reward_weights is None:
+        config.reward_weights = list(REWARD_WEIGHTS)
+    train, _ = load_train_dev(data_args)
+    tokenizer = load_tokenizer(model_args)
+    dataset = build_dataset(train, tokenizer)
+    model = load_policy(model_args, trainable=True)
+    peft_config = None if model_args.adapter_path else lora_config(lora_args)
+
+    reward = RegimeWReward.from_args(reward_args)
+    try:
+        trainer = GRPOTrainer(
+            model=model,
+            reward_funcs=[reward, *reward.component_functions()],
+            args=config,
+            train_dataset=dataset,
+            processing_class=tokenizer,
+            peft_config=peft_config,
+        )
+        result = trainer.train()
+        out = Path(config.output_dir)
+        trainer.save_model(str(out))
+        tokenizer.save_pretrained(str(out))
+    finally:
+        reward.close()
+    logs = [entry for entry in trainer.state.log_history if "reward" in entry]
+    components = {
+        name: [entry.get(f"rewards/{name}/mean") for entry in logs]
+        for name in ("regime_w", "s_end", "s_path", "s_cf", "s_wm")
+    }
+    return {
+        "stage": "grpo",
+        "adapter": str(out),
+        "global_step": trainer.state.global_step,
+        "train_loss": result.training_loss,
+        "questions": len(dataset),
+        "reward_per_step": [entry.get("reward") for entry in logs],
+        "components_per_step": components,
+    }
