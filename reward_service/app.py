@@ -46,6 +46,7 @@ class BodyLimitMiddleware:
                     return
         received = 0
         rejected = False
+        answered = False
 
         async def limited_receive() -> Message:
             nonlocal received, rejected
@@ -57,9 +58,21 @@ class BodyLimitMiddleware:
                     raise _BodyTooLarge()
             return message
 
+        async def guarded_send(message: Message) -> None:
+            # the framework turns a failed body read into its own 400: answer 413 instead
+            nonlocal answered
+            if rejected:
+                if not answered:
+                    answered = True
+                    await self._reject(send)
+                return
+            await send(message)
+
         try:
-            await self.app(scope, limited_receive, send)
+            await self.app(scope, limited_receive, guarded_send)
         except _BodyTooLarge:
+            pass
+        if rejected and not answered:
             await self._reject(send)
 
     async def _reject(self, send: Send) -> None:

@@ -10,7 +10,7 @@ import torch
 
 from reward_service.generation import ArmPrompt, GenerationError, GenerationTimeout, create_backend
 from reward_service.generation.hf import HFBackend
-from reward_service.generation.sampling import select_next_tokens, uniforms
+from reward_service.generation.sampling import RowSampler, row_uniforms, seed_keys
 from tests.support.tiny_model import build_tiny_model
 
 SYSTEM = "Solve step by step."
@@ -197,18 +197,25 @@ def test_arm_prompt_validates() -> None:
 # -- the per-row sampler -------------------------------------------------------------------------
 
 
+def sample(logits: torch.Tensor, temperature: float, top_p: float, seeds: list[int], step: int = 0) -> torch.Tensor:
+    n = len(seeds)
+    return RowSampler([temperature] * n, [top_p] * n, seeds)(logits, step)
+
+
 def test_sampler_rows_are_independent_of_the_batch() -> None:
     torch.manual_seed(0)
     logits = torch.randn(5, 50)
-    temperature = torch.tensor([0.0, 0.7, 1.0, 0.5, 1.3])
-    top_p = torch.tensor([1.0, 0.9, 1.0, 0.5, 0.95])
-    seeds = torch.tensor([0, 11, 2**40 + 3, 7, 99], dtype=torch.int64)
-    together = select_next_tokens(logits, temperature, top_p, seeds, step=4)
-    perm = torch.tensor([3, 0, 4, 1, 2])
-    permuted = select_next_tokens(logits[perm], temperature[perm], top_p[perm], seeds[perm], step=4)
+    temperatures = [0.0, 0.7, 1.0, 0.5, 1.3]
+    top_ps = [1.0, 0.9, 1.0, 0.5, 0.95]
+    seeds = [0, 11, 2**40 + 3, 7, 99]
+    together = RowSampler(temperatures, top_ps, seeds)(logits, 4)
+    perm = [3, 0, 4, 1, 2]
+    permuted = RowSampler([temperatures[i] for i in perm], [top_ps[i] for i in perm], [seeds[i] for i in perm])(
+        logits[perm], 4
+    )
     assert torch.equal(permuted, together[perm])
     for r in range(5):
-        alone = select_next_tokens(logits[r : r + 1], temperature[r : r + 1], top_p[r : r + 1], seeds[r : r + 1], 4)
+        alone = RowSampler([temperatures[r]], [top_ps[r]], [seeds[r]])(logits[r : r + 1], 4)
         assert int(alone) == int(together[r])
     assert int(together[0]) == int(logits[0].argmax())
 
@@ -216,29 +223,27 @@ def test_sampler_rows_are_independent_of_the_batch() -> None:
 def test_sampler_matches_the_softmax_distribution() -> None:
     n = 20000
     base = torch.tensor([2.0, 1.0, 0.5, 0.0, -1.0])
-    temperature = 0.8
-    logits = base.repeat(n, 1)
-    seeds = torch.arange(n, dtype=torch.int64)
-    tokens = select_next_tokens(logits, torch.full((n,), temperature), torch.ones(n), seeds, step=0)
+    tokens = sample(base.repeat(n, 1), 0.8, 1.0, list(range(n)))
     freq = torch.bincount(tokens, minlength=5).float() / n
-    expected = (base / temperature).softmax(-1)
+    expected = (base / 0.8).softmax(-1)
     assert torch.allclose(freq, expected, atol=0.015), (freq, expected)
     # Steps are independent streams too.
-    later = select_next_tokens(logits, torch.full((n,), temperature), torch.ones(n), seeds, step=1)
+    later = sample(base.repeat(n, 1), 0.8, 1.0, list(range(n)), step=1)
     assert (later != tokens).float().mean() > 0.3
 
 
 def test_sampler_top_p_keeps_only_the_nucleus() -> None:
     n = 4000
-    base = torch.log(torch.tensor([0.5, 0.3, 0.15, 0.05]))
-    tokens = select_next_tokens(base.repeat(n, 1), torch.ones(n), torch.full((n,), 0.75), torch.arange(n), step=2)
-    assert set(tokens.tolist()) == {0, 1}  # 0.5 + 0.3 >= 0.75: tokens 2 and 3 are outside
-    tiny_p = select_next_tokens(base.repeat(n, 1), torch.ones(n), torch.full((n,), 0.01), torch.arange(n), step=2)
-    assert set(tiny_p.tolist()) == {0}
+    base = torch.log(torch.tensor([0.05, 0.5, 0.15, 0.3]))
+    tokens = sample(base.repeat(n, 1), 1.0, 0.75, list(range(n)), step=2)
+    assert set(tokens.tolist()) == {1, 3}  # 0.5 + 0.3 >= 0.75: the 0.15 and 0.05 tokens are outside
+    share = (tokens == 1).float().mean()
+    assert abs(float(share) - 0.5 / 0.8) < 0.03  # renormalised inside the nucleus
+    assert set(sample(base.repeat(n, 1), 1.0, 0.01, list(range(n)), step=2).tolist()) == {1}
 
 
-def test_uniforms_are_in_the_open_unit_interval() -> None:
-    u = uniforms(torch.arange(64, dtype=torch.int64), step=3, vocab_size=1000)
-    assert u.shape == (64, 1000)
+def test_row_uniforms_are_uniform_in_the_open_unit_interval() -> None:
+    u = row_uniforms(seed_keys(torch.arange(100_000)), step=3)
     assert float(u.min()) > 0.0 and float(u.max()) < 1.0
-    assert abs(float(u.mean()) - 0.5) < 0.01
+    hist = torch.histc(u, bins=10, min=0.0, max=1.0) / u.numel()
+    assert torch.allclose(hist, torch.full((10,), 0.1), atol=0.005)

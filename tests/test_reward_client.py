@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import pickle
 import random
 import time
 from collections.abc import Iterator
@@ -125,6 +126,8 @@ def test_gives_up_after_max_retries(srv: FlakyServer) -> None:
     assert err.status == 503 and err.code == "overloaded" and err.retry_after == 0
     assert "queue full" in str(err) and "after 3 attempts" in str(err) and srv.url in str(err)
     assert srv.stats()["score_requests"] == 3
+    clone = pickle.loads(pickle.dumps(err))  # survives multiprocessing
+    assert (clone.status, clone.code, str(clone)) == (503, "overloaded", str(err))
 
 
 @pytest.mark.parametrize("status", [400, 404, 413, 422, 500, 504])

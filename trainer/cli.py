@@ -75,12 +75,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         parsed = parse_stage_args(stage, rest)
-    except (ValueError, FileNotFoundError) as exc:
+        resolved = module.plan(*parsed)  # validates the plan before anything heavy starts
+    except (ValueError, FileNotFoundError, FileExistsError) as exc:
         print(f"regime-w-train {stage}: invalid arguments: {exc}", file=sys.stderr)
         return 2
     if dry_run:
-        result = module.plan(*parsed)
-        print(json.dumps({"stage": stage, "dry_run": True, **result}, indent=2, default=str))
+        print(json.dumps({"stage": stage, "dry_run": True, **resolved}, indent=2, default=str))
         return 0
     result = module.run(*parsed)
     print(json.dumps({"stage": stage, **result}, indent=2, default=str))

@@ -109,6 +109,20 @@ class RewardServiceHTTPError(RewardServiceError):
         self.retry_after = retry_after
         self.service_message = service_message
 
+    def __reduce__(self) -> tuple[Any, ...]:  # keyword-only fields survive pickling (multiprocessing)
+        return (
+            _rebuild_http_error,
+            (str(self), self.status, self.code, self.url, self.retry_after, self.service_message),
+        )
+
+
+def _rebuild_http_error(
+    message: str, status: int, code: str, url: str, retry_after: float | None, service_message: str
+) -> RewardServiceHTTPError:
+    return RewardServiceHTTPError(
+        message, status=status, code=code, url=url, retry_after=retry_after, service_message=service_message
+    )
+
 
 class RewardServiceProtocolError(RewardServiceError):
     """The service answered 2xx with a body that breaks the wire contract."""
@@ -397,6 +411,7 @@ class _ClientConfig:
         self.retry_statuses = frozenset(retry_statuses)
         self.rng = random.Random(seed)
         self.timeout = httpx.Timeout(self.timeout_s, connect=min(self.timeout_s, connect_timeout_s))
+        self.ready_timeout = httpx.Timeout(min(self.timeout_s, 10.0))
         self.limits = httpx.Limits(
             max_connections=self.max_connections,
             max_keepalive_connections=self.max_connections,
@@ -505,9 +520,9 @@ class RewardClient(_ClientConfig):
         return _parse_body(response, InfoResponse, url)
 
     def ready(self) -> bool:
-        """True when ``GET /readyz`` answers 2xx (one try, no retries); False otherwise."""
+        """True when ``GET /readyz`` answers 2xx (one try, at most 10 s, no retries); else False."""
         try:
-            return self._http.get(self.url(READY_PATH)).is_success
+            return self._http.get(self.url(READY_PATH), timeout=self.ready_timeout).is_success
         except httpx.HTTPError:
             return False
 
@@ -605,9 +620,9 @@ class AsyncRewardClient(_ClientConfig):
         return _parse_body(response, InfoResponse, url)
 
     async def ready(self) -> bool:
-        """True when ``GET /readyz`` answers 2xx (one try, no retries); False otherwise."""
+        """True when ``GET /readyz`` answers 2xx (one try, at most 10 s, no retries); else False."""
         try:
-            return (await self._http.get(self.url(READY_PATH))).is_success
+            return (await self._http.get(self.url(READY_PATH), timeout=self.ready_timeout)).is_success
         except httpx.HTTPError:
             return False
 

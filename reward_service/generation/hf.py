@@ -34,7 +34,7 @@ from reward_service.generation.base import (
     effective_seed,
     render_plain,
 )
-from reward_service.generation.sampling import select_next_tokens
+from reward_service.generation.sampling import RowSampler
 
 _DTYPES = {
     "float32": torch.float32,
@@ -91,20 +91,11 @@ class _Deadline(Exception):
     """Raised inside ``model.generate`` when the call's deadline passed."""
 
 
-class _RowSampler(LogitsProcessor):
+class _RowLogitsProcessor(LogitsProcessor):
     """Chooses every row's next token and returns scores whose argmax is that token."""
 
-    def __init__(
-        self,
-        temperature: torch.Tensor,
-        top_p: torch.Tensor,
-        seeds: torch.Tensor,
-        prompt_len: int,
-        banned: list[int],
-    ) -> None:
-        self.temperature = temperature
-        self.top_p = top_p
-        self.seeds = seeds
+    def __init__(self, sampler: RowSampler, prompt_len: int, banned: list[int]) -> None:
+        self.sampler = sampler
         self.prompt_len = prompt_len
         self.banned = banned
 
@@ -112,8 +103,7 @@ class _RowSampler(LogitsProcessor):
         if self.banned:
             scores = scores.clone()
             scores[:, self.banned] = float("-inf")
-        step = input_ids.shape[1] - self.prompt_len
-        chosen = select_next_tokens(scores, self.temperature, self.top_p, self.seeds, step)
+        chosen = self.sampler(scores, input_ids.shape[1] - self.prompt_len)
         out = torch.full_like(scores, float("-inf"))
         out.scatter_(1, chosen[:, None], 0.0)
         return out
@@ -278,13 +268,13 @@ class HFBackend:
                 input_ids[r, prompt_len - len(ids) :] = torch.tensor(ids, dtype=torch.long)
                 attention[r, prompt_len - len(ids) :] = 1
         budgets = [p.max_tokens for p in prompts]
-        sampler = _RowSampler(
-            temperature=torch.tensor([p.temperature for p in prompts], dtype=torch.float32, device=device),
-            top_p=torch.tensor([p.top_p for p in prompts], dtype=torch.float32, device=device),
-            seeds=torch.tensor([effective_seed(self.seed, p.seed) for p in prompts], dtype=torch.int64, device=device),
-            prompt_len=prompt_len,
-            banned=self.eos_ids if self.ignore_eos else [],
+        sampler = RowSampler(
+            [p.temperature for p in prompts],
+            [p.top_p for p in prompts],
+            [effective_seed(self.seed, p.seed) for p in prompts],
+            device=device,
         )
+        processor = _RowLogitsProcessor(sampler, prompt_len, self.eos_ids if self.ignore_eos else [])
         budget = _RowBudget(torch.tensor(budgets, dtype=torch.long, device=device), prompt_len, deadline)
         config = GenerationConfig(
             max_new_tokens=max(budgets),
@@ -300,7 +290,7 @@ class HFBackend:
                     input_ids=input_ids.to(device),
                     attention_mask=attention.to(device),
                     generation_config=config,
-                    logits_processor=LogitsProcessorList([sampler]),
+                    logits_processor=LogitsProcessorList([processor]),
                     stopping_criteria=StoppingCriteriaList([budget]),
                 )
         except _Deadline:

@@ -1,13 +1,16 @@
 """Per-row, seeded next-token selection for batched generation.
 
-Each row of a batch has its own temperature, top_p and seed. Sampling uses the Gumbel-max trick
-with noise from a counter-based hash of ``(seed, step, token id)``, so a row's tokens depend only on
-its own logits, seed and position, never on the other rows of the batch or on a global RNG: the
-same prompt and seed give the same text whatever else is batched with it. Everything is
-vectorised over the batch (one pass of elementwise ops; one sort when some row uses top_p < 1).
+Each row of a batch has its own temperature, top_p and seed. A sampled row draws one uniform from a
+counter-based hash of ``(seed, step)`` and picks the token by inverse CDF over its (nucleus-masked)
+softmax, so a row's tokens depend only on its own logits, seed and position, never on the other
+rows of the batch or on a global RNG: the same prompt and seed give the same text whatever else is
+batched with it. Everything is vectorised over the batch, and the per-batch decisions (any sampled
+row? any top_p < 1?) are made once on the host, so decoding never waits on the device for them.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 
@@ -16,7 +19,6 @@ _MASK32 = 0xFFFFFFFF
 _MUL_A = 0x7FEB352D
 _MUL_B = 0x2C1B3C6D
 _GOLDEN = 0x9E3779B1
-_TOKEN_SALT = 0x632BE5AB
 
 
 def mix32(x: torch.Tensor) -> torch.Tensor:
@@ -29,53 +31,67 @@ def mix32(x: torch.Tensor) -> torch.Tensor:
     return x ^ (x >> 16)
 
 
-def row_keys(seeds: torch.Tensor, step: int) -> torch.Tensor:
-    """One 32-bit key per row from its 64-bit seed and the decoding step."""
+def seed_keys(seeds: torch.Tensor) -> torch.Tensor:
+    """One 32-bit key per row from its (up to 64-bit, non-negative) seed."""
     seeds = seeds.to(torch.int64)
-    folded = (seeds & _MASK32) ^ mix32((seeds >> 32) & _MASK32)
-    step_term = (step * _GOLDEN) & _MASK32
-    return mix32(mix32(folded) ^ step_term)
+    return mix32((seeds & _MASK32) ^ mix32((seeds >> 32) & _MASK32))
 
 
-def uniforms(seeds: torch.Tensor, step: int, vocab_size: int) -> torch.Tensor:
-    """``(batch, vocab)`` uniforms in (0, 1), a pure function of (seed, step, token id)."""
-    tokens = torch.arange(vocab_size, device=seeds.device, dtype=torch.int64)
-    token_keys = mix32(tokens ^ _TOKEN_SALT)
-    h = mix32(row_keys(seeds, step)[:, None] ^ token_keys[None, :])
-    # 24 high bits -> exactly representable float32, strictly inside (0, 1).
+def row_uniforms(keys: torch.Tensor, step: int) -> torch.Tensor:
+    """One uniform in (0, 1) per row, a pure function of (row key, step)."""
+    h = mix32(keys ^ ((step * _GOLDEN) & _MASK32))
+    h = mix32(h ^ _GOLDEN)
+    # 24 high bits -> exactly representable in float32, strictly inside (0, 1).
     return ((h >> 8).to(torch.float32) + 0.5) * (1.0 / (1 << 24))
 
 
-def top_p_mask(scaled_logits: torch.Tensor, top_p: torch.Tensor) -> torch.Tensor:
-    """True for tokens outside each row's nucleus (smallest set with mass >= top_p)."""
-    sorted_logits, order = scaled_logits.sort(dim=-1, descending=True)
-    probs = sorted_logits.softmax(dim=-1)
-    mass_before = probs.cumsum(dim=-1) - probs
-    remove_sorted = mass_before > top_p[:, None].to(probs.dtype)
-    remove_sorted[:, 0] = False  # the most likely token always stays
-    return torch.zeros_like(remove_sorted).scatter(-1, order, remove_sorted)
+def _inverse_cdf(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    cdf = probs.cumsum(dim=-1)
+    target = (u * cdf[:, -1]).unsqueeze(-1)
+    index = torch.searchsorted(cdf, target).squeeze(-1)
+    return index.clamp_max(probs.shape[-1] - 1)
 
 
-def select_next_tokens(
-    logits: torch.Tensor,
-    temperature: torch.Tensor,
-    top_p: torch.Tensor,
-    seeds: torch.Tensor,
-    step: int,
-) -> torch.Tensor:
-    """Next token of every row: argmax where temperature is 0, else a seeded top-p sample.
+class RowSampler:
+    """Chooses the next token of every row of one batch (fixed rows, any number of steps)."""
 
-    ``logits`` is ``(batch, vocab)``; ``temperature``, ``top_p`` (float) and ``seeds`` (int64) are
-    ``(batch,)`` on the same device. Returns ``(batch,)`` int64 token ids.
-    """
-    logits = logits.float()
-    greedy = logits.argmax(dim=-1)
-    sampled_rows = temperature > 0
-    if not bool(sampled_rows.any()):
-        return greedy
-    scaled = logits / temperature.clamp_min(1e-6)[:, None].to(logits.dtype)
-    if bool((top_p < 1).any()):
-        scaled = scaled.masked_fill(top_p_mask(scaled, top_p), float("-inf"))
-    gumbel = -torch.log(-torch.log(uniforms(seeds, step, logits.shape[-1])))
-    sampled = (scaled + gumbel).argmax(dim=-1)
-    return torch.where(sampled_rows, sampled, greedy)
+    def __init__(
+        self,
+        temperatures: Sequence[float],
+        top_ps: Sequence[float],
+        seeds: Sequence[int],
+        device: torch.device | str = "cpu",
+    ) -> None:
+        if not len(temperatures) == len(top_ps) == len(seeds):
+            raise ValueError("temperatures, top_ps and seeds must have one entry per row")
+        self.any_sampled = any(t > 0 for t in temperatures)
+        self.all_sampled = all(t > 0 for t in temperatures)
+        self.any_top_p = any(t > 0 and p < 1 for t, p in zip(temperatures, top_ps))
+        self.temperature = torch.tensor([t if t > 0 else 1.0 for t in temperatures], dtype=torch.float32, device=device)
+        self.sampled_rows = torch.tensor([t > 0 for t in temperatures], dtype=torch.bool, device=device)
+        self.top_p = torch.tensor(top_ps, dtype=torch.float32, device=device)
+        self.has_top_p = torch.tensor([p < 1 for p in top_ps], dtype=torch.bool, device=device)
+        self.keys = seed_keys(torch.tensor([s % 2**63 for s in seeds], dtype=torch.int64, device=device))
+
+    def __call__(self, logits: torch.Tensor, step: int) -> torch.Tensor:
+        """``(batch, vocab)`` logits at decoding ``step`` -> ``(batch,)`` int64 token ids.
+
+        Rows with temperature 0 take the argmax; the others sample from
+        ``softmax(logits / temperature)`` restricted to their top_p nucleus.
+        """
+        logits = logits.float()
+        if not self.any_sampled:
+            return logits.argmax(dim=-1)
+        probs = (logits / self.temperature[:, None]).softmax(dim=-1)
+        if self.any_top_p:
+            # The nucleus is found in sorted order, but the draw is always made in vocabulary order,
+            # so a row samples the same token whether or not its batch needed the sort.
+            sorted_probs, order = probs.sort(dim=-1, descending=True, stable=True)
+            mass_before = sorted_probs.cumsum(dim=-1) - sorted_probs
+            outside_sorted = (mass_before > self.top_p[:, None]) & self.has_top_p[:, None]
+            outside = torch.zeros_like(outside_sorted).scatter(-1, order, outside_sorted)
+            probs = probs.masked_fill(outside, 0.0)  # the most likely token always stays (mass_before 0)
+        sampled = _inverse_cdf(probs, row_uniforms(self.keys, step))
+        if self.all_sampled:
+            return sampled
+        return torch.where(self.sampled_rows, sampled, logits.argmax(dim=-1))

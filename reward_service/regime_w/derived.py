@@ -91,12 +91,34 @@ def _expression(depth: int) -> str:
     return rf"[-−–]?{atom}(?:{_S}(?:{_OP}){_S}[-−–]?{atom})*"
 
 
-_EXPR = _expression(2)
-# A chain of equal signs between expressions: "16-3-4=9", "2*(3+4) = 2*7 = 14".
-_CHAIN = re.compile(rf"{_EXPR}(?:{_S}[=≈](?![=>]){_S}{_EXPR})+")
-_CHAIN_SPLIT = re.compile(r"([=≈])")
-# A number written right after '=' that does not start a longer expression: D(x)'s results.
-_RESULT = re.compile(rf"[=≈]{_S}([-−–]?(?:{_NUM}))(?!{_S}(?:{_OP}){_S}[-−–(]?[0-9$.])")
+_NUM_REV = (  # _NUM written backwards, for matching leftwards from '=' in the reversed text
+    r"(?:%[ ]?)?(?:[0-9]+\.(?![0-9])\$?"
+    r"|(?:[0-9]+\.)?(?:(?:[0-9]{3},)+[0-9]{1,3}(?![0-9])|[0-9]+)\$?)"
+)
+_OP_REV = r"[-−–+*×÷·/^xX]"
+_SIGN_REV = r"(?:[-−–](?![ \t\u00a0]*[0-9)%]))?"  # a '-' that is a sign, not a binary minus
+
+
+def _expression_reversed(depth: int) -> str:
+    """``_expression(depth)`` for the reversed text: ")" opens, "(" closes, signs come last."""
+    atom = rf"(?:{_NUM_REV})"
+    for _ in range(depth):
+        inner = rf"{atom}{_SIGN_REV}(?:{_S}{_OP_REV}{_S}{atom}{_SIGN_REV})*"
+        atom = rf"(?:{_NUM_REV}|\){_S}{inner}{_S}\()"
+    return rf"{atom}{_SIGN_REV}(?:{_S}{_OP_REV}{_S}{atom}{_SIGN_REV})*"
+
+
+# Anchored matches around an '=' at p: the expression right of it (in the text, at p + 1) and the
+# expression left of it (in the reversed text, at len - p). Searching the whole text with these
+# patterns would try every position; anchoring them at each '=' is an order of magnitude faster.
+_RIGHT = re.compile(rf"{_S}({_expression(2)})")
+_LEFT_REV = re.compile(rf"{_S}({_expression_reversed(2)})")
+# Fast paths for the common shapes: a single number right of '=', and "a OP b" left of it.
+_CONTINUES = rf"{_S}(?:{_OP}){_S}[-−–(]?[0-9$.]"
+_RIGHT_NUMBER = re.compile(rf"{_S}([-−–]?(?:{_NUM}))(?!{_CONTINUES})")
+_LEFT_BINARY_REV = re.compile(
+    rf"{_S}({_NUM_REV}){_S}({_OP_REV}){_S}({_NUM_REV})(?![-−–(]|{_S}{_OP_REV}{_S}[0-9)%])"
+)
 # GSM8K calculator annotations: <<48/2=24>>
 _CALC = re.compile(r"<<([^<>=\n]{1,200})=([^<>=\n]{1,60})>>")
 _NUMBER_ANY = re.compile(r"[0-9]{1,3}(?:,[0-9]{3})+(?![0-9])(?:\.[0-9]+)?|[0-9]+(?:\.[0-9]+)?|\.[0-9]+")
@@ -152,7 +174,11 @@ def _shape(toks: list[str]) -> int:
 
 
 def _number(text: str, conv: Callable[[str], N]) -> N:
+    if text.isdigit():
+        return conv(text)
     s = text.replace("$", "").replace(",", "").replace(" ", "")
+    if s[0] in "−–":
+        s = "-" + s[1:]
     if s[-1] == "%":
         return conv(s[:-1]) / 100
     return conv(s)
@@ -305,31 +331,20 @@ def _segment(seg: str) -> tuple[list[str], int] | None:
     return None if ops < 0 else (toks, ops)
 
 
-def _check_chain(text: str, m: re.Match[str], rel_tol: float, skip: set[str]) -> tuple[int, int]:
-    """(checked, right) links of one '=' chain; a link's left side needs a binary operator."""
-    parts = _CHAIN_SPLIT.split(m.group())
-    checked = right = 0
-    left = _segment(parts[0])
-    left_ok = left is not None and _left_context_ok(text, m.start(), parts[0].lstrip()[:1] in "-−–")
-    for k in range(2, len(parts), 2):
-        seg = parts[k].strip()
-        cur = _segment(seg)
-        if cur is None:
-            return checked, right
-        if left_ok and left is not None and left[1] > 0:
-            lhs_key = "".join(left[0])
-            if lhs_key not in skip:
-                try:
-                    lhs = _evaluate(left[0], float)
-                    rhs = _evaluate(cur[0], float)
-                except (ZeroDivisionError, ValueError, OverflowError):
-                    lhs = rhs = math.nan
-                if math.isfinite(lhs) and math.isfinite(rhs):
-                    checked += 1
-                    decimals = _decimals(seg) if cur[1] == 0 else 0
-                    right += _agree(lhs, rhs, decimals, parts[k - 1] == "≈", rel_tol)
-        left, left_ok = cur, True
-    return checked, right
+def _signs(text: str) -> list[int]:
+    """Positions of every '=' (and '≈') in ``text``, in order."""
+    out = []
+    p = text.find("=")
+    while p != -1:
+        out.append(p)
+        p = text.find("=", p + 1)
+    if "≈" in text:
+        p = text.find("≈")
+        while p != -1:
+            out.append(p)
+            p = text.find("≈", p + 1)
+        out.sort()
+    return out
 
 
 def scan_equations(text: str, rel_tol: float = 1e-4) -> EquationScan:
@@ -368,17 +383,71 @@ def _scan(text: str, rel_tol: float) -> EquationScan:
     if "=" not in text and "\\" not in text and "≈" not in text:
         return EquationScan(frozenset(results), checked, right)
     text = _plain(text)
-    for m in _RESULT.finditer(text):
-        p = m.start()
-        if (p > 0 and text[p - 1] in "<>!=") or text[p + 1 : p + 2] in ("=", ">"):
+    rev = text[::-1]
+    n = len(text)
+    right_number, right_expr, left_binary, left_expr = (
+        _RIGHT_NUMBER.match, _RIGHT.match, _LEFT_BINARY_REV.match, _LEFT_REV.match
+    )
+    for p in _signs(text):
+        if (p > 0 and text[p - 1] in "<>!=") or (p + 1 < n and text[p + 1] in "=>"):
             continue
-        value = normalize_number(m.group(1))
-        if value is not None:
-            results.add(value)
-    for m in _CHAIN.finditer(text):
-        c, r = _check_chain(text, m, rel_tol, calc_keys)
-        checked += c
-        right += r
+        try:
+            rm = right_number(text, p + 1)
+            if rm is not None:  # a single number right of '=': a derived quantity
+                right_text = rm.group(1)
+                value = normalize_number(right_text)
+                if value is not None:
+                    results.add(value)
+                rhs = _number(right_text, float)
+            else:
+                rm = right_expr(text, p + 1)
+                right_seg = _segment(rm.group(1)) if rm is not None else None
+                if right_seg is None:
+                    continue
+                right_text = None
+                rhs = _evaluate(right_seg[0], float)
+            bm = left_binary(rev, n - p)
+            if bm is not None:  # "a OP b ="
+                left_key = None
+                start = n - bm.end()
+                signed = False
+                lhs = _apply(_OP_CANON[bm.group(2)], _number(bm.group(3)[::-1], float), _number(bm.group(1)[::-1], float))
+            else:
+                lm = left_expr(rev, n - p)
+                if lm is None:
+                    continue
+                left_text = lm.group(1)[::-1]
+                left_seg = _segment(left_text)
+                if left_seg is None or left_seg[1] == 0:
+                    continue
+                left_key = left_seg[0]
+                start = n - lm.end(1)
+                signed = left_text[0] in "-−–"
+                lhs = _evaluate(left_seg[0], float)
+        except (ZeroDivisionError, ValueError, OverflowError):
+            continue
+        # the expression starts a line or follows a word of 2+ letters (fast path), or passes
+        # the full check of what precedes it
+        c = text[start - 1] if start else "\n"
+        if not (
+            c == "\n" or (c == " " and start >= 3 and text[start - 2].isalpha() and text[start - 3].isalpha())
+        ) and not _left_context_ok(text, start, signed):
+            continue
+        if calc_keys:
+            if left_key is None:
+                left_key = _tokens(bm.group()[::-1]) or []
+            if "".join(left_key) in calc_keys:
+                continue  # the calculator annotation of this equation was already checked
+        if not (math.isfinite(lhs) and math.isfinite(rhs)):
+            continue
+        checked += 1
+        diff = abs(lhs - rhs)
+        if diff <= rel_tol * max(abs(lhs), abs(rhs)):
+            right += 1
+        else:  # R may be L rounded to the decimals R shows (or to any, after '≈')
+            decimals = _decimals(right_text) if right_text is not None else 0
+            if decimals > 0 or text[p] == "≈":
+                right += diff <= 0.5 * 10.0**-decimals * (1.0 + 1e-9)
     return EquationScan(frozenset(results), checked, right)
 
 

@@ -185,9 +185,12 @@ def run(
         str(out), selected_adapters=[POLICY_ADAPTER]
     )
     tokenizer.save_pretrained(str(out))
+    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     summary = {
         "adapter_dir": str(out),
         "init_adapter": model_args.adapter_path,
+        # ln 2 = 0.693 when the policy starts equal to the reference (as it must: both are SFT).
+        "first_logged_loss": losses[0] if losses else None,
         "num_pairs": len(rows),
         "global_step": result.global_step,
         "train_loss": result.training_loss,

@@ -13,16 +13,37 @@ With ``beta > 0`` TRL uses a frozen copy of the starting adapter (the SFT policy
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from trl import GRPOConfig
 
-from trainer.configs import DataArguments, LoraArguments, ModelArguments, RewardServiceArguments
+from trainer.configs import (
+    DataArguments,
+    LoraArguments,
+    ModelArguments,
+    RewardServiceArguments,
+    apply_cpu_precision_rule,
+)
 
-__all__ = ["ARG_CLASSES", "REWARD_WEIGHTS", "build_dataset", "plan", "run"]
+__all__ = ["ARG_CLASSES", "GRPOStageConfig", "REWARD_WEIGHTS", "build_dataset", "plan", "run"]
 
-ARG_CLASSES: tuple[type, ...] = (ModelArguments, LoraArguments, DataArguments, RewardServiceArguments, GRPOConfig)
+
+@dataclass
+class GRPOStageConfig(GRPOConfig):
+    """TRL's ``GRPOConfig`` with this stage's adapter directory; float32 on a CPU-only machine."""
+
+    output_dir: str = field(
+        default="checkpoints/lora_grpo", metadata={"help": "Where the GRPO adapter + tokenizer go."}
+    )
+
+    def __post_init__(self) -> None:
+        apply_cpu_precision_rule(self)
+        super().__post_init__()
+
+
+ARG_CLASSES: tuple[type, ...] = (ModelArguments, LoraArguments, DataArguments, RewardServiceArguments, GRPOStageConfig)
 
 #: RegimeWReward, then s_end, s_path, s_cf, s_wm (logged only).
 REWARD_WEIGHTS = [1.0, 0.0, 0.0, 0.0, 0.0]
@@ -41,6 +62,11 @@ def _check(config: GRPOConfig) -> None:
         )
     if config.output_dir in (None, "", "trainer_output"):
         raise ValueError("set output_dir (e.g. checkpoints/lora_grpo) so the adapter lands where later stages look")
+    if config.use_vllm:
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ValueError("use_vllm: true needs a CUDA GPU (and vLLM); set use_vllm: false on the CPU")
 
 
 def build_dataset(problems: list[Any], tokenizer: Any) -> Any:

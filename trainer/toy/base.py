@@ -105,6 +105,9 @@ class ToyBaseArguments:
     eval_samples: int = field(default=300, metadata={"help": "Dev problems scored after training (0: skip)."})
     eval_max_new_tokens: int = field(default=160)
     eval_batch_size: int = field(default=64)
+    base_device: str = field(
+        default="cpu", metadata={"help": "Torch device of pre-training ('cpu', 'cuda'); part of the cache key."}
+    )
     force: bool = field(default=False, metadata={"help": "Retrain even when the cache matches."})
 
     def __post_init__(self) -> None:
@@ -288,7 +291,7 @@ def _train(model: Any, rows: list[tuple[list[int], int]], pad_id: int, args: Toy
             rng.shuffle(more)
             order.extend(more)
         idx, order = order[: args.base_batch_size], order[args.base_batch_size :]
-        input_ids, attention, labels = _batch([rows[i] for i in idx], pad_id)
+        input_ids, attention, labels = (t.to(args.base_device) for t in _batch([rows[i] for i in idx], pad_id))
         out = model(input_ids=input_ids, attention_mask=attention, labels=labels)
         out.loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -400,7 +403,7 @@ def build_toy_base(args: ToyBaseArguments) -> ToyBaseResult:
             pad_token_id=tokenizer.pad_token_id,
             tie_word_embeddings=True,
         )
-        model = LlamaForCausalLM(config)
+        model = LlamaForCausalLM(config).to(args.base_device)
         n_params = sum(p.numel() for p in model.parameters())
         stats = _train(model, rows, tokenizer.pad_token_id, args)
         model.generation_config.pad_token_id = tokenizer.pad_token_id
@@ -419,7 +422,7 @@ def build_toy_base(args: ToyBaseArguments) -> ToyBaseResult:
     if model_dir.exists():
         shutil.rmtree(model_dir)
     model_dir.mkdir(parents=True)
-    model.save_pretrained(model_dir)
+    model.to("cpu").save_pretrained(model_dir)
     tokenizer.save_pretrained(model_dir)
     meta = {
         "cache_key": cache_key(args),

@@ -1,0 +1,220 @@
+"""DESIGN §8: the published trainer (wheel + sdist of ``regime-w-trainer``) holds no ``reward_service``
+file and no arm prompt, and runs where ``reward_service`` cannot be imported."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tarfile
+import tomllib
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = ROOT / "scripts" / "build-trainer-dist"
+PRIVATE_CONFIG = ROOT / "reward_service" / "regime_w" / "default_config.toml"
+STAGES = ("sft", "rollouts", "prefs", "dpo", "grpo", "eval", "export")
+PUBLIC_ARM_KEYS = {"name", "family", "style"}
+
+
+@pytest.fixture(scope="module")
+def dist(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    out = tmp_path_factory.mktemp("dist")
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), str(out)], capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, f"build-trainer-dist failed:\n{proc.stdout}\n{proc.stderr}"
+    wheels = list(out.glob("regime_w_trainer-*.whl"))
+    sdists = list(out.glob("regime_w_trainer-*.tar.gz"))
+    assert len(wheels) == 1 and len(sdists) == 1, sorted(p.name for p in out.iterdir())
+    return {"wheel": wheels[0], "sdist": sdists[0]}
+
+
+def members(path: Path) -> dict[str, bytes]:
+    if path.suffix == ".whl":
+        with zipfile.ZipFile(path) as zf:
+            return {name: zf.read(name) for name in zf.namelist()}
+    with tarfile.open(path) as tf:
+        out = {}
+        for member in tf.getmembers():
+            if member.isfile():
+                fh = tf.extractfile(member)
+                assert fh is not None
+                out[member.name] = fh.read()
+        return out
+
+
+def arm_prompts() -> list[str]:
+    """Every prompt string of the private default config (the test may read it; artifacts may not)."""
+    config = tomllib.loads(PRIVATE_CONFIG.read_text(encoding="utf-8"))
+    prompts = [
+        value
+        for arm in config["arm"]
+        for key, value in arm.items()
+        if key not in PUBLIC_ARM_KEYS and isinstance(value, str) and len(value.strip()) >= 20
+    ]
+    assert len(config["arm"]) == 8 and len(prompts) >= 8, "expected the 8 default arms and their prompts"
+    return prompts
+
+
+def prompt_fragments(prompts: list[str]) -> set[str]:
+    """Whole prompts, plus each distinctive line of them (catches partial copies)."""
+    fragments = set(prompts)
+    for prompt in prompts:
+        fragments.update(line.strip() for line in prompt.splitlines() if len(line.strip()) >= 40)
+    return fragments
+
+
+@pytest.mark.parametrize("kind", ["wheel", "sdist"])
+def test_archive_holds_trainer_and_shared_schemas_only(dist: dict[str, Path], kind: str) -> None:
+    names = list(members(dist[kind]))
+    private = [n for n in names if "reward_service" in n]
+    assert not private, f"{kind} contains private files: {private}"
+    strip = (lambda n: n) if kind == "wheel" else (lambda n: n.split("/", 1)[1] if "/" in n else n)
+    packages = {strip(n).split("/")[0] for n in names if strip(n).endswith(".py")}
+    assert packages == {"trainer", "shared_schemas"}, packages
+    assert any(strip(n) == "trainer/reward_client.py" for n in names)
+    assert any(strip(n).startswith("trainer/recipes/") and n.endswith(".yaml") for n in names)
+
+
+@pytest.mark.parametrize("kind", ["wheel", "sdist"])
+def test_archive_holds_no_arm_prompt(dist: dict[str, Path], kind: str) -> None:
+    fragments = prompt_fragments(arm_prompts())
+    leaks = []
+    for name, data in members(dist[kind]).items():
+        text = data.decode("utf-8", errors="replace")
+        leaks.extend(f"{name}: {frag[:60]!r}" for frag in fragments if frag in text)
+    assert not leaks, f"{kind} leaks arm prompts:\n" + "\n".join(leaks)
+
+
+def test_wheel_metadata(dist: dict[str, Path]) -> None:
+    files = members(dist["wheel"])
+    metadata = next(v for k, v in files.items() if k.endswith(".dist-info/METADATA")).decode()
+    entry_points = next(v for k, v in files.items() if k.endswith(".dist-info/entry_points.txt")).decode()
+    assert "Name: regime-w-trainer" in metadata
+    root = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    for requirement in root["optional-dependencies"]["trainer"]:
+        name = requirement.split(">")[0].split("=")[0].split("<")[0].strip()
+        assert f"Requires-Dist: {name}" in metadata, f"{name} missing from the wheel's dependencies"
+    assert "Provides-Extra: trainer" in metadata
+    assert "regime-w-train = trainer.cli:main" in entry_points
+    assert "regime-w-serve" not in entry_points and "regime-w-score" not in entry_points
+
+
+# Runs in a fresh interpreter: the wheel's directory first on sys.path, reward_service blocked.
+PROBE = r"""
+import contextlib, importlib, importlib.abc, importlib.metadata, io, json, pkgutil, sys
+
+target = sys.argv[1]
+attempts = []
+
+class BlockPrivate(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "reward_service" or name.startswith("reward_service."):
+            attempts.append(name)
+            raise ModuleNotFoundError(f"{name} is blocked: the published trainer must not need it")
+        return None
+
+sys.meta_path.insert(0, BlockPrivate())
+sys.path.insert(0, target)
+
+import shared_schemas, trainer
+(entry,) = [
+    ep for dist in importlib.metadata.distributions(path=[target])
+    for ep in dist.entry_points if ep.name == "regime-w-train" and ep.group == "console_scripts"
+]
+main = entry.load()
+out = io.StringIO()
+with contextlib.redirect_stdout(out):
+    try:
+        code = main(["--help"])
+    except SystemExit as exc:
+        code = exc.code
+failed = {}
+for info in pkgutil.walk_packages(trainer.__path__, "trainer."):
+    try:
+        importlib.import_module(info.name)
+    except Exception as exc:
+        failed[info.name] = f"{type(exc).__name__}: {exc}"
+try:
+    import reward_service
+    blocked = False
+except ImportError:
+    blocked = True
+print(json.dumps({
+    "trainer": trainer.__file__, "shared_schemas": shared_schemas.__file__,
+    "help_code": code, "help": out.getvalue(), "failed": failed,
+    "attempts": attempts, "blocked": blocked,
+    "loaded_private": sorted(m for m in sys.modules if m.startswith("reward_service")),
+}))
+"""
+
+
+def test_wheel_runs_without_reward_service(dist: dict[str, Path], tmp_path: Path) -> None:
+    target = tmp_path / "site"
+    pip = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "--quiet",
+         "--disable-pip-version-check", "--target", str(target), str(dist["wheel"])],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert pip.returncode == 0, pip.stderr
+    assert not (target / "reward_service").exists()
+    proc = subprocess.run(
+        [sys.executable, "-c", PROBE, str(target)],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+        env={"PATH": os.environ.get("PATH", ""), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+             "TOKENIZERS_PARALLELISM": "false", "HOME": str(tmp_path)},  # no PYTHONPATH: the wheel only
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert Path(report["trainer"]).is_relative_to(target), report["trainer"]
+    assert Path(report["shared_schemas"]).is_relative_to(target), report["shared_schemas"]
+    assert report["help_code"] == 0
+    for stage in STAGES:
+        assert stage in report["help"], f"--help does not list {stage!r}:\n{report['help']}"
+    assert report["blocked"] and report["loaded_private"] == []
+    assert report["attempts"] == ["reward_service"], "only the probe itself may try reward_service"
+    assert report["failed"] == {}, f"trainer modules that do not import from the wheel: {report['failed']}"
+
+
+def _load_build_script():
+    import importlib.machinery
+    import importlib.util
+
+    loader = importlib.machinery.SourceFileLoader("build_trainer_dist", str(SCRIPT))
+    spec = importlib.util.spec_from_loader(loader.name, loader)
+    assert spec is not None
+    module = importlib.util.module_from_spec(spec)
+    loader.exec_module(module)
+    return module
+
+
+def test_build_script_refuses_leaks(tmp_path: Path) -> None:
+    """The script's own guards: a private import in staging, or an arm prompt in an archive, fail the build."""
+    script = _load_build_script()
+    staging = tmp_path / "stage"
+    (staging / "trainer").mkdir(parents=True)
+    (staging / "trainer" / "ok.py").write_text("table = {'reward_service': 'http://x'}\n")
+    script.check_staging(staging)  # a string that merely names the service is fine
+    (staging / "trainer" / "bad.py").write_text(
+        "import importlib\nscorer = importlib.import_module('reward_service.regime_w.scorer')\n"
+    )
+    with pytest.raises(script.BuildError, match="bad.py imports reward_service"):
+        script.check_staging(staging)
+
+    prompts = script.arm_prompts(PRIVATE_CONFIG)
+    assert set(arm_prompts()) <= set(prompts)  # the script guards at least what this test checks
+    leaky = tmp_path / "leaky-0.0.0-py3-none-any.whl"
+    with zipfile.ZipFile(leaky, "w") as zf:
+        zf.writestr("trainer/prompts.py", 'ARM = """' + prompts[0] + '"""\n')
+        zf.writestr("trainer/__init__.py", "")
+    clean = tmp_path / "clean-0.0.0-py3-none-any.whl"
+    with zipfile.ZipFile(clean, "w") as zf:
+        zf.writestr("trainer/__init__.py", "")
+    script.check_archive(clean, prompts)
+    with pytest.raises(script.BuildError, match="contains an arm prompt"):
+        script.check_archive(leaky, prompts)

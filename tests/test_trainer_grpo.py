@@ -1,0 +1,159 @@
+"""Stage ``grpo``: two GRPO steps on the tiny model (4-bit base + SFT adapter) with the real service."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from tests.support.servers import running_service
+from trainer.cli import main as cli_main
+from trainer.configs import DataArguments, LoraArguments, ModelArguments, RewardServiceArguments
+from trainer.stages.grpo import GRPOStageConfig, build_dataset, plan
+
+
+def small_service_config(tmp_path: Path, max_tokens: int = 12) -> Path:
+    """The packaged Regime W config with every arm's max_tokens cut down (quick tiny-model arms)."""
+    from importlib.resources import files
+
+    text = files("reward_service.regime_w").joinpath("default_config.toml").read_text()
+    text = re.sub(r"(?m)^(\s*max_tokens\s*=\s*)\d+", rf"\g<1>{max_tokens}", text)
+    path = tmp_path / "small_config.toml"
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture(scope="module")
+def service(tiny_model_dir, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("grpo-service")
+    env = {
+        "REGIME_W_DEVICE": "cpu",
+        "REGIME_W_CONFIG_PATH": str(small_service_config(tmp)),
+        "REGIME_W_CACHE_PATH": str(tmp / "arms.sqlite3"),
+        "REGIME_W_API_KEYS": "grpo-test-key-0123456789",
+    }
+    with running_service("--backend", "hf", "--model", str(tiny_model_dir), env=env, timeout=180) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def sft_adapter(tiny_model_dir, tmp_path_factory) -> Path:
+    """A stand-in SFT adapter: LoRA on q/k/v/o of the tiny model, non-zero weights."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, init_lora_weights=False,
+                                                  target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
+                                                  task_type="CAUSAL_LM"))
+    out = tmp_path_factory.mktemp("lora_sft")
+    peft_model.save_pretrained(out)
+    return out
+
+
+def write_train(path: Path, n: int = 8) -> Path:
+    rows = [
+        {"question": f"A box holds {3 + i} pens. How many pens are in 2 boxes?",
+         "answer": f"{3 + i}*2={6 + 2 * i}\n#### {6 + 2 * i}"}
+        for i in range(n)
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def adapter_tensors(path: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(str(path / "adapter_model.safetensors"))
+
+
+def test_two_grpo_steps_from_the_sft_adapter(service, tiny_model_dir, sft_adapter, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("REGIME_W_API_KEY", "grpo-test-key-0123456789")
+    write_train(tmp_path / "train.jsonl")
+    recipe = tmp_path / "grpo.yaml"
+    values = {
+        "model_name_or_path": str(tiny_model_dir), "adapter_path": str(sft_adapter), "quantization": "4bit",
+        "dataset": "train.jsonl", "split_file": "split.json", "max_train_samples": 4,
+        "reward_url": service.url, "output_dir": "checkpoints/lora_grpo",
+        "num_generations": 4, "per_device_train_batch_size": 4, "gradient_accumulation_steps": 1,
+        "max_completion_length": 12, "max_steps": 2, "learning_rate": 1e-3, "logging_steps": 1,
+        "temperature": 1.0, "bf16": True, "use_vllm": False,  # bf16 is switched off without CUDA "report_to": "none", "save_strategy": "no",
+        "seed": 1,
+    }
+    recipe.write_text("".join(f"{k}: {json.dumps(v)}\n" for k, v in values.items()))
+    assert cli_main(["grpo", "--config", str(recipe)]) == 0
+    out = capsys.readouterr().out
+    summary = json.loads(out[out.index('{\n  "stage"'):])
+    assert summary["global_step"] == 2 and summary["questions"] == 4
+    for name in ("regime_w", "s_end", "s_path", "s_cf", "s_wm"):
+        per_step = summary["components_per_step"][name]
+        assert len(per_step) == 2 and all(isinstance(v, float) for v in per_step), (name, per_step)
+    assert summary["reward_per_step"] == summary["components_per_step"]["regime_w"]  # weights [1, 0, 0, 0, 0]
+
+    saved = tmp_path / "checkpoints" / "lora_grpo"
+    start, end = adapter_tensors(sft_adapter), adapter_tensors(saved)
+    assert start.keys() == end.keys()
+    assert any(not (start[k] == end[k]).all() for k in start), "GRPO did not change the SFT adapter"
+
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), str(saved))
+    assert model.peft_config["default"].r == 4
+    assert (saved / "tokenizer_config.json").exists()
+
+
+def grpo_config(tmp_path: Path, **kw) -> GRPOStageConfig:
+    return GRPOStageConfig(output_dir=str(tmp_path / "g"), report_to="none", **kw)
+
+
+def test_plan_rejects_indivisible_batch(tmp_path):
+    with pytest.raises(ValueError, match="divisible by num_generations"):
+        plan(ModelArguments(), LoraArguments(), DataArguments(), RewardServiceArguments(),
+             grpo_config(tmp_path, num_generations=4, per_device_train_batch_size=6))
+
+
+def test_plan_rejects_wrong_number_of_reward_weights(tmp_path):
+    with pytest.raises(ValueError, match="reward_weights must have 5"):
+        plan(ModelArguments(), LoraArguments(), DataArguments(), RewardServiceArguments(),
+             grpo_config(tmp_path, num_generations=2, per_device_train_batch_size=2, reward_weights=[1.0, 0.0]))
+
+
+def test_default_output_dir_and_cpu_vllm_refused(tmp_path):
+    import torch
+
+    assert GRPOStageConfig(report_to="none", num_generations=2, per_device_train_batch_size=2).output_dir == "checkpoints/lora_grpo"
+    if not torch.cuda.is_available():  # the rule only applies to a CPU-only machine
+        with pytest.raises(ValueError, match="use_vllm"):
+            plan(ModelArguments(), LoraArguments(), DataArguments(), RewardServiceArguments(),
+                 grpo_config(tmp_path, num_generations=2, per_device_train_batch_size=2, use_vllm=True))
+
+
+def test_plan_reports_weights_and_policy(tmp_path):
+    p = plan(ModelArguments(adapter_path="checkpoints/lora_sft"), LoraArguments(), DataArguments(),
+             RewardServiceArguments(reward_url="http://127.0.0.1:1"),
+             grpo_config(tmp_path, num_generations=8, per_device_train_batch_size=8))
+    assert p["reward"]["weights"] == [1.0, 0.0, 0.0, 0.0, 0.0]
+    assert p["reward"]["functions"] == ["regime_w", "s_end", "s_path", "s_cf", "s_wm"]
+    assert p["policy"]["adapter_path"] == "checkpoints/lora_sft" and p["policy"]["fresh_lora"] is None
+
+
+def test_dataset_uses_the_one_prompt(tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    from trainer.data import Problem
+    from trainer.prompts import build_prompt
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    ds = build_dataset([Problem("gsm8k-train-0", "What is 2+3?", "2+3=5\n#### 5", "5")], tok)
+    assert ds.column_names == ["prompt", "question", "gold_answer", "id"]
+    row = ds[0]
+    assert row["prompt"] == build_prompt("What is 2+3?", tok)
+    assert (row["question"], row["gold_answer"], row["id"]) == ("What is 2+3?", "5", "gsm8k-train-0")
+    with pytest.raises(ValueError, match="no training problems"):
+        build_dataset([], tok)

@@ -1,0 +1,246 @@
+"""Stage ``rollouts`` against the real reward service (backend hf, tiny model, loopback).
+
+The central test kills a real ``regime-w-train rollouts`` subprocess with SIGKILL after its first
+lines appear, restarts the same command, and checks that every question ends up in the file exactly
+once, that nothing written before the kill changed, and that the result equals an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.support.servers import running_service
+from trainer.configs import DataArguments, ModelArguments, RewardServiceArguments
+from trainer.generation import sample_seed
+from trainer.stages.rollouts import (
+    RolloutArguments,
+    RolloutsStopped,
+    recover_jsonl,
+    run,
+    sampling_specs,
+)
+
+TRAJECTORY_KEYS = {
+    "output", "reward", "correctness", "s_end", "s_path", "s_cf", "s_wm", "length_penalty",
+    "final_answer", "format_ok", "num_tokens", "seed", "temperature",
+}
+NUM_QUESTIONS = 6
+NUM_SAMPLES = 3
+
+
+def small_service_config(tmp_path: Path, max_tokens: int = 12) -> Path:
+    """The packaged Regime W config with every arm's max_tokens cut down (quick tiny-model arms)."""
+    from importlib.resources import files
+
+    text = files("reward_service.regime_w").joinpath("default_config.toml").read_text()
+    text = re.sub(r"(?m)^(\s*max_tokens\s*=\s*)\d+", rf"\g<1>{max_tokens}", text)
+    path = tmp_path / "small_config.toml"
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture(scope="module")
+def service(tiny_model_dir, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("rollouts-service")
+    env = {
+        "REGIME_W_DEVICE": "cpu",
+        "REGIME_W_CONFIG_PATH": str(small_service_config(tmp)),
+        "REGIME_W_CACHE_PATH": str(tmp / "arms.sqlite3"),
+    }
+    with running_service("--backend", "hf", "--model", str(tiny_model_dir), "--insecure-no-auth",
+                         env=env, timeout=180) as server:
+        yield server
+
+
+def write_train(path: Path, n: int = 10) -> Path:
+    rows = [
+        {"question": f"Tom has {10 + i} apples and buys {i + 1} more. How many apples does he have?",
+         "answer": f"{10 + i}+{i + 1}={11 + 2 * i}\n#### {11 + 2 * i}"}
+        for i in range(n)
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def write_recipe(workdir: Path, tiny_model_dir: Path, url: str, rollouts_file: str, **extra) -> Path:
+    write_train(workdir / "train.jsonl")
+    values = {
+        "model_name_or_path": str(tiny_model_dir),
+        "quantization": "none",
+        "dataset": "train.jsonl",
+        "split_file": "split.json",
+        "dev_fraction": 0.2,
+        "max_train_samples": NUM_QUESTIONS,
+        "reward_url": url,
+        "reward_max_retries": 0,
+        "rollouts_file": rollouts_file,
+        "num_samples": NUM_SAMPLES,
+        "temperatures": [0.6, 0.9],
+        "max_new_tokens": 24,
+        "generation_batch_size": NUM_SAMPLES,  # one question per generate call: many small appends
+        **extra,
+    }
+    recipe = workdir / "rollouts.yaml"
+    recipe.write_text("".join(f"{k}: {json.dumps(v)}\n" for k, v in values.items()))
+    return recipe
+
+
+def cli(recipe: Path, cwd: Path, *flags: str) -> list[str]:
+    return [sys.executable, "-m", "trainer.cli", "rollouts", "--config", str(recipe), *flags]
+
+
+def complete_lines(path: Path) -> list[bytes]:
+    if not path.exists():
+        return []
+    data = path.read_bytes()
+    return data[: data.rfind(b"\n") + 1].splitlines(keepends=True)
+
+
+def check_file(path: Path, split_file: Path) -> list[dict]:
+    data = path.read_bytes()
+    assert data.endswith(b"\n"), "torn last line"
+    records = [json.loads(line) for line in data.splitlines()]
+    expected_ids = json.loads(split_file.read_text())["train_ids"][:NUM_QUESTIONS]
+    assert sorted(r["id"] for r in records) == sorted(expected_ids), "every question exactly once"
+    for r in records:
+        assert {"id", "question", "gold_answer", "trajectories", "scorer"} <= set(r)
+        assert r["scorer"]["name"] == "regime-w"
+        assert len(r["trajectories"]) == NUM_SAMPLES
+        for k, t in enumerate(r["trajectories"]):
+            assert set(t) == TRAJECTORY_KEYS
+            assert t["seed"] == sample_seed(42, r["id"], k)
+            assert t["temperature"] == [0.6, 0.9][k % 2]
+            assert t["num_tokens"] >= 1 and isinstance(t["reward"], float)
+            assert t["length_penalty"] == pytest.approx(t["num_tokens"] / 100)
+    return records
+
+
+def test_killed_run_resumes_with_every_question_once(service, tiny_model_dir, tmp_path):
+    recipe = write_recipe(tmp_path, tiny_model_dir, service.url, "data/rl_rollouts.jsonl")
+    out = tmp_path / "data" / "rl_rollouts.jsonl"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen(cli(recipe, tmp_path), cwd=tmp_path, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 240
+    try:
+        while not complete_lines(out):
+            if proc.poll() is not None:
+                pytest.fail(f"rollouts exited ({proc.returncode}) before writing: {proc.stderr.read().decode()[-3000:]}")
+            if time.monotonic() > deadline:
+                pytest.fail("no rollout line appeared in time")
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.stderr.close()
+    assert proc.returncode == -signal.SIGKILL
+    before = complete_lines(out)
+    assert 1 <= len(before) < NUM_QUESTIONS, "the kill must land mid-run"
+    # A kill in the middle of an append leaves an unfinished line: simulate that on top.
+    with out.open("ab") as f:
+        f.write(b'{"id": "gsm8k-train-999", "question": "unfini')
+
+    resumed = subprocess.run(cli(recipe, tmp_path), cwd=tmp_path, env=env, capture_output=True, text=True,
+                             timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    summary = json.loads(resumed.stdout[resumed.stdout.index("{"):])
+    assert summary["already_done"] == len(before)
+    assert summary["written"] == NUM_QUESTIONS - len(before)
+    assert complete_lines(out)[: len(before)] == before, "lines written before the kill changed"
+    records = check_file(out, tmp_path / "split.json")
+
+    # Same command again: nothing to do, file untouched.
+    again = subprocess.run(cli(recipe, tmp_path), cwd=tmp_path, env=env, capture_output=True, text=True,
+                           timeout=300)
+    assert again.returncode == 0 and "nothing to do" in again.stdout
+    assert [json.loads(x) for x in out.read_bytes().splitlines()] == records
+
+    # An uninterrupted run gives the same trajectories: per-sample seeds, not run history, decide them.
+    fresh = subprocess.run(cli(recipe, tmp_path, "--rollouts_file", "data/fresh.jsonl"), cwd=tmp_path,
+                           env=env, capture_output=True, text=True, timeout=300)
+    assert fresh.returncode == 0, fresh.stderr[-3000:]
+    fresh_records = {r["id"]: r for r in check_file(tmp_path / "data" / "fresh.jsonl", tmp_path / "split.json")}
+    for r in records:
+        assert [t["output"] for t in r["trajectories"]] == [t["output"] for t in fresh_records[r["id"]]["trajectories"]]
+        assert [t["reward"] for t in r["trajectories"]] == [t["reward"] for t in fresh_records[r["id"]]["trajectories"]]
+
+
+def test_service_failure_stops_clearly_and_keeps_lines(service, tiny_model_dir, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write_train(tmp_path / "train.jsonl")
+    model_args = ModelArguments(model_name_or_path=str(tiny_model_dir), quantization="none")
+    args = RolloutArguments(rollouts_file="r.jsonl", num_samples=2, max_new_tokens=8,
+                            generation_batch_size=4, progress=False)
+    first = run(model_args, DataArguments(dataset="train.jsonl", split_file="split.json", max_train_samples=2),
+                RewardServiceArguments(reward_url=service.url), args)
+    assert first["written"] == 2
+    kept = Path("r.jsonl").read_bytes()
+
+    dead = RewardServiceArguments(reward_url="http://127.0.0.1:9", reward_max_retries=0, reward_timeout_s=5)
+    with pytest.raises(RolloutsStopped, match=r"2 of 4 questions are saved in r.jsonl; rerun the same command"):
+        run(model_args, DataArguments(dataset="train.jsonl", split_file="split.json", max_train_samples=4), dead, args)
+    assert Path("r.jsonl").read_bytes() == kept
+
+
+def test_resume_refuses_a_file_with_another_sample_count(tmp_path, tiny_model_dir, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write_train(tmp_path / "train.jsonl")
+    Path("r.jsonl").write_text(json.dumps({"id": "gsm8k-train-0", "trajectories": [{}] * 5}) + "\n")
+    args = RolloutArguments(rollouts_file="r.jsonl", num_samples=2, progress=False)
+    with pytest.raises(ValueError, match="num_samples=2"):
+        run(ModelArguments(model_name_or_path=str(tiny_model_dir), quantization="none"),
+            DataArguments(dataset="train.jsonl", split_file="split.json"), RewardServiceArguments(), args)
+
+
+def test_recover_jsonl_cuts_torn_line(tmp_path):
+    path = tmp_path / "r.jsonl"
+    assert recover_jsonl(path) == []
+    path.write_bytes(b'{"id": "a"}\n{"id": "b"}\n{"id": "c", "tra')
+    assert [r["id"] for r in recover_jsonl(path)] == ["a", "b"]
+    assert path.read_bytes() == b'{"id": "a"}\n{"id": "b"}\n'
+    path.write_bytes(b'{"id": "a"')  # only a torn line
+    assert recover_jsonl(path) == [] and path.read_bytes() == b""
+    path.write_bytes(b'{"id": "a"}\nnot json\n')
+    with pytest.raises(ValueError, match=r"r.jsonl:2"):
+        recover_jsonl(path)
+
+
+def test_sampling_specs_distinct_seeds_and_temperatures():
+    args = RolloutArguments(num_samples=8, temperatures=[0.6, 0.8, 1.0], top_p=0.9, seed=7)
+    specs = sampling_specs(args, "gsm8k-train-3")
+    assert len({s.seed for s in specs}) == 8
+    assert [s.temperature for s in specs] == [0.6, 0.8, 1.0, 0.6, 0.8, 1.0, 0.6, 0.8]
+    assert all(s.top_p == 0.9 for s in specs)
+    assert specs == sampling_specs(args, "gsm8k-train-3")
+    assert {s.seed for s in specs}.isdisjoint({s.seed for s in sampling_specs(args, "gsm8k-train-4")})
+    assert [s.temperature for s in sampling_specs(RolloutArguments(num_samples=2), "x")] == [0.6, 0.6]
+
+
+@pytest.mark.parametrize("bad", [{"num_samples": 0}, {"rollout_split": "val"}, {"top_p": 0.0},
+                                 {"temperatures": []}, {"generation_backend": "tgi"}])
+def test_bad_arguments(bad):
+    with pytest.raises(ValueError):
+        RolloutArguments(**bad)
+
+
+def test_dry_run_loads_nothing(tmp_path, tiny_model_dir):
+    recipe = write_recipe(tmp_path, tiny_model_dir, "http://127.0.0.1:9", "data/r.jsonl")
+    proc = subprocess.run(cli(recipe, tmp_path, "--dry-run", "--num_samples", "4"), cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    planned = json.loads(proc.stdout)
+    assert planned["sampling"]["num_samples"] == 4
+    assert planned["sampling"]["temperatures"] == [0.6, 0.9]
+    assert planned["batching"]["questions_per_chunk"] == 1
+    assert not (tmp_path / "data").exists() and not (tmp_path / "split.json").exists()
