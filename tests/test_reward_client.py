@@ -162,7 +162,7 @@ def test_api_key_from_env_and_from_file(srv: FlakyServer, monkeypatch: pytest.Mo
         assert client.info().arms == ["arm_a", "arm_b"]
     monkeypatch.delenv("REGIME_W_API_KEY")
     key_file = tmp_path / "key"
-    key_file.write_text("k-env\n")
+    key_file.write_text("# the service's key file: one key a line\n\nk-env   # trainer key\nother-key\n")
     monkeypatch.setenv("REGIME_W_API_KEY_FILE", str(key_file))
     with RewardClient(**FAST) as client:
         client.score(make_items(1))

@@ -142,7 +142,8 @@ def resolve_base_url(base_url: str | None) -> str:
 
 
 def resolve_api_key(api_key: str | None, *, env: str = API_KEY_ENV) -> str | None:
-    """``api_key``, else env ``<env>``, else the contents of the file named by env ``<env>_FILE``."""
+    """``api_key``, else env ``<env>``, else the first key in the file named by env ``<env>_FILE``
+    (one key a line, ``#`` comments — the service's key-file format)."""
     if api_key:
         return api_key
     from_env = os.environ.get(env)
@@ -152,7 +153,9 @@ def resolve_api_key(api_key: str | None, *, env: str = API_KEY_ENV) -> str | Non
     if key_file:
         try:
             with open(key_file, encoding="utf-8") as fh:
-                key = fh.read().strip()
+                lines = (line.split("#", 1)[0].strip() for line in fh)
+                # the service's key file format: one key a line, '#' comments; the first key is ours
+                key = next((line for line in lines if line), "")
         except OSError as exc:
             raise RewardServiceError(
                 f"{env}_FILE names {key_file!r}, which cannot be read: {exc}"

@@ -21,6 +21,7 @@ STAGES: dict[str, str] = {
     "grpo": "trainer.stages.grpo",
     "eval": "trainer.stages.eval",
     "export": "trainer.stages.export",
+    "toy-base": "trainer.stages.toy_base",
 }
 
 STAGE_HELP: dict[str, str] = {
@@ -31,6 +32,7 @@ STAGE_HELP: dict[str, str] = {
     "grpo": "online GRPO with the Regime W reward over HTTP -> checkpoints/lora_grpo/",
     "eval": "base / SFT / RL on GSM8K dev + GSM8K-Platinum -> results JSON, table, chart",
     "export": "merge an adapter into the base (optionally quantize) -> checkpoints/merged/",
+    "toy-base": "offline toy world: toy problems + a tiny base model -> data/toy/, checkpoints/toy_base/",
 }
 
 _REQUIRED = ("ARG_CLASSES", "plan", "run")

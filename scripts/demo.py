@@ -1,0 +1,130 @@
+"""The main job, offline on the CPU: the reward service, curl-scoring, and the training loop.
+
+    python scripts/demo.py                 # everything (toy world when it is available)
+    python scripts/demo.py --service-only  # start the service, curl-score examples/batch.json, stop
+
+Each step prints what it runs; the service is always stopped at the end, also on failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def banner(text: str) -> None:
+    print(f"\n=== {text}", flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def reward_service(*flags: str, log_path: Path, env: dict[str, str]) -> Iterator[tuple[str, str]]:
+    """Start regime-w-serve on a free loopback port with a fresh key; yield (url, key); stop it."""
+    key = "demo-" + secrets.token_hex(16)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    cmd = [sys.executable, "-m", "reward_service.cli", "--host", "127.0.0.1", "--port", str(port), *flags]
+    print("$ REGIME_W_API_KEYS=<fresh key> regime-w-serve " + " ".join(cmd[3:]), flush=True)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
+                                env={**os.environ, **env, "REGIME_W_API_KEYS": key})
+        try:
+            deadline = time.monotonic() + 300
+            while True:
+                if proc.poll() is not None:
+                    raise SystemExit(f"the reward service exited ({proc.returncode}); log: {log_path}")
+                try:
+                    if httpx.get(url + "/readyz", timeout=2).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"the reward service was not ready in 300 s; log: {log_path}")
+                time.sleep(0.3)
+            print(f"reward service ready at {url} (log: {log_path})", flush=True)
+            yield url, key
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            print(f"reward service stopped (exit {proc.returncode})", flush=True)
+
+
+def curl_score(url: str, key: str, batch: Path) -> dict:
+    """Run examples/curl.sh against the service (curl when installed, else the same request with httpx)."""
+    print(f"$ REGIME_W_URL={url} REGIME_W_API_KEY=<key> examples/curl.sh {batch.relative_to(ROOT)}", flush=True)
+    if shutil.which("curl"):
+        out = subprocess.run(["bash", str(ROOT / "examples" / "curl.sh"), str(batch)], capture_output=True, text=True,
+                             env={**os.environ, "REGIME_W_URL": url, "REGIME_W_API_KEY": key}, check=False)
+        if out.returncode != 0:
+            raise SystemExit(f"curl-scoring failed ({out.returncode}): {out.stdout[-2000:]} {out.stderr[-2000:]}")
+        return json.loads(out.stdout)
+    r = httpx.post(url + "/v1/score", content=batch.read_bytes(), timeout=300,
+                   headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"})
+    r.raise_for_status()
+    return r.json()
+
+
+def print_scores(response: dict) -> None:
+    print(f"scorer {response['scorer']['name']} {response['scorer']['version']} "
+          f"config {response['scorer']['config_fingerprint'][:19]}… model {response['scorer']['model']}")
+    print(f"{'item':<18} {'consensus':>9} {'answer':>8} {'correct':>7} {'s_end':>6} {'s_path':>6} "
+          f"{'s_cf':>6} {'s_wm':>6} {'reward':>8}")
+    for result in response["results"]:
+        for s in result["scores"]:
+            corr = "-" if s["correctness"] is None else f"{s['correctness']:.0f}"
+            print(f"{result['id'][:18]:<18} {str(result['consensus_answer']):>9} {str(s['final_answer']):>8} "
+                  f"{corr:>7} {s['s_end']:>6.3f} {s['s_path']:>6.3f} {s['s_cf']:>6.3f} {s['s_wm']:>6.3f} "
+                  f"{s['reward']:>8.4f}")
+
+
+def service_demo(workdir: Path) -> None:
+    banner("1. Reward service (backend 'provided': arm texts come with the batch) + curl-score examples/batch.json")
+    with reward_service("--backend", "provided", "--cache-path", "none",
+                        log_path=workdir / "logs" / "reward-service-provided.log", env={}) as (url, key):
+        print_scores(curl_score(url, key, ROOT / "examples" / "batch.json"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workdir", type=Path, default=ROOT / "runs" / "demo", help="where artifacts go")
+    parser.add_argument("--service-only", action="store_true", help="only the service + curl-scoring step")
+    args = parser.parse_args(argv)
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    service_demo(args.workdir)
+    if not args.service_only:
+        try:
+            from scripts_toy_loop import toy_loop  # noqa: F401 - filled in by the toy world
+        except ImportError:
+            pass
+    print(f"\ndone in {time.monotonic() - started:.0f} s; artifacts under {args.workdir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
