@@ -139,29 +139,105 @@ def score_main(argv: list[str] | None = None) -> int:
 
 
 async def _score_offline(settings, request):  # type: ignore[no-untyped-def]
+    from reward_service.engine import Limits, ScoringEngine
+
+    provider, close = await _provider(settings)
+    try:
+        # offline: the file is the limit, not the HTTP deployment's
+        limits = Limits(max_items=10**9, max_trajectories=10**9, max_text_chars=10**9)
+        return await ScoringEngine(provider.config, provider, provider.metrics, limits).score(request)
+    finally:
+        await close()
+
+
+def _read_questions(path: Path, field: str) -> list[str]:
+    """Questions of a GSM8K-format JSONL file (``{"question": ..., "answer": ...}`` a line) or a text file."""
+    text = path.read_text(encoding="utf-8")
+    if path.suffix != ".jsonl":
+        return [line.strip() for line in text.splitlines() if line.strip()]
+    questions = []
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}:{n}: not JSON: {exc}") from exc
+        if not isinstance(row, dict) or not isinstance(row.get(field), str):
+            raise ValueError(f"{path}:{n}: no string field {field!r}")
+        questions.append(row[field])
+    return questions
+
+
+def precompute_main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="regime-w-precompute",
+        description="Generate the arms of every question of a data set into the persistent arm cache, ahead of "
+        "training, so a training run never waits on generation for a question it has seen. (A running service "
+        "does the same through POST /v1/arms/precompute.)",
+    )
+    parser.add_argument("data", type=Path, help="GSM8K-format JSONL (question field) or a text file, one question a line")
+    parser.add_argument("--field", default="question", help="JSONL field holding the question")
+    parser.add_argument("--chunk", type=int, default=64, help="questions per generation batch")
+    _add_shared(parser)
+    args = parser.parse_args(argv)
+    _apply_flags(args, {})
+
+    from tqdm import tqdm
+
+    from reward_service.settings import Settings
+
+    try:
+        questions = _read_questions(args.data, args.field)
+        settings = Settings(insecure_no_auth=True)
+        if settings.backend == "provided" or settings.cache_path is None:
+            raise ValueError("precompute needs a generating backend (--backend hf|openai|vllm) and a --cache-path")
+    except (OSError, ValueError, ValidationError) as exc:
+        print(f"regime-w-precompute: {exc}", file=sys.stderr)
+        return 2
+
+    async def fill() -> dict[str, int]:
+        provider, close = await _provider(settings)
+        totals = {"questions": 0, "generated": 0, "already_cached": 0}
+        try:
+            unique = list(dict.fromkeys(questions))
+            with tqdm(total=len(unique), unit="q", desc="precompute arms") as bar:
+                for lo in range(0, len(unique), args.chunk):
+                    got = await provider.precompute(unique[lo : lo + args.chunk])
+                    for k in totals:
+                        totals[k] += got[k]
+                    bar.update(got["questions"])
+        finally:
+            await close()
+        return totals
+
+    totals = asyncio.run(fill())
+    print(json.dumps({**totals, "cache_path": settings.cache_path}))
+    return 0
+
+
+async def _provider(settings):  # type: ignore[no-untyped-def]
+    """An ArmProvider over the configured backend and cache, and its async closer."""
     from reward_service.app import _make_backend
     from reward_service.arm_cache import ArmCache
     from reward_service.arms import ArmProvider
-    from reward_service.engine import Limits, ScoringEngine
     from reward_service.metrics import Metrics
     from reward_service.regime_w.config import load_config
 
     config = load_config(settings.config_path)
-    metrics = Metrics()
     backend = await asyncio.to_thread(_make_backend, settings)
-    cache = ArmCache(settings.cache_path if backend.name != "provided" else None, settings.cache_memory_items)
-    provider = ArmProvider(backend, config, cache, metrics, seed=settings.seed,
+    cache = ArmCache(settings.cache_path, settings.cache_memory_items)
+    provider = ArmProvider(backend, config, cache, Metrics(), seed=settings.seed,
                            timeout_s=settings.generation_timeout_s,
                            max_batch_questions=settings.generation_batch_size)
     await provider.start()
-    try:
-        # offline: the file is the limit, not the HTTP deployment's
-        limits = Limits(max_items=10**9, max_trajectories=10**9, max_text_chars=10**9)
-        return await ScoringEngine(config, provider, metrics, limits).score(request)
-    finally:
+
+    async def close() -> None:
         await provider.stop()
         cache.close()
         backend.close()
+
+    return provider, close
 
 
 if __name__ == "__main__":  # pragma: no cover

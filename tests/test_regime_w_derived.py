@@ -66,6 +66,18 @@ EQUATIONS = [
     ("Natalia sold 48/2 = <<48/2=24>>24 clips", 1, 1),
     ("She earned <<12*5=60>>60 dollars", 1, 1),
     ("She earned <<12*5=65>>65 dollars", 1, 0),
+    # shapes found in GSM8K solutions
+    ("Derek caught the ball 2 * 23 - 4 = 46 - 4 = 42 times.", 2, 2),
+    ("The sneakers cost $24 + $18 + $50 = $92.", 1, 1),
+    ("72,000+28,000+32,000=132,000 pounds", 1, 1),
+    ("there will be 100 - 50 = 50% left", 1, 1),  # '%' as a unit
+    ("Therefore, (75/100)*100=75% of the flowers", 1, 1),
+    ("So he played 14*20=140 minutes", 1, 0),  # a real error in GSM8K
+    ("14 * 1 1/2 = 21 birds", 0, 0),  # mixed number: not read, not checked
+    ("2 + 1/2 = 2 1/2 pieces", 0, 0),
+    ("250 x 12 = 3 000 grams", 0, 0),
+    ("2x-5=11", 0, 0),
+    ("21/7 = 90/x", 0, 0),
     # not checkable: a word or a variable is an operand, or nothing to compute
     ("x + 3 = 8", 0, 0),
     ("2x - 3 = 7", 0, 0),

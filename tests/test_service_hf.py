@@ -144,3 +144,33 @@ def test_offline_cli_scores_examples_batch():
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
     assert out["api_version"] == "1" and len(out["results"]) >= 5
+
+
+def test_precompute_cli_fills_the_cache_a_server_then_uses(hf_env, tmp_path):
+    data = tmp_path / "train.jsonl"
+    questions = [f"Ana has {n} marbles and gives away 2. How many are left?" for n in (9, 10)]
+    data.write_text("".join(json.dumps({"question": q, "answer": f"#### {n - 2}"}) + "\n"
+                            for q, n in zip(questions, (9, 10))))
+    env = {**hf_env, "REGIME_W_CACHE_PATH": str(tmp_path / "pre.sqlite3")}
+    proc = subprocess.run(
+        [sys.executable, "-c", "from reward_service.cli import precompute_main; raise SystemExit(precompute_main())",
+         str(data), "--chunk", "1"],
+        capture_output=True, text=True, timeout=300, env={**__import__("os").environ, **env},
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout.strip().splitlines()[-1])["generated"] == 2
+    with running_service(env=env, timeout=180) as server:
+        result = score(server.url, questions[0], gold="7")["results"][0]
+        assert result["arms_from_cache"] is True
+        assert metric(server.url, "regime_w_arm_generations_total") == 0
+
+
+def test_precompute_cli_rejects_a_bad_file(hf_env, tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"question": "ok?"}\nnot json\n')
+    proc = subprocess.run(
+        [sys.executable, "-c", "from reward_service.cli import precompute_main; raise SystemExit(precompute_main())",
+         str(bad)], capture_output=True, text=True, timeout=120,
+        env={**__import__("os").environ, **hf_env},
+    )
+    assert proc.returncode == 2 and "bad.jsonl:2" in proc.stderr

@@ -20,6 +20,8 @@ from trainer.stages import STAGE_HELP, STAGES, load_stage
 
 __all__ = ["main", "parse_stage_args"]
 
+_DRY_RUN_FLAGS = ("--dry-run", "--dry_run")
+
 
 def _top_parser() -> argparse.ArgumentParser:
     epilog = "stages:\n" + "\n".join(f"  {name:<9} {STAGE_HELP.get(name, '')}" for name in STAGES)
@@ -43,9 +45,9 @@ def parse_stage_args(stage: str, argv: Sequence[str]) -> tuple[Any, ...]:
     parser = TrlParser(module.ARG_CLASSES, prog=f"regime-w-train {stage}")
     parser.add_argument("--config", help="recipe YAML (flags given here override it)")
     parser.add_argument(
-        "--dry-run", action="store_true", help="print the resolved plan; load no weights or data"
+        *_DRY_RUN_FLAGS, action="store_true", help="print the resolved plan; load no weights or data"
     )
-    args = [a for a in argv if a != "--dry-run"]
+    args = [a for a in argv if a not in _DRY_RUN_FLAGS]
     parsed = parser.parse_args_and_config(args=args)
     # The trailing namespace holds --config/--dry-run (consumed above); keep the dataclasses.
     return tuple(parsed[: len(module.ARG_CLASSES)])
@@ -67,7 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     stage, rest = argv[0], argv[1:]
     if stage not in STAGES:
         top.error(f"unknown stage {stage!r} (choose from {', '.join(STAGES)})")
-    dry_run = "--dry-run" in rest
+    dry_run = any(flag in rest for flag in _DRY_RUN_FLAGS)
     try:
         module = load_stage(stage)
     except ImportError as exc:

@@ -78,7 +78,7 @@ _NUM = (
     r"\$?(?:[0-9]{1,3}(?:,[0-9]{3})+(?![0-9])|[0-9]+)(?:\.[0-9]+)?(?:[ ]?%)?"
     r"|\$?\.[0-9]+(?:[ ]?%)?"
 )
-_OP = r"[-−–+*×÷·/^]|[xX](?=[ \t]*[-−–]?[0-9$.(])"
+_OP = r"[-−–+*×÷·/^]|[xX](?=[ \t]*[0-9$.(])"
 _S = r"[ \t\u00a0]*"
 
 
@@ -96,7 +96,7 @@ _NUM_REV = (  # _NUM written backwards, for matching leftwards from '=' in the r
     r"|(?:[0-9]+\.)?(?:(?:[0-9]{3},)+[0-9]{1,3}(?![0-9])|[0-9]+)\$?)"
 )
 _OP_REV = r"[-−–+*×÷·/^xX]"
-_SIGN_REV = r"(?:[-−–](?![ \t\u00a0]*[0-9)%]))?"  # a '-' that is a sign, not a binary minus
+_SIGN_REV = r"(?:[-−–](?![ \t\u00a0]*[0-9)%xX]))?"  # a '-' that is a sign, not a binary minus
 
 
 def _expression_reversed(depth: int) -> str:
@@ -115,9 +115,12 @@ _RIGHT = re.compile(rf"{_S}({_expression(2)})")
 _LEFT_REV = re.compile(rf"{_S}({_expression_reversed(2)})")
 # Fast paths for the common shapes: a single number right of '=', and "a OP b" left of it.
 _CONTINUES = rf"{_S}(?:{_OP}){_S}[-−–(]?[0-9$.]"
-_RIGHT_NUMBER = re.compile(rf"{_S}([-−–]?(?:{_NUM}))(?!{_CONTINUES})")
+# "2 1/2", "18 000", "90/x", "30 + M": a right side that goes on past what we can read is not checkable
+_GOES_ON = r"[ \t][0-9]|[ \t]*[-−–+*×÷·/^][ \t]*[A-Za-z]"
+_NUMBER_GOES_ON = re.compile(_GOES_ON)
+_RIGHT_NUMBER = re.compile(rf"{_S}([-−–]?(?:{_NUM}))(?![0-9%]|[.,][0-9]|{_CONTINUES}|{_GOES_ON})")
 _LEFT_BINARY_REV = re.compile(
-    rf"{_S}({_NUM_REV}){_S}({_OP_REV}){_S}({_NUM_REV})(?![-−–(]|{_S}{_OP_REV}{_S}[0-9)%])"
+    rf"{_S}({_NUM_REV}){_S}({_OP_REV}){_S}({_NUM_REV})(?![-−–(0-9$.,]|{_S}{_OP_REV}{_S}[0-9)%])"
 )
 # GSM8K calculator annotations: <<48/2=24>>
 _CALC = re.compile(r"<<([^<>=\n]{1,200})=([^<>=\n]{1,60})>>")
@@ -286,13 +289,21 @@ def _decimals(num_text: str) -> int:
     return k - dot - 1
 
 
-def _agree(lhs: float, rhs: float, rhs_decimals: int, approx: bool, rel_tol: float) -> bool:
-    """``|L-R| <= rel_tol·max(|L|,|R|)``, or ``R`` is ``L`` rounded to the decimals ``R`` shows."""
+def _agree(lhs: float, rhs: float, right_text: str | None, approx: bool, rel_tol: float) -> bool:
+    """Whether ``L = R`` holds.
+
+    ``|L-R| <= rel_tol·max(|L|,|R|)``; or ``R`` (a number) is ``L`` rounded to the decimals ``R``
+    shows, or to any decimals after ``≈``; a ``%`` right of ``=`` may be a unit
+    ("100 - 50 = 50%") as well as a hundredth ("50 * 20% = 10").
+    """
     diff = abs(lhs - rhs)
     if diff <= rel_tol * max(abs(lhs), abs(rhs)):
         return True
-    if rhs_decimals > 0 or approx:
-        return diff <= 0.5 * 10.0**-rhs_decimals * (1.0 + 1e-9)
+    decimals = _decimals(right_text) if right_text is not None else 0
+    if (decimals > 0 or approx) and diff <= 0.5 * 10.0**-decimals * (1.0 + 1e-9):
+        return True
+    if right_text is not None and right_text.endswith("%"):
+        return _agree(lhs, rhs * 100, right_text[:-1], approx, rel_tol)
     return False
 
 
@@ -313,6 +324,8 @@ def _left_context_ok(text: str, start: int, signed: bool) -> bool:
     if j < 0:
         return True
     c = text[j]
+    if c.isdigit():  # "1 1/2", "3 000": a number the expression could not include
+        return False
     if c in _OP_CHARS:
         return c == "*" and j > 0 and text[j - 1] == "*"  # markdown bold "**5 + 3 = 8**"
     word_letter = j > 0 and text[j - 1].isalpha()
@@ -378,7 +391,7 @@ def _scan(text: str, rel_tol: float) -> EquationScan:
                 continue
             calc_keys.add("".join(lhs[0]))
             checked += 1
-            right += _agree(lv, rv, _decimals(m.group(2)), False, rel_tol)
+            right += _agree(lv, rv, m.group(2).strip() if rhs is not None and rhs[1] == 0 else None, False, rel_tol)
         text = _CALC.sub(" ", text)
     if "=" not in text and "\\" not in text and "≈" not in text:
         return EquationScan(frozenset(results), checked, right)
@@ -402,9 +415,14 @@ def _scan(text: str, rel_tol: float) -> EquationScan:
             else:
                 rm = right_expr(text, p + 1)
                 right_seg = _segment(rm.group(1)) if rm is not None else None
-                if right_seg is None:
+                if right_seg is None or _NUMBER_GOES_ON.match(text, rm.end()):
                     continue
                 right_text = None
+                if right_seg[1] == 0:
+                    right_text = rm.group(1)
+                    value = normalize_number(right_text)
+                    if value is not None:
+                        results.add(value)
                 rhs = _evaluate(right_seg[0], float)
             bm = left_binary(rev, n - p)
             if bm is not None:  # "a OP b ="
@@ -441,13 +459,8 @@ def _scan(text: str, rel_tol: float) -> EquationScan:
         if not (math.isfinite(lhs) and math.isfinite(rhs)):
             continue
         checked += 1
-        diff = abs(lhs - rhs)
-        if diff <= rel_tol * max(abs(lhs), abs(rhs)):
+        if abs(lhs - rhs) <= rel_tol * max(abs(lhs), abs(rhs)) or _agree(lhs, rhs, right_text, text[p] == "≈", rel_tol):
             right += 1
-        else:  # R may be L rounded to the decimals R shows (or to any, after '≈')
-            decimals = _decimals(right_text) if right_text is not None else 0
-            if decimals > 0 or text[p] == "≈":
-                right += diff <= 0.5 * 10.0**-decimals * (1.0 + 1e-9)
     return EquationScan(frozenset(results), checked, right)
 
 
