@@ -151,7 +151,7 @@ def trajectory(p: Problem, rng: random.Random) -> str:
         think.append(line)
     target = rng.randint(300, 2000)
     out = "<think>\n" + " ".join(think)
-    while len(out) < target - 200:
+    while len(out) < max(target - 250, 300):
         out += " " + rng.choice(_FILLER)
     out += "\n</think>\n\n" + "\n".join(_path_lines(p, rng, wrong, latex))
     final = p.steps[-1][1] if wrong is None else p.steps[-1][1] + 1

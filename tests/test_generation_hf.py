@@ -83,6 +83,14 @@ def test_per_arm_max_tokens_respected(backend: HFBackend, no_eos_backend: HFBack
     assert list(no_eos_backend.last_stats.tokens_per_prompt) == [p.max_tokens for p in MIXED]
 
 
+def test_static_cache_mode_gives_the_same_texts(tiny_model_dir, backend: HFBackend) -> None:
+    static = HFBackend(str(tiny_model_dir), device="cpu", batch_size=4, compile=True)  # static KV cache
+    try:
+        assert static.generate(MIXED) == backend.generate(MIXED)
+    finally:
+        static.close()
+
+
 def test_greedy_is_deterministic_and_ignores_seed(backend: HFBackend) -> None:
     prompts = [arm("Natalia sold 48 clips in April.", max_tokens=8, seed=s) for s in range(3)]
     first = backend.generate(prompts)

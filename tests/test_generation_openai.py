@@ -43,7 +43,7 @@ class Control:
 @pytest.fixture
 def control(server: str) -> Control:
     c = Control(server)
-    c.set(fail_first=0, delay=0.0, retry_after=0.0)
+    c.set(fail_first=0, delay=0.0, retry_after=0.0, max_n=0)
     return c
 
 
@@ -81,6 +81,14 @@ def test_identical_prompts_go_in_one_request_with_n_and_order_is_kept(backend: O
     assert backend.generate(a) == [texts[0], texts[2], texts[5]]
     assert backend.generate(b) == [texts[1], texts[4]]
     assert backend.generate([c]) == [texts[3]]
+
+
+def test_server_that_caps_n_gets_the_missing_samples_one_by_one(backend: OpenAIBackend, control: Control) -> None:
+    control.set(max_n=1)
+    prompts = [arm("Natalia sold 48 clips.", temperature=1.0, max_tokens=6, seed=s) for s in range(3)]
+    texts = backend.generate(prompts)
+    assert len(texts) == 3 and all(isinstance(t, str) for t in texts)
+    assert [(r["n"], r["seed"]) for r in control.completions()] == [(3, 0), (1, 1), (1, 2)]
 
 
 def test_sampling_params_are_sent(backend: OpenAIBackend, control: Control) -> None:

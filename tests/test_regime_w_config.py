@@ -151,14 +151,17 @@ def _dump_value(v: object) -> str:
 
 
 def to_toml(data: dict) -> str:
-    """A tiny TOML writer for the config layout (tables, and the [[arm]] array of tables)."""
-    lines = [f"{k} = {_dump_value(v)}" for k, v in data.items() if not isinstance(v, (dict, list)) or (
-        isinstance(v, list) and not (v and isinstance(v[0], dict)))]
+    """A tiny TOML writer for the config layout: plain keys, [tables] and [[arrays of tables]]."""
+
+    def is_tables(v: object) -> bool:
+        return isinstance(v, list) and bool(v) and all(isinstance(x, dict) for x in v)
+
+    lines = [f"{k} = {_dump_value(v)}" for k, v in data.items() if not isinstance(v, dict) and not is_tables(v)]
     for key, value in data.items():
         if isinstance(value, dict):
             lines.append(f"[{key}]")
             lines.extend(f"{k} = {_dump_value(v)}" for k, v in value.items())
-        elif isinstance(value, list) and value and isinstance(value[0], dict):
+        elif is_tables(value):
             for item in value:
                 lines.append(f"[[{key}]]")
                 lines.extend(f"{k} = {_dump_value(v)}" for k, v in item.items())

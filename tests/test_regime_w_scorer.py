@@ -259,3 +259,14 @@ def test_label_free_mode_leaves_correctness_out(texts, trajectory, n_tokens):
     labelled = score_trajectory(trajectory, n_tokens, arms, PROP_CONFIG, "#### 12")
     assert labelled.s_wm == s.s_wm
     assert labelled.reward == pytest.approx(s.reward + labelled.correctness, abs=1e-12)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(st.builds(ArmText, st.sampled_from(PROP_CONFIG.arm_names), st.text(max_size=200)), max_size=6),
+    st.text(max_size=300),
+)
+def test_arbitrary_text_never_raises(texts, trajectory):
+    arms = prepare_arms(PROP_Q, texts, PROP_CONFIG)
+    s = score_trajectory(trajectory, 0, arms, PROP_CONFIG, None)
+    assert all(0.0 <= v <= 1.0 for v in (s.s_end, s.s_path, s.s_cf, s.s_wm))

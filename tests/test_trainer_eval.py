@@ -232,3 +232,21 @@ def test_plan_lists_datasets():
     p = plan(ModelArguments(), DataArguments(), EvalArguments(eval_datasets=["gsm8k_dev", "platinum"]))
     assert set(p["datasets"]) == {"gsm8k_dev", "platinum"}
     assert p["decoding"]["greedy"] is True
+
+
+def test_adapters_share_one_base_and_switch_cleanly(digit_model_dir, adapter_dir, tmp_path):
+    """base after an adapter is the bare base again; the same adapter under two names agrees."""
+    model_args, data_args, _ = make_args(tmp_path, digit_model_dir, adapter_dir, gsm8k_rows(10))
+
+    def outputs(models: list, name: str) -> dict:
+        args = EvalArguments(eval_models=models, eval_output_dir=str(tmp_path / name), max_new_tokens=12,
+                             eval_batch_size=4, progress=False)
+        run(model_args, data_args, args)
+        return {(p["model"], p["dataset"], p["id"]): p["output"] for p in read_predictions(tmp_path / name)}
+
+    alone = outputs(["base"], "alone")
+    mixed = outputs([f"a={adapter_dir}", "base", f"b={adapter_dir}"], "mixed")
+    assert {k: v for k, v in mixed.items() if k[0] == "base"} == alone
+    for model, dataset, qid in [k for k in mixed if k[0] == "a"]:
+        assert mixed[("a", dataset, qid)] == mixed[("b", dataset, qid)]
+    assert [v for k, v in mixed.items() if k[0] == "a"] != [v for k, v in mixed.items() if k[0] == "base"]

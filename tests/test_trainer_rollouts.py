@@ -20,7 +20,7 @@ import pytest
 
 from tests.support.servers import running_service
 from trainer.configs import DataArguments, ModelArguments, RewardServiceArguments
-from trainer.generation import sample_seed
+from trainer.generation import SamplingSpec, _to_generation, generate_texts, sample_seed
 from trainer.stages.rollouts import (
     RolloutArguments,
     RolloutsStopped,
@@ -94,7 +94,7 @@ def write_recipe(workdir: Path, tiny_model_dir: Path, url: str, rollouts_file: s
     return recipe
 
 
-def cli(recipe: Path, cwd: Path, *flags: str) -> list[str]:
+def cli(recipe: Path, *flags: str) -> list[str]:
     return [sys.executable, "-m", "trainer.cli", "rollouts", "--config", str(recipe), *flags]
 
 
@@ -128,7 +128,7 @@ def test_killed_run_resumes_with_every_question_once(service, tiny_model_dir, tm
     recipe = write_recipe(tmp_path, tiny_model_dir, service.url, "data/rl_rollouts.jsonl")
     out = tmp_path / "data" / "rl_rollouts.jsonl"
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.Popen(cli(recipe, tmp_path), cwd=tmp_path, env=env,
+    proc = subprocess.Popen(cli(recipe), cwd=tmp_path, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 240
     try:
@@ -151,7 +151,7 @@ def test_killed_run_resumes_with_every_question_once(service, tiny_model_dir, tm
     with out.open("ab") as f:
         f.write(b'{"id": "gsm8k-train-999", "question": "unfini')
 
-    resumed = subprocess.run(cli(recipe, tmp_path), cwd=tmp_path, env=env, capture_output=True, text=True,
+    resumed = subprocess.run(cli(recipe), cwd=tmp_path, env=env, capture_output=True, text=True,
                              timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     summary = json.loads(resumed.stdout[resumed.stdout.index("{"):])
@@ -161,13 +161,13 @@ def test_killed_run_resumes_with_every_question_once(service, tiny_model_dir, tm
     records = check_file(out, tmp_path / "split.json")
 
     # Same command again: nothing to do, file untouched.
-    again = subprocess.run(cli(recipe, tmp_path), cwd=tmp_path, env=env, capture_output=True, text=True,
+    again = subprocess.run(cli(recipe), cwd=tmp_path, env=env, capture_output=True, text=True,
                            timeout=300)
     assert again.returncode == 0 and "nothing to do" in again.stdout
     assert [json.loads(x) for x in out.read_bytes().splitlines()] == records
 
     # An uninterrupted run gives the same trajectories: per-sample seeds, not run history, decide them.
-    fresh = subprocess.run(cli(recipe, tmp_path, "--rollouts_file", "data/fresh.jsonl"), cwd=tmp_path,
+    fresh = subprocess.run(cli(recipe, "--rollouts_file", "data/fresh.jsonl"), cwd=tmp_path,
                            env=env, capture_output=True, text=True, timeout=300)
     assert fresh.returncode == 0, fresh.stderr[-3000:]
     fresh_records = {r["id"]: r for r in check_file(tmp_path / "data" / "fresh.jsonl", tmp_path / "split.json")}
@@ -203,6 +203,67 @@ def test_resume_refuses_a_file_with_another_sample_count(tmp_path, tiny_model_di
             DataArguments(dataset="train.jsonl", split_file="split.json"), RewardServiceArguments(), args)
 
 
+def test_resume_refuses_a_file_with_other_seeds(tmp_path, tiny_model_dir, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write_train(tmp_path / "train.jsonl")
+    args = RolloutArguments(rollouts_file="r.jsonl", num_samples=2, seed=1, progress=False)
+    other = [{"seed": s.seed, "temperature": s.temperature}
+             for s in sampling_specs(RolloutArguments(num_samples=2, seed=2), "gsm8k-train-0")]
+    Path("r.jsonl").write_text(json.dumps({"id": "gsm8k-train-0", "trajectories": other}) + "\n")
+    with pytest.raises(ValueError, match="other seeds/temperatures"):
+        run(ModelArguments(model_name_or_path=str(tiny_model_dir), quantization="none"),
+            DataArguments(dataset="train.jsonl", split_file="split.json"), RewardServiceArguments(), args)
+
+
+def test_row_sampler_is_per_row_and_batch_independent(tiny_model_dir):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    p1, p2 = "Question: How many clips?\nAnswer:", "Weng earns $12 an hour. How much in 50 minutes?"
+    hot, hot2, greedy = SamplingSpec(1.0, 0.95, 11), SamplingSpec(1.0, 0.95, 12), SamplingSpec(0.0, 1.0, 0)
+    batch = generate_texts(model, tok, [p1, p2, p1, p1], [hot, hot, hot2, greedy], max_new_tokens=12, batch_size=4)
+    alone = generate_texts(model, tok, [p1], [hot], max_new_tokens=12, batch_size=1)
+    assert batch[0] == alone[0], "a row's sample must not depend on its batch mates"
+    assert batch[0].text != batch[2].text, "different seeds, different samples"
+    assert batch[3] == generate_texts(model, tok, [p1], None, max_new_tokens=12)[0]  # temperature 0 = greedy
+    assert all(g.num_tokens == 12 and not g.finished for g in batch)  # the random tiny model never says EOS
+    # top_p so small that only the most likely token is left: sampling becomes greedy
+    narrow = generate_texts(model, tok, [p1], [SamplingSpec(1.0, 1e-6, 5)], max_new_tokens=12)
+    assert narrow[0].text == batch[3].text
+
+
+def test_row_sampler_candidate_shortcut_matches_full_sort():
+    import torch
+
+    from trainer.generation import RowSampler
+
+    torch.manual_seed(0)
+    peaked = torch.randn(6, 5000) * 4  # nucleus inside the top 1024: shortcut taken
+    flat = torch.zeros(6, 5000)  # nucleus larger than 1024 tokens: full sort
+    specs = [SamplingSpec(0.6, 0.95, k) for k in range(6)]
+    for scores in (peaked, flat):
+        fast, full = RowSampler(specs), RowSampler(specs)
+        full.CANDIDATES = 10**9
+        for _ in range(5):
+            a, b = fast(None, scores), full(None, scores)
+            assert torch.equal(a, b)
+            assert ((a == 0).sum(dim=-1) == 1).all() and torch.isinf(a).sum() == 6 * 4999
+
+
+def test_generation_cuts_at_eos():
+    class Tok:
+        pad_token_id, eos_token_id = 0, 2
+
+        def decode(self, ids, skip_special_tokens=True):
+            return " ".join(str(i) for i in ids if not (skip_special_tokens and i in (0, 2)))
+
+    g = _to_generation([5, 6, 2, 0, 0], Tok(), [2])
+    assert (g.text, g.num_tokens, g.finished) == ("5 6", 3, True)
+    g = _to_generation([5, 6, 7], Tok(), [2])
+    assert (g.text, g.num_tokens, g.finished) == ("5 6 7", 3, False)
+
+
 def test_recover_jsonl_cuts_torn_line(tmp_path):
     path = tmp_path / "r.jsonl"
     assert recover_jsonl(path) == []
@@ -236,7 +297,7 @@ def test_bad_arguments(bad):
 
 def test_dry_run_loads_nothing(tmp_path, tiny_model_dir):
     recipe = write_recipe(tmp_path, tiny_model_dir, "http://127.0.0.1:9", "data/r.jsonl")
-    proc = subprocess.run(cli(recipe, tmp_path, "--dry-run", "--num_samples", "4"), cwd=tmp_path,
+    proc = subprocess.run(cli(recipe, "--dry-run", "--num_samples", "4"), cwd=tmp_path,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     planned = json.loads(proc.stdout)

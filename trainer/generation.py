@@ -105,10 +105,11 @@ class RowSampler:
         chosen = logits.argmax(dim=-1)
         if not bool(self._greedy.all()):
             temperature = self._temperature.to(device).clamp_min(1e-5).unsqueeze(1)
+            top_p = self._top_p.to(device).unsqueeze(1)
             probs = torch.softmax(logits / temperature, dim=-1)
-            sorted_probs, sorted_idx = probs.sort(dim=-1, descending=True)
+            sorted_probs, sorted_idx = self._nucleus_candidates(probs, top_p)
             mass_before = sorted_probs.cumsum(dim=-1) - sorted_probs
-            sorted_probs = sorted_probs.masked_fill(mass_before >= self._top_p.to(device).unsqueeze(1), 0.0)
+            sorted_probs = sorted_probs.masked_fill(mass_before >= top_p, 0.0)
             cdf = sorted_probs.cumsum(dim=-1)
             # One uniform draw per row from that row's own generator (CPU: cheap and deterministic).
             u = torch.stack([torch.rand((), generator=g) for g in self._generators]).to(device)
@@ -119,6 +120,19 @@ class RowSampler:
         out = torch.full_like(scores, float("-inf"))
         out.scatter_(1, chosen.unsqueeze(1), 0.0)
         return out
+
+    #: Nucleus sampling looks at the top ``CANDIDATES`` tokens first; a full sort of a 128k vocabulary
+    #: every step is slow, and with top_p < 1 the nucleus is almost always far smaller.
+    CANDIDATES = 1024
+
+    def _nucleus_candidates(self, probs: torch.Tensor, top_p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Probabilities sorted descending with their token ids: the top ``CANDIDATES`` when that
+        set holds every row's nucleus (same result as a full sort), else the full vocabulary."""
+        if probs.shape[-1] > self.CANDIDATES and bool((top_p < 1.0).all()):
+            values, idx = probs.topk(self.CANDIDATES, dim=-1)
+            if bool((values.sum(dim=-1, keepdim=True) >= top_p).all()):
+                return values, idx
+        return probs.sort(dim=-1, descending=True)
 
 
 def _eos_ids(model: Any, tokenizer: Any) -> list[int]:
@@ -199,7 +213,10 @@ def generate_texts(
 
 
 def _to_generation(ids: list[int], tokenizer: Any, eos_ids: list[int]) -> Generation:
-    """Cut a generated row at its first EOS (kept in the count) and decode it."""
+    """Cut a generated row at its first EOS (kept in the count) and decode it.
+
+    Rows that stop early are padded after their EOS; a row without EOS ran the whole budget.
+    """
     finished = False
     kept: list[int] = []
     for t in ids:
@@ -208,11 +225,6 @@ def _to_generation(ids: list[int], tokenizer: Any, eos_ids: list[int]) -> Genera
             kept.append(t)
             break
         kept.append(t)
-    if not finished:
-        # Rows shorter than the batch's longest are padded after they stop; a pad id may equal EOS.
-        pad = tokenizer.pad_token_id
-        while kept and kept[-1] == pad:
-            kept.pop()
     text = tokenizer.decode(kept, skip_special_tokens=True)
     return Generation(text=text, num_tokens=len(kept), finished=finished)
 

@@ -143,8 +143,16 @@ class OpenAIBackend:
                 f"backend 'openai': {url} returned a malformed completion ({type(exc).__name__}: {exc}); "
                 f"body: {response.text[:_BODY_EXCERPT]!r}"
             ) from exc
-        if len(texts) != n:
+        if not texts or len(texts) > n:
             raise GenerationError(f"backend 'openai': {url} returned {len(texts)} choices for n={n} (arm {prompt.arm!r})")
+        return texts
+
+    def _complete_group(self, group: list[ArmPrompt], deadline: float) -> list[str]:
+        """One request with ``n = len(group)``; servers that cap ``n`` (llama.cpp answers one
+        choice) get the missing samples asked one by one, each with its own seed."""
+        texts = self._complete(group[0], len(group), deadline)
+        for prompt in group[len(texts) :]:
+            texts.extend(self._complete(prompt, 1, deadline)[:1])
         return texts
 
     # -- protocol ------------------------------------------------------------------------------
@@ -159,7 +167,7 @@ class OpenAIBackend:
         for i, prompt in enumerate(prompts):
             groups.setdefault(prompt.sampling_key, []).append(i)
         futures: dict[Future[list[str]], list[int]] = {
-            self._pool.submit(self._complete, prompts[idx[0]], len(idx), deadline): idx for idx in groups.values()
+            self._pool.submit(self._complete_group, [prompts[i] for i in idx], deadline): idx for idx in groups.values()
         }
         done, pending = wait(futures, timeout=max(0.0, deadline - time.monotonic()) + 1.0, return_when=FIRST_EXCEPTION)
         for future in done:

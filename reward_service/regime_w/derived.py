@@ -393,7 +393,7 @@ def _scan(text: str, rel_tol: float) -> EquationScan:
             checked += 1
             right += _agree(lv, rv, m.group(2).strip() if rhs is not None and rhs[1] == 0 else None, False, rel_tol)
         text = _CALC.sub(" ", text)
-    if "=" not in text and "\\" not in text and "≈" not in text:
+    if "=" not in text and "≈" not in text and "\\approx" not in text:
         return EquationScan(frozenset(results), checked, right)
     text = _plain(text)
     rev = text[::-1]
@@ -411,7 +411,7 @@ def _scan(text: str, rel_tol: float) -> EquationScan:
                 value = normalize_number(right_text)
                 if value is not None:
                     results.add(value)
-                rhs = _number(right_text, float)
+                rhs = float(right_text) if right_text.isdigit() else _number(right_text, float)
             else:
                 rm = right_expr(text, p + 1)
                 right_seg = _segment(rm.group(1)) if rm is not None else None
@@ -429,7 +429,17 @@ def _scan(text: str, rel_tol: float) -> EquationScan:
                 left_key = None
                 start = n - bm.end()
                 signed = False
-                lhs = _apply(_OP_CANON[bm.group(2)], _number(bm.group(3)[::-1], float), _number(bm.group(1)[::-1], float))
+                a_text, op, b_text = bm.group(3)[::-1], _OP_CANON[bm.group(2)], bm.group(1)[::-1]
+                a = float(a_text) if a_text.isdigit() else _number(a_text, float)
+                b = float(b_text) if b_text.isdigit() else _number(b_text, float)
+                if op == "+":
+                    lhs = a + b
+                elif op == "*":
+                    lhs = a * b
+                elif op == "-":
+                    lhs = a - b
+                else:
+                    lhs = _apply(op, a, b)
             else:
                 lm = left_expr(rev, n - p)
                 if lm is None:

@@ -269,7 +269,12 @@ def _check(arms: PreparedArms, config: RegimeWConfig) -> None:
 
 
 def _score(
-    text: str, num_tokens: int, arms: PreparedArms, config: RegimeWConfig, gold: str | None
+    text: str,
+    num_tokens: int,
+    arms: PreparedArms,
+    config: RegimeWConfig,
+    gold: str | None,
+    correct: dict[str | None, float],
 ) -> TrajectoryScores:
     if num_tokens < 0:
         raise ValueError(f"num_tokens must be >= 0, got {num_tokens}")
@@ -281,7 +286,12 @@ def _score(
     path = s_path(derived, scan.validity, arms)
     cf = s_cf(answer, arms)
     wm = s_wm(end, path, cf, config)
-    correctness = None if gold is None else (1.0 if answers_equal(answer, gold) else 0.0)
+    if gold is None:
+        correctness = None
+    else:  # memoized per answer within one call: many trajectories share an answer
+        correctness = correct.get(answer)
+        if correctness is None:
+            correctness = correct[answer] = 1.0 if answers_equal(answer, gold) else 0.0
     lp = num_tokens / config.length_scale
     return TrajectoryScores(
         reward=reward(correctness, wm, lp, config),
@@ -302,7 +312,7 @@ def score_trajectory(
 ) -> TrajectoryScores:
     """Every score of one trajectory; ``gold`` is ``"#### 72"``, ``"72"`` or None (label-free)."""
     _check(arms, config)
-    return _score(text, num_tokens, arms, config, _gold(gold))
+    return _score(text, num_tokens, arms, config, _gold(gold), {})
 
 
 def score_trajectories(
@@ -317,4 +327,5 @@ def score_trajectories(
         raise ValueError(f"{len(texts)} trajectories but {len(num_tokens)} token counts")
     _check(arms, config)
     g = _gold(gold)
-    return [_score(t, n, arms, config, g) for t, n in zip(texts, num_tokens)]
+    correct: dict[str | None, float] = {}
+    return [_score(t, n, arms, config, g, correct) for t, n in zip(texts, num_tokens)]

@@ -8,7 +8,7 @@ Serves ``GET /v1/models`` and ``POST /v1/chat/completions`` (``n``, ``temperatur
 ``finish_reason`` and ``usage``), generating with plain ``model.generate``. Failure injection for
 client tests: the first N completions answer 503 with ``Retry-After``; ``--delay`` holds every
 completion S seconds. ``GET /_control/stats`` lists the completions received and
-``POST /_control`` changes ``fail_first`` / ``delay`` / ``retry_after`` at run time (and resets the
+``POST /_control`` changes ``fail_first`` / ``delay`` / ``retry_after`` / ``max_n`` at run time (and resets the
 stats), so one server process serves a whole test module. :func:`running_server` starts it as a
 subprocess on a free loopback port and waits until it answers.
 """
@@ -42,6 +42,7 @@ class _State:
         self.fail_first = fail_first
         self.delay = delay
         self.retry_after = retry_after
+        self.max_n = 0  # 0: honour n; k: answer at most k choices (like servers without n support)
         self.completions: list[dict[str, Any]] = []
         self.lock = threading.Lock()
 
@@ -139,6 +140,8 @@ def build_app(model_dir: str, *, served_model_name: str, fail_first: int = 0, de
             if failing:
                 state.fail_first -= 1
             delay, retry_after = state.delay, state.retry_after
+            if state.max_n:
+                n = min(n, state.max_n)
         if failing:
             return _error(503, "server overloaded (injected failure)", headers={"Retry-After": f"{retry_after:g}"})
         if delay > 0:
@@ -171,6 +174,7 @@ def build_app(model_dir: str, *, served_model_name: str, fail_first: int = 0, de
             state.fail_first = int(body.get("fail_first", state.fail_first))
             state.delay = float(body.get("delay", state.delay))
             state.retry_after = float(body.get("retry_after", state.retry_after))
+            state.max_n = int(body.get("max_n", state.max_n))
             state.completions.clear()
         return {"ok": True}
 

@@ -13,10 +13,12 @@ Writes, under ``eval_output_dir``: ``predictions.jsonl`` (one line per model × 
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import os
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -147,25 +149,53 @@ def _score(model_name: str, dataset: str, problem: Any, text: str) -> dict[str, 
     }
 
 
-def _free(model: Any) -> None:
-    del model
-    gc.collect()
-    try:
+class _Policies:
+    """One (quantized) base in memory; each adapter is loaded onto it (LoRA weights are small) and
+    switched on in turn.
+
+    The bare base is the same model with every adapter disabled, so base, SFT and RL are compared on
+    identical base weights, and the base is loaded once instead of once per model.
+    """
+
+    def __init__(self, model_args: ModelArguments) -> None:
+        from trainer.modeling import load_base_model
+
+        self.base = load_base_model(model_args, for_training=False)
+        self.peft: Any = None
+
+    @contextlib.contextmanager
+    def use(self, spec: EvalModel) -> Iterator[Any]:
+        if spec.adapter_path is None:
+            if self.peft is None:
+                yield self.base
+            else:
+                with self.peft.disable_adapter():
+                    yield self.peft
+            return
+        if self.peft is None:
+            from peft import PeftModel
+
+            self.peft = PeftModel.from_pretrained(self.base, spec.adapter_path, adapter_name=spec.name)
+        else:
+            self.peft.load_adapter(spec.adapter_path, adapter_name=spec.name)
+        self.peft.set_adapter(spec.name)
+        self.peft.eval()
+        yield self.peft
+
+    def close(self) -> None:
+        self.base = self.peft = None
+        gc.collect()
         import torch
 
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
-    except ImportError:  # pragma: no cover - torch is a trainer dependency
-        pass
 
 
 def run(model_args: ModelArguments, data_args: DataArguments, args: EvalArguments) -> dict[str, Any]:
-    from dataclasses import replace
-
     from tqdm.auto import tqdm
 
     from trainer.generation import VLLMGenerator, generate_texts, vllm_available
-    from trainer.modeling import load_policy, load_tokenizer
+    from trainer.modeling import load_tokenizer
     from trainer.prompts import build_prompt
     from trainer.report import accuracy_cells, bar_chart, markdown_table
 
@@ -179,6 +209,7 @@ def run(model_args: ModelArguments, data_args: DataArguments, args: EvalArgument
 
     use_vllm = args.generation_backend == "vllm" or (args.generation_backend == "auto" and vllm_available())
     vllm = VLLMGenerator(model_args.model_name_or_path) if use_vllm else None
+    policies = None if use_vllm else _Policies(model_args)
 
     out_dir = Path(args.eval_output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -196,10 +227,9 @@ def run(model_args: ModelArguments, data_args: DataArguments, args: EvalArgument
                                          max_new_tokens=args.max_new_tokens, adapter_path=m.adapter_path)
                     bar.update(len(prompts))
                 else:
-                    model = load_policy(replace(model_args, adapter_path=m.adapter_path), trainable=False)
-                    gens = generate_texts(model, tokenizer, prompts, None, max_new_tokens=args.max_new_tokens,
-                                          batch_size=args.eval_batch_size, on_batch=bar.update)
-                    _free(model)
+                    with policies.use(m) as model:
+                        gens = generate_texts(model, tokenizer, prompts, None, max_new_tokens=args.max_new_tokens,
+                                              batch_size=args.eval_batch_size, on_batch=bar.update)
             finally:
                 bar.close()
             for (dataset, problem), g in zip(questions, gens, strict=True):
@@ -209,6 +239,8 @@ def run(model_args: ModelArguments, data_args: DataArguments, args: EvalArgument
             f.flush()
             os.fsync(f.fileno())
 
+    if policies is not None:
+        policies.close()
     cells = accuracy_cells(records)
     table = markdown_table(cells)
     results = {

@@ -238,22 +238,31 @@ def plan(model_args: ModelArguments, data_args: DataArguments, reward_args: Rewa
                      "max_new_tokens": args.max_new_tokens},
         "batching": {"generation_batch_size": args.generation_batch_size,
                      "questions_per_chunk": args.questions_per_chunk, "backend": args.generation_backend},
-        "reward_service": {"url": reward_args.reward_url, "batch_items": reward_args.reward_batch_items},
+        "reward": {"url": reward_args.reward_url, "batch_items": reward_args.reward_batch_items},
         "writes": args.rollouts_file,
         "resume": "existing complete lines are kept; done ids are skipped; a torn last line is cut",
     }
 
 
 def _check_existing(records: list[dict[str, Any]], args: RolloutArguments) -> set[str]:
+    """Ids already in the file; an error when they were sampled with other settings than this run's."""
     done: set[str] = set()
     for r in records:
-        n = len(r.get("trajectories") or [])
-        if n != args.num_samples:
+        qid = str(r.get("id"))
+        trajectories = r.get("trajectories") or []
+        if len(trajectories) != args.num_samples:
             raise ValueError(
-                f"{args.rollouts_file} holds question {r.get('id')!r} with {n} trajectories but this run "
-                f"samples num_samples={args.num_samples}; use another rollouts_file or the same settings"
+                f"{args.rollouts_file} holds question {qid!r} with {len(trajectories)} trajectories but this "
+                f"run samples num_samples={args.num_samples}; use another rollouts_file or the same settings"
             )
-        done.add(str(r["id"]))
+        want = [(s.seed, s.temperature) for s in sampling_specs(args, qid)]
+        have = [(t.get("seed"), t.get("temperature")) for t in trajectories]
+        if have != want:
+            raise ValueError(
+                f"{args.rollouts_file} holds question {qid!r} sampled with other seeds/temperatures than this "
+                "run's (seed, temperature, temperatures); use another rollouts_file or the same settings"
+            )
+        done.add(qid)
     return done
 
 
