@@ -1,0 +1,140 @@
+"""The toy problem generator: seeded, arithmetically right, GSM8K-format, disjoint splits."""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from fractions import Fraction
+
+import pytest
+
+from shared_schemas.answer import answers_equal, gold_answer
+from trainer.toy.problems import (
+    TEMPLATES,
+    generate_problem,
+    generate_problems,
+    main,
+    make_splits,
+    write_splits,
+)
+
+# "a op b = <<a op b=c>>c" (annotated) or "a op b = c" (plain), as GSM8K writes its steps.
+_ANNOTATED = re.compile(r"(\d+)([-+*/])(\d+) = <<(\d+)([-+*/])(\d+)=(\d+)>>(\d+)")
+_PLAIN = re.compile(r"(\d+)([-+*/])(\d+) = (\d+)")
+
+
+def _evaluate(a: str, op: str, b: str) -> Fraction:
+    x, y = Fraction(int(a)), Fraction(int(b))
+    return {"+": x + y, "-": x - y, "*": x * y, "/": x / y}[op]
+
+
+def test_same_seed_same_problems_other_seed_other_problems() -> None:
+    first = [p.to_json() for p in generate_problems(200, seed=7)]
+    again = [p.to_json() for p in generate_problems(200, seed=7)]
+    other = [p.to_json() for p in generate_problems(200, seed=8)]
+    assert first == again
+    assert first != other
+
+
+def test_every_step_line_is_arithmetically_right_and_ends_with_the_answer() -> None:
+    problems = generate_problems(1500, seed=3)
+    for p in problems:
+        lines = p.solution(annotate=True).split("\n")
+        assert len(lines) == len(p.steps) + 1, p.solution()
+        results = []
+        for line in lines[:-1]:
+            m = _ANNOTATED.search(line)
+            assert m, f"no annotated equation in {line!r}"
+            a, op, b, a2, op2, b2, c_note, c = m.groups()
+            assert (a, op, b) == (a2, op2, b2), line
+            assert c == c_note, line
+            value = _evaluate(a, op, b)
+            assert value.denominator == 1, f"inexact division in {line!r}"
+            assert value == int(c) and int(c) >= 0, line
+            results.append(int(c))
+        assert lines[-1] == f"#### {p.answer_value}"
+        assert results[-1] == p.answer_value
+        # Every step after the first uses an earlier result or a number of the question.
+        numbers_in_question = {int(n) for n in re.findall(r"\d+", p.question)}
+        for s in p.steps[1:]:
+            assert s.a in numbers_in_question | set(results) or s.b in numbers_in_question | set(results)
+
+
+def test_plain_solutions_without_calculator_annotations() -> None:
+    for p in generate_problems(300, seed=5):
+        text = p.solution(annotate=False)
+        assert "<<" not in text
+        for line in text.split("\n")[:-1]:
+            a, op, b, c = _PLAIN.search(line).groups()
+            assert _evaluate(a, op, b) == int(c)
+
+
+def test_gold_answer_extraction_equals_the_true_answer() -> None:
+    for p in generate_problems(1000, seed=11):
+        gold = gold_answer(p.solution())
+        assert gold == str(p.answer_value)
+        assert answers_equal(gold_answer(p.solution(annotate=False)), str(p.answer_value))
+
+
+def test_all_templates_and_step_counts_are_reachable() -> None:
+    rng = random.Random(0)
+    for name in TEMPLATES:
+        for k in (1, 2, 3):
+            for _ in range(50):
+                p = generate_problem(rng, steps=k, template=name)
+                assert len(p.steps) == k and p.template == name
+                assert p.question.endswith("?")
+    seen = {(p.template, len(p.steps)) for p in generate_problems(2000, seed=1)}
+    assert seen == {(t, k) for t in TEMPLATES for k in (1, 2, 3)}
+
+
+def test_bad_requests_fail_clearly() -> None:
+    with pytest.raises(ValueError, match="steps must be 1, 2 or 3"):
+        generate_problem(random.Random(0), steps=4)
+    with pytest.raises(ValueError, match="unknown template"):
+        generate_problem(random.Random(0), template="space travel")
+
+
+def test_splits_are_disjoint_and_stable() -> None:
+    splits = make_splits(2, n_train=400, n_dev=60, n_test=60, n_pretrain=500)
+    sizes = {name: len(ps) for name, ps in splits.items()}
+    assert sizes == {"pretrain": 500, "train": 400, "dev": 60, "test": 60}
+    questions = [{p.question for p in ps} for _, ps in splits.items()]
+    assert sum(len(q) for q in questions) == 1020  # no duplicate inside or across splits
+    # Adding pretraining problems leaves the trainer's splits unchanged.
+    without = make_splits(2, n_train=400, n_dev=60, n_test=60)
+    assert [p.question for p in without.dev] == [p.question for p in splits.dev]
+    assert without.pretrain == []
+
+
+def test_cli_writes_gsm8k_jsonl_that_the_trainer_loads(tmp_path) -> None:
+    out = tmp_path / "toy"
+    assert main(["--out", str(out), "--seed", "4", "--n-train", "50", "--n-dev", "10",
+                 "--n-test", "10", "--n-pretrain", "20"]) == 0
+    for name, n in (("train", 50), ("dev", 10), ("test", 10), ("pretrain", 20)):
+        rows = [json.loads(line) for line in (out / f"{name}.jsonl").read_text().splitlines()]
+        assert len(rows) == n
+        assert all(set(r) == {"question", "answer"} for r in rows)
+        assert all(r["answer"].split("\n")[-1].startswith("#### ") for r in rows)
+    meta = json.loads((out / "TOY_PROBLEMS.json").read_text())
+    assert meta["seed"] == 4 and meta["n_train"] == 50
+
+    from trainer.data import load_problems
+    from trainer.prompts import format_target
+
+    problems = load_problems(str(out / "train.jsonl"), split="train")
+    assert len(problems) == 50
+    first = json.loads((out / "train.jsonl").read_text().splitlines()[0])
+    assert problems[0].question == first["question"]
+    assert problems[0].gold == gold_answer(first["answer"])
+    target = format_target(problems[0].solution)
+    assert "<<" not in target and target.split("\n")[-1] == f"#### {problems[0].gold}"
+
+
+def test_write_splits_is_deterministic(tmp_path) -> None:
+    write_splits(tmp_path / "a", 9, n_train=30, n_dev=5, n_test=5)
+    write_splits(tmp_path / "b", 9, n_train=30, n_dev=5, n_test=5)
+    for name in ("train", "dev", "test"):
+        assert (tmp_path / "a" / f"{name}.jsonl").read_bytes() == (tmp_path / "b" / f"{name}.jsonl").read_bytes()
+    assert not (tmp_path / "a" / "pretrain.jsonl").exists()
