@@ -26,6 +26,7 @@ from reward_service.metrics import Metrics
 from reward_service.regime_w.config import RegimeWConfig
 from reward_service.regime_w.scorer import (
     ArmText,
+    GoldAnswerError,
     TrajectoryScores,
     UnknownArmError,
     prepare_arms,
@@ -146,7 +147,10 @@ class ScoringEngine:
             except UnknownArmError as exc:
                 raise InvalidRequest(f"items[{i}].arm_outputs: {exc}") from None
             num_tokens, source = self._count_tokens(item)
-            scores = score_trajectories(item.trajectories, num_tokens, prepared, self.config, item.gold_answer)
+            try:
+                scores = score_trajectories(item.trajectories, num_tokens, prepared, self.config, item.gold_answer)
+            except GoldAnswerError as exc:
+                raise InvalidRequest(f"items[{i}].gold_answer: {exc}") from None
             n_traj += len(scores)
             results.append(
                 ItemResult(

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 import torch
 
-from reward_service.generation import ArmPrompt, GenerationError, GenerationTimeout, create_backend
+from reward_service.generation import ArmPrompt, GenerationBackend, GenerationError, GenerationTimeout, create_backend
 from reward_service.generation.hf import HFBackend
 from reward_service.generation.sampling import RowSampler, row_uniforms, seed_keys
 from tests.support.tiny_model import build_tiny_model
@@ -48,11 +48,14 @@ def no_eos_backend(tiny_model_dir) -> Iterator[HFBackend]:
 def test_create_backend_builds_hf(tiny_model_dir) -> None:
     b = create_backend("hf", model=str(tiny_model_dir), device="cpu", batch_size=2)
     try:
+        assert isinstance(b, GenerationBackend)
         assert b.name == "hf"
         assert b.model_id == str(tiny_model_dir)
         assert len(b.generate(MIXED[:3])) == 3
     finally:
         b.close()
+    with pytest.raises(GenerationError, match="closed"):
+        b.generate(MIXED[:1])
 
 
 def test_one_text_per_prompt_in_order(backend: HFBackend) -> None:
@@ -248,6 +251,19 @@ def test_sampler_top_p_keeps_only_the_nucleus() -> None:
     share = (tokens == 1).float().mean()
     assert abs(float(share) - 0.5 / 0.8) < 0.03  # renormalised inside the nucleus
     assert set(sample(base.repeat(n, 1), 1.0, 0.01, list(range(n)), step=2).tolist()) == {1}
+
+
+def test_precomputed_uniform_table_matches_per_step_uniforms() -> None:
+    torch.manual_seed(1)
+    logits = torch.randn(3, 40)
+    args = ([0.7, 1.0, 0.4], [0.9, 1.0, 0.8], [5, 6, 2**62 + 1])
+    with_table, without = RowSampler(*args, max_steps=8), RowSampler(*args)
+    assert with_table.table is not None and without.table is None
+    keys = seed_keys(torch.tensor([5, 6, 2**62 + 1]))
+    for step in range(8):
+        assert torch.equal(with_table.table[step], row_uniforms(keys, step))
+    for step in range(10):  # past the table too
+        assert torch.equal(with_table(logits, step), without(logits, step))
 
 
 def test_row_uniforms_are_uniform_in_the_open_unit_interval() -> None:

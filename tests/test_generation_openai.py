@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from reward_service.generation import ArmPrompt, GenerationError, GenerationTimeout, create_backend
+from reward_service.generation import ArmPrompt, GenerationBackend, GenerationError, GenerationTimeout, create_backend
 from reward_service.generation.openai import OpenAIBackend, _choice_text
 from tests.support.openai_compat_server import free_port, running_server
 
@@ -199,6 +199,7 @@ def test_reasoning_field_is_kept_inside_think_tags() -> None:
 
 def test_provided_backend_has_no_model() -> None:
     b = create_backend("provided")
+    assert isinstance(b, GenerationBackend)
     assert (b.name, b.model_id) == ("provided", "provided")
     assert b.count_tokens(["x"]) is None
     assert b.generate([]) == []

@@ -170,6 +170,11 @@ def test_num_tokens_length_mismatch_is_422(client):
     assert_error(r, 422, "invalid_request", "num_tokens")
 
 
+def test_gold_answer_without_a_number_is_422(client):
+    r = client.post("/v1/score", json={"items": [item(gold_answer="seventy-two")]})
+    assert_error(r, 422, "invalid_request", "items[0].gold_answer")
+
+
 def test_unknown_arm_is_422_naming_it(client):
     bad = arm_outputs() + [{"arm": "no_such_arm", "text": "#### 1"}]
     r = client.post("/v1/score", json={"items": [item(arm_outputs=bad)]})

@@ -3,8 +3,7 @@ with the real reward service (``regime-w-serve --backend hf``) running under uvi
 
 sft -> rollouts -> prefs -> dpo -> grpo -> eval -> export, each checked on its artifact: adapters load
 with PEFT, JSONL files match their schema, the eval table agrees with the per-question file, the
-merged model loads with transformers. About 100 s on 2 cores, so marked slow:
-``python3 -m pytest -m slow tests/test_trainer_e2e.py``.
+merged model loads with transformers. About 100 s on 2 cores; part of the default suite (issue 3).
 """
 
 from __future__ import annotations
@@ -149,7 +148,6 @@ def service(tiny_model_dir, tmp_path_factory):
         yield server
 
 
-@pytest.mark.slow  # ~100 s on 2 shared cores: run with `pytest -m slow tests/test_trainer_e2e.py`
 def test_every_stage_in_order(service, tiny_model_dir, tmp_path):
     import torch
 

@@ -94,15 +94,14 @@ class _Deadline(Exception):
 class _RowLogitsProcessor(LogitsProcessor):
     """Chooses every row's next token and returns scores whose argmax is that token."""
 
-    def __init__(self, sampler: RowSampler, prompt_len: int, banned: list[int]) -> None:
+    def __init__(self, sampler: RowSampler, prompt_len: int, banned: torch.Tensor | None) -> None:
         self.sampler = sampler
         self.prompt_len = prompt_len
         self.banned = banned
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        if self.banned:
-            scores = scores.clone()
-            scores[:, self.banned] = float("-inf")
+        if self.banned is not None:  # generate hands us a fresh float32 copy: edit it in place
+            scores = scores.index_fill_(1, self.banned, float("-inf"))
         chosen = self.sampler(scores, input_ids.shape[1] - self.prompt_len)
         out = torch.full_like(scores, float("-inf"))
         out.scatter_(1, chosen[:, None], 0.0)
@@ -226,6 +225,8 @@ class HFBackend:
     # -- generation ----------------------------------------------------------------------------
 
     def generate(self, prompts: Sequence[ArmPrompt]) -> list[str]:
+        if self.model is None:
+            raise GenerationError(f"backend 'hf' ({self.model_id}) is closed")
         if not prompts:
             return []
         started = time.monotonic()
@@ -273,8 +274,10 @@ class HFBackend:
             [p.top_p for p in prompts],
             [effective_seed(self.seed, p.seed) for p in prompts],
             device=device,
+            max_steps=max(budgets),
         )
-        processor = _RowLogitsProcessor(sampler, prompt_len, self.eos_ids if self.ignore_eos else [])
+        banned = torch.tensor(self.eos_ids, dtype=torch.long, device=device) if self.ignore_eos else None
+        processor = _RowLogitsProcessor(sampler, prompt_len, banned)
         budget = _RowBudget(torch.tensor(budgets, dtype=torch.long, device=device), prompt_len, deadline)
         config = GenerationConfig(
             max_new_tokens=max(budgets),

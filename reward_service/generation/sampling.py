@@ -45,6 +45,14 @@ def row_uniforms(keys: torch.Tensor, step: int) -> torch.Tensor:
     return ((h >> 8).to(torch.float32) + 0.5) * (1.0 / (1 << 24))
 
 
+def uniform_table(keys: torch.Tensor, steps: int) -> torch.Tensor:
+    """``(steps, batch)`` uniforms: row ``s`` is :func:`row_uniforms` at step ``s``."""
+    step_terms = (torch.arange(steps, dtype=torch.int64, device=keys.device) * _GOLDEN) & _MASK32
+    h = mix32(keys[None, :] ^ step_terms[:, None])
+    h = mix32(h ^ _GOLDEN)
+    return ((h >> 8).to(torch.float32) + 0.5) * (1.0 / (1 << 24))
+
+
 def _inverse_cdf(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     cdf = probs.cumsum(dim=-1)
     target = (u * cdf[:, -1]).unsqueeze(-1)
@@ -61,7 +69,10 @@ class RowSampler:
         top_ps: Sequence[float],
         seeds: Sequence[int],
         device: torch.device | str = "cpu",
+        max_steps: int = 0,
     ) -> None:
+        """``max_steps``: the uniforms of steps below it are computed once, up front, on the host
+        (one small copy to the device instead of ~20 tiny hash kernels per step)."""
         if not len(temperatures) == len(top_ps) == len(seeds):
             raise ValueError("temperatures, top_ps and seeds must have one entry per row")
         self.any_sampled = any(t > 0 for t in temperatures)
@@ -69,9 +80,11 @@ class RowSampler:
         self.any_top_p = any(t > 0 and p < 1 for t, p in zip(temperatures, top_ps))
         self.temperature = torch.tensor([t if t > 0 else 1.0 for t in temperatures], dtype=torch.float32, device=device)
         self.sampled_rows = torch.tensor([t > 0 for t in temperatures], dtype=torch.bool, device=device)
-        self.top_p = torch.tensor(top_ps, dtype=torch.float32, device=device)
-        self.has_top_p = torch.tensor([p < 1 for p in top_ps], dtype=torch.bool, device=device)
-        self.keys = seed_keys(torch.tensor([s % 2**63 for s in seeds], dtype=torch.int64, device=device))
+        # Rows without a nucleus get a threshold their mass can never exceed (no per-row mask op).
+        self.top_p = torch.tensor([p if p < 1 else 2.0 for p in top_ps], dtype=torch.float32, device=device)
+        host_keys = seed_keys(torch.tensor([s % 2**63 for s in seeds], dtype=torch.int64))
+        self.keys = host_keys.to(device)
+        self.table = uniform_table(host_keys, max_steps).to(device) if self.any_sampled and max_steps > 0 else None
 
     def __call__(self, logits: torch.Tensor, step: int) -> torch.Tensor:
         """``(batch, vocab)`` logits at decoding ``step`` -> ``(batch,)`` int64 token ids.
@@ -88,10 +101,11 @@ class RowSampler:
             # so a row samples the same token whether or not its batch needed the sort.
             sorted_probs, order = probs.sort(dim=-1, descending=True, stable=True)
             mass_before = sorted_probs.cumsum(dim=-1) - sorted_probs
-            outside_sorted = (mass_before > self.top_p[:, None]) & self.has_top_p[:, None]
-            outside = torch.zeros_like(outside_sorted).scatter(-1, order, outside_sorted)
-            probs = probs.masked_fill(outside, 0.0)  # the most likely token always stays (mass_before 0)
-        sampled = _inverse_cdf(probs, row_uniforms(self.keys, step))
+            # The most likely token always stays (its mass_before is 0).
+            kept = sorted_probs.masked_fill(mass_before > self.top_p[:, None], 0.0)
+            probs = torch.empty_like(probs).scatter_(-1, order, kept)
+        u = self.table[step] if self.table is not None and step < self.table.shape[0] else row_uniforms(self.keys, step)
+        sampled = _inverse_cdf(probs, u)
         if self.all_sampled:
             return sampled
         return torch.where(self.sampled_rows, sampled, logits.argmax(dim=-1))

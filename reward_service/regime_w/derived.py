@@ -429,7 +429,8 @@ def _scan(text: str, rel_tol: float) -> EquationScan:
                 left_key = None
                 start = n - bm.end()
                 signed = False
-                a_text, op, b_text = bm.group(3)[::-1], _OP_CANON[bm.group(2)], bm.group(1)[::-1]
+                b_text, op, a_text = bm.groups()
+                a_text, op, b_text = a_text[::-1], _OP_CANON[op], b_text[::-1]
                 a = float(a_text) if a_text.isdigit() else _number(a_text, float)
                 b = float(b_text) if b_text.isdigit() else _number(b_text, float)
                 if op == "+":
