@@ -305,3 +305,12 @@ def test_dry_run_loads_nothing(tmp_path, tiny_model_dir):
     assert planned["sampling"]["temperatures"] == [0.6, 0.9]
     assert planned["batching"]["questions_per_chunk"] == 1
     assert not (tmp_path / "data").exists() and not (tmp_path / "split.json").exists()
+
+
+def test_cli_reports_a_dead_service_without_a_traceback(tiny_model_dir, tmp_path):
+    recipe = write_recipe(tmp_path, tiny_model_dir, "http://127.0.0.1:9", "r.jsonl", reward_timeout_s=5)
+    proc = subprocess.run(cli(recipe), cwd=tmp_path, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert "regime-w-train rollouts:" in proc.stderr and "rerun the same command" in proc.stderr
+    assert "Traceback" not in proc.stderr

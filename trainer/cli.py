@@ -84,7 +84,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if dry_run:
         print(json.dumps({"stage": stage, "dry_run": True, **resolved}, indent=2, default=str))
         return 0
-    result = module.run(*parsed)
+    from trainer.errors import StageError
+    from trainer.reward_client import RewardServiceError
+
+    try:
+        result = module.run(*parsed)
+    except (StageError, RewardServiceError) as exc:
+        print(f"regime-w-train {stage}: {exc}", file=sys.stderr)
+        return 1
     print(json.dumps({"stage": stage, **result}, indent=2, default=str))
     return 0
 

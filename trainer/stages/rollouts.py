@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from trainer.configs import DataArguments, ModelArguments, RewardServiceArguments
+from trainer.errors import StageError
 
 __all__ = [
     "RolloutArguments",
@@ -89,7 +90,7 @@ class RolloutArguments:
 ARG_CLASSES: tuple[type, ...] = (ModelArguments, DataArguments, RewardServiceArguments, RolloutArguments)
 
 
-class RolloutsStopped(RuntimeError):
+class RolloutsStopped(StageError):
     """The run stopped early (reward service failure); what was written before stays valid."""
 
 
