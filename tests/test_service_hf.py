@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -13,21 +12,11 @@ import httpx
 import pytest
 
 from tests.support.servers import running_service
+from tests.support.service_config import small_service_config
 
 KEY = "hf-test-key-0123456789"
 HEADERS = {"Authorization": f"Bearer {KEY}"}
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def small_config(tmp_path: Path, max_tokens: int = 16) -> Path:
-    """The packaged config with every arm's max_tokens cut down, so tiny-model generation is quick."""
-    from importlib.resources import files
-
-    text = files("reward_service.regime_w").joinpath("default_config.toml").read_text()
-    text = re.sub(r"(?m)^(\s*max_tokens\s*=\s*)\d+", rf"\g<1>{max_tokens}", text)
-    path = tmp_path / "small_config.toml"
-    path.write_text(text)
-    return path
 
 
 def metric(server_url: str, name: str) -> float:
@@ -47,7 +36,7 @@ def hf_env(tiny_model_dir, tmp_path_factory):
         "REGIME_W_BACKEND": "hf",
         "REGIME_W_MODEL": str(tiny_model_dir),
         "REGIME_W_DEVICE": "cpu",
-        "REGIME_W_CONFIG_PATH": str(small_config(tmp)),
+        "REGIME_W_CONFIG_PATH": str(small_service_config(tmp, max_tokens=16)),
         "REGIME_W_CACHE_PATH": str(tmp / "arms.sqlite3"),
     }
 

@@ -20,6 +20,7 @@ import pytest
 
 from shared_schemas.answer import answers_equal
 from tests.support.servers import running_service
+from tests.support.service_config import small_service_config
 
 API_KEY = "e2e-test-key-0123456789abcdef"
 ROLLOUT_KEYS = {"id", "question", "gold_answer", "consensus_answer", "trajectories", "scorer"}
@@ -32,16 +33,6 @@ PREDICTION_KEYS = {"model", "dataset", "id", "gold", "prediction", "correct", "f
 ROLLOUT_QUESTIONS = 4
 NUM_SAMPLES = 6
 
-
-def small_service_config(tmp_path: Path, max_tokens: int = 12) -> Path:
-    """The packaged Regime W config with every arm's max_tokens cut down (quick tiny-model arms)."""
-    from importlib.resources import files
-
-    text = files("reward_service.regime_w").joinpath("default_config.toml").read_text()
-    text = re.sub(r"(?m)^(\s*max_tokens\s*=\s*)\d+", rf"\g<1>{max_tokens}", text)
-    path = tmp_path / "small_config.toml"
-    path.write_text(text)
-    return path
 
 
 def write_data(workdir: Path) -> None:

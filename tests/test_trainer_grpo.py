@@ -3,26 +3,16 @@
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import pytest
 
 from tests.support.servers import running_service
+from tests.support.service_config import small_service_config
 from trainer.cli import main as cli_main
 from trainer.configs import DataArguments, LoraArguments, ModelArguments, RewardServiceArguments
 from trainer.stages.grpo import GRPOStageConfig, build_dataset, plan
 
-
-def small_service_config(tmp_path: Path, max_tokens: int = 12) -> Path:
-    """The packaged Regime W config with every arm's max_tokens cut down (quick tiny-model arms)."""
-    from importlib.resources import files
-
-    text = files("reward_service.regime_w").joinpath("default_config.toml").read_text()
-    text = re.sub(r"(?m)^(\s*max_tokens\s*=\s*)\d+", rf"\g<1>{max_tokens}", text)
-    path = tmp_path / "small_config.toml"
-    path.write_text(text)
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -19,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.servers import running_service
+from tests.support.service_config import small_service_config
 from trainer.configs import DataArguments, ModelArguments, RewardServiceArguments
 from trainer.generation import SamplingSpec, _to_generation, generate_texts, sample_seed
 from trainer.stages.rollouts import (
@@ -36,16 +36,6 @@ TRAJECTORY_KEYS = {
 NUM_QUESTIONS = 6
 NUM_SAMPLES = 3
 
-
-def small_service_config(tmp_path: Path, max_tokens: int = 12) -> Path:
-    """The packaged Regime W config with every arm's max_tokens cut down (quick tiny-model arms)."""
-    from importlib.resources import files
-
-    text = files("reward_service.regime_w").joinpath("default_config.toml").read_text()
-    text = re.sub(r"(?m)^(\s*max_tokens\s*=\s*)\d+", rf"\g<1>{max_tokens}", text)
-    path = tmp_path / "small_config.toml"
-    path.write_text(text)
-    return path
 
 
 @pytest.fixture(scope="module")

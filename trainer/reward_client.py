@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import json
 import logging
 import os
 import random
@@ -27,7 +28,7 @@ from datetime import datetime, timezone
 from typing import Any, TypeVar
 
 import httpx
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from shared_schemas.wire import (
     API_VERSION,
@@ -57,6 +58,7 @@ __all__ = [
     "parse_retry_after",
     "backoff_delay",
     "split_batches",
+    "PrecomputeResult",
 ]
 
 log = logging.getLogger(__name__)
@@ -70,6 +72,9 @@ RETRY_STATUSES = frozenset({429, 503})
 SCORE_PATH = "/v1/score"
 INFO_PATH = "/v1/info"
 READY_PATH = "/readyz"
+PRECOMPUTE_PATH = "/v1/arms/precompute"
+#: Questions per ``POST /v1/arms/precompute`` request.
+PRECOMPUTE_CHUNK = 256
 
 _M = TypeVar("_M", bound=BaseModel)
 
@@ -300,6 +305,62 @@ def _check_batch(response: ScoreResponse, batch: Sequence[ScoreItem], url: str) 
             )
 
 
+# ------------------------------------------------------------------------ arm precomputation
+
+
+class PrecomputeResult(BaseModel):
+    """What ``POST /v1/arms/precompute`` answers (and ``precompute`` sums over its requests):
+    distinct questions sent, questions whose arms were generated, and questions already cached."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    questions: int = Field(ge=0)
+    generated: int = Field(ge=0)
+    already_cached: int = Field(ge=0)
+
+    def __add__(self, other: "PrecomputeResult") -> "PrecomputeResult":
+        return PrecomputeResult(
+            questions=self.questions + other.questions,
+            generated=self.generated + other.generated,
+            already_cached=self.already_cached + other.already_cached,
+        )
+
+
+def _precompute_chunks(questions: Sequence[str], chunk_size: int) -> list[list[str]]:
+    """The distinct questions (first-seen order) in slices of at most ``chunk_size``."""
+    if isinstance(questions, (str, bytes)) or not isinstance(questions, Sequence):
+        raise TypeError(f"questions must be a sequence of strings, got {type(questions).__name__}")
+    if chunk_size <= 0:
+        raise ValueError(f"chunk_size must be positive, got {chunk_size}")
+    for i, q in enumerate(questions):
+        if not isinstance(q, str) or not q.strip():
+            raise ValueError(f"questions[{i}] must be a non-empty string, got {q!r}")
+    unique = list(dict.fromkeys(questions))
+    return [unique[i : i + chunk_size] for i in range(0, len(unique), chunk_size)]
+
+
+def _precompute_body(chunk: Sequence[str]) -> bytes:
+    return json.dumps({"questions": list(chunk)}).encode("utf-8")
+
+
+def _check_precompute(result: PrecomputeResult, chunk: Sequence[str], url: str) -> PrecomputeResult:
+    if result.questions != len(chunk) or result.generated + result.already_cached != result.questions:
+        raise RewardServiceProtocolError(
+            f"reward service {url} answered {result.model_dump()} for {len(chunk)} distinct questions"
+        )
+    return result
+
+
+def _precompute_retry_delay(owner: "_ClientConfig", error: RewardServiceTimeout, attempt: int) -> float:
+    """Precompute is idempotent and the service keeps generating after a client timeout, so a
+    timed-out chunk is sent again (it joins the generation in flight); ``max_retries`` bounds it."""
+    if attempt > owner.max_retries:
+        raise error
+    delay = backoff_delay(attempt - 1, base_s=owner.backoff_base_s, max_s=owner.backoff_max_s, rng=owner.rng)
+    log.warning("arm precompute timed out (%s); retry %d/%d in %.2fs", error, attempt, owner.max_retries, delay)
+    return delay
+
+
 def _merge(responses: Sequence[ScoreResponse], url: str) -> ScoreResponse:
     """One response from the per-batch responses, results in batch order."""
     first = responses[0]
@@ -517,6 +578,25 @@ class RewardClient(_ClientConfig):
             responses.append(parsed)
         return _merge(responses, url)
 
+    def precompute(self, questions: Sequence[str], *, chunk_size: int = PRECOMPUTE_CHUNK) -> PrecomputeResult:
+        """``POST /v1/arms/precompute``: have the service generate and cache the arms of ``questions``
+        (deduplicated; requests of ``chunk_size``, one after another) ahead of training. Returns the
+        summed counts. Each chunk gets ``timeout_s``; unlike ``score``, a timed-out chunk is sent again
+        (up to ``max_retries``): the service keeps generating and the retry joins that generation."""
+        total = PrecomputeResult(questions=0, generated=0, already_cached=0)
+        for chunk in _precompute_chunks(questions, chunk_size):
+            body = _precompute_body(chunk)
+            attempt = 0
+            while True:
+                try:
+                    response, url = self._send("POST", PRECOMPUTE_PATH, body)
+                    break
+                except RewardServiceTimeout as exc:
+                    attempt += 1
+                    time.sleep(_precompute_retry_delay(self, exc, attempt))
+            total += _check_precompute(_parse_body(response, PrecomputeResult, url), chunk, url)
+        return total
+
     def info(self) -> InfoResponse:
         """``GET /v1/info``: scorer version, model, arm names, limits."""
         response, url = self._send("GET", INFO_PATH)
@@ -616,6 +696,25 @@ class AsyncRewardClient(_ClientConfig):
             await asyncio.gather(*tasks, return_exceptions=True)
             raise
         return _merge(responses, url)
+
+    async def precompute(
+        self, questions: Sequence[str], *, chunk_size: int = PRECOMPUTE_CHUNK
+    ) -> PrecomputeResult:
+        """``POST /v1/arms/precompute`` as ``RewardClient.precompute`` (chunks one after another:
+        the service batches generation itself, and a chunk's deadline should not include a queue)."""
+        total = PrecomputeResult(questions=0, generated=0, already_cached=0)
+        for chunk in _precompute_chunks(questions, chunk_size):
+            body = _precompute_body(chunk)
+            attempt = 0
+            while True:
+                try:
+                    response, url = await self._send("POST", PRECOMPUTE_PATH, body)
+                    break
+                except RewardServiceTimeout as exc:
+                    attempt += 1
+                    await asyncio.sleep(_precompute_retry_delay(self, exc, attempt))
+            total += _check_precompute(_parse_body(response, PrecomputeResult, url), chunk, url)
+        return total
 
     async def info(self) -> InfoResponse:
         """``GET /v1/info``: scorer version, model, arm names, limits."""

@@ -27,6 +27,7 @@ Outside TRL, ``reward.score(questions, completions, gold_answers)`` returns the 
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -156,6 +157,9 @@ class RegimeWReward:
         self._client_kwargs: dict[str, Any] = dict(base_url=base_url, api_key=api_key, **client_kwargs)
         self.last_scores: list[TrajectoryScore] = []
         self.last_key: tuple[Any, ...] | None = None
+        #: Timing hook: wall seconds spent waiting on the service (HTTP scoring calls) and their count.
+        self.wait_seconds = 0.0
+        self.calls = 0
 
     @classmethod
     def from_args(cls, args: Any, **kwargs: Any) -> "RegimeWReward":
@@ -205,6 +209,11 @@ class RegimeWReward:
         state["_client"] = None
         state["_owns_client"] = True
         return state
+
+    def reset_timing(self) -> None:
+        """Zero ``wait_seconds`` and ``calls`` (e.g. after a warm-up step)."""
+        self.wait_seconds = 0.0
+        self.calls = 0
 
     # --------------------------------------------------------------------------------- scoring
 
@@ -320,7 +329,12 @@ class RegimeWReward:
                 )
             )
             positions.append(members)
-        response = self.client.score(items, return_details=self.return_details)
+        started = time.perf_counter()
+        try:
+            response = self.client.score(items, return_details=self.return_details)
+        finally:
+            self.wait_seconds += time.perf_counter() - started
+            self.calls += 1
         out: list[TrajectoryScore | None] = [None] * len(texts)
         for members, result in zip(positions, response.results):
             for i, score in zip(members, result.scores):
