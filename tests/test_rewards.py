@@ -218,3 +218,38 @@ def test_grpo_trainer_logs_regime_w_and_components(srv: FlakyServer, tiny_model_
     # The total reward is the regime_w reward alone (components have weight 0).
     assert logged["reward"] == pytest.approx(logged["rewards/regime_w/mean"], rel=1e-5)
     reward.close()
+
+
+def test_timing_hook_accumulates_wait_and_logs_it_per_call(srv: FlakyServer) -> None:
+    """``wait_seconds``/``calls`` count the HTTP scoring calls only; TRL's log_metric gets each call's wait."""
+    from trainer.reward_client import RewardServiceHTTPError
+
+    srv.configure(script=[{"sleep": 0.3}])
+    prompts, completions, columns = grpo_batch()
+    logged: list[tuple[str, float]] = []
+
+    def log_metric(name: str, value: float) -> None:
+        logged.append((name, value))
+
+    with RegimeWReward(base_url=srv.url, max_retries=0) as reward:
+        assert (reward.wait_seconds, reward.calls) == (0.0, 0)
+        reward(prompts=prompts, completions=completions, log_metric=log_metric, **columns)
+        assert reward.calls == 1 and reward.wait_seconds >= 0.3
+        waits = [v for name, v in logged if name == "regime_w/wait_s"]
+        assert len(waits) == 1 and waits[0] == pytest.approx(reward.wait_seconds)
+
+        for fn in reward.component_functions():  # same completions: served from the last call, no HTTP
+            fn(prompts=prompts, completions=completions, **columns)
+        assert reward.calls == 1
+
+        first = reward.wait_seconds
+        reward(prompts=prompts, completions=completions[::-1], **columns)
+        assert reward.calls == 2 and reward.wait_seconds > first
+
+        srv.configure(script=[{"status": 400, "code": "bad", "message": "no"}])
+        with pytest.raises(RewardServiceHTTPError):
+            reward(prompts=prompts, completions=completions, **columns)
+        assert reward.calls == 3  # a failed call was waited on too
+
+        reward.reset_timing()
+        assert (reward.wait_seconds, reward.calls) == (0.0, 0)

@@ -72,3 +72,17 @@ def test_target_drops_calculator_annotations_and_keeps_the_answer_line() -> None
     )
     assert "<<" not in target and ">>" not in target
     assert target.splitlines()[-1] == "#### 10"
+
+
+def test_target_closes_an_open_think_block_before_the_answer():
+    from shared_schemas.answer import parse_answer
+    from trainer.prompts import format_target, opens_think
+
+    solution = "She sold 48/2 = <<48/2=24>>24 in May.\nIn all 48+24 = <<48+24=72>>72.\n#### 72"
+    r1_prompt = "<｜begin▁of▁sentence｜><｜User｜>How many?<｜Assistant｜><think>\n"
+    assert opens_think(r1_prompt) and not opens_think("Question: How many?\nAnswer:")
+    target = format_target(solution, close_think=True)
+    assert target == "She sold 48/2 = 24 in May.\nIn all 48+24 = 72.\n</think>\n\n#### 72"
+    parsed = parse_answer(target)
+    assert parsed.value == "72" and parsed.format_ok
+    assert format_target(solution) == "She sold 48/2 = 24 in May.\nIn all 48+24 = 72.\n#### 72"

@@ -21,6 +21,7 @@ __all__ = [
     "build_prompt",
     "completion_separator",
     "format_target",
+    "opens_think",
 ]
 
 INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
@@ -56,12 +57,21 @@ def build_prompt(question: str, tokenizer: Any) -> str:
     return PLAIN_TEMPLATE.format(question=question.strip())
 
 
-def format_target(solution: str) -> str:
+def format_target(solution: str, *, close_think: bool = False) -> str:
     """A GSM8K solution as an SFT target: ``<<a*b=c>>`` calculator annotations removed, the
-    ``#### N`` last line kept."""
+    ``#### N`` last line kept. With ``close_think`` (the prompt opened a ``<think>`` block, as
+    DeepSeek-R1's template does) the reasoning is closed with ``</think>`` before the answer line,
+    so the model learns R1's shape: reasoning, ``</think>``, final answer."""
     text = _CALCULATOR_ANNOTATION.sub("", solution)
     lines = [line.rstrip() for line in text.strip().splitlines()]
+    if close_think and lines and lines[-1].lstrip().startswith("####"):
+        return "\n".join(lines[:-1]) + "\n</think>\n\n" + lines[-1].strip()
     return "\n".join(lines)
+
+
+def opens_think(prompt: str) -> bool:
+    """True when the prompt ends inside an open ``<think>`` block (DeepSeek-R1's generation prompt)."""
+    return prompt.rstrip().endswith("<think>")
 
 
 def completion_separator(tokenizer: Any) -> str:

@@ -22,6 +22,10 @@ completion (each prompt repeated ``num_generations`` times). ``RegimeWReward``:
 
 Outside TRL, ``reward.score(questions, completions, gold_answers)`` returns the full
 ``TrajectoryScore`` of each completion.
+
+Timing hook: ``wait_seconds`` and ``calls`` accumulate the wall time and number of the HTTP scoring
+calls (``reset_timing()`` zeroes them); under TRL each call also logs ``regime_w/wait_s``, so the
+step logs show how long the step waited on the service.
 """
 
 from __future__ import annotations
@@ -256,6 +260,7 @@ class RegimeWReward:
             golds = [None if s is None else normalize_gold(str(s)) for s in solutions]
         ids = _column("id", kwargs.get("id"), n)
         token_ids = _column("completion_ids", completion_ids, n) if self.use_completion_ids else None
+        waited_before = self.wait_seconds
         scores = self._score(
             questions=questions if questions is not None else [question_text(p) for p in prompts],
             texts=[completion_text(c) for c in completions],
@@ -266,6 +271,8 @@ class RegimeWReward:
         self.last_scores = scores
         self.last_key = self.call_key(prompts, completions, {"question": questions} if questions else {})
         self._log(kwargs.get("log_metric"), kwargs.get("log_extra"), scores)
+        if callable(kwargs.get("log_metric")) and scores:
+            kwargs["log_metric"]("regime_w/wait_s", self.wait_seconds - waited_before)
         return [getattr(s, self.reward_key) for s in scores]
 
     def score(

@@ -13,6 +13,8 @@ With ``beta > 0`` TRL uses a frozen copy of the starting adapter (the SFT policy
 
 from __future__ import annotations
 
+import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +29,7 @@ from trainer.configs import (
     apply_cpu_precision_rule,
 )
 
-__all__ = ["ARG_CLASSES", "GRPOStageConfig", "REWARD_WEIGHTS", "build_dataset", "plan", "run"]
+__all__ = ["ARG_CLASSES", "GRPOStageConfig", "REWARD_WEIGHTS", "build_dataset", "plan", "precompute_arms", "run"]
 
 
 @dataclass
@@ -37,11 +39,18 @@ class GRPOStageConfig(GRPOConfig):
     output_dir: str = field(
         default="checkpoints/lora_grpo", metadata={"help": "Where the GRPO adapter + tokenizer go."}
     )
+    precompute_arms: bool = field(
+        default=True,
+        metadata={"help": "Before training, have the service generate and cache the arms of every training "
+                          "question (POST /v1/arms/precompute), so no GRPO step waits on arm generation."},
+    )
 
     def __post_init__(self) -> None:
         apply_cpu_precision_rule(self)
         super().__post_init__()
 
+
+log = logging.getLogger(__name__)
 
 ARG_CLASSES: tuple[type, ...] = (ModelArguments, LoraArguments, DataArguments, RewardServiceArguments, GRPOStageConfig)
 
@@ -84,6 +93,27 @@ def build_dataset(problems: list[Any], tokenizer: Any) -> Any:
     ])
 
 
+def precompute_arms(client: Any, questions: list[str]) -> dict[str, Any]:
+    """Fill the service's arm cache for ``questions`` before training (``POST /v1/arms/precompute``).
+
+    Returns the counts and the seconds it took. A service without the endpoint (HTTP 404) is logged
+    and skipped: training still works, its first steps just wait on arm generation.
+    """
+    from trainer.reward_client import RewardServiceHTTPError
+
+    started = time.perf_counter()
+    try:
+        result = client.precompute(questions)
+    except RewardServiceHTTPError as exc:
+        if exc.status != 404:
+            raise
+        log.warning("the reward service has no arm precompute endpoint (%s); training without it", exc)
+        return {"skipped": str(exc)}
+    summary = {**result.model_dump(), "seconds": round(time.perf_counter() - started, 3)}
+    log.info("arms precomputed: %s", summary)
+    return summary
+
+
 def plan(model_args: ModelArguments, lora_args: LoraArguments, data_args: DataArguments,
          reward_args: RewardServiceArguments, config: GRPOConfig) -> dict[str, Any]:
     _check(config)
@@ -97,7 +127,8 @@ def plan(model_args: ModelArguments, lora_args: LoraArguments, data_args: DataAr
                  "max_train_samples": data_args.max_train_samples,
                  "columns": ["prompt", "question", "gold_answer", "id"]},
         "reward": {"url": reward_args.reward_url, "functions": ["regime_w", "s_end", "s_path", "s_cf", "s_wm"],
-                   "weights": config.reward_weights or REWARD_WEIGHTS},
+                   "weights": config.reward_weights or REWARD_WEIGHTS,
+                   "precompute_arms": config.precompute_arms},
         "grpo": {"num_generations": config.num_generations,
                  "per_device_train_batch_size": config.per_device_train_batch_size,
                  "gradient_accumulation_steps": config.gradient_accumulation_steps,
@@ -123,11 +154,13 @@ def run(model_args: ModelArguments, lora_args: LoraArguments, data_args: DataArg
     train, _ = load_train_dev(data_args)
     tokenizer = load_tokenizer(model_args)
     dataset = build_dataset(train, tokenizer)
-    model = load_policy(model_args, trainable=True)
-    peft_config = None if model_args.adapter_path else lora_config(lora_args)
 
     reward = RegimeWReward.from_args(reward_args)
     try:
+        # before loading the policy: a service that is down or misconfigured fails the stage at once
+        precomputed = precompute_arms(reward.client, [p.question for p in train]) if config.precompute_arms else None
+        model = load_policy(model_args, trainable=True)
+        peft_config = None if model_args.adapter_path else lora_config(lora_args)
         trainer = GRPOTrainer(
             model=model,
             reward_funcs=[reward, *reward.component_functions()],
@@ -155,4 +188,7 @@ def run(model_args: ModelArguments, lora_args: LoraArguments, data_args: DataArg
         "questions": len(dataset),
         "reward_per_step": [entry.get("reward") for entry in logs],
         "components_per_step": components,
+        "precompute": precomputed,
+        "reward_wait_s": round(reward.wait_seconds, 3),
+        "reward_calls": reward.calls,
     }

@@ -100,13 +100,15 @@ def plan(
 
 def build_sft_records(problems: list[Any], tokenizer: Any) -> list[dict[str, str]]:
     """Prompt-completion rows for TRL: the one prompt, and the cleaned GSM8K solution."""
-    from trainer.prompts import build_prompt, completion_separator, format_target
+    from trainer.prompts import build_prompt, completion_separator, format_target, opens_think
 
     sep = completion_separator(tokenizer)
-    return [
-        {"prompt": build_prompt(p.question, tokenizer), "completion": sep + format_target(p.solution)}
-        for p in problems
-    ]
+    records = []
+    for p in problems:
+        prompt = build_prompt(p.question, tokenizer)
+        target = format_target(p.solution, close_think=opens_think(prompt))
+        records.append({"prompt": prompt, "completion": sep + target})
+    return records
 
 
 def run(
