@@ -245,7 +245,8 @@ def run_trainer(spec: RunSpec, model_dir: str, warmup: int, steps: int) -> dict[
     with tempfile.TemporaryDirectory() as out:
         args = SFTStageConfig(
             output_dir=out, per_device_train_batch_size=spec.batch, gradient_accumulation_steps=1,
-            max_steps=total, max_length=spec.seq, learning_rate=2e-4, lr_scheduler_type="constant",
+            # padding-free without packing: TRL wants max_length=None (the rows are exactly seq already)
+            max_steps=total, max_length=None if spec.padding_free else spec.seq, learning_rate=2e-4, lr_scheduler_type="constant",
             optim=spec.optim, gradient_checkpointing=spec.gradient_checkpointing,
             gradient_checkpointing_kwargs=gc_kwargs or None, bf16=torch.cuda.is_available(),
             use_liger_kernel=spec.liger, padding_free=spec.padding_free, logging_steps=1,
@@ -291,6 +292,7 @@ def default_specs(seq: int) -> list[RunSpec]:
         RunSpec("trainer-best-b4", "trainer", 4, seq),
         RunSpec("trainer-best-b16", "trainer", 16, seq),
         RunSpec("trainer-liger-nogc-b8", "trainer", 8, seq, liger=True, gradient_checkpointing=False),
+        RunSpec("trainer-liger-b8-rep", "trainer", 8, seq, liger=True),  # run-to-run spread
     ]
 
 

@@ -314,3 +314,111 @@ def test_split_batches_and_url_resolution(monkeypatch: pytest.MonkeyPatch) -> No
     assert resolve_base_url("https://x.example") == "https://x.example"
     with pytest.raises(RewardServiceError, match="http"):
         resolve_base_url("reward.internal:9000")
+
+
+# ------------------------------------------------------------------- arm precompute (real service)
+
+
+@pytest.fixture(scope="module")
+def arm_service(tiny_model_dir, tmp_path_factory):
+    """The real ``regime-w-serve`` (hf backend, the tiny model, short arms, an API key)."""
+    from tests.support.servers import running_service
+    from tests.support.service_config import small_service_config
+
+    tmp = tmp_path_factory.mktemp("precompute-service")
+    env = {
+        "REGIME_W_DEVICE": "cpu",
+        "REGIME_W_CONFIG_PATH": str(small_service_config(tmp, max_tokens=4)),
+        "REGIME_W_CACHE_PATH": str(tmp / "arms.sqlite3"),
+        "REGIME_W_API_KEYS": "precompute-key-0123456789",
+    }
+    with running_service("--backend", "hf", "--model", str(tiny_model_dir), env=env, timeout=180) as server:
+        yield server
+
+
+def test_precompute_fills_the_real_service_cache(arm_service) -> None:
+    q1, q2, q3 = ("A bag has 3 apples. How many in 4 bags?", "Tom has 9 pens and gives 2 away. How many left?",
+                  "What is 12 divided by 4?")
+    with RewardClient(arm_service.url, api_key="precompute-key-0123456789", **FAST) as client:
+        first = client.precompute([q1, q2, q1], chunk_size=1)  # deduplicated: two requests of one question
+        assert first.model_dump() == {"questions": 2, "generated": 2, "already_cached": 0}
+        again = client.precompute([q2, q1])
+        assert again.model_dump() == {"questions": 2, "generated": 0, "already_cached": 2}
+        response = client.score([ScoreItem(id="a", question=q1, gold_answer="12", trajectories=["3*4=12 #### 12"])])
+        assert response.results[0].arms_from_cache is True  # scoring a precomputed question generates nothing
+        assert client.precompute([]).model_dump() == {"questions": 0, "generated": 0, "already_cached": 0}
+        with pytest.raises(ValueError, match=r"questions\[1\]"):
+            client.precompute([q1, "  "])
+        with pytest.raises(TypeError):
+            client.precompute(q1)  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="chunk_size"):
+            client.precompute([q1], chunk_size=0)
+
+    async def go():
+        async with AsyncRewardClient(arm_service.url, api_key="precompute-key-0123456789", **FAST) as client:
+            return await client.precompute([q3, q1], chunk_size=1)
+
+    assert asyncio.run(go()).model_dump() == {"questions": 2, "generated": 1, "already_cached": 1}
+
+    with RewardClient(arm_service.url, api_key="wrong-key-0123456789", **FAST) as client:
+        with pytest.raises(RewardServiceHTTPError) as info:
+            client.precompute([q1])
+    assert info.value.status == 401
+
+
+class _SlowPrecomputeServer:
+    """A small uvicorn server on loopback with ``POST /v1/arms/precompute``: the first request of each
+    question answers late (like a long generation that goes on after the client gave up); its
+    answers can be made inconsistent to check the client's protocol check."""
+
+    def __init__(self) -> None:
+        import threading
+
+        import uvicorn
+        from fastapi import FastAPI
+
+        self.seen: list[list[str]] = []
+        self.lie = False
+        app = FastAPI()
+
+        @app.post("/v1/arms/precompute")
+        async def precompute(body: dict) -> dict:  # a plain JSON body (annotations are strings here)
+            questions = body["questions"]
+            fresh = [q for q in questions if all(q not in s for s in self.seen)]
+            self.seen.append(questions)
+            if fresh:
+                await asyncio.sleep(3.0)
+            n = len(questions) + (1 if self.lie else 0)
+            return {"questions": n, "generated": len(fresh), "already_cached": n - len(fresh)}
+
+        port = free_port()
+        self.url = f"http://127.0.0.1:{port}"
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            assert time.monotonic() < deadline, "precompute test server did not start"
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+def test_precompute_retries_a_timed_out_chunk_and_checks_counts() -> None:
+    server = _SlowPrecomputeServer()
+    try:
+        with RewardClient(server.url, timeout_s=1.0, max_retries=3, backoff_base_s=0.01, backoff_max_s=0.02) as client:
+            result = client.precompute(["q one", "q two"])
+            # the first try timed out; the retry found the chunk done (here: "cached")
+            assert len(server.seen) >= 2 and all(s == ["q one", "q two"] for s in server.seen)
+            assert result.model_dump() == {"questions": 2, "generated": 0, "already_cached": 2}
+        with RewardClient(server.url, timeout_s=1.0, max_retries=0, backoff_base_s=0.01) as client:
+            with pytest.raises(RewardServiceTimeout):
+                client.precompute(["q three"])  # no retries left
+            server.lie = True
+            with pytest.raises(RewardServiceProtocolError, match="distinct questions"):
+                client.precompute(["q one"])
+    finally:
+        server.stop()

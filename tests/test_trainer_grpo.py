@@ -147,3 +147,60 @@ def test_dataset_uses_the_one_prompt(tiny_model_dir):
     assert (row["question"], row["gold_answer"], row["id"]) == ("What is 2+3?", "5", "gsm8k-train-0")
     with pytest.raises(ValueError, match="no training problems"):
         build_dataset([], tok)
+
+
+# ------------------------------------------------------------------ arms precomputed before training
+
+
+def arm_cache_misses(url: str) -> float:
+    import httpx
+
+    text = httpx.get(url + "/metrics", timeout=10).text
+    found = [line.split()[-1] for line in text.splitlines() if line.startswith("regime_w_arm_cache_misses_total ")]
+    assert found, "the service's /metrics has no regime_w_arm_cache_misses_total"
+    return float(found[0])
+
+
+def test_grpo_precomputes_the_arms_so_no_step_waits_on_generation(service, tiny_model_dir, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("REGIME_W_API_KEY", "grpo-test-key-0123456789")
+    rows = [{"question": f"Sam reads {5 + i} pages a day. How many pages in 3 days?",
+             "answer": f"{5 + i}*3={15 + 3 * i}\n#### {15 + 3 * i}"} for i in range(6)]
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    values = {
+        "model_name_or_path": str(tiny_model_dir), "quantization": "none", "torch_dtype": "float32",
+        "dataset": "train.jsonl", "split_file": "split.json", "max_train_samples": 4,
+        "reward_url": service.url, "output_dir": "checkpoints/lora_grpo", "lora_r": 4, "lora_alpha": 8,
+        "num_generations": 2, "per_device_train_batch_size": 4, "max_completion_length": 8, "max_steps": 2,
+        "logging_steps": 1, "use_vllm": False, "report_to": "none", "save_strategy": "no", "seed": 3,
+    }
+    recipe = tmp_path / "grpo.yaml"
+    recipe.write_text("".join(f"{k}: {json.dumps(v)}\n" for k, v in values.items()))
+
+    assert cli_main(["grpo", "--config", str(recipe), "--dry-run"]) == 0
+    assert json.loads(capsys.readouterr().out)["reward"]["precompute_arms"] is True  # the default
+    assert cli_main(["grpo", "--config", str(recipe), "--dry-run", "--precompute_arms", "false"]) == 0
+    assert json.loads(capsys.readouterr().out)["reward"]["precompute_arms"] is False
+
+    misses = arm_cache_misses(service.url)
+    assert cli_main(["grpo", "--config", str(recipe)]) == 0
+    out = capsys.readouterr().out
+    summary = json.loads(out[out.index('{\n  "stage"'):])
+    pre = summary["precompute"]
+    assert {k: pre[k] for k in ("questions", "generated", "already_cached")} == {
+        "questions": 4, "generated": 4, "already_cached": 0}
+    assert summary["global_step"] == 2 and summary["reward_calls"] >= 2 and summary["reward_wait_s"] > 0
+    waits, steps = summary["reward_wait_s_per_step"], summary["step_time_s_per_step"]
+    assert len(waits) == len(steps) == 2 and all(0 < w < t for w, t in zip(waits, steps)), (waits, steps)
+    # every score request of the two steps found its question's arms in the cache
+    assert arm_cache_misses(service.url) == misses
+
+
+def test_precompute_skipped_when_the_service_has_no_endpoint():
+    from tests.support.flaky_server import start_flaky_server
+    from trainer.reward_client import RewardClient
+    from trainer.stages.grpo import precompute_arms
+
+    with start_flaky_server() as srv, RewardClient(srv.url, max_retries=0) as client:
+        result = precompute_arms(client, ["What is 2+3?"])
+    assert set(result) == {"skipped"} and "404" in result["skipped"]

@@ -191,4 +191,8 @@ def run(model_args: ModelArguments, lora_args: LoraArguments, data_args: DataArg
         "precompute": precomputed,
         "reward_wait_s": round(reward.wait_seconds, 3),
         "reward_calls": reward.calls,
+        # per logged step: seconds waited on the service (RegimeWReward) and TRL's step_time
+        "reward_wait_s_per_step": [entry.get("regime_w/wait_s") for entry in logs],
+        "step_time_s_per_step": [entry.get("step_time") for entry in logs],
+        "train_runtime_s": result.metrics.get("train_runtime"),
     }

@@ -191,13 +191,13 @@ def _distances(c: _Ctx, k: int) -> tuple[str, list[Step]]:
     if k == 2:
         e = c.n(5, 90)
         q = (f"A {v} travels at {s} miles per hour for {h} hours and then {e} more miles. "
-             f"How many miles does it travel in all?")
-        return q, [s1, Step(d1, "+", e, f"In all it travels {{eq}} miles.")]
+             "How many miles does it travel in all?")
+        return q, [s1, Step(d1, "+", e, "In all it travels {eq} miles.")]
     s2, h2 = c.n(3, 60), c.n(2, 9)
     q = (f"A {v} travels at {s} miles per hour for {h} hours, then at {s2} miles per hour "
          f"for {h2} hours. How many miles does it travel in all?")
-    return q, [s1, Step(s2, "*", h2, f"Then it covers {{eq}} miles."),
-               Step(d1, "+", s2 * h2, f"In all it travels {{eq}} miles.")]
+    return q, [s1, Step(s2, "*", h2, "Then it covers {eq} miles."),
+               Step(d1, "+", s2 * h2, "In all it travels {eq} miles.")]
 
 
 def _sharing(c: _Ctx, k: int) -> tuple[str, list[Step]]:
