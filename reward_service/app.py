@@ -203,7 +203,7 @@ def _make_backend(settings: Settings) -> GenerationBackend:
         batch_size=settings.generation_batch_size,
         openai_base_url=settings.openai_base_url,
         openai_api_key=settings.openai_api_key,
-        timeout_s=settings.generation_timeout_s,
+        timeout_s=settings.backend_timeout_s,
         max_concurrency=settings.openai_max_concurrency,
         seed=settings.seed,
     )

@@ -33,7 +33,8 @@ class Settings(BaseSettings):
     device: str = "auto"
     dtype: str = "auto"
     generation_batch_size: int = Field(default=32, ge=1)
-    generation_timeout_s: float = Field(default=300.0, gt=0)
+    generation_timeout_s: float = Field(default=300.0, gt=0)  # how long a request waits on generation
+    backend_timeout_s: float = Field(default=900.0, gt=0)  # deadline of one backend call (a hung backend)
     generation_batch_window_ms: float = Field(default=5.0, ge=0)
     max_pending_questions: int = Field(default=4096, ge=1)
     seed: int = 0

@@ -1,9 +1,13 @@
 """The main job, offline on the CPU: the reward service, curl-scoring, and the training loop.
 
-    python scripts/demo.py                 # everything (toy world when it is available)
+    python scripts/demo.py                 # everything: service + curl, then the toy-world loop
     python scripts/demo.py --service-only  # start the service, curl-score examples/batch.json, stop
 
-Each step prints what it runs; the service is always stopped at the end, also on failure.
+The loop (scripts/toy_loop.py) builds the toy base (cached), starts the reward service on it with
+arms generated live by the toy model, curl-scores examples/batch.json and a toy item without arm
+outputs, runs sft -> rollouts -> prefs -> dpo -> grpo -> eval through the real CLIs and prints the
+accuracy table. Each step prints what it runs; the service is always stopped at the end, also on
+failure.
 """
 
 from __future__ import annotations
@@ -25,6 +29,9 @@ from pathlib import Path
 import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from toy_loop import LoopError, Paths, run_toy_loop  # noqa: E402
 
 
 def banner(text: str) -> None:
@@ -74,9 +81,13 @@ def reward_service(*flags: str, log_path: Path, env: dict[str, str]) -> Iterator
             print(f"reward service stopped (exit {proc.returncode})", flush=True)
 
 
+def _rel(path: Path) -> str:
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
 def curl_score(url: str, key: str, batch: Path) -> dict:
     """Run examples/curl.sh against the service (curl when installed, else the same request with httpx)."""
-    print(f"$ REGIME_W_URL={url} REGIME_W_API_KEY=<key> examples/curl.sh {batch.relative_to(ROOT)}", flush=True)
+    print(f"$ REGIME_W_URL={url} REGIME_W_API_KEY=<key> examples/curl.sh {_rel(batch)}", flush=True)
     if shutil.which("curl"):
         out = subprocess.run(["bash", str(ROOT / "examples" / "curl.sh"), str(batch)], capture_output=True, text=True,
                              env={**os.environ, "REGIME_W_URL": url, "REGIME_W_API_KEY": key}, check=False)
@@ -109,19 +120,46 @@ def service_demo(workdir: Path) -> None:
         print_scores(curl_score(url, key, ROOT / "examples" / "batch.json"))
 
 
+def toy_item(paths: Paths) -> dict:
+    """One toy dev problem with two made-up trajectories and NO arm outputs: the service has the toy
+    model generate its 8 arms live."""
+    problem = json.loads((paths.data / "dev.jsonl").read_text(encoding="utf-8").splitlines()[0])
+    gold = problem["answer"].rsplit("####", 1)[-1].strip()
+    right = problem["answer"].split("\n")
+    wrong = [*right[:-1], f"#### {int(gold) + 1}"]
+    return {"items": [{"id": "toy-dev-0", "question": problem["question"], "gold_answer": f"#### {gold}",
+                       "trajectories": ["\n".join(right), "\n".join(wrong)]}], "return_details": True}
+
+
+def curl_on_toy_service(url: str, key: str, paths: Paths) -> None:
+    """Inside the loop, once the toy-base service is up: curl-score both batches."""
+    banner("Curl-scoring the toy-base service: examples/batch.json, then a toy item without arm outputs")
+    print_scores(curl_score(url, key, ROOT / "examples" / "batch.json"))
+    batch = paths.workdir / "toy_batch.json"
+    batch.write_text(json.dumps(toy_item(paths), indent=2), encoding="utf-8")
+    print_scores(curl_score(url, key, batch))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workdir", type=Path, default=ROOT / "runs" / "demo", help="where artifacts go")
     parser.add_argument("--service-only", action="store_true", help="only the service + curl-scoring step")
+    parser.add_argument("--seed", type=int, default=0, help="training seed of the toy loop")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per process")
     args = parser.parse_args(argv)
+    args.workdir = args.workdir.resolve()
     args.workdir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     service_demo(args.workdir)
     if not args.service_only:
+        banner("2. The toy world: toy base (cached) -> service with live arms -> sft -> rollouts -> prefs "
+               "-> dpo -> grpo -> eval")
         try:
-            from scripts_toy_loop import toy_loop  # noqa: F401 - filled in by the toy world
-        except ImportError:
-            pass
+            run_toy_loop(args.workdir / "toy", seed=args.seed, threads=args.threads,
+                         base_dir=args.workdir / "toy_base", on_service=curl_on_toy_service)
+        except LoopError as exc:
+            print(f"\nthe toy loop failed: {exc}", file=sys.stderr)
+            return 1
     print(f"\ndone in {time.monotonic() - started:.0f} s; artifacts under {args.workdir}")
     return 0
 

@@ -6,6 +6,7 @@ import concurrent.futures
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -163,3 +164,26 @@ def test_precompute_cli_rejects_a_bad_file(hf_env, tmp_path):
         env={**__import__("os").environ, **hf_env},
     )
     assert proc.returncode == 2 and "bad.jsonl:2" in proc.stderr
+
+
+def test_deadline_504_then_overload_503_then_the_cache_serves_the_retry(hf_env, tmp_path):
+    env = {**hf_env, "REGIME_W_CONFIG_PATH": str(small_service_config(tmp_path, max_tokens=300)),
+           "REGIME_W_CACHE_PATH": str(tmp_path / "deadline.sqlite3"),
+           "REGIME_W_GENERATION_TIMEOUT_S": "0.05", "REGIME_W_MAX_PENDING_QUESTIONS": "1"}
+    q1 = "Ben walks 3 km a day for 5 days. How many km does he walk?"
+    q2 = "Ben walks 4 km a day for 5 days. How many km does he walk?"
+    body = lambda q: {"items": [{"id": "q", "question": q, "trajectories": ["15 km. #### 15"]}]}  # noqa: E731
+    with running_service(env=env, timeout=180) as server:
+        slow = httpx.post(server.url + "/v1/score", json=body(q1), headers=HEADERS, timeout=60)
+        assert slow.status_code == 504, slow.text
+        assert slow.json()["error"]["code"] == "generation_timeout"
+        busy = httpx.post(server.url + "/v1/score", json=body(q2), headers=HEADERS, timeout=60)
+        assert busy.status_code == 503, busy.text
+        assert busy.json()["error"]["code"] == "overloaded" and int(busy.headers["retry-after"]) >= 1
+        # the generation of q1 went on in the background and filled the cache: the retry is served from it
+        for _ in range(600):
+            again = httpx.post(server.url + "/v1/score", json=body(q1), headers=HEADERS, timeout=60)
+            if again.status_code == 200:
+                break
+            time.sleep(0.1)
+        assert again.status_code == 200 and again.json()["results"][0]["arms_from_cache"] is True

@@ -8,6 +8,8 @@ import sys
 
 import httpx
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tests.support.servers import free_port, running_service
 
@@ -257,3 +259,48 @@ def test_examples_batch_scores(client):
         for s in res["scores"]:
             for key in ("s_end", "s_path", "s_cf", "s_wm"):
                 assert 0.0 <= s[key] <= 1.0
+
+
+def test_no_arm_text_or_prompt_in_the_log(client, provided_server):
+    r = client.post("/v1/score", json={"items": [item(), item(arm_outputs=arm_outputs() + [{"arm": "bogus", "text": SECRET_MARKER}])]})
+    assert r.status_code == 422
+    assert SECRET_MARKER not in r.text
+    client.post("/v1/score", json={"items": [item()]})
+    log = provided_server.log()
+    assert "POST /v1/score" in log  # the log is being read
+    assert SECRET_MARKER not in log
+    from reward_service.regime_w.config import default_config
+
+    for spec in default_config().arms:
+        assert spec.instruction.split("{question}")[0].strip()[:40] not in log
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4),
+    max_leaves=12,
+)
+item_like = st.fixed_dictionaries(
+    {},
+    optional={
+        "id": json_values | st.text(max_size=10),
+        "question": json_values | st.just(QUESTION),
+        "gold_answer": json_values | st.sampled_from(["#### 72", "72", "", "seventy", "1/0", "#### "]),
+        "trajectories": json_values | st.lists(st.text(max_size=50), max_size=3),
+        "num_tokens": json_values | st.lists(st.integers(-5, 10**8), max_size=3),
+        "arm_outputs": json_values | st.lists(
+            st.fixed_dictionaries({"arm": st.sampled_from(ARMS + ["x"]), "text": st.text(max_size=40)}), max_size=9),
+    },
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(body=st.one_of(json_values, st.fixed_dictionaries(
+    {"items": st.lists(item_like, max_size=3) | json_values},
+    optional={"return_details": json_values, "extra": json_values})))
+def test_no_input_yields_a_500(client, body):
+    r = client.post("/v1/score", json=body)
+    assert r.status_code in {200, 400, 413, 422}, (r.status_code, r.text, body)
+    payload = r.json()
+    if r.status_code != 200:
+        assert set(payload) == {"error"} and payload["error"]["message"]
