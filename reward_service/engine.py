@@ -8,6 +8,8 @@ the offline ``regime-w-score`` CLI. Nothing it returns or logs contains an arm p
 from __future__ import annotations
 
 import asyncio
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -27,6 +29,7 @@ from reward_service.regime_w.config import RegimeWConfig
 from reward_service.regime_w.scorer import (
     ArmText,
     GoldAnswerError,
+    PreparedArms,
     TrajectoryScores,
     UnknownArmError,
     prepare_arms,
@@ -85,11 +88,32 @@ def to_wire(s: TrajectoryScores, details: bool) -> TrajectoryScore:
 
 
 class ScoringEngine:
-    def __init__(self, config: RegimeWConfig, arms: ArmProvider, metrics: Metrics, limits: Limits) -> None:
+    def __init__(
+        self, config: RegimeWConfig, arms: ArmProvider, metrics: Metrics, limits: Limits, prepared_items: int = 4096
+    ) -> None:
         self.config = config
         self.arms = arms
         self.metrics = metrics
         self.limits = limits
+        # parsed arms of recent questions: every request of a training run scores the same questions again
+        self._prepared: OrderedDict[tuple[str, tuple[ArmText, ...]], PreparedArms] = OrderedDict()
+        self._prepared_items = prepared_items
+        self._prepared_lock = threading.Lock()
+
+    def prepare(self, question: str, arm_texts: tuple[ArmText, ...]) -> PreparedArms:
+        """``prepare_arms``, memoized on (question, arm texts): each arm text is parsed once."""
+        key = (question, arm_texts)
+        with self._prepared_lock:
+            found = self._prepared.get(key)
+            if found is not None:
+                self._prepared.move_to_end(key)
+                return found
+        prepared = prepare_arms(question, arm_texts, self.config)
+        with self._prepared_lock:
+            self._prepared[key] = prepared
+            while len(self._prepared) > self._prepared_items:
+                self._prepared.popitem(last=False)
+        return prepared
 
     @property
     def info(self) -> ScorerInfo:
@@ -143,7 +167,7 @@ class ScoringEngine:
         n_traj = 0
         for i, (item, (arm_texts, from_cache)) in enumerate(zip(request.items, arms)):
             try:
-                prepared = prepare_arms(item.question, arm_texts, self.config)
+                prepared = self.prepare(item.question, arm_texts)
             except UnknownArmError as exc:
                 raise InvalidRequest(f"items[{i}].arm_outputs: {exc}") from None
             num_tokens, source = self._count_tokens(item)
