@@ -6,8 +6,8 @@ real work on the CPU), writes a GSM8K-format data set, starts the real ``regime-
 (``trainer.stages.grpo.run``: TRL ``GRPOTrainer``, ``RegimeWReward`` over HTTP) twice, each time
 against a fresh service with an empty arm cache:
 
-- ``cached``: ``precompute_arms: true`` (the default) — the stage fills the cache for every training
-  question through ``POST /v1/arms/precompute`` before step 1;
+- ``cached``: ``precompute_arms: true`` (the default) — before step 1 the stage fills the cache
+  for every question the run will draw, through ``POST /v1/arms/precompute``;
 - ``cold``: ``precompute_arms: false`` — every step's new questions wait on arm generation.
 
 Per step it reports TRL's ``step_time`` (generation + reward + loss/backward of the step) and the
@@ -19,9 +19,10 @@ shares. The service's ``/metrics`` give the arm cache hits/misses of each run.
     python3 bench/grpo_wait.py --out bench/results/grpo_wait.json
     python3 bench/grpo_wait.py --steps 4 --questions 16          # quicker
 
-The trainer and the service share the machine's cores (and, here, other users' jobs), so the
-cold-cache wait includes arm generation competing with nothing but itself: the trainer is idle
-while it waits.
+The trainer and the service share the machine's cores; while the trainer waits on a cold-cache
+step it is idle, so arm generation has the cores to itself. Other jobs on the machine slow single
+steps (and the precompute) by up to 30x: read the per-step table and the median share, and
+``machine.loadavg_*`` in the JSON.
 """
 
 from __future__ import annotations
@@ -86,13 +87,17 @@ def scrape(url: str) -> dict[str, float]:
         "regime_w_arm_generations_total": "arm_generations",
         "regime_w_generation_seconds_sum": "generation_s",
     }
-    out = {name: 0.0 for name in (*wanted.values(), "cache_hits")}
+    out = {name: 0.0 for name in (*wanted.values(), "cache_hits", "score_requests", "score_server_s")}
     for line in httpx.get(url + "/metrics", timeout=10).text.splitlines():
         if line.startswith("#") or not line.strip():
             continue
         name, value = line.rsplit(" ", 1)
         if name.startswith("regime_w_arm_cache_hits_total"):
             out["cache_hits"] += float(value)
+        elif name == 'regime_w_request_seconds_count{route="/v1/score"}':
+            out["score_requests"] = float(value)
+        elif name == 'regime_w_request_seconds_sum{route="/v1/score"}':
+            out["score_server_s"] = float(value)
         elif name in wanted:
             out[wanted[name]] = float(value)
     return out
@@ -143,6 +148,9 @@ def run_scenario(name: str, args: argparse.Namespace, model_dir: Path, data: Pat
     steps = summary["step_time_s_per_step"]
     if len(waits) != args.steps or any(v is None for v in (*waits, *steps)):
         raise RuntimeError(f"{name}: expected {args.steps} logged steps with wait and step_time, got {summary}")
+    service = {k: round(after[k] - before[k], 4) for k in after}
+    # time inside the service per /v1/score request; the rest of a wait is HTTP + client (de)serialization
+    service["score_server_s_mean"] = round(service["score_server_s"] / max(service["score_requests"], 1), 5)
     measured = slice(1, None)  # step 1 is warm-up
     wait_sum, step_sum = sum(waits[measured]), sum(steps[measured])
     return {
@@ -165,7 +173,7 @@ def run_scenario(name: str, args: argparse.Namespace, model_dir: Path, data: Pat
             # robust to a step slowed by other jobs on the machine
             "median_step_share": round(statistics.median(w / t for w, t in zip(waits[measured], steps[measured])), 5),
         },
-        "service": {k: after[k] - before[k] for k in after},
+        "service": service,
     }
 
 

@@ -130,6 +130,22 @@ class InfoResponse(WireModel):
     limits: dict[str, int]
 
 
+class PrecomputeRequest(WireModel):
+    """Body of ``POST /v1/arms/precompute``: questions whose arms to generate and cache ahead."""
+
+    questions: list[Annotated[str, Field(min_length=1, max_length=MAX_QUESTION_CHARS)]] = Field(
+        min_length=1, max_length=100_000
+    )
+
+
+class PrecomputeResponse(WireModel):
+    """Distinct questions received, questions whose arms were generated, questions already cached."""
+
+    questions: int = Field(ge=0)
+    generated: int = Field(ge=0)
+    already_cached: int = Field(ge=0)
+
+
 class ErrorDetail(WireModel):
     code: str
     message: str

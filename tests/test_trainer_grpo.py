@@ -72,7 +72,8 @@ def test_two_grpo_steps_from_the_sft_adapter(service, tiny_model_dir, sft_adapte
         "reward_url": service.url, "output_dir": "checkpoints/lora_grpo",
         "num_generations": 4, "per_device_train_batch_size": 4, "gradient_accumulation_steps": 1,
         "max_completion_length": 12, "max_steps": 2, "learning_rate": 1e-3, "logging_steps": 1,
-        "temperature": 1.0, "bf16": True, "use_vllm": False,  # bf16 is switched off without CUDA "report_to": "none", "save_strategy": "no",
+        "temperature": 1.0, "bf16": True, "use_vllm": False,  # bf16 is switched off without CUDA
+        "report_to": "none", "save_strategy": "no",
         "seed": 1,
     }
     recipe.write_text("".join(f"{k}: {json.dumps(v)}\n" for k, v in values.items()))
@@ -165,11 +166,11 @@ def test_grpo_precomputes_the_arms_so_no_step_waits_on_generation(service, tiny_
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("REGIME_W_API_KEY", "grpo-test-key-0123456789")
     rows = [{"question": f"Sam reads {5 + i} pages a day. How many pages in 3 days?",
-             "answer": f"{5 + i}*3={15 + 3 * i}\n#### {15 + 3 * i}"} for i in range(6)]
+             "answer": f"{5 + i}*3={15 + 3 * i}\n#### {15 + 3 * i}"} for i in range(10)]
     (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     values = {
         "model_name_or_path": str(tiny_model_dir), "quantization": "none", "torch_dtype": "float32",
-        "dataset": "train.jsonl", "split_file": "split.json", "max_train_samples": 4,
+        "dataset": "train.jsonl", "split_file": "split.json",  # 8 training questions, 2 per step
         "reward_url": service.url, "output_dir": "checkpoints/lora_grpo", "lora_r": 4, "lora_alpha": 8,
         "num_generations": 2, "per_device_train_batch_size": 4, "max_completion_length": 8, "max_steps": 2,
         "logging_steps": 1, "use_vllm": False, "report_to": "none", "save_strategy": "no", "seed": 3,
@@ -187,8 +188,9 @@ def test_grpo_precomputes_the_arms_so_no_step_waits_on_generation(service, tiny_
     out = capsys.readouterr().out
     summary = json.loads(out[out.index('{\n  "stage"'):])
     pre = summary["precompute"]
-    assert {k: pre[k] for k in ("questions", "generated", "already_cached")} == {
-        "questions": 4, "generated": 4, "already_cached": 0}
+    # only the 4 questions two steps draw (the trainer's seeded order), not all 8
+    assert {k: pre[k] for k in ("questions", "generated", "already_cached", "of_dataset")} == {
+        "questions": 4, "generated": 4, "already_cached": 0, "of_dataset": 8}
     assert summary["global_step"] == 2 and summary["reward_calls"] >= 2 and summary["reward_wait_s"] > 0
     waits, steps = summary["reward_wait_s_per_step"], summary["step_time_s_per_step"]
     assert len(waits) == len(steps) == 2 and all(0 < w < t for w, t in zip(waits, steps)), (waits, steps)

@@ -28,13 +28,14 @@ from datetime import datetime, timezone
 from typing import Any, TypeVar
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ValidationError
 
 from shared_schemas.wire import (
     API_VERSION,
     ErrorResponse,
     InfoResponse,
     ItemResult,
+    PrecomputeResponse,
     ScoreItem,
     ScoreRequest,
     ScoreResponse,
@@ -308,17 +309,10 @@ def _check_batch(response: ScoreResponse, batch: Sequence[ScoreItem], url: str) 
 # ------------------------------------------------------------------------ arm precomputation
 
 
-class PrecomputeResult(BaseModel):
-    """What ``POST /v1/arms/precompute`` answers (and ``precompute`` sums over its requests):
-    distinct questions sent, questions whose arms were generated, and questions already cached."""
+class PrecomputeResult(PrecomputeResponse):
+    """``PrecomputeResponse`` (the wire model) that ``precompute`` can sum over its requests."""
 
-    model_config = ConfigDict(extra="ignore")
-
-    questions: int = Field(ge=0)
-    generated: int = Field(ge=0)
-    already_cached: int = Field(ge=0)
-
-    def __add__(self, other: "PrecomputeResult") -> "PrecomputeResult":
+    def __add__(self, other: "PrecomputeResponse") -> "PrecomputeResult":
         return PrecomputeResult(
             questions=self.questions + other.questions,
             generated=self.generated + other.generated,

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request
-from pydantic import Field
-
-from shared_schemas.wire import MAX_QUESTION_CHARS, InfoResponse, ScoreRequest, ScoreResponse, WireModel
+from shared_schemas.wire import InfoResponse, PrecomputeRequest, PrecomputeResponse, ScoreRequest, ScoreResponse
 
 from reward_service.auth import require_api_key
 from reward_service.engine import ScoringEngine
@@ -38,20 +36,10 @@ async def info(request: Request, engine: ScoringEngine = Depends(get_engine)) ->
     )
 
 
-class PrecomputeRequest(WireModel):
-    questions: list[str] = Field(min_length=1, max_length=100_000)
-
-
-class PrecomputeResponse(WireModel):
-    questions: int
-    generated: int
-    already_cached: int
-
-
 @router.post("/arms/precompute", response_model=PrecomputeResponse, responses=_ERRORS,
              summary="Generate and cache the arms of many questions ahead of training")
 async def precompute(body: PrecomputeRequest, engine: ScoringEngine = Depends(get_engine)) -> PrecomputeResponse:
     for i, q in enumerate(body.questions):
-        if not q or len(q) > min(MAX_QUESTION_CHARS, engine.limits.max_text_chars):
-            raise InvalidRequest(f"questions[{i}]: empty or longer than {engine.limits.max_text_chars} characters")
+        if len(q) > engine.limits.max_text_chars:
+            raise InvalidRequest(f"questions[{i}]: longer than {engine.limits.max_text_chars} characters")
     return PrecomputeResponse(**(await engine.arms.precompute(body.questions)))

@@ -9,6 +9,10 @@ component functions ``s_end``, ``s_path``, ``s_cf``, ``s_wm``, so TRL logs every
 (``checkpoints/lora_grpo/``) with the tokenizer.
 
 With ``beta > 0`` TRL uses a frozen copy of the starting adapter (the SFT policy) as the reference.
+
+With ``precompute_arms: true`` (the default) the stage first has the service generate and cache the
+arms of the questions the run will draw (``POST /v1/arms/precompute``), so no step waits on arm
+generation; the summary reports the counts, and the wait per step (``reward_wait_s_per_step``).
 """
 
 from __future__ import annotations
@@ -29,7 +33,8 @@ from trainer.configs import (
     apply_cpu_precision_rule,
 )
 
-__all__ = ["ARG_CLASSES", "GRPOStageConfig", "REWARD_WEIGHTS", "build_dataset", "plan", "precompute_arms", "run"]
+__all__ = ["ARG_CLASSES", "GRPOStageConfig", "REWARD_WEIGHTS", "build_dataset", "plan", "precompute_arms",
+           "questions_in_run_order", "run"]
 
 
 @dataclass
@@ -41,8 +46,8 @@ class GRPOStageConfig(GRPOConfig):
     )
     precompute_arms: bool = field(
         default=True,
-        metadata={"help": "Before training, have the service generate and cache the arms of every training "
-                          "question (POST /v1/arms/precompute), so no GRPO step waits on arm generation."},
+        metadata={"help": "Before training, have the service generate and cache the arms of every question the "
+                          "run will draw (POST /v1/arms/precompute), so no GRPO step waits on arm generation."},
     )
 
     def __post_init__(self) -> None:
@@ -91,6 +96,32 @@ def build_dataset(problems: list[Any], tokenizer: Any) -> Any:
          "gold_answer": p.gold, "id": p.id}
         for p in problems
     ])
+
+
+def questions_in_run_order(trainer: Any, config: GRPOConfig) -> list[str]:
+    """The distinct questions the run will draw, in order: with ``max_steps`` set, only the first
+    ``max_steps x gradient_accumulation_steps x generation_batch_size`` draws of the trainer's own
+    (seeded) sampler, so a short run does not wait for the arms of the whole split; else all."""
+    dataset = trainer.train_dataset
+    questions = dataset["question"]
+    if config.max_steps is None or config.max_steps <= 0:
+        return list(dict.fromkeys(questions))
+    draws = config.max_steps * config.gradient_accumulation_steps * config.generation_batch_size
+    try:
+        sampler = trainer._get_train_sampler(dataset)  # a fresh sampler: the same seed, the same order
+    except (AttributeError, TypeError) as exc:  # another TRL version: fall back to every question
+        log.warning("cannot predict the GRPO sampling order (%s); precomputing every training question", exc)
+        return list(dict.fromkeys(questions))
+    order: dict[str, None] = {}
+    taken = 0
+    while taken < draws and len(order) < len(questions):
+        epoch = list(iter(sampler))
+        if not epoch:
+            break
+        for index in epoch[: draws - taken]:
+            order.setdefault(questions[index], None)
+        taken += len(epoch)
+    return list(order)
 
 
 def precompute_arms(client: Any, questions: list[str]) -> dict[str, Any]:
@@ -155,12 +186,11 @@ def run(model_args: ModelArguments, lora_args: LoraArguments, data_args: DataArg
     tokenizer = load_tokenizer(model_args)
     dataset = build_dataset(train, tokenizer)
 
+    model = load_policy(model_args, trainable=True)
+    peft_config = None if model_args.adapter_path else lora_config(lora_args)
+
     reward = RegimeWReward.from_args(reward_args)
     try:
-        # before loading the policy: a service that is down or misconfigured fails the stage at once
-        precomputed = precompute_arms(reward.client, [p.question for p in train]) if config.precompute_arms else None
-        model = load_policy(model_args, trainable=True)
-        peft_config = None if model_args.adapter_path else lora_config(lora_args)
         trainer = GRPOTrainer(
             model=model,
             reward_funcs=[reward, *reward.component_functions()],
@@ -169,6 +199,10 @@ def run(model_args: ModelArguments, lora_args: LoraArguments, data_args: DataArg
             processing_class=tokenizer,
             peft_config=peft_config,
         )
+        precomputed = None
+        if config.precompute_arms:
+            precomputed = precompute_arms(reward.client, questions_in_run_order(trainer, config))
+            precomputed["of_dataset"] = len(dataset)
         result = trainer.train()
         out = Path(config.output_dir)
         trainer.save_model(str(out))
