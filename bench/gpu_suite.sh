@@ -51,7 +51,8 @@ EOF
 
 collect() {
   [ -n "${OUT:-}" ] || return 0
-  for f in "$WORK"/qlora/summary.json "$WORK"/gen_eager.json "$WORK"/gen_compiled.json "$WORK"/probe.json; do
+  for f in "$WORK"/qlora/summary.json "$WORK"/gen_eager.json "$WORK"/gen_compiled.json "$WORK"/gen_eager.stdout \
+           "$WORK"/gen_compiled.stdout "$WORK"/probe.json; do
     [ -f "$f" ] && cp "$f" "$OUT/$(basename "$(dirname "$f")" | sed 's/regime-w-bench//')$(basename "$f")" || true
   done
   ls "$OUT"
@@ -90,13 +91,16 @@ phase_qlora() {
 
 phase_generate() {
   local which=${1:-both}
+  # rows are printed as each batch size finishes: `tail -f $WORK/gen_*.stdout` to follow
   if [ "$which" != compiled ]; then
-    python3 bench/generate.py --random-config llama3-8b --device cuda --dtype bfloat16 --batch-sizes "$GEN_BATCHES" \
-      --new-tokens "$GEN_TOKENS" --repeats "$GEN_REPEATS" --warmup 1 --out "$WORK/gen_eager.json" | tail -4
+    timeout "${GEN_TIMEOUT_S:-1200}" python3 bench/generate.py --random-config llama3-8b --device cuda --dtype bfloat16 \
+      --batch-sizes "$GEN_BATCHES" --new-tokens "$GEN_TOKENS" --repeats "$GEN_REPEATS" --warmup 1 \
+      --out "$WORK/gen_eager.json" >"$WORK/gen_eager.stdout" || echo "generate (eager) failed or timed out: $?"
   fi
   if [ "$which" != eager ]; then
-    python3 bench/generate.py --random-config llama3-8b --device cuda --dtype bfloat16 --batch-sizes "$GEN_BATCHES" \
-      --new-tokens "$GEN_TOKENS" --repeats "$GEN_REPEATS" --warmup 1 --compile --out "$WORK/gen_compiled.json" | tail -4
+    timeout "${GEN_TIMEOUT_S:-1200}" python3 bench/generate.py --random-config llama3-8b --device cuda --dtype bfloat16 \
+      --batch-sizes "$GEN_BATCHES" --new-tokens "$GEN_TOKENS" --repeats "$GEN_REPEATS" --warmup 1 --compile \
+      --out "$WORK/gen_compiled.json" >"$WORK/gen_compiled.stdout" || echo "generate (compiled) failed or timed out: $?"
   fi
 }
 

@@ -326,8 +326,8 @@ def suite(args: argparse.Namespace) -> dict[str, Any]:
     for spec in specs:
         if only and spec.name not in only:
             continue
-        if spec.name in results:
-            continue
+        if spec.name in results and not (only and "error" in results[spec.name]):
+            continue  # done already (a failed run named in --only is retried)
         if spec.name.startswith("trainer-best-"):
             best = _best_trainer(results)
             if best is None:

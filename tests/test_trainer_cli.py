@@ -139,3 +139,17 @@ def test_dry_run_rejects_inconsistent_plans(capsys) -> None:
     assert "set adapter_path" in capsys.readouterr().err
     assert cli.main(["sft", "--adapter_path", "checkpoints/lora_sft", "--dry-run"]) == 2
     assert "unset adapter_path" in capsys.readouterr().err
+
+
+def test_the_8b_sft_recipe_runs_on_a_cpu_without_liger():
+    import torch
+
+    from trainer.cli import parse_stage_args
+
+    if torch.cuda.is_available():  # the rule is about CPU-only machines
+        return
+    from pathlib import Path
+
+    recipe = Path(__file__).resolve().parents[1] / "recipes" / "deepseek-r1-distill-llama-8b" / "sft.yaml"
+    *_, sft_args = parse_stage_args("sft", ["--config", str(recipe)])
+    assert sft_args.use_liger_kernel is False and sft_args.bf16 is False

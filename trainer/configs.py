@@ -166,8 +166,9 @@ class RewardServiceArguments:
 
 
 def apply_cpu_precision_rule(config: Any) -> None:
-    """bf16/fp16 mixed precision only where CUDA is: on a CPU-only machine both are switched off
-    (float32 training), with a warning when the recipe asked for them.
+    """GPU-only settings only where CUDA is: on a CPU-only machine bf16/fp16 mixed precision is
+    switched off (float32 training) and so are Liger's Triton kernels, with a warning when the
+    recipe asked for them.
 
     Call it at the top of a TRL config subclass's ``__post_init__``, before
     ``super().__post_init__()`` (``TrainingArguments`` rejects bf16 on a CPU-only machine).
@@ -184,3 +185,6 @@ def apply_cpu_precision_rule(config: Any) -> None:
         )
     config.bf16 = False
     config.fp16 = False
+    if getattr(config, "use_liger_kernel", False):
+        warnings.warn("use_liger_kernel requested but CUDA is not available: Liger's kernels are off", stacklevel=2)
+        config.use_liger_kernel = False
