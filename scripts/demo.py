@@ -13,17 +13,12 @@ failure.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
-import secrets
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -31,54 +26,11 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from toy_loop import LoopError, Paths, run_toy_loop  # noqa: E402
+from toy_loop import LoopError, Paths, reward_service, run_toy_loop, write_results_page  # noqa: E402
 
 
 def banner(text: str) -> None:
     print(f"\n=== {text}", flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@contextlib.contextmanager
-def reward_service(*flags: str, log_path: Path, env: dict[str, str]) -> Iterator[tuple[str, str]]:
-    """Start regime-w-serve on a free loopback port with a fresh key; yield (url, key); stop it."""
-    key = "demo-" + secrets.token_hex(16)
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    cmd = [sys.executable, "-m", "reward_service.cli", "--host", "127.0.0.1", "--port", str(port), *flags]
-    print("$ REGIME_W_API_KEYS=<fresh key> regime-w-serve " + " ".join(cmd[3:]), flush=True)
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
-                                env={**os.environ, **env, "REGIME_W_API_KEYS": key})
-        try:
-            deadline = time.monotonic() + 300
-            while True:
-                if proc.poll() is not None:
-                    raise SystemExit(f"the reward service exited ({proc.returncode}); log: {log_path}")
-                try:
-                    if httpx.get(url + "/readyz", timeout=2).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise SystemExit(f"the reward service was not ready in 300 s; log: {log_path}")
-                time.sleep(0.3)
-            print(f"reward service ready at {url} (log: {log_path})", flush=True)
-            yield url, key
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-            print(f"reward service stopped (exit {proc.returncode})", flush=True)
 
 
 def _rel(path: Path) -> str:
@@ -116,7 +68,7 @@ def print_scores(response: dict) -> None:
 def service_demo(workdir: Path) -> None:
     banner("1. Reward service (backend 'provided': arm texts come with the batch) + curl-score examples/batch.json")
     with reward_service("--backend", "provided", "--cache-path", "none",
-                        log_path=workdir / "logs" / "reward-service-provided.log", env={}) as (url, key):
+                        log_path=workdir / "logs" / "reward-service-provided.log") as (url, key):
         print_scores(curl_score(url, key, ROOT / "examples" / "batch.json"))
 
 
@@ -146,20 +98,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--service-only", action="store_true", help="only the service + curl-scoring step")
     parser.add_argument("--seed", type=int, default=0, help="training seed of the toy loop")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per process")
+    parser.add_argument("--results-page", type=Path, default=None,
+                        help="also write the accuracy table as this markdown page, the chart beside it")
     args = parser.parse_args(argv)
     args.workdir = args.workdir.resolve()
     args.workdir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    service_demo(args.workdir)
+    try:
+        service_demo(args.workdir)
+    except LoopError as exc:
+        print(f"\nthe service demo failed: {exc}", file=sys.stderr)
+        return 1
     if not args.service_only:
         banner("2. The toy world: toy base (cached) -> service with live arms -> sft -> rollouts -> prefs "
                "-> dpo -> grpo -> eval")
         try:
-            run_toy_loop(args.workdir / "toy", seed=args.seed, threads=args.threads,
-                         base_dir=args.workdir / "toy_base", on_service=curl_on_toy_service)
+            result = run_toy_loop(args.workdir / "toy", seed=args.seed, threads=args.threads,
+                                  base_dir=args.workdir / "toy_base", on_service=curl_on_toy_service)
         except LoopError as exc:
             print(f"\nthe toy loop failed: {exc}", file=sys.stderr)
             return 1
+        if args.results_page is not None:
+            command = "bash scripts/demo.sh" + "".join(f" {a}" for a in (argv if argv is not None else sys.argv[1:]))
+            print(f"wrote {write_results_page(result, args.results_page.resolve(), command=command)}")
     print(f"\ndone in {time.monotonic() - started:.0f} s; artifacts under {args.workdir}")
     return 0
 
