@@ -24,6 +24,7 @@ __all__ = [
     "Problem",
     "SplitFileError",
     "is_local_source",
+    "iter_jsonl",
     "load_problems",
     "load_platinum",
     "load_test_problems",
@@ -56,7 +57,7 @@ def is_local_source(source: str) -> bool:
     return path.suffix in _LOCAL_SUFFIXES or path.is_file()
 
 
-def _iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+def iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """(line number, record) for each non-blank line of a JSONL file, with clear errors."""
     with path.open(encoding="utf-8") as fh:
         for lineno, line in enumerate(fh, start=1):
@@ -77,7 +78,7 @@ def _rows(source: str, *, config: str, split: str) -> Iterable[tuple[str, dict[s
         path = Path(source)
         if not path.is_file():
             raise FileNotFoundError(f"data file not found: {source}")
-        return ((f"{path}:{lineno}", record) for lineno, record in _iter_jsonl(path))
+        return ((f"{path}:{lineno}", record) for lineno, record in iter_jsonl(path))
     import datasets
 
     try:

@@ -118,21 +118,16 @@ def load_preferences(path: str, *, max_pairs: int | None = None) -> list[dict[st
         raise FileNotFoundError(
             f"preferences file not found: {path} (run `regime-w-train prefs` first)"
         )
+    from trainer.data import iter_jsonl
+
     rows: list[dict[str, Any]] = []
-    with file.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from exc
-            missing = [k for k in _REQUIRED_FIELDS if not isinstance(row.get(k), str)]
-            if missing:
-                raise ValueError(f"{path}:{lineno}: missing or non-string field(s) {missing}")
-            rows.append(row)
-            if max_pairs is not None and len(rows) >= max_pairs:
-                break
+    for lineno, row in iter_jsonl(file):
+        missing = [k for k in _REQUIRED_FIELDS if not isinstance(row.get(k), str)]
+        if missing:
+            raise ValueError(f"{path}:{lineno}: missing or non-string field(s) {missing}")
+        rows.append(row)
+        if max_pairs is not None and len(rows) >= max_pairs:
+            break
     if not rows:
         raise ValueError(f"no preference pairs in {path}")
     return rows
