@@ -6,6 +6,7 @@ import dataclasses
 import json
 import random
 import time
+from pathlib import Path
 
 import pytest
 
@@ -19,7 +20,7 @@ from trainer.toy.base import (
     noisy_solution,
     other_format_solution,
 )
-from trainer.toy.problems import generate_problems
+from trainer.toy.problems import generate_problems, make_splits
 
 
 def _fast_args(tmp_path, **overrides) -> ToyBaseArguments:
@@ -98,6 +99,33 @@ def test_second_call_returns_from_cache_without_retraining(fast_base) -> None:
     assert cache_key(dataclasses.replace(args, base_seed=1)) != cache_key(args)
     assert cache_key(dataclasses.replace(args, eval_samples=99, toy_base_dir="elsewhere")) == cache_key(args)
     assert load_cached(dataclasses.replace(args, base_max_steps=7)) is None
+    # The style share of the corpus changes the weights; that of the trainer's files does not.
+    assert cache_key(dataclasses.replace(args, corpus_one_line_share=0.5)) != cache_key(args)
+    assert cache_key(dataclasses.replace(args, one_line_share=0.9)) == cache_key(args)
+
+
+def test_a_new_style_share_rewrites_the_trainers_files_but_keeps_the_cached_base(fast_base) -> None:
+    args, result = fast_base
+    train = Path(args.toy_data_dir) / "train.jsonl"
+
+    steps = [len(p.steps) for p in make_splits(args.problems_seed, n_train=args.n_train, n_dev=args.n_dev,
+                                                 n_test=args.n_test).train]
+
+    def folded_share() -> float:
+        """Share of the multi-step problems of train.jsonl whose solution is one line + '#### N'."""
+        rows = [json.loads(line) for line in train.read_text().splitlines()]
+        multi = [r for r, k in zip(rows, steps, strict=True) if k > 1]
+        return sum(r["answer"].count("\n") == 1 for r in multi) / len(multi)
+
+    try:
+        again = build_toy_base(dataclasses.replace(args, one_line_share=1.0))
+        assert again.cached and again.meta == result.meta
+        assert folded_share() == 1.0
+        meta = json.loads((Path(args.toy_data_dir) / "TOY_PROBLEMS.json").read_text())
+        assert meta["one_line_share"] == 1.0 and meta["pretrain_one_line_share"] == args.corpus_one_line_share
+    finally:
+        build_toy_base(args)
+    assert folded_share() < 1.0
 
 
 def test_toy_base_stage_contract(fast_base, tmp_path) -> None:
@@ -129,6 +157,8 @@ def test_invalid_settings_fail_clearly(tmp_path) -> None:
         _fast_args(tmp_path, hidden_size=30, num_heads=4)
     with pytest.raises(ValueError, match="noise_wrong_step"):
         _fast_args(tmp_path, noise_wrong_step=1.5)
+    with pytest.raises(ValueError, match="one_line_share"):
+        _fast_args(tmp_path, one_line_share=-0.1)
 
 
 @pytest.mark.slow

@@ -12,6 +12,9 @@ import pytest
 from shared_schemas.answer import answers_equal, gold_answer
 from trainer.toy.problems import (
     TEMPLATES,
+    Step,
+    assign_styles,
+    folded_expression,
     generate_problem,
     generate_problems,
     main,
@@ -138,3 +141,99 @@ def test_write_splits_is_deterministic(tmp_path) -> None:
     for name in ("train", "dev", "test"):
         assert (tmp_path / "a" / f"{name}.jsonl").read_bytes() == (tmp_path / "b" / f"{name}.jsonl").read_bytes()
     assert not (tmp_path / "a" / "pretrain.jsonl").exists()
+
+
+def _eval_expression(expr: str) -> Fraction:
+    """Evaluate +-*/ with parentheses and the usual precedence, exactly (test oracle, no eval())."""
+    tokens = re.findall(r"\d+|[-+*/()]", expr)
+    assert "".join(tokens) == expr, expr
+    pos = 0
+
+    def atom() -> Fraction:
+        nonlocal pos
+        tok = tokens[pos]
+        pos += 1
+        if tok == "(":
+            value = sum_()
+            assert tokens[pos] == ")"
+            pos += 1
+            return value
+        return Fraction(int(tok))
+
+    def product() -> Fraction:
+        nonlocal pos
+        value = atom()
+        while pos < len(tokens) and tokens[pos] in "*/":
+            op = tokens[pos]
+            pos += 1
+            value = value * atom() if op == "*" else value / atom()
+        return value
+
+    def sum_() -> Fraction:
+        nonlocal pos
+        value = product()
+        while pos < len(tokens) and tokens[pos] in "+-":
+            op = tokens[pos]
+            pos += 1
+            value = value + product() if op == "+" else value - product()
+        return value
+
+    result = sum_()
+    assert pos == len(tokens), expr
+    return result
+
+
+def test_one_line_solutions_fold_every_step_into_one_right_expression() -> None:
+    problems = generate_problems(1500, seed=13)
+    for p in problems:
+        text = p.solution(annotate=False, style="one_line")
+        lines = text.split("\n")
+        assert len(lines) == 2 and lines[-1] == f"#### {p.answer_value}", text
+        expr, value = re.search(r"([-+*/()\d]+) = (\d+)", lines[0]).groups()
+        assert int(value) == p.answer_value
+        assert _eval_expression(expr) == p.answer_value, text
+        if len(p.steps) > 1:
+            # one operator per step: nothing dropped, nothing computed twice
+            assert expr.count("*") + expr.count("/") + expr.count("+") + expr.count("-") == len(p.steps), text
+        else:
+            assert text == p.solution(annotate=False, style="steps")
+        annotated = p.solution(annotate=True, style="one_line")
+        assert f"<<{expr}={value}>>{value}" in annotated
+        assert gold_answer(annotated) == str(p.answer_value)
+
+
+def test_folded_expression_parenthesises_only_where_precedence_needs_it() -> None:
+    assert folded_expression([Step(3, "+", 4, "{eq}"), Step(7, "*", 2, "{eq}")]) == "(3+4)*2"
+    assert folded_expression([Step(3, "*", 4, "{eq}"), Step(12, "+", 2, "{eq}")]) == "3*4+2"
+    assert folded_expression([Step(3, "+", 4, "{eq}"), Step(20, "-", 7, "{eq}")]) == "20-(3+4)"
+    assert folded_expression([Step(6, "*", 4, "{eq}"), Step(48, "/", 24, "{eq}")]) == "48/(6*4)"
+    assert folded_expression([Step(2, "*", 5, "{eq}"), Step(3, "*", 4, "{eq}"),
+                              Step(10, "+", 12, "{eq}")]) == "2*5+3*4"
+    # a value used once is not substituted twice
+    assert folded_expression([Step(2, "+", 3, "{eq}"), Step(5, "+", 5, "{eq}")]) == "2+3+5"
+
+
+def test_styles_are_assigned_at_the_share_asked_for_without_changing_the_questions() -> None:
+    plain = make_splits(5, n_train=2000, n_dev=50, n_test=50)
+    mixed = make_splits(5, n_train=2000, n_dev=50, n_test=50, one_line_share=0.5)
+    assert [p.question for p in plain.train] == [p.question for p in mixed.train]
+    assert {p.style for p in plain.train} == {"steps"}
+    share = sum(p.style == "one_line" for p in mixed.train) / len(mixed.train)
+    assert 0.45 < share < 0.55
+    assert mixed.train == make_splits(5, n_train=2000, n_dev=50, n_test=50, one_line_share=0.5).train
+    separate = make_splits(5, n_train=2000, n_dev=50, n_test=50, n_pretrain=300, one_line_share=0.5,
+                           pretrain_one_line_share=0.0)
+    assert separate.train == mixed.train and {p.style for p in separate.pretrain} == {"steps"}
+    assert {p.style for p in assign_styles(plain.train[:50], 1.0, 0)} == {"one_line"}
+    with pytest.raises(ValueError, match="one_line_share"):
+        assign_styles(plain.train[:5], 1.5, 0)
+    with pytest.raises(ValueError, match="unknown style"):
+        plain.train[0].solution(style="poem")
+
+
+def test_cli_writes_the_style_share(tmp_path) -> None:
+    assert main(["--out", str(tmp_path), "--seed", "1", "--n-train", "400", "--n-dev", "5",
+                 "--n-test", "5", "--one-line-share", "1.0"]) == 0
+    rows = [json.loads(line) for line in (tmp_path / "train.jsonl").read_text().splitlines()]
+    assert all(len(r["answer"].split("\n")) == 2 for r in rows)
+    assert json.loads((tmp_path / "TOY_PROBLEMS.json").read_text())["one_line_share"] == 1.0

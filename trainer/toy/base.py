@@ -76,6 +76,14 @@ class ToyBaseArguments:
     n_dev: int = field(default=300, metadata={"help": "Problems in dev.jsonl (held out)."})
     n_test: int = field(default=300, metadata={"help": "Problems in test.jsonl (held out)."})
     n_pretrain: int = field(default=20000, metadata={"help": "Problems in the base model's own corpus."})
+    one_line_share: float = field(
+        default=0.3,
+        metadata={"help": "Share of the trainer's solutions (train/dev/test.jsonl) written as one folded "
+                          "expression instead of one line per step (trainer.toy.problems.STYLES)."},
+    )
+    corpus_one_line_share: float = field(
+        default=0.0, metadata={"help": "The same share in the base model's own corpus."}
+    )
     vocab_size: int = field(default=768, metadata={"help": "BPE vocabulary size (digits stay single)."})
     hidden_size: int = field(default=96)
     num_layers: int = field(default=3)
@@ -117,15 +125,17 @@ class ToyBaseArguments:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if self.hidden_size % self.num_heads:
             raise ValueError(f"hidden_size ({self.hidden_size}) must be divisible by num_heads ({self.num_heads})")
-        for name in ("noise_wrong_step", "noise_other_format"):
+        for name in ("noise_wrong_step", "noise_other_format", "one_line_share",
+                     "corpus_one_line_share"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if self.n_pretrain <= 0:
             raise ValueError(f"n_pretrain must be positive, got {self.n_pretrain}")
 
 
-# Settings that do not change the trained weights are left out of the cache key.
-_NOT_IN_KEY = {"toy_data_dir", "toy_base_dir", "base_max_seconds", "base_num_threads", "eval_samples",
+# Settings that do not change the trained weights are left out of the cache key (the base is trained
+# on the pretrain corpus only, so the style share of the trainer's files is not in it).
+_NOT_IN_KEY = {"one_line_share", "toy_data_dir", "toy_base_dir", "base_max_seconds", "base_num_threads", "eval_samples",
                "eval_max_new_tokens", "eval_batch_size", "force"}
 
 
@@ -355,7 +365,8 @@ def _data_is_current(args: ToyBaseArguments) -> bool:
         return False
     meta = json.loads(meta_file.read_text())
     want = {"generator_version": GENERATOR_VERSION, "seed": args.problems_seed, "n_train": args.n_train,
-            "n_dev": args.n_dev, "n_test": args.n_test, "n_pretrain": args.n_pretrain}
+            "n_dev": args.n_dev, "n_test": args.n_test, "n_pretrain": args.n_pretrain,
+            "one_line_share": args.one_line_share, "pretrain_one_line_share": args.corpus_one_line_share}
     return all(meta.get(k) == v for k, v in want.items())
 
 
@@ -365,7 +376,8 @@ def build_toy_base(args: ToyBaseArguments) -> ToyBaseResult:
     splits = None
     if not _data_is_current(args):
         write_splits(data_dir, args.problems_seed, n_train=args.n_train, n_dev=args.n_dev,
-                     n_test=args.n_test, n_pretrain=args.n_pretrain)
+                     n_test=args.n_test, n_pretrain=args.n_pretrain, one_line_share=args.one_line_share,
+                     pretrain_one_line_share=args.corpus_one_line_share)
     if not args.force:
         meta = load_cached(args)
         if meta is not None:
@@ -377,7 +389,8 @@ def build_toy_base(args: ToyBaseArguments) -> ToyBaseResult:
     from trainer.prompts import build_messages, build_prompt
 
     splits = make_splits(args.problems_seed, n_train=args.n_train, n_dev=args.n_dev, n_test=args.n_test,
-                         n_pretrain=args.n_pretrain)
+                         n_pretrain=args.n_pretrain, one_line_share=args.one_line_share,
+                     pretrain_one_line_share=args.corpus_one_line_share)
     corpus_rng = random.Random(args.base_seed * 1_000_003 + 17)
     targets = [corpus_solution(p, corpus_rng, args) for p in splits.pretrain]
     tok_texts = [m["content"] for p in splits.pretrain for m in build_messages(p.question)] + targets

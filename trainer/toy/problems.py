@@ -6,6 +6,13 @@ are written in GSM8K's own format — one ``... a*b = <<a*b=c>>c ...`` line per 
 annotation is optional) and a last line ``#### c`` — so every trainer stage reads the files
 exactly as it reads GSM8K.
 
+Like GSM8K, whose solutions come from many annotators, the solutions are written in two styles:
+``"steps"`` (one line per step, every intermediate result written out) and ``"one_line"`` (the
+whole computation folded into one expression, ``(12+3)*2+5 = 35``; the same as ``"steps"`` for a
+one-step problem). ``one_line_share`` sets the share of problems written the second way. Both are
+correct GSM8K solutions; a small model computes the folded multi-step expression far less reliably,
+which is what the RL stages of the toy world have to discover (docs/toy-world.md).
+
 ``python3 -m trainer.toy.problems --out DIR --seed S`` writes ``DIR/train.jsonl``,
 ``DIR/dev.jsonl`` and ``DIR/test.jsonl`` (``{"question", "answer"}`` per line); no question
 appears in two splits.
@@ -14,6 +21,7 @@ appears in two splits.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import random
 from collections.abc import Callable, Iterable, Sequence
@@ -22,11 +30,14 @@ from pathlib import Path
 
 __all__ = [
     "GENERATOR_VERSION",
+    "STYLES",
     "Step",
     "ToyProblem",
     "ToySplits",
     "generate_problem",
     "generate_problems",
+    "assign_styles",
+    "folded_expression",
     "make_splits",
     "write_jsonl",
     "write_splits",
@@ -34,7 +45,10 @@ __all__ = [
 ]
 
 #: Bump when the generator's output for a given seed changes (it is part of cache keys).
-GENERATOR_VERSION = "1"
+GENERATOR_VERSION = "2"
+
+#: Solution styles: one line per step, or the whole computation in one expression.
+STYLES = ("steps", "one_line")
 
 _OPS: dict[str, Callable[[int, int], int]] = {
     "+": lambda a, b: a + b,
@@ -69,20 +83,59 @@ class Step:
         return self.text.format(eq=eq)
 
 
+_PRECEDENCE = {"+": 1, "-": 1, "*": 2, "/": 2}
+
+
+def folded_expression(steps: Sequence[Step]) -> str:
+    """The steps as ONE expression that evaluates (left to right, usual precedence) to the last
+    step's result: an operand equal to an earlier step's (not yet used) result is replaced by that
+    step's expression, in parentheses where precedence needs them."""
+    exprs: list[tuple[str, int]] = []  # (expression, precedence of its top operator)
+    unused: list[int] = []  # indices of earlier steps whose result is not consumed yet
+
+    def operand(value: int, parent_op: str, right: bool) -> str:
+        for j in reversed(unused):
+            if steps[j].result == value:
+                unused.remove(j)
+                text, prec = exprs[j]
+                parent = _PRECEDENCE[parent_op]
+                if prec < parent or (right and prec == parent and parent_op in "-/"):
+                    return f"({text})"
+                return text
+        return str(value)
+
+    for i, s in enumerate(steps):
+        left = operand(s.a, s.op, right=False)
+        right = operand(s.b, s.op, right=True)
+        exprs.append((f"{left}{s.op}{right}", _PRECEDENCE[s.op]))
+        unused.append(i)
+    return exprs[-1][0]
+
+
 @dataclass(frozen=True, slots=True)
 class ToyProblem:
-    """A generated problem: the question, its steps, and the true answer."""
+    """A generated problem: the question, its steps, the true answer, and how its solution is
+    written (``style``, one of :data:`STYLES`)."""
 
     question: str
     steps: tuple[Step, ...]
     template: str
+    style: str = "steps"
 
     @property
     def answer_value(self) -> int:
         return self.steps[-1].result
 
-    def solution(self, *, annotate: bool = True) -> str:
-        lines = [s.line(annotate=annotate) for s in self.steps]
+    def solution(self, *, annotate: bool = True, style: str | None = None) -> str:
+        style = style or self.style
+        if style == "steps" or len(self.steps) == 1:
+            lines = [s.line(annotate=annotate) for s in self.steps]
+        elif style == "one_line":
+            expr, value = folded_expression(self.steps), self.answer_value
+            eq = f"{expr} = <<{expr}={value}>>{value}" if annotate else f"{expr} = {value}"
+            lines = [self.steps[-1].text.format(eq=eq)]
+        else:
+            raise ValueError(f"unknown style {style!r}; known: {STYLES}")
         lines.append(f"#### {self.answer_value}")
         return "\n".join(lines)
 
@@ -343,13 +396,31 @@ class ToySplits:
                 ("test", self.test))
 
 
+def assign_styles(problems: Sequence[ToyProblem], one_line_share: float, seed: int) -> list[ToyProblem]:
+    """Each problem written ``"one_line"`` with probability ``one_line_share`` (else ``"steps"``),
+    drawn from its own seeded stream (so the questions do not depend on the share)."""
+    if not 0.0 <= one_line_share <= 1.0:
+        raise ValueError(f"one_line_share must be in [0, 1], got {one_line_share}")
+    rng = random.Random(seed * 1_000_003 + 7919)
+    return [dataclasses.replace(p, style="one_line" if rng.random() < one_line_share else "steps")
+            for p in problems]
+
+
 def make_splits(seed: int, *, n_train: int = 4000, n_dev: int = 300, n_test: int = 300,
-                n_pretrain: int = 0) -> ToySplits:
+                n_pretrain: int = 0, one_line_share: float = 0.0,
+                pretrain_one_line_share: float | None = None) -> ToySplits:
     """Disjoint splits: distinct questions are generated once, then cut in the order
-    train, dev, test, pretrain (so adding pretraining problems leaves the other splits unchanged)."""
+    train, dev, test, pretrain (so adding pretraining problems leaves the other splits unchanged).
+    ``one_line_share`` of the train/dev/test solutions and ``pretrain_one_line_share`` (default:
+    the same) of the pretrain solutions are written in the ``"one_line"`` style; the questions do
+    not depend on either share."""
+    if pretrain_one_line_share is None:
+        pretrain_one_line_share = one_line_share
     problems = generate_problems(n_train + n_dev + n_test + n_pretrain, seed)
     a, b, c = n_train, n_train + n_dev, n_train + n_dev + n_test
-    return ToySplits(pretrain=problems[c:], train=problems[:a], dev=problems[a:b], test=problems[b:c])
+    labelled = assign_styles(problems[:c], one_line_share, seed)
+    pretrain = assign_styles(problems[c:], pretrain_one_line_share, seed + 1)
+    return ToySplits(pretrain=pretrain, train=labelled[:a], dev=labelled[a:b], test=labelled[b:c])
 
 
 def write_jsonl(problems: Iterable[ToyProblem], path: str | Path, *, annotate: bool = True) -> Path:
@@ -363,15 +434,20 @@ def write_jsonl(problems: Iterable[ToyProblem], path: str | Path, *, annotate: b
 
 
 def write_splits(out_dir: str | Path, seed: int, *, n_train: int = 4000, n_dev: int = 300,
-                 n_test: int = 300, n_pretrain: int = 0, annotate: bool = True) -> dict[str, Path]:
+                 n_test: int = 300, n_pretrain: int = 0, annotate: bool = True,
+                 one_line_share: float = 0.0, pretrain_one_line_share: float | None = None) -> dict[str, Path]:
     """Write ``train.jsonl``, ``dev.jsonl``, ``test.jsonl`` (and ``pretrain.jsonl`` when
     ``n_pretrain`` > 0) under ``out_dir``; return their paths."""
-    splits = make_splits(seed, n_train=n_train, n_dev=n_dev, n_test=n_test, n_pretrain=n_pretrain)
+    if pretrain_one_line_share is None:
+        pretrain_one_line_share = one_line_share
+    splits = make_splits(seed, n_train=n_train, n_dev=n_dev, n_test=n_test, n_pretrain=n_pretrain,
+                         one_line_share=one_line_share, pretrain_one_line_share=pretrain_one_line_share)
     out = Path(out_dir)
     paths = {name: write_jsonl(ps, out / f"{name}.jsonl", annotate=annotate)
              for name, ps in splits.items() if ps}
     meta = {"generator_version": GENERATOR_VERSION, "seed": seed, "n_train": n_train,
-            "n_dev": n_dev, "n_test": n_test, "n_pretrain": n_pretrain, "annotate": annotate}
+            "n_dev": n_dev, "n_test": n_test, "n_pretrain": n_pretrain, "annotate": annotate,
+            "one_line_share": one_line_share, "pretrain_one_line_share": pretrain_one_line_share}
     (out / "TOY_PROBLEMS.json").write_text(json.dumps(meta, indent=2) + "\n")
     return paths
 
@@ -385,10 +461,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--n-test", type=int, default=300)
     ap.add_argument("--n-pretrain", type=int, default=0,
                     help="also write pretrain.jsonl (the toy base model's corpus, disjoint from the rest)")
+    ap.add_argument("--one-line-share", type=float, default=0.0,
+                    help="share of solutions written as one folded expression instead of one line per step")
+    ap.add_argument("--pretrain-one-line-share", type=float, default=None,
+                    help="the same for pretrain.jsonl (default: --one-line-share)")
     ap.add_argument("--no-annotations", action="store_true", help="omit the <<a*b=c>> calculator annotations")
     args = ap.parse_args(argv)
     paths = write_splits(args.out, args.seed, n_train=args.n_train, n_dev=args.n_dev,
-                         n_test=args.n_test, n_pretrain=args.n_pretrain, annotate=not args.no_annotations)
+                         n_test=args.n_test, n_pretrain=args.n_pretrain, annotate=not args.no_annotations,
+                         one_line_share=args.one_line_share,
+                         pretrain_one_line_share=args.pretrain_one_line_share)
     print(json.dumps({k: str(v) for k, v in paths.items()}))
     return 0
 
