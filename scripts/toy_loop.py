@@ -20,6 +20,7 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import secrets
 import signal
 import socket
@@ -307,12 +308,14 @@ def run_toy_loop(
         say("--- eval: base / sft / rl-dpo / rl-grpo")
         runner.stage("eval", flags("eval"))
     table = accuracy_table(paths.eval / "results.json")
+    styles = style_report(paths.eval / "predictions.jsonl", paths.data / "train.jsonl")
     result = {
         "workdir": str(workdir),
         "seed": seed,
         "quick": quick,
         "threads": threads,
         "table": table,
+        "styles": styles,
         "timings_s": runner.timings,
         "total_s": round(time.monotonic() - started, 1),
         "base": {k: base.get(k) for k in ("cached", "dev_accuracy", "train_steps", "train_seconds")},
@@ -325,8 +328,57 @@ def run_toy_loop(
     }
     (workdir / "toy_loop.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     say("\n" + format_table(table))
+    say("\n" + format_styles(styles))
     say(f"\nloop finished in {result['total_s']:.0f} s: " + ", ".join(f"{k} {v:.0f} s" for k, v in runner.timings.items()))
     return result
+
+
+_EQUATION = re.compile(r"([-+*/()0-9]+) = ?[0-9]")
+_OPERATOR = re.compile(r"(?<=[0-9)])[-+*/](?=[0-9(])")
+
+
+def count_steps(solution: str) -> int:
+    """Arithmetic operations in a solution's equations (calculator annotations ignored): the number
+    of steps of a toy problem whether its solution is written one line per step or folded."""
+    text = re.sub(r"<<[^>]*>>", "", solution.split("####")[0])
+    return sum(len(_OPERATOR.findall(expr)) for expr in _EQUATION.findall(text))
+
+
+def style_report(predictions: Path, train_jsonl: Path, dataset: str = "gsm8k_dev") -> dict[str, dict[str, Any]]:
+    """How each model writes its greedy answers to the MULTI-step problems of ``dataset``: the share
+    written as one folded expression (at most one ``expr = value``) and the accuracy of each style.
+    (The toy world's ``one_line`` annotator style; docs/toy-world.md.)"""
+    golds = [json.loads(line)["answer"] for line in train_jsonl.read_text(encoding="utf-8").splitlines()]
+    out: dict[str, dict[str, Any]] = {}
+    for line in predictions.read_text(encoding="utf-8").splitlines():
+        row = json.loads(line)
+        if row["dataset"] != dataset or not row["id"].startswith("gsm8k-train-"):
+            continue
+        if count_steps(golds[int(row["id"].rsplit("-", 1)[1])]) < 2:
+            continue
+        folded = len(_EQUATION.findall(row["output"].split("####")[0])) <= 1
+        cell = out.setdefault(row["model"], {"multi_step": 0, "folded": 0, "folded_correct": 0, "stepwise_correct": 0})
+        cell["multi_step"] += 1
+        cell["folded"] += folded
+        cell["folded_correct" if folded else "stepwise_correct"] += bool(row["correct"])
+    for cell in out.values():
+        stepwise = cell["multi_step"] - cell["folded"]
+        cell["folded_share"] = round(cell["folded"] / max(1, cell["multi_step"]), 4)
+        cell["folded_accuracy"] = round(cell["folded_correct"] / cell["folded"], 4) if cell["folded"] else None
+        cell["stepwise_accuracy"] = round(cell["stepwise_correct"] / stepwise, 4) if stepwise else None
+    return out
+
+
+def format_styles(styles: dict[str, dict[str, Any]]) -> str:
+    def pct(x: float | None) -> str:
+        return "-" if x is None else f"{100 * x:.1f}%"
+
+    lines = ["multi-step dev problems: share answered in ONE folded line (accuracy folded / one line per step)"]
+    for model in [m for m in MODELS if m in styles]:
+        c = styles[model]
+        lines.append(f"  {model:<8} {pct(c['folded_share']):>6} of {c['multi_step']}   "
+                     f"({pct(c['folded_accuracy'])} / {pct(c['stepwise_accuracy'])})")
+    return "\n".join(lines)
 
 
 def auroc(scores: Sequence[float], labels: Sequence[bool]) -> float:

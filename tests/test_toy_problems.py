@@ -237,3 +237,25 @@ def test_cli_writes_the_style_share(tmp_path) -> None:
     rows = [json.loads(line) for line in (tmp_path / "train.jsonl").read_text().splitlines()]
     assert all(len(r["answer"].split("\n")) == 2 for r in rows)
     assert json.loads((tmp_path / "TOY_PROBLEMS.json").read_text())["one_line_share"] == 1.0
+
+
+def test_number_scale_shrinks_the_numbers_and_keeps_every_problem_valid() -> None:
+    full = generate_problems(1500, seed=17)
+    half = generate_problems(1500, seed=17, number_scale=0.5)
+
+    def biggest(ps) -> int:
+        return max(max(s.a, s.b, s.result) for p in ps for s in p.steps)
+
+    def mean_number(ps) -> float:
+        numbers = [int(n) for p in ps for n in re.findall(r"\d+", p.question)]
+        return sum(numbers) / len(numbers)
+
+    assert mean_number(half) < 0.75 * mean_number(full)
+    assert biggest(half) < biggest(full)
+    for p in half:  # exact divisions, non-negative results, and solutions that still add up
+        assert all(s.result >= 0 for s in p.steps)
+        assert gold_answer(p.solution()) == str(p.answer_value)
+    with pytest.raises(ValueError, match="number_scale"):
+        generate_problem(random.Random(0), number_scale=0.0)
+    with pytest.raises(ValueError, match="number_scale"):
+        generate_problems(3, seed=0, number_scale=1.5)

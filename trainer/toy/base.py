@@ -81,6 +81,9 @@ class ToyBaseArguments:
         metadata={"help": "Share of the trainer's solutions (train/dev/test.jsonl) written as one folded "
                           "expression instead of one line per step (trainer.toy.problems.STYLES)."},
     )
+    number_scale: float = field(
+        default=1.0, metadata={"help": "Shrink every number range of the problem templates by this factor (0, 1]."}
+    )
     corpus_one_line_share: float = field(
         default=0.0, metadata={"help": "The same share in the base model's own corpus."}
     )
@@ -129,6 +132,8 @@ class ToyBaseArguments:
                      "corpus_one_line_share"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        if not 0.0 < self.number_scale <= 1.0:
+            raise ValueError(f"number_scale must be in (0, 1], got {self.number_scale}")
         if self.n_pretrain <= 0:
             raise ValueError(f"n_pretrain must be positive, got {self.n_pretrain}")
 
@@ -366,7 +371,8 @@ def _data_is_current(args: ToyBaseArguments) -> bool:
     meta = json.loads(meta_file.read_text())
     want = {"generator_version": GENERATOR_VERSION, "seed": args.problems_seed, "n_train": args.n_train,
             "n_dev": args.n_dev, "n_test": args.n_test, "n_pretrain": args.n_pretrain,
-            "one_line_share": args.one_line_share, "pretrain_one_line_share": args.corpus_one_line_share}
+            "one_line_share": args.one_line_share, "pretrain_one_line_share": args.corpus_one_line_share,
+            "number_scale": args.number_scale}
     return all(meta.get(k) == v for k, v in want.items())
 
 
@@ -377,7 +383,7 @@ def build_toy_base(args: ToyBaseArguments) -> ToyBaseResult:
     if not _data_is_current(args):
         write_splits(data_dir, args.problems_seed, n_train=args.n_train, n_dev=args.n_dev,
                      n_test=args.n_test, n_pretrain=args.n_pretrain, one_line_share=args.one_line_share,
-                     pretrain_one_line_share=args.corpus_one_line_share)
+                     pretrain_one_line_share=args.corpus_one_line_share, number_scale=args.number_scale)
     if not args.force:
         meta = load_cached(args)
         if meta is not None:
@@ -390,7 +396,7 @@ def build_toy_base(args: ToyBaseArguments) -> ToyBaseResult:
 
     splits = make_splits(args.problems_seed, n_train=args.n_train, n_dev=args.n_dev, n_test=args.n_test,
                          n_pretrain=args.n_pretrain, one_line_share=args.one_line_share,
-                     pretrain_one_line_share=args.corpus_one_line_share)
+                     pretrain_one_line_share=args.corpus_one_line_share, number_scale=args.number_scale)
     corpus_rng = random.Random(args.base_seed * 1_000_003 + 17)
     targets = [corpus_solution(p, corpus_rng, args) for p in splits.pretrain]
     tok_texts = [m["content"] for p in splits.pretrain for m in build_messages(p.question)] + targets

@@ -163,6 +163,7 @@ _BAKED = ["cookies", "muffins", "rolls", "tarts", "cupcakes", "pies"]
 @dataclass(slots=True)
 class _Ctx:
     rng: random.Random
+    number_scale: float = 1.0
 
     def person(self, exclude: Sequence[str] = ()) -> tuple[str, str, str]:
         while True:
@@ -171,7 +172,8 @@ class _Ctx:
                 return p
 
     def n(self, lo: int, hi: int) -> int:
-        return self.rng.randint(lo, hi)
+        """A number in ``[lo, hi]``, the range shrunk towards ``lo`` by ``number_scale``."""
+        return self.rng.randint(lo, max(lo, lo + round((hi - lo) * self.number_scale)))
 
     def pick(self, seq: Sequence[str]) -> str:
         return self.rng.choice(seq)
@@ -346,15 +348,18 @@ TEMPLATES: dict[str, _Template] = {
 
 
 def generate_problem(rng: random.Random, *, steps: int | None = None,
-                     template: str | None = None) -> ToyProblem:
-    """One problem from ``rng``; ``steps`` (1–3) and ``template`` are drawn when not given."""
+                     template: str | None = None, number_scale: float = 1.0) -> ToyProblem:
+    """One problem from ``rng``; ``steps`` (1–3) and ``template`` are drawn when not given.
+    ``number_scale`` (0, 1] shrinks every number range of the templates (smaller numbers)."""
+    if not 0.0 < number_scale <= 1.0:
+        raise ValueError(f"number_scale must be in (0, 1], got {number_scale}")
     k = steps if steps is not None else rng.randint(1, 3)
     if k not in (1, 2, 3):
         raise ValueError(f"steps must be 1, 2 or 3, got {k}")
     name = template if template is not None else rng.choice(sorted(TEMPLATES))
     if name not in TEMPLATES:
         raise ValueError(f"unknown template {name!r}; known: {sorted(TEMPLATES)}")
-    question, step_list = TEMPLATES[name](_Ctx(rng), k)
+    question, step_list = TEMPLATES[name](_Ctx(rng, number_scale), k)
     problem = ToyProblem(question=question, steps=tuple(step_list), template=name)
     for s in problem.steps:  # validates exact division and non-negative results
         if s.result < 0:
@@ -362,7 +367,7 @@ def generate_problem(rng: random.Random, *, steps: int | None = None,
     return problem
 
 
-def generate_problems(n: int, seed: int) -> list[ToyProblem]:
+def generate_problems(n: int, seed: int, *, number_scale: float = 1.0) -> list[ToyProblem]:
     """``n`` problems with pairwise different questions, deterministic in ``seed``."""
     rng = random.Random(seed)
     seen: set[str] = set()
@@ -372,7 +377,7 @@ def generate_problems(n: int, seed: int) -> list[ToyProblem]:
         attempts += 1
         if attempts > 50 * n + 1000:
             raise RuntimeError(f"could not generate {n} distinct problems (got {len(out)})")
-        p = generate_problem(rng)
+        p = generate_problem(rng, number_scale=number_scale)
         if p.question in seen:
             continue
         seen.add(p.question)
@@ -408,7 +413,7 @@ def assign_styles(problems: Sequence[ToyProblem], one_line_share: float, seed: i
 
 def make_splits(seed: int, *, n_train: int = 4000, n_dev: int = 300, n_test: int = 300,
                 n_pretrain: int = 0, one_line_share: float = 0.0,
-                pretrain_one_line_share: float | None = None) -> ToySplits:
+                pretrain_one_line_share: float | None = None, number_scale: float = 1.0) -> ToySplits:
     """Disjoint splits: distinct questions are generated once, then cut in the order
     train, dev, test, pretrain (so adding pretraining problems leaves the other splits unchanged).
     ``one_line_share`` of the train/dev/test solutions and ``pretrain_one_line_share`` (default:
@@ -416,7 +421,7 @@ def make_splits(seed: int, *, n_train: int = 4000, n_dev: int = 300, n_test: int
     not depend on either share."""
     if pretrain_one_line_share is None:
         pretrain_one_line_share = one_line_share
-    problems = generate_problems(n_train + n_dev + n_test + n_pretrain, seed)
+    problems = generate_problems(n_train + n_dev + n_test + n_pretrain, seed, number_scale=number_scale)
     a, b, c = n_train, n_train + n_dev, n_train + n_dev + n_test
     labelled = assign_styles(problems[:c], one_line_share, seed)
     pretrain = assign_styles(problems[c:], pretrain_one_line_share, seed + 1)
@@ -435,19 +440,22 @@ def write_jsonl(problems: Iterable[ToyProblem], path: str | Path, *, annotate: b
 
 def write_splits(out_dir: str | Path, seed: int, *, n_train: int = 4000, n_dev: int = 300,
                  n_test: int = 300, n_pretrain: int = 0, annotate: bool = True,
-                 one_line_share: float = 0.0, pretrain_one_line_share: float | None = None) -> dict[str, Path]:
+                 one_line_share: float = 0.0, pretrain_one_line_share: float | None = None,
+                 number_scale: float = 1.0) -> dict[str, Path]:
     """Write ``train.jsonl``, ``dev.jsonl``, ``test.jsonl`` (and ``pretrain.jsonl`` when
     ``n_pretrain`` > 0) under ``out_dir``; return their paths."""
     if pretrain_one_line_share is None:
         pretrain_one_line_share = one_line_share
     splits = make_splits(seed, n_train=n_train, n_dev=n_dev, n_test=n_test, n_pretrain=n_pretrain,
-                         one_line_share=one_line_share, pretrain_one_line_share=pretrain_one_line_share)
+                         one_line_share=one_line_share, pretrain_one_line_share=pretrain_one_line_share,
+                         number_scale=number_scale)
     out = Path(out_dir)
     paths = {name: write_jsonl(ps, out / f"{name}.jsonl", annotate=annotate)
              for name, ps in splits.items() if ps}
     meta = {"generator_version": GENERATOR_VERSION, "seed": seed, "n_train": n_train,
             "n_dev": n_dev, "n_test": n_test, "n_pretrain": n_pretrain, "annotate": annotate,
-            "one_line_share": one_line_share, "pretrain_one_line_share": pretrain_one_line_share}
+            "one_line_share": one_line_share, "pretrain_one_line_share": pretrain_one_line_share,
+            "number_scale": number_scale}
     (out / "TOY_PROBLEMS.json").write_text(json.dumps(meta, indent=2) + "\n")
     return paths
 
@@ -465,12 +473,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                     help="share of solutions written as one folded expression instead of one line per step")
     ap.add_argument("--pretrain-one-line-share", type=float, default=None,
                     help="the same for pretrain.jsonl (default: --one-line-share)")
+    ap.add_argument("--number-scale", type=float, default=1.0,
+                    help="shrink every number range of the templates by this factor (0, 1]")
     ap.add_argument("--no-annotations", action="store_true", help="omit the <<a*b=c>> calculator annotations")
     args = ap.parse_args(argv)
     paths = write_splits(args.out, args.seed, n_train=args.n_train, n_dev=args.n_dev,
                          n_test=args.n_test, n_pretrain=args.n_pretrain, annotate=not args.no_annotations,
                          one_line_share=args.one_line_share,
-                         pretrain_one_line_share=args.pretrain_one_line_share)
+                         pretrain_one_line_share=args.pretrain_one_line_share,
+                         number_scale=args.number_scale)
     print(json.dumps({k: str(v) for k, v in paths.items()}))
     return 0
 
