@@ -40,8 +40,7 @@ STAGES = ("sft", "rollouts", "prefs", "dpo", "grpo", "eval")
 MODELS = ("base", "sft", "rl-dpo", "rl-grpo")
 
 #: Overrides of the ``--quick`` loop (the learning tests): the dev split only (no held-out test file)
-#: and no accuracy pass at base-build time; everything else as the recipes say. (A base pre-trained for
-#: 800 steps instead of 1400 was tried: 13% dev accuracy, and its arms too poor for s_wm: AUROC 0.69.)
+#: and no accuracy pass at base-build time; everything else as the recipes say.
 QUICK_OVERRIDES: dict[str, list[str]] = {
     "toy-base": ["--eval_samples", "0"],
     "eval": ["--eval_datasets", "gsm8k_dev"],

@@ -11,8 +11,11 @@ then check, on the same dev problems, that
 (d) label-free ``s_wm`` (rollouts re-scored WITHOUT gold_answer) ranks correct trajectories above
     wrong ones (AUROC).
 
-The margins were set from runs over several seeds (docs/toy-results.md lists them), well below the
+The margins were set from runs over several seeds (docs/toy-results.md lists them), below the
 smallest gain measured, so the tests do not flake but still fail when learning does not happen.
+What RL learns here is the habit the toy world plants (docs/toy-world.md): half of the SFT solutions
+fold a multi-step computation into one expression, which the small model gets wrong far more often;
+``test_rl_removes_the_folded_answers_sft_learned`` checks that mechanism directly.
 """
 
 from __future__ import annotations
@@ -32,11 +35,12 @@ pytestmark = pytest.mark.timeout(1800)
 
 SEED = 0
 #: Minimum gains (absolute accuracy, 800 dev problems). Measured over training seeds 0, 1, 2
-#: (docs/toy-results.md): SFT - base = +9.9 / +10.8 / +9.5 points; AUROC of s_wm 0.836 / 0.852 / 0.855.
-SFT_OVER_BASE = 0.05
+#: (docs/toy-results.md): SFT - base = +1.9 / +1.1 / +2.5 points; DPO - SFT = +4.0 / +6.3 / +3.1;
+#: GRPO - SFT = +6.9 / +5.9 / +3.3; AUROC of label-free s_wm 0.896 (seeds 1, 2: 0.897 / 0.895).
+SFT_OVER_BASE = 0.005
 GRPO_OVER_SFT = 0.02
 DPO_OVER_SFT = 0.02
-MIN_AUROC = 0.75
+MIN_AUROC = 0.80
 MIN_DEV = 800
 
 
@@ -59,13 +63,6 @@ def test_sft_raises_dev_accuracy_over_the_toy_base(loop: dict[str, Any]) -> None
     assert dev["sft"]["accuracy"] >= dev["base"]["accuracy"] + SFT_OVER_BASE, dev
 
 
-KNOWN_RL_GAP = (
-    "measured on the toy world: GRPO and DPO on top of SFT LOWER greedy dev accuracy (by 1-8 points "
-    "with these recipes, over 3 seeds) at every setting tried (docs/toy-results.md, 'Why RL does not beat SFT here'); kept as a real, "
-    "strict check: it fails loudly (XPASS) once RL does beat SFT, so the marker must then go"
-)
-
-
 def test_the_rl_stages_trained_on_regime_w_signals(loop: dict[str, Any]) -> None:
     grpo, dpo = loop["grpo"], loop["dpo"]
     assert grpo["global_step"] > 0 and len(grpo["reward_per_step"]) == grpo["global_step"], grpo
@@ -74,16 +71,25 @@ def test_the_rl_stages_trained_on_regime_w_signals(loop: dict[str, Any]) -> None
     assert loop["prefs"]["pairs_written"] == dpo["num_pairs"], (loop["prefs"], dpo)
 
 
-@pytest.mark.xfail(reason=KNOWN_RL_GAP, strict=True)
 def test_grpo_with_the_regime_w_reward_over_http_raises_it_over_sft(loop: dict[str, Any]) -> None:
     dev = _dev(loop)
     assert dev["rl-grpo"]["accuracy"] >= dev["sft"]["accuracy"] + GRPO_OVER_SFT, dev
 
 
-@pytest.mark.xfail(reason=KNOWN_RL_GAP, strict=True)
 def test_dpo_on_regime_w_pairs_raises_it_over_sft(loop: dict[str, Any]) -> None:
     dev = _dev(loop)
     assert dev["rl-dpo"]["accuracy"] >= dev["sft"]["accuracy"] + DPO_OVER_SFT, dev
+
+
+def test_rl_removes_the_folded_answers_sft_learned(loop: dict[str, Any]) -> None:
+    styles = loop["styles"]
+    assert styles["base"]["folded_share"] < 0.05, styles  # the base's corpus is written one line per step
+    assert styles["sft"]["folded_share"] > 0.25, styles  # SFT picked up the folded style of half its data
+    # ... which is right far less often than one line per step
+    assert styles["sft"]["folded_accuracy"] < styles["sft"]["stepwise_accuracy"] - 0.1, styles
+    # measured over seeds 0/1/2: DPO keeps 43/37/49% of SFT's folded share, GRPO 22/18/22%
+    for model in ("rl-dpo", "rl-grpo"):
+        assert styles[model]["folded_share"] < 0.7 * styles["sft"]["folded_share"], (model, styles)
 
 
 def test_label_free_s_wm_ranks_correct_trajectories_above_wrong_ones(loop: dict[str, Any]) -> None:

@@ -77,12 +77,12 @@ class ToyBaseArguments:
     n_test: int = field(default=300, metadata={"help": "Problems in test.jsonl (held out)."})
     n_pretrain: int = field(default=20000, metadata={"help": "Problems in the base model's own corpus."})
     one_line_share: float = field(
-        default=0.3,
+        default=0.5,
         metadata={"help": "Share of the trainer's solutions (train/dev/test.jsonl) written as one folded "
                           "expression instead of one line per step (trainer.toy.problems.STYLES)."},
     )
     number_scale: float = field(
-        default=1.0, metadata={"help": "Shrink every number range of the problem templates by this factor (0, 1]."}
+        default=0.5, metadata={"help": "Shrink every number range of the problem templates by this factor (0, 1]."}
     )
     corpus_one_line_share: float = field(
         default=0.0, metadata={"help": "The same share in the base model's own corpus."}
@@ -92,7 +92,7 @@ class ToyBaseArguments:
     num_layers: int = field(default=3)
     num_heads: int = field(default=4)
     intermediate_size: int = field(default=256)
-    base_max_steps: int = field(default=1400, metadata={"help": "Optimizer steps of pre-training (stopped early on purpose)."})
+    base_max_steps: int = field(default=800, metadata={"help": "Optimizer steps of pre-training (stopped early on purpose)."})
     base_batch_size: int = field(default=32)
     base_learning_rate: float = field(default=3e-3)
     base_warmup_steps: int = field(default=50)
