@@ -9,6 +9,7 @@ from fractions import Fraction
 
 import pytest
 
+from reward_service.regime_w.derived import evaluate_arithmetic
 from shared_schemas.answer import answers_equal, gold_answer
 from trainer.toy.problems import (
     TEMPLATES,
@@ -143,46 +144,6 @@ def test_write_splits_is_deterministic(tmp_path) -> None:
     assert not (tmp_path / "a" / "pretrain.jsonl").exists()
 
 
-def _eval_expression(expr: str) -> Fraction:
-    """Evaluate +-*/ with parentheses and the usual precedence, exactly (test oracle, no eval())."""
-    tokens = re.findall(r"\d+|[-+*/()]", expr)
-    assert "".join(tokens) == expr, expr
-    pos = 0
-
-    def atom() -> Fraction:
-        nonlocal pos
-        tok = tokens[pos]
-        pos += 1
-        if tok == "(":
-            value = sum_()
-            assert tokens[pos] == ")"
-            pos += 1
-            return value
-        return Fraction(int(tok))
-
-    def product() -> Fraction:
-        nonlocal pos
-        value = atom()
-        while pos < len(tokens) and tokens[pos] in "*/":
-            op = tokens[pos]
-            pos += 1
-            value = value * atom() if op == "*" else value / atom()
-        return value
-
-    def sum_() -> Fraction:
-        nonlocal pos
-        value = product()
-        while pos < len(tokens) and tokens[pos] in "+-":
-            op = tokens[pos]
-            pos += 1
-            value = value + product() if op == "+" else value - product()
-        return value
-
-    result = sum_()
-    assert pos == len(tokens), expr
-    return result
-
-
 def test_one_line_solutions_fold_every_step_into_one_right_expression() -> None:
     problems = generate_problems(1500, seed=13)
     for p in problems:
@@ -191,7 +152,8 @@ def test_one_line_solutions_fold_every_step_into_one_right_expression() -> None:
         assert len(lines) == 2 and lines[-1] == f"#### {p.answer_value}", text
         expr, value = re.search(r"([-+*/()\d]+) = (\d+)", lines[0]).groups()
         assert int(value) == p.answer_value
-        assert _eval_expression(expr) == p.answer_value, text
+        # exact, by the scorer's own evaluator: s_path reads folded lines as it reads steps
+        assert evaluate_arithmetic(expr) == p.answer_value, text
         if len(p.steps) > 1:
             # one operator per step: nothing dropped, nothing computed twice
             assert expr.count("*") + expr.count("/") + expr.count("+") + expr.count("-") == len(p.steps), text
