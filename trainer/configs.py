@@ -155,6 +155,17 @@ class RewardServiceArguments:
     reward_batch_items: int = field(
         default=32, metadata={"help": "Questions (items) per /v1/score request."}
     )
+    reward: str = field(
+        default="regime_w",
+        metadata={
+            "help": "Which reward scores the samples: 'regime_w' (the service), 'correctness' (answer vs gold, "
+            "no service) or 'majority' (label-free vote among the policy's samples of a question)."
+        },
+    )
+    label_free: bool = field(
+        default=False,
+        metadata={"help": "With reward 'regime_w': leave the gold answer out even when the data set has it."},
+    )
 
     def __post_init__(self) -> None:
         if self.reward_timeout_s <= 0:
@@ -163,6 +174,11 @@ class RewardServiceArguments:
             raise ValueError(f"reward_max_retries must be >= 0, got {self.reward_max_retries}")
         if self.reward_batch_items <= 0:
             raise ValueError(f"reward_batch_items must be positive, got {self.reward_batch_items}")
+        from trainer.reward_modes import check_reward_mode
+
+        check_reward_mode(self.reward)
+        if self.label_free and self.reward != "regime_w":
+            raise ValueError(f"label_free applies to reward 'regime_w' only, not {self.reward!r}")
 
 
 def apply_cpu_precision_rule(config: Any) -> None:
