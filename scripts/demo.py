@@ -3,7 +3,7 @@
     python scripts/demo.py                 # everything: service + curl, then the toy-world loop
     python scripts/demo.py --service-only  # start the service, curl-score examples/batch.json, stop
 
-The loop (scripts/toy_loop.py) builds the toy base (cached), starts the reward service on it with
+The loop (trainer/toy/loop.py) builds the toy base (cached), starts the reward service on it with
 arms generated live by the toy model, curl-scores examples/batch.json and a toy item without arm
 outputs, runs sft -> rollouts -> prefs -> dpo -> grpo -> eval through the real CLIs and prints the
 accuracy table. Each step prints what it runs; the service is always stopped at the end, also on
@@ -24,9 +24,9 @@ from pathlib import Path
 import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))
+sys.path.insert(0, str(ROOT))
 
-from toy_loop import LoopError, Paths, reward_service, run_toy_loop, write_results_page  # noqa: E402
+from trainer.toy.loop import LoopError, Paths, reward_service, run_toy_loop, write_results_page  # noqa: E402
 
 
 def banner(text: str) -> None:

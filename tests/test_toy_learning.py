@@ -1,6 +1,6 @@
 """Learning evidence on the offline toy world (issue 4): the whole loop, through the real CLIs.
 
-One module-scoped run of ``scripts/toy_loop.py`` (``--quick`` settings, fixed seed, 1 torch thread
+One module-scoped run of ``trainer.toy.loop`` (``--quick`` settings, fixed seed, 1 torch thread
 per process): toy base -> SFT -> reward service (toy base, live arms, toy config) on loopback ->
 rollouts -> prefs -> DPO -> GRPO (Regime W reward over HTTP) -> eval on the dev split. The tests
 then check, on the same dev problems, that
@@ -20,16 +20,11 @@ fold a multi-step computation into one expression, which the small model gets wr
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))
-
-from toy_loop import label_free_auroc, run_toy_loop  # noqa: E402
+from trainer.toy.loop import label_free_auroc, run_toy_loop
 
 pytestmark = pytest.mark.timeout(1800)
 
@@ -99,7 +94,7 @@ def test_label_free_s_wm_ranks_correct_trajectories_above_wrong_ones(loop: dict[
 
 
 def test_auroc_is_the_probability_a_positive_outranks_a_negative() -> None:
-    from toy_loop import auroc
+    from trainer.toy.loop import auroc
 
     assert auroc([0.1, 0.2, 0.8, 0.9], [False, False, True, True]) == 1.0
     assert auroc([0.9, 0.8, 0.2, 0.1], [False, False, True, True]) == 0.0

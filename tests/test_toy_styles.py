@@ -3,17 +3,12 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))
-
-from toy_loop import count_steps, format_styles, style_report  # noqa: E402
-
-from trainer.toy.problems import generate_problems  # noqa: E402
+from trainer.toy.loop import count_steps, format_styles, style_report
+from trainer.toy.problems import generate_problems
 
 
 @pytest.mark.parametrize("style", ["steps", "one_line"])

@@ -5,4 +5,5 @@ stage) can be shown and tested without downloading a model or a data set. See do
 
 * :mod:`trainer.toy.problems` — the seeded problem generator (``python3 -m trainer.toy.problems``).
 * :mod:`trainer.toy.base` — the toy base model (stage ``toy-base``), cached on disk.
+* :mod:`trainer.toy.loop` — the full offline loop through the real CLIs (``scripts/toy_loop.py`` wraps it).
 """
