@@ -14,8 +14,9 @@ LaTeX ``\\times``, ``\\cdot``, ``\\div``, ``\\frac{a}{b}``, ``\\left(`` are unde
 agree when ``|L-R| <= rel_tol * max(|L|,|R|)``, or when ``R`` shows decimals (or the sign is
 ``≈``) and ``L`` rounded to those decimals is ``R`` (``10/3 = 3.33``: rounded money passes).
 
-Everything is parsed with a small tokenizer and a shunting-yard evaluator — never ``eval`` — and
-no function here raises on any input string.
+Everything is parsed with ``shared_schemas.arith`` (a small tokenizer and a shunting-yard evaluator,
+never ``eval``; the answer format evaluates stated answers with it too), and no function here raises
+on any input string.
 """
 
 from __future__ import annotations
@@ -23,11 +24,22 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from fractions import Fraction
 from functools import lru_cache
-from typing import Callable, TypeVar
 
 from shared_schemas.answer import normalize_number
+from shared_schemas.arith import (
+    NUMBER_PATTERN,
+    OPERATOR_CANON,
+    OPERATOR_PATTERN,
+    SPACE_PATTERN,
+    apply_operator,
+    evaluate_arithmetic,
+    evaluate_tokens,
+    plain,
+    read_number,
+    shape,
+    tokens,
+)
 
 __all__ = [
     "EquationScan",
@@ -39,47 +51,13 @@ __all__ = [
     "numbers_in",
 ]
 
-_MAX_EXPONENT = 32
-_MAX_EXPR_CHARS = 2000  # evaluate_arithmetic gives up (None) on longer input
-
-# --- LaTeX to plain arithmetic ----------------------------------------------------------------
-_LATEX = re.compile(
-    r"\\(?:[dt]?frac\s*\{([^{}]*)\}\s*\{([^{}]*)\}"
-    r"|(times|cdot|ast|div|approx|neq|ne|left|right|text|mathrm|mathbf|textbf|quad|qquad"
-    r"|[,;:! $%()\[\]])(?![A-Za-z]))"
-)
-_LATEX_MAP = {
-    "times": " × ", "cdot": " × ", "ast": " × ", "div": " ÷ ", "approx": " ≈ ", "neq": " ≠ ",
-    "ne": " ≠ ", "left": "", "right": "", "text": " ", "mathrm": " ", "mathbf": " ", "textbf": " ",
-    "quad": " ", "qquad": " ", ",": "", ";": " ", ":": " ", "!": "", " ": " ", "$": "$", "%": "%",
-    "(": " ", ")": " ", "[": " ", "]": " ",
-}  # fmt: skip
-_SIMPLE_NUMBER = re.compile(r"[ ]*[0-9]+(?:\.[0-9]+)?[ ]*")
-
-
-def _latex_sub(m: re.Match[str]) -> str:
-    if m.group(1) is not None:
-        a, b = m.group(1), m.group(2)
-        if _SIMPLE_NUMBER.fullmatch(a) and _SIMPLE_NUMBER.fullmatch(b):
-            return f"({a.strip()}/{b.strip()})"
-        return f"(({a})/({b}))"
-    return _LATEX_MAP[m.group(3)]
-
-
-def _plain(text: str) -> str:
-    """``text`` with the LaTeX arithmetic notation replaced by plain symbols."""
-    if "\\" not in text:
-        return text
-    return _LATEX.sub(_latex_sub, text)
+# The arithmetic itself (tokens, shape check, evaluation, LaTeX to plain) is shared_schemas.arith,
+# the one parser the answer format uses too (DESIGN §2.3).
+_plain = plain
 
 
 # --- the pieces of an expression -------------------------------------------------------------
-_NUM = (
-    r"\$?(?:[0-9]{1,3}(?:,[0-9]{3})+(?![0-9])|[0-9]+)(?:\.[0-9]+)?(?:[ ]?%)?"
-    r"|\$?\.[0-9]+(?:[ ]?%)?"
-)
-_OP = r"[-−–+*×÷·/^]|[xX](?=[ \t]*[0-9$.(])"
-_S = r"[ \t\u00a0]*"
+_NUM, _OP, _S = NUMBER_PATTERN, OPERATOR_PATTERN, SPACE_PATTERN
 
 
 def _expression(depth: int) -> str:
@@ -126,141 +104,10 @@ _LEFT_BINARY_REV = re.compile(
 _CALC = re.compile(r"<<([^<>=\n]{1,200})=([^<>=\n]{1,60})>>")
 _NUMBER_ANY = re.compile(r"[0-9]{1,3}(?:,[0-9]{3})+(?![0-9])(?:\.[0-9]+)?|[0-9]+(?:\.[0-9]+)?|\.[0-9]+")
 
-# Tokens, for evaluation. A token is a string: a number, an operator, "(" or ")".
-_TOKEN = re.compile(rf"{_NUM}|{_OP}|[()]|[^ \t\u00a0]")
-_OP_CANON = {"-": "-", "−": "-", "–": "-", "+": "+", "*": "*", "×": "*", "·": "*", "x": "*", "X": "*",
-             "/": "/", "÷": "/", "^": "^"}  # fmt: skip
-_NUMBER_START = frozenset("0123456789$.")
-_PREC = {"+": 1, "-": 1, "*": 2, "/": 2, "u": 3, "^": 4}  # "u": unary minus
+_OP_CANON = OPERATOR_CANON
 _OP_CHARS = frozenset("+-−–*×÷·/^")
 _SPACE = frozenset(" \t\u00a0")
-
-N = TypeVar("N", float, Fraction)
-
-
-def _tokens(expr: str) -> list[str] | None:
-    """Tokens of ``expr`` (operators canonical), or None when it holds anything else."""
-    out = []
-    for t in _TOKEN.findall(expr):
-        if t[0] in _NUMBER_START:
-            out.append(t)
-        elif t in _OP_CANON:
-            out.append(_OP_CANON[t])
-        elif t == "(" or t == ")":
-            out.append(t)
-        else:
-            return None
-    return out
-
-
-def _shape(toks: list[str]) -> int:
-    """Number of binary operators when ``toks`` is a complete expression, else -1."""
-    ops, depth, want_operand = 0, 0, True
-    for t in toks:
-        if want_operand:
-            if t[0] in _NUMBER_START:
-                want_operand = False
-            elif t == "(":
-                depth += 1
-            elif t != "-":
-                return -1
-        elif t == ")":
-            if depth == 0:
-                return -1
-            depth -= 1
-        elif t == "(" or t[0] in _NUMBER_START:
-            return -1
-        else:
-            ops += 1
-            want_operand = True
-    return -1 if want_operand or depth else ops
-
-
-def _number(text: str, conv: Callable[[str], N]) -> N:
-    if text.isdigit():
-        return conv(text)
-    s = text.replace("$", "").replace(",", "").replace(" ", "")
-    if s[0] in "−–":
-        s = "-" + s[1:]
-    if s[-1] == "%":
-        return conv(s[:-1]) / 100
-    return conv(s)
-
-
-def _apply(op: str, a: N, b: N) -> N:
-    if op == "+":
-        return a + b
-    if op == "-":
-        return a - b
-    if op == "*":
-        return a * b
-    if op == "/":
-        return a / b  # ZeroDivisionError is handled by the callers
-    if b != int(b) or abs(b) > _MAX_EXPONENT:  # "^": small integral exponents only
-        raise ValueError("exponent out of range")
-    return a ** int(b)
-
-
-def _evaluate(toks: list[str], conv: Callable[[str], N]) -> N:
-    """Shunting-yard evaluation of tokens that ``_shape`` accepted."""
-    if len(toks) == 1:
-        return _number(toks[0], conv)
-    values: list[N] = []
-    ops: list[str] = []
-
-    def reduce() -> None:
-        op = ops.pop()
-        if op == "u":
-            values.append(-values.pop())
-        else:
-            b = values.pop()
-            values.append(_apply(op, values.pop(), b))
-
-    want_operand = True
-    for t in toks:
-        if t[0] in _NUMBER_START:
-            values.append(_number(t, conv))
-            want_operand = False
-        elif t == "(":
-            ops.append("(")
-        elif t == ")":
-            while ops[-1] != "(":
-                reduce()
-            ops.pop()
-        elif want_operand:  # a minus sign
-            ops.append("u")
-        else:
-            prec = _PREC[t]
-            while ops and ops[-1] != "(":
-                top = _PREC[ops[-1]]
-                # '^' is right-associative; a sign binds tighter than * / and looser than ^
-                if top > prec or (top == prec and t != "^"):
-                    reduce()
-                else:
-                    break
-            ops.append(t)
-            want_operand = True
-    while ops:
-        reduce()
-    return values[0]
-
-
-def evaluate_arithmetic(expr: str) -> Fraction | float | None:
-    """Exact value of a pure arithmetic expression, or None when it is not one (never raises).
-
-    ``"16-3-4"`` → ``Fraction(9)``; ``"$0.2 x 50"`` → ``Fraction(10)``; ``"\\frac{3}{4} \\times 8"``
-    → ``Fraction(6)``; ``"1/0"``, ``"x + 3"``, ``"2 apples"`` → None. Exponents (``2^3``) must be
-    integers of at most 32.
-    """
-    try:
-        if not isinstance(expr, str) or len(expr) > _MAX_EXPR_CHARS:
-            return None
-        toks = _tokens(_plain(expr))
-        if not toks or _shape(toks) < 0:
-            return None
-        return _evaluate(toks, Fraction)
-    except (ZeroDivisionError, ValueError, OverflowError, ArithmeticError, IndexError, RecursionError):
-        return None
+_tokens, _shape, _number, _apply, _evaluate = tokens, shape, read_number, apply_operator, evaluate_tokens
 
 
 # --- equations -------------------------------------------------------------------------------
