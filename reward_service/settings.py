@@ -52,6 +52,7 @@ class Settings(BaseSettings):
     max_items: int = Field(default=256, ge=1)
     max_trajectories: int = Field(default=256, ge=1)
     max_text_chars: int = Field(default=100_000, ge=1)
+    openrlhf_max_queries: int = Field(default=8192, ge=1, le=65_536)  # /get_reward queries per request
 
     # --- server
     host: str = "127.0.0.1"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr, model_validator
 
 API_VERSION = "1"
 
@@ -157,19 +157,29 @@ class ErrorResponse(WireModel):
     error: ErrorDetail
 
 
+#: Hard ceiling of ``/get_reward`` queries per request; a deployment sets its own limit (the
+#: service's ``openrlhf_max_queries``, default 8,192) and scores a batch in chunks.
+MAX_OPENRLHF_QUERIES = 65_536
+
+OpenRLHFLabel = Annotated[
+    Annotated[StrictStr, Field(max_length=MAX_TEXT_CHARS)] | StrictInt | StrictFloat | None,
+    Field(description="gold answer ('#### 72', '72', 72, a GSM8K solution); '' or null: label-free"),
+]
+
+
 class OpenRLHFRequest(WireModel):
     """Body of the OpenRLHF-compatible ``POST /get_reward``.
 
-    ``query`` holds prompt + response strings; ``prompts`` the prompts alone (used to split the
-    response off and to find the question); ``labels`` the gold answers.
+    ``query`` holds prompt + response strings (as OpenRLHF decodes them, special tokens kept);
+    ``prompts`` the prompts alone (used to split the response off and to read the question: the last
+    user turn of a chat template, the trainer's instruction removed); ``labels`` the gold answers
+    (``""``, ``null`` or absent: label-free); ``metas[i].question`` overrides the question.
     """
 
-    query: list[Text] = Field(min_length=1, max_length=MAX_TRAJECTORIES)
-    prompts: list[Text] | None = Field(default=None, max_length=MAX_TRAJECTORIES)
-    labels: list[Annotated[str, Field(max_length=MAX_ANSWER_CHARS)] | None] | None = Field(
-        default=None, max_length=MAX_TRAJECTORIES
-    )
-    metas: list[dict[str, Any]] | None = Field(default=None, max_length=MAX_TRAJECTORIES)
+    query: list[Text] = Field(min_length=1, max_length=MAX_OPENRLHF_QUERIES)
+    prompts: list[Text] | None = Field(default=None, max_length=MAX_OPENRLHF_QUERIES)
+    labels: list[OpenRLHFLabel] | None = Field(default=None, max_length=MAX_OPENRLHF_QUERIES)
+    metas: list[dict[str, Any]] | None = Field(default=None, max_length=MAX_OPENRLHF_QUERIES)
 
     @model_validator(mode="after")
     def _lengths_match(self) -> "OpenRLHFRequest":
@@ -182,6 +192,13 @@ class OpenRLHFRequest(WireModel):
 
 
 class OpenRLHFResponse(WireModel):
-    rewards: list[float]
-    scores: list[float]
-    extra_logs: dict[str, list[float]]
+    """Answer of ``POST /get_reward``: one entry per query, in order."""
+
+    rewards: list[float] = Field(description="the Regime W reward of each query (OpenRLHF's advantage input)")
+    scores: list[float] = Field(
+        description="0-1 value for OpenRLHF's dynamic filtering: correctness when labelled, s_wm when label-free"
+    )
+    extra_logs: dict[str, list[float]] = Field(
+        description="per query: s_end, s_path, s_cf, s_wm, length_penalty, correctness (0 where label-free), "
+        "label_free (1 or 0)"
+    )

@@ -95,7 +95,7 @@ def test_get_reward_openrlhf(hf_server):
     r = httpx.post(hf_server.url + "/get_reward", json=body, headers=HEADERS, timeout=120)
     assert r.status_code == 200, r.text
     out = r.json()
-    assert len(out["rewards"]) == 2 and out["scores"] == out["rewards"]
+    assert len(out["rewards"]) == 2 and out["scores"] == [1.0, 0.0]  # labelled: scores are correctness (0-1)
     assert out["extra_logs"]["correctness"] == [1.0, 0.0]
     assert out["rewards"][0] > out["rewards"][1]
     for key in ("s_end", "s_path", "s_cf", "s_wm"):

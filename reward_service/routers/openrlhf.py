@@ -1,68 +1,84 @@
 """OpenRLHF-compatible ``POST /get_reward``, so existing RL frameworks can use the service unchanged.
 
-Request: ``{"query": [prompt + response], "prompts": [prompt], "labels": [gold], "metas": [...]}``.
-The response is ``query[i]`` minus its prompt; the question is ``metas[i]["question"]`` when given,
-else the prompt itself. Responses of one question are scored together (one arm set).
+The parsing (question from a chat-templated prompt, response from the query, labels, chunks,
+0-1 scores) lives in ``reward_service.openrlhf_compat``; this route checks the key, runs the
+chunks through the scoring engine and answers OpenRLHF's ``{rewards, scores, extra_logs}``.
 """
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends
+from pydantic import ValidationError
 
-from shared_schemas.wire import OpenRLHFRequest, OpenRLHFResponse, ScoreItem, ScoreRequest
+from shared_schemas.wire import OpenRLHFRequest, OpenRLHFResponse, ScoreRequest
 
 from reward_service.auth import require_api_key
-from reward_service.engine import ScoringEngine
 from reward_service.errors import ArmsUnavailable, InvalidRequest
-from reward_service.routers.deps import get_engine
+from reward_service.openrlhf_compat import CompatError, CompatLimits, build_response, chunk_items, plan_groups
+from reward_service.routers.deps import RuntimeDep
+from reward_service.settings import Settings
 
 router = APIRouter(tags=["openrlhf"], dependencies=[Depends(require_api_key)])
 
+_ERRORS = {
+    400: {"description": "backend 'provided': this service cannot generate the arms /get_reward needs"},
+    401: {"description": "missing or invalid API key (Authorization: Bearer <key>)"},
+    413: {"description": "request body over the limit (REGIME_W_MAX_BODY_BYTES)"},
+    422: {"description": "invalid body; the message names the field (query[i], prompts[i], labels[i], metas[i])"},
+    503: {"description": "overloaded or not ready (Retry-After)"},
+    504: {"description": "arm generation exceeded its deadline; a retry is served from the cache"},
+}
 
-def split_response(query: str, prompt: str) -> str:
-    if query.startswith(prompt):
-        return query[len(prompt):]
-    stripped = prompt.strip()
-    at = query.find(stripped) if stripped else -1
-    if at != -1:
-        return query[at + len(stripped):]
-    return query
+_DESCRIPTION = """OpenRLHF's remote reward API (`--reward.remote_url http://HOST:PORT/get_reward`).
+
+**Request**: `query[i]` = prompt + response (as OpenRLHF decodes it), `prompts[i]` = the prompt,
+`labels[i]` = the gold answer (`"#### 72"`, `"72"`, `72`, a GSM8K solution) or `""` / `null` /
+no `labels` for label-free scoring; optional `metas[i].question` overrides the question.
+
+**Question**: `metas[i].question`, else the last user turn of the prompt's chat template
+(Llama-3, DeepSeek-R1, ChatML/Qwen, Mistral, Phi-3, Gemma, or `Question: ...\\nAnswer:`) with the
+trainer's instruction ("Please reason step by step, ...") removed, so arms precomputed for the
+data set's question are reused. **Response**: `query[i]` minus `prompts[i]`, trailing end-of-turn
+tokens removed. Queries of one (question, label) are scored together.
+
+**Batch size**: up to the service's `openrlhf_max_queries` (env `REGIME_W_OPENRLHF_MAX_QUERIES`,
+default 8,192), scored in chunks of at most `max_items` questions x `max_trajectories` responses
+(the body must also fit `max_body_bytes`).
+
+**Response**: `rewards[i]` the Regime W reward; `scores[i]` in [0, 1] for OpenRLHF's dynamic
+filtering: correctness when labelled, `s_wm` when label-free; `extra_logs` per query: `s_end`,
+`s_path`, `s_cf`, `s_wm`, `length_penalty`, `correctness` (0 where label-free), `label_free`.
+"""
 
 
-@router.post("/get_reward", response_model=OpenRLHFResponse, summary="OpenRLHF remote reward model API")
-async def get_reward(body: OpenRLHFRequest, engine: ScoringEngine = Depends(get_engine)) -> OpenRLHFResponse:
-    if not engine.arms.can_generate:
+def compat_limits(settings: Settings) -> CompatLimits:
+    return CompatLimits(
+        max_queries=settings.openrlhf_max_queries,
+        max_items=settings.max_items,
+        max_trajectories=settings.max_trajectories,
+        max_text_chars=settings.max_text_chars,
+    )
+
+
+@router.post(
+    "/get_reward", response_model=OpenRLHFResponse, responses=_ERRORS,
+    summary="OpenRLHF remote reward model API", description=_DESCRIPTION,
+)
+async def get_reward(body: OpenRLHFRequest, runtime: RuntimeDep) -> OpenRLHFResponse:
+    if not runtime.provider.can_generate:
         raise ArmsUnavailable(
             "/get_reward needs arms the service generates, but this service runs backend 'provided' "
             "(no model); start it with --backend hf|openai|vllm, or use POST /v1/score with arm_outputs"
         )
-    if body.prompts is None:
-        raise InvalidRequest("prompts: required by this service (it needs the question of each query)")
-    groups: dict[tuple[str, str | None], list[int]] = {}
-    responses: list[str] = []
-    for i, (query, prompt) in enumerate(zip(body.query, body.prompts)):
-        responses.append(split_response(query, prompt))
-        meta = body.metas[i] if body.metas else None
-        question = meta.get("question") if isinstance(meta, dict) else None
-        if not isinstance(question, str) or not question.strip():
-            question = prompt.strip()
-        if not question:
-            raise InvalidRequest(f"prompts[{i}]: empty prompt and no metas[{i}].question")
-        label = body.labels[i] if body.labels else None
-        groups.setdefault((question, label), []).append(i)
-    items = [
-        ScoreItem(id=f"q{g}", question=q, gold_answer=label, trajectories=[responses[i] for i in idx])
-        for g, ((q, label), idx) in enumerate(groups.items())
-    ]
-    response = await engine.score(ScoreRequest(items=items, return_details=True))
-    n = len(body.query)
-    rewards = [0.0] * n
-    logs: dict[str, list[float]] = {k: [0.0] * n for k in ("s_end", "s_path", "s_cf", "s_wm", "length_penalty")}
-    logs["correctness"] = [0.0] * n
-    for (_, idx), result in zip(groups.items(), response.results):
-        for i, s in zip(idx, result.scores):
-            rewards[i] = s.reward
-            for key in ("s_end", "s_path", "s_cf", "s_wm", "length_penalty", "correctness"):
-                value = getattr(s, key)
-                logs[key][i] = float(value) if value is not None else 0.0
-    return OpenRLHFResponse(rewards=rewards, scores=rewards, extra_logs=logs)
+    limits = compat_limits(runtime.settings)
+    try:
+        groups = plan_groups(body, limits)
+        chunks = list(chunk_items(groups, limits))
+    except (CompatError, ValidationError) as exc:
+        raise InvalidRequest(str(exc)) from None
+    scored = []
+    for items, where in chunks:
+        response = await runtime.engine.score(ScoreRequest(items=items, return_details=True))
+        for item, indices, result in zip(items, where, response.results):
+            scored.append((indices, item.gold_answer is not None, result.scores))
+    return build_response(len(body.query), scored)

@@ -1,0 +1,276 @@
+"""OpenRLHF's ``POST /get_reward`` met where it is: the pure logic, no HTTP and no engine.
+
+OpenRLHF (``--reward.remote_url http://host/get_reward``, formerly ``--remote_rm_url``) posts
+``{"query": [prompt + response], "prompts": [prompt], "labels": [label]}`` where ``prompt`` is the
+chat-templated prompt and ``query`` the decoded prompt + response tokens (special tokens kept). This
+module turns such a body into ``ScoreItem`` chunks and the scores back into OpenRLHF's answer:
+
+- the **question** of each query: ``metas[i]["question"]`` when given, else the last user turn of the
+  templated prompt (Llama-3, DeepSeek-R1, ChatML/Qwen, Mistral, Phi-3, Gemma templates, or the
+  trainer's plain ``Question: ...\\nAnswer:``), with the trainer's instruction suffix removed, so the
+  arms cached for the raw data set's question are found again;
+- the **response**: ``query[i]`` minus its prompt, without trailing end-of-turn / padding tokens;
+- the **label**: ``""``, ``null`` or no labels at all -> label-free; numbers are read as answers;
+  a long label (a whole GSM8K solution) is reduced to its ``#### N`` value;
+- the **score** (OpenRLHF's 0-1 value for dynamic filtering): correctness when labelled, ``s_wm``
+  when label-free, clamped to [0, 1]; ``reward`` is the Regime W reward itself.
+
+Every text is checked before it reaches the scorer (lone surrogates, lengths) so that a bad body is
+a 422 naming its field, never a 500.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from shared_schemas.answer import gold_answer
+from shared_schemas.wire import (
+    MAX_ANSWER_CHARS,
+    MAX_QUESTION_CHARS,
+    OpenRLHFRequest,
+    OpenRLHFResponse,
+    ScoreItem,
+    TrajectoryScore,
+)
+
+__all__ = [
+    "INSTRUCTION_SUFFIXES",
+    "LOG_KEYS",
+    "CompatError",
+    "CompatLimits",
+    "Group",
+    "question_from_prompt",
+    "strip_instruction",
+    "response_from_query",
+    "normalize_label",
+    "plan_groups",
+    "chunk_items",
+    "openrlhf_score",
+    "build_response",
+]
+
+#: The instruction the open trainer appends to every question (``trainer.prompts.INSTRUCTION``; a
+#: test keeps the two equal: the service never imports the trainer).
+INSTRUCTION_SUFFIXES: tuple[str, ...] = (
+    "Please reason step by step, and put your final answer within \\boxed{}.",
+)
+
+#: ``extra_logs`` keys, the same for every query (OpenRLHF stacks them per sample).
+LOG_KEYS = ("s_end", "s_path", "s_cf", "s_wm", "length_penalty", "correctness", "label_free")
+
+# The last user turn of each template family; the match that ends last in the prompt wins.
+_USER_TURNS: tuple[re.Pattern[str], ...] = (
+    re.compile(r"<\|start_header_id\|>user<\|end_header_id\|>\s*(.*?)<\|eot_id\|>", re.S),  # Llama-3
+    re.compile(r"<｜User｜>(.*?)(?=<｜Assistant｜>|<｜User｜>|<｜end▁of▁sentence｜>|\Z)", re.S),  # DeepSeek-R1/V3
+    re.compile(r"<\|im_start\|>user[ \t]*\n(.*?)(?:<\|im_end\|>|\Z)", re.S),  # ChatML / Qwen
+    re.compile(r"\[INST\](.*?)\[/INST\]", re.S),  # Mistral / Llama-2
+    re.compile(r"<\|user\|>\s*(.*?)(?:<\|end\|>|</s>|<\|assistant\|>|\Z)", re.S),  # Phi-3 / Zephyr
+    re.compile(r"<start_of_turn>user[ \t]*\n(.*?)(?:<end_of_turn>|\Z)", re.S),  # Gemma
+    re.compile(r"\AQuestion:\s*(.*?)\s*\nAnswer:\s*\Z", re.S),  # the trainer's plain prompt
+)
+
+# Tokens a decoded query may end with after the response (skip_special_tokens=False).
+_END_TOKENS = (
+    "<|eot_id|>", "<|end_of_text|>", "<|finetune_right_pad_id|>", "<|im_end|>", "<|endoftext|>",
+    "<｜end▁of▁sentence｜>", "<|end|>", "</s>", "<end_of_turn>", "<eos>", "<pad>", "<|eos|>",
+)
+
+
+class CompatError(ValueError):
+    """A body the service cannot score; the message names the field (``labels[3]: ...``)."""
+
+
+@dataclass(frozen=True)
+class CompatLimits:
+    """The deployment's limits as they apply to ``/get_reward``."""
+
+    max_queries: int = 8192
+    max_items: int = 256  # items per scoring chunk (the /v1/score item limit)
+    max_trajectories: int = 256  # trajectories per item
+    max_text_chars: int = 100_000  # a question, a response
+
+
+@dataclass
+class Group:
+    """The queries of one (question, label): scored together, against one arm set."""
+
+    question: str
+    label: str | None
+    indices: list[int] = field(default_factory=list)
+    responses: list[str] = field(default_factory=list)
+
+
+def _has_lone_surrogate(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _check_text(name: str, text: str, max_chars: int) -> None:
+    if _has_lone_surrogate(text):
+        raise CompatError(f"{name}: holds a lone UTF-16 surrogate (not valid Unicode text)")
+    if len(text) > max_chars:
+        raise CompatError(f"{name}: {len(text)} characters exceed this service's limit of {max_chars}")
+
+
+def strip_instruction(text: str) -> str:
+    """``text`` without a trailing instruction of the trainer's (and surrounding blanks)."""
+    out = text.strip()
+    for suffix in INSTRUCTION_SUFFIXES:
+        if out.endswith(suffix):
+            out = out[: -len(suffix)].strip()
+    return out
+
+
+def question_from_prompt(prompt: str) -> str:
+    """The question a (possibly chat-templated) prompt asks: its last user turn, instruction removed."""
+    best: re.Match[str] | None = None
+    for pattern in _USER_TURNS:
+        last = None
+        for last in pattern.finditer(prompt):
+            pass
+        if last is not None and (best is None or last.end() > best.end()):
+            best = last
+    return strip_instruction(best.group(1) if best is not None else prompt)
+
+
+def response_from_query(query: str, prompt: str) -> str:
+    """The response part of ``query`` (= prompt + response), without trailing end/pad tokens."""
+    if query.startswith(prompt):
+        response = query[len(prompt):]
+    else:
+        stripped = prompt.strip()
+        at = query.rfind(stripped) if stripped else -1
+        response = query[at + len(stripped):] if at != -1 else query
+    changed = True
+    while changed:
+        changed = False
+        trimmed = response.rstrip()
+        for token in _END_TOKENS:
+            if trimmed.endswith(token):
+                response = trimmed[: -len(token)]
+                changed = True
+                break
+    return response
+
+
+def normalize_label(label: str | int | float | None, where: str) -> str | None:
+    """``None`` (label-free) for a missing or blank label; else the gold answer as text.
+
+    Numbers become their text (``72``, ``2.5``); a label longer than a gold answer may be (a whole
+    GSM8K solution) is reduced to its ``#### N`` value. A label with no readable answer is an error.
+    """
+    if label is None:
+        return None
+    if isinstance(label, bool):  # bool is an int subclass: refuse it rather than read True as 1
+        raise CompatError(f"{where}: a boolean is not an answer")
+    if isinstance(label, int):
+        return str(label)
+    if isinstance(label, float):
+        return str(int(label)) if label.is_integer() else repr(label)
+    text = label.strip()
+    if not text:
+        return None
+    if _has_lone_surrogate(text):
+        raise CompatError(f"{where}: holds a lone UTF-16 surrogate (not valid Unicode text)")
+    value = gold_answer(text)
+    if value is None:
+        raise CompatError(f"{where}: {text[:60]!r} holds no answer (expected '#### 72', '72', a number or '')")
+    return text if len(text) <= MAX_ANSWER_CHARS else value
+
+
+def _meta_question(metas: Sequence[dict[str, Any]] | None, i: int) -> str | None:
+    if not metas:
+        return None
+    value = metas[i].get("question")
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise CompatError(f"metas[{i}].question: must be a string, got {type(value).__name__}")
+    return value if value.strip() else None
+
+
+def plan_groups(body: OpenRLHFRequest, limits: CompatLimits) -> list[Group]:
+    """The body's queries grouped by (question, label), in order of first appearance."""
+    n = len(body.query)
+    if n > limits.max_queries:
+        raise CompatError(
+            f"query: {n} queries exceed this service's limit of {limits.max_queries} "
+            "(REGIME_W_OPENRLHF_MAX_QUERIES); send smaller batches"
+        )
+    if body.prompts is None:
+        raise CompatError("prompts: required (the service splits each response off its prompt and reads the question)")
+    question_chars = min(limits.max_text_chars, MAX_QUESTION_CHARS)
+    groups: dict[tuple[str, str | None], Group] = {}
+    for i, (query, prompt) in enumerate(zip(body.query, body.prompts)):
+        _check_text(f"query[{i}]", query, 10 * limits.max_text_chars)
+        _check_text(f"prompts[{i}]", prompt, 10 * limits.max_text_chars)
+        meta_question = _meta_question(body.metas, i)
+        if meta_question is not None:
+            _check_text(f"metas[{i}].question", meta_question, question_chars)
+            question = meta_question.strip()
+        else:
+            question = question_from_prompt(prompt)
+            if not question:
+                raise CompatError(f"prompts[{i}]: empty prompt and no metas[{i}].question")
+            _check_text(f"prompts[{i}] (the question read from it)", question, question_chars)
+        response = response_from_query(query, prompt)
+        _check_text(f"query[{i}] (the response part)", response, limits.max_text_chars)
+        label = normalize_label(body.labels[i], f"labels[{i}]") if body.labels is not None else None
+        group = groups.setdefault((question, label), Group(question, label))
+        group.indices.append(i)
+        group.responses.append(response)
+    return list(groups.values())
+
+
+def chunk_items(groups: Sequence[Group], limits: CompatLimits) -> Iterator[tuple[list[ScoreItem], list[list[int]]]]:
+    """``ScoreItem`` chunks within the item and trajectory limits, with each item's query indices.
+
+    A group larger than ``max_trajectories`` is split into several items of the same question (the
+    arms are still generated once: the cache keys on the question)."""
+    items: list[ScoreItem] = []
+    where: list[list[int]] = []
+    k = 0
+    for group in groups:
+        step = limits.max_trajectories
+        for start in range(0, len(group.indices), step):
+            items.append(ScoreItem(
+                id=f"q{k}", question=group.question, gold_answer=group.label,
+                trajectories=group.responses[start:start + step],
+            ))
+            where.append(group.indices[start:start + step])
+            k += 1
+            if len(items) == limits.max_items:
+                yield items, where
+                items, where = [], []
+    if items:
+        yield items, where
+
+
+def openrlhf_score(score: TrajectoryScore, labelled: bool) -> float:
+    """OpenRLHF's 0-1 ``scores`` value: correctness when labelled, ``s_wm`` when label-free."""
+    value = score.correctness if labelled else score.s_wm
+    if value is None:
+        value = 0.0
+    return min(1.0, max(0.0, float(value)))
+
+
+def build_response(n: int, scored: Sequence[tuple[list[int], bool, Sequence[TrajectoryScore]]]) -> OpenRLHFResponse:
+    """OpenRLHF's answer from ``(query indices, labelled, scores)`` per scored item."""
+    rewards = [0.0] * n
+    scores = [0.0] * n
+    logs: dict[str, list[float]] = {key: [0.0] * n for key in LOG_KEYS}
+    for indices, labelled, item_scores in scored:
+        for i, s in zip(indices, item_scores):
+            rewards[i] = float(s.reward)
+            scores[i] = openrlhf_score(s, labelled)
+            for key in LOG_KEYS[:-1]:
+                value = getattr(s, key)
+                logs[key][i] = float(value) if value is not None else 0.0
+            logs["label_free"][i] = 0.0 if labelled else 1.0
+    return OpenRLHFResponse(rewards=rewards, scores=scores, extra_logs=logs)
