@@ -77,7 +77,7 @@ def test_archive_holds_trainer_and_shared_schemas_only(dist: dict[str, Path], ki
     strip = (lambda n: n) if kind == "wheel" else (lambda n: n.split("/", 1)[1] if "/" in n else n)
     packages = {strip(n).split("/")[0] for n in names if strip(n).endswith(".py")}
     assert packages == {"trainer", "shared_schemas"}, packages
-    assert any(strip(n) == "trainer/reward_client.py" for n in names)
+    assert any(strip(n) == "trainer/reward_client/clients.py" for n in names)
     assert any(strip(n).startswith("trainer/recipes/") and n.endswith(".yaml") for n in names)
 
 

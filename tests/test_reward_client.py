@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import pickle
 import random
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -14,7 +16,9 @@ from shared_schemas.wire import ScoreItem
 from tests.support.flaky_server import FlakyServer, free_port, start_flaky_server
 from trainer.configs import RewardServiceArguments
 from trainer.reward_client import (
+    DEFAULT_PATIENCE_S,
     AsyncRewardClient,
+    ClientSettings,
     RewardClient,
     RewardServiceConnectionError,
     RewardServiceError,
@@ -28,6 +32,7 @@ from trainer.reward_client import (
     split_batches,
 )
 
+ROOT = Path(__file__).resolve().parents[1]
 FAST = dict(backoff_base_s=0.01, backoff_max_s=0.05, timeout_s=20.0, seed=0)
 
 
@@ -130,7 +135,7 @@ def test_gives_up_after_max_retries(srv: FlakyServer) -> None:
     assert (clone.status, clone.code, str(clone)) == (503, "overloaded", str(err))
 
 
-@pytest.mark.parametrize("status", [400, 404, 413, 422, 500, 504])
+@pytest.mark.parametrize("status", [400, 404, 413, 422, 500])
 def test_other_error_statuses_are_not_retried(srv: FlakyServer, status: int) -> None:
     srv.configure(default={"status": status, "code": f"c{status}", "message": f"broken {status}"})
     with RewardClient(srv.url, max_retries=5, **FAST) as client:
@@ -214,11 +219,110 @@ def test_info_and_ready(srv: FlakyServer) -> None:
 
 
 def test_from_args(srv: FlakyServer) -> None:
-    args = RewardServiceArguments(reward_url=srv.url, reward_batch_items=2, reward_max_retries=1)
+    args = RewardServiceArguments(reward_url=srv.url, reward_batch_items=2, reward_max_retries=1,
+                                  reward_patience_s=42.0, reward_timeout_s=7.0)
+    settings = ClientSettings.from_args(args, backoff_base_s=0.01)
+    assert (settings.batch_items, settings.max_retries, settings.patience_s, settings.timeout_s) == (2, 1, 42.0, 7.0)
+    assert settings.backoff_base_s == 0.01 and settings.base_url == srv.url
     with RewardClient.from_args(args, backoff_base_s=0.01) as client:
-        assert client.batch_items == 2 and client.max_retries == 1
+        assert client.settings == settings
         client.score(make_items(3))
     assert srv.stats()["items_per_request"] == [2, 1]
+
+
+def test_settings_are_frozen_validated_and_keep_the_key_out_of_repr(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("REGIME_W_URL", "REGIME_W_API_KEY", "REGIME_W_API_KEY_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("MY_KEY", "secret-key-0123")
+    settings = ClientSettings.from_env("http://reward.internal:9000/", api_key_env="MY_KEY")
+    assert settings.base_url == "http://reward.internal:9000" and settings.api_key == "secret-key-0123"
+    assert "secret-key-0123" not in repr(settings)
+    assert settings.patience_s == DEFAULT_PATIENCE_S == 600.0 and settings.max_retries is None
+    assert {429, 503, 504} <= settings.retry_statuses
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        settings.timeout_s = 1.0  # type: ignore[misc]
+    with pytest.raises(ValueError, match="batch_items=0"):
+        settings.replace(batch_items=0)
+    with pytest.raises(RewardServiceError, match="http"):
+        ClientSettings(base_url="reward.internal:9000")
+    # the recipe default is the same budget
+    assert ClientSettings.from_args(RewardServiceArguments()).patience_s == 600.0
+    # a client takes the settings object; keywords next to it override single fields
+    with RewardClient(settings, timeout_s=3.0) as client:
+        assert client.settings.timeout_s == 3.0 and client.settings.base_url == settings.base_url
+    with pytest.raises(TypeError, match="ClientSettings"):
+        RewardClient(settings, base_url="http://other:1")
+
+
+# ------------------------------------------------------------------------------- patience budget
+
+
+def test_504_is_retried_and_served_on_the_retry(srv: FlakyServer) -> None:
+    srv.configure(script=[{"status": 504, "code": "deadline_exceeded", "message": "retry: served from cache"},
+                          {"status": 503, "retry_after": 0.3}, {"status": 504}])
+    with RewardClient(srv.url, **FAST) as client:  # no max_retries: the patience budget decides
+        start = time.monotonic()
+        assert client.score(make_items(1)).results[0].id == "q0"
+        assert time.monotonic() - start >= 0.25  # Retry-After honoured
+    assert srv.stats()["actions"] == ["504", "503", "504", "ok"]
+
+
+def test_patience_budget_bounds_the_retries_in_wall_time(srv: FlakyServer) -> None:
+    srv.configure(default={"status": 503, "code": "overloaded", "message": "queue full", "retry_after": 5})
+    with RewardClient(srv.url, patience_s=1.5, backoff_base_s=0.05, backoff_max_s=0.2, seed=0) as client:
+        start = time.monotonic()
+        with pytest.raises(RewardServiceHTTPError) as info:
+            client.score(make_items(1))
+        elapsed = time.monotonic() - start
+    # Retry-After (5 s) is clamped to what is left of the 1.5 s budget: one retry at the deadline
+    assert 1.4 <= elapsed < 4.0, elapsed
+    assert info.value.status == 503 and "patience 1.5s" in str(info.value)
+    assert srv.stats()["score_requests"] == 2
+
+
+def test_an_outage_shorter_than_the_patience_is_survived(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nothing listens on the port for ~3 s (a service restart); then a real server comes up there."""
+    import subprocess
+    import sys
+    import threading
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    outcome: dict[str, object] = {}
+
+    def score() -> None:
+        with RewardClient(url, patience_s=60.0, backoff_base_s=0.1, backoff_max_s=0.5, seed=0) as client:
+            start = time.monotonic()
+            try:
+                outcome["response"] = client.score(make_items(2))
+            except RewardServiceError as exc:  # pragma: no cover - reported by the assert below
+                outcome["error"] = exc
+            outcome["elapsed"] = time.monotonic() - start
+
+    worker = threading.Thread(target=score)
+    worker.start()
+    time.sleep(3.0)
+    assert worker.is_alive(), f"the client gave up during a 3 s outage: {outcome}"
+    proc = subprocess.Popen([sys.executable, "-m", "tests.support.flaky_server", "--port", str(port)],
+                            cwd=str(ROOT), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        worker.join(timeout=60)
+        assert not worker.is_alive()
+        assert "error" not in outcome, outcome.get("error")
+        assert [r.id for r in outcome["response"].results] == ["q0", "q1"]  # type: ignore[attr-defined]
+        assert outcome["elapsed"] >= 3.0  # type: ignore[operator]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_connection_errors_stop_when_the_patience_is_spent() -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    with RewardClient(url, patience_s=1.0, backoff_base_s=0.05, backoff_max_s=0.1, seed=0) as client:
+        start = time.monotonic()
+        with pytest.raises(RewardServiceConnectionError, match=r"patience 1s"):
+            client.score(make_items(1))
+        assert 1.0 <= time.monotonic() - start < 5.0
 
 
 # ------------------------------------------------------------------------------------------ async

@@ -84,12 +84,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if dry_run:
         print(json.dumps({"stage": stage, "dry_run": True, **resolved}, indent=2, default=str))
         return 0
-    from trainer.errors import StageError
-    from trainer.reward_client import RewardServiceError
+    from trainer.errors import TrainerError
 
     try:
         result = module.run(*parsed)
-    except (StageError, RewardServiceError) as exc:
+    except TrainerError as exc:  # StageError, RewardServiceError: a message for the user
         print(f"regime-w-train {stage}: {exc}", file=sys.stderr)
         return 1
     print(json.dumps({"stage": stage, **result}, indent=2, default=str))

@@ -149,8 +149,13 @@ class RewardServiceArguments:
         default="REGIME_W_API_KEY", metadata={"help": "Environment variable holding the API key."}
     )
     reward_timeout_s: float = field(default=120.0, metadata={"help": "Per-request timeout (s)."})
-    reward_max_retries: int = field(
-        default=5, metadata={"help": "Retries on 429/503/connection errors."}
+    reward_patience_s: float = field(
+        default=600.0,
+        metadata={"help": "How long one request keeps retrying an unavailable service (connection errors, "
+                          "429, 503 with Retry-After, 504) before the stage stops (s)."},
+    )
+    reward_max_retries: int | None = field(
+        default=None, metadata={"help": "Optional cap on retries within reward_patience_s (unset: no cap)."}
     )
     reward_batch_items: int = field(
         default=32, metadata={"help": "Questions (items) per /v1/score request."}
@@ -170,7 +175,9 @@ class RewardServiceArguments:
     def __post_init__(self) -> None:
         if self.reward_timeout_s <= 0:
             raise ValueError(f"reward_timeout_s must be positive, got {self.reward_timeout_s}")
-        if self.reward_max_retries < 0:
+        if self.reward_patience_s < 0:
+            raise ValueError(f"reward_patience_s must be >= 0, got {self.reward_patience_s}")
+        if self.reward_max_retries is not None and self.reward_max_retries < 0:
             raise ValueError(f"reward_max_retries must be >= 0, got {self.reward_max_retries}")
         if self.reward_batch_items <= 0:
             raise ValueError(f"reward_batch_items must be positive, got {self.reward_batch_items}")

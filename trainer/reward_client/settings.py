@@ -1,0 +1,161 @@
+"""How the reward client reaches the service: one frozen settings object.
+
+``ClientSettings.from_env()`` resolves what is not given: the URL from ``REGIME_W_URL`` (else
+``http://127.0.0.1:8000``), the key from ``REGIME_W_API_KEY``, else the first key of the file named by
+``REGIME_W_API_KEY_FILE`` (the service's key-file format), else no key. ``ClientSettings.from_args()``
+is THE mapping of a recipe's ``trainer.configs.RewardServiceArguments`` to client settings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, TypedDict
+
+from trainer.reward_client.errors import RewardServiceError
+from trainer.reward_client.retry import RETRY_STATUSES
+
+if TYPE_CHECKING:
+    from typing import Unpack
+
+    from trainer.configs import RewardServiceArguments
+
+__all__ = [
+    "DEFAULT_BASE_URL",
+    "URL_ENV",
+    "API_KEY_ENV",
+    "DEFAULT_PATIENCE_S",
+    "ClientSettings",
+    "SettingsFields",
+    "resolve_base_url",
+    "resolve_api_key",
+]
+
+DEFAULT_BASE_URL = "http://127.0.0.1:8000"
+URL_ENV = "REGIME_W_URL"
+API_KEY_ENV = "REGIME_W_API_KEY"
+#: How long one logical request keeps retrying an unavailable service (connection errors, 429, 503,
+#: 504) before it gives up: long enough for the service to restart and reload an 8B arm model.
+DEFAULT_PATIENCE_S = 600.0
+
+
+class SettingsFields(TypedDict, total=False):
+    """The keyword form of ``ClientSettings`` fields (every field but ``base_url`` / ``api_key``)."""
+
+    timeout_s: float
+    connect_timeout_s: float
+    patience_s: float
+    max_retries: int | None
+    backoff_base_s: float
+    backoff_max_s: float
+    batch_items: int
+    max_connections: int
+    max_concurrency: int
+    retry_statuses: frozenset[int]
+    seed: int | None
+
+
+@dataclass(frozen=True)
+class ClientSettings:
+    """Everything a ``RewardClient`` / ``AsyncRewardClient`` needs; validated on construction.
+
+    ``patience_s`` bounds the wall time one logical request (one batch, one precompute chunk) spends
+    retrying a service that is down or overloaded; ``max_retries`` (None: no cap) optionally bounds
+    the number of retries within it. A read timeout is never retried for scoring: the service already
+    spent ``timeout_s`` on the request.
+    """
+
+    base_url: str = DEFAULT_BASE_URL
+    api_key: str | None = field(default=None, repr=False)
+    timeout_s: float = 120.0
+    connect_timeout_s: float = 10.0
+    patience_s: float = DEFAULT_PATIENCE_S
+    max_retries: int | None = None
+    backoff_base_s: float = 0.5
+    backoff_max_s: float = 30.0
+    batch_items: int = 32
+    max_connections: int = 16
+    max_concurrency: int = 8
+    retry_statuses: frozenset[int] = RETRY_STATUSES
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if not self.base_url.startswith(("http://", "https://")):
+            raise RewardServiceError(f"reward service URL must start with http:// or https://, got {self.base_url!r}")
+        object.__setattr__(self, "base_url", self.base_url.rstrip("/"))
+        object.__setattr__(self, "retry_statuses", frozenset(self.retry_statuses))
+        checks = {
+            "timeout_s": self.timeout_s > 0,
+            "connect_timeout_s": self.connect_timeout_s > 0,
+            "patience_s": self.patience_s >= 0,
+            "max_retries": self.max_retries is None or self.max_retries >= 0,
+            "backoff_base_s": self.backoff_base_s >= 0,
+            "backoff_max_s": self.backoff_max_s >= 0,
+            "batch_items": self.batch_items > 0,
+            "max_connections": self.max_connections > 0,
+            "max_concurrency": self.max_concurrency > 0,
+        }
+        bad = [name for name, ok in checks.items() if not ok]
+        if bad:
+            raise ValueError(", ".join(f"{name}={getattr(self, name)!r}" for name in bad) + " out of range "
+                             "(timeouts, batch_items, max_connections, max_concurrency > 0; patience, retries, "
+                             "backoff >= 0)")
+
+    @classmethod
+    def from_env(
+        cls,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        *,
+        api_key_env: str = API_KEY_ENV,
+        **fields: Unpack[SettingsFields],
+    ) -> ClientSettings:
+        """Settings with the URL and key resolved from the environment where not given."""
+        return cls(base_url=resolve_base_url(base_url), api_key=resolve_api_key(api_key, env=api_key_env), **fields)
+
+    @classmethod
+    def from_args(cls, args: RewardServiceArguments, **fields: Unpack[SettingsFields]) -> ClientSettings:
+        """Settings from a recipe's ``RewardServiceArguments`` (keywords override; key from the env it names)."""
+        mapped: SettingsFields = {
+            "timeout_s": args.reward_timeout_s,
+            "patience_s": args.reward_patience_s,
+            "max_retries": args.reward_max_retries,
+            "batch_items": args.reward_batch_items,
+        }
+        mapped.update(fields)
+        return cls.from_env(args.reward_url, api_key_env=args.reward_api_key_env, **mapped)
+
+    def replace(self, **changes: object) -> ClientSettings:
+        """A copy with ``changes`` (validated again)."""
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+
+def resolve_base_url(base_url: str | None) -> str:
+    """``base_url``, else env ``REGIME_W_URL``, else ``http://127.0.0.1:8000``; no trailing slash."""
+    url = base_url or os.environ.get(URL_ENV) or DEFAULT_BASE_URL
+    if not url.startswith(("http://", "https://")):
+        raise RewardServiceError(f"reward service URL must start with http:// or https://, got {url!r}")
+    return url.rstrip("/")
+
+
+def resolve_api_key(api_key: str | None, *, env: str = API_KEY_ENV) -> str | None:
+    """``api_key``, else env ``<env>``, else the first key in the file named by env ``<env>_FILE``
+    (one key a line, ``#`` comments — the service's key-file format)."""
+    if api_key:
+        return api_key
+    from_env = os.environ.get(env)
+    if from_env:
+        return from_env.strip()
+    key_file = os.environ.get(f"{env}_FILE")
+    if not key_file:
+        return None
+    try:
+        with open(key_file, encoding="utf-8") as fh:
+            lines = (line.split("#", 1)[0].strip() for line in fh)
+            key = next((line for line in lines if line), "")
+    except OSError as exc:
+        raise RewardServiceError(f"{env}_FILE names {key_file!r}, which cannot be read: {exc}") from exc
+    if not key:
+        raise RewardServiceError(f"{env}_FILE names {key_file!r}, which is empty")
+    return key
