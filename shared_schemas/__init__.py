@@ -4,6 +4,7 @@ Depends on pydantic only; publishable with the trainer.
 """
 
 from shared_schemas.answer import (
+    SOURCES,
     ParsedAnswer,
     answers_equal,
     extract_answer,
@@ -12,6 +13,7 @@ from shared_schemas.answer import (
     normalize_number,
     parse_answer,
 )
+from shared_schemas.arith import evaluate_arithmetic
 from shared_schemas.wire import (
     API_VERSION,
     ArmOutput,
@@ -42,12 +44,14 @@ __all__ = [
     "PrecomputeRequest",
     "PrecomputeResponse",
     "ParsedAnswer",
+    "SOURCES",
     "ScoreItem",
     "ScoreRequest",
     "ScoreResponse",
     "ScorerInfo",
     "TrajectoryScore",
     "answers_equal",
+    "evaluate_arithmetic",
     "extract_answer",
     "gold_answer",
     "normalize_answer",

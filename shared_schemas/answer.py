@@ -1,35 +1,46 @@
 """The answer-format contract (DESIGN §2): how a final answer is found in a completion and compared.
 
-``extract_answer(text)`` looks, in this order, at
-  1. the text after the last ``</think>`` (DeepSeek-R1 style); if that part holds no answer, the
-     whole text is searched the same way (a ``<think>`` block never closed: the whole text);
-  2. the last ``#### X`` whose X starts with a number (a markdown heading ``#### Step 2`` is not
-     an answer);
-  3. the last ``\\boxed{X}`` (nested braces allowed);
-  4. "the (final) answer is X" (also "answer: X", "answer = X"), X cut at the end of its sentence;
-  5. the last number (``format_ok`` is false: the completion did not state an answer).
+``parse_answer(text)`` reads a completion as DESIGN §2 says:
 
-In a stated answer (2.–4.) LaTeX is unwrapped (``\\frac{3}{4}`` → ``3/4``, ``\\text{18 dollars}``
-→ ``18 dollars``, ``1{,}234`` → ``1,234``) and, when it holds an ``=``, the part after the last
-``=`` is taken (``3 * 6 = 18`` → ``18``).
+1. **Scope.** With a closed ``</think>``, the text after the last one; when that part holds no answer
+   marker, the whole text. An unclosed ``<think>`` (a truncated completion) is read as a whole.
+2. **Markers, by position.** Every answer marker in scope is a candidate and **the last one wins**
+   (a draft corrected later reads as corrected; a right ``#### N`` followed by a wrong box is wrong):
+   ``\\boxed{X}`` / ``\\fbox{X}`` (balanced braces); ``#### X`` where X stands **alone on its line**
+   (``#### 2. Result`` is a markdown heading, not an answer); "the (final) answer is X", "Answer: X"
+   (X up to the end of its sentence); a JSON ``"answer": X`` field (string or number).
+3. **Evaluating X.** ``$``, ``\\text{…}`` units, ``%`` and thousands separators (``1,234``,
+   ``1{,}250``, ``1\\,250``) are stripped; ``3/4``, ``\\frac``/``\\dfrac``, ``1e3``,
+   ``a \\times 10^{k}``, ``a \\cdot b`` are read and a pure arithmetic expression is evaluated
+   (``99 + 1`` → 100) with ``shared_schemas.arith`` (never ``eval``); an expression whose last ``=``
+   gives a value reads as that value. A marker whose X cannot be read is left out. A stated answer in
+   prose ("The answer is: Janet makes $18 a day.") reads as its first number; a box holding no digit
+   (``\\boxed{\\text{Yes}}``) as its cleaned text.
+4. **Fallback.** No marker: the last number in scope, with ``format_ok = false``.
 
 ``normalize_number`` turns ``"$1,234.50"``, ``"50%"``, ``"3/4"``, ``"1e3"``, ``"18 dollars."`` into
 a canonical decimal string; ``answers_equal`` compares two answers as numbers (relative tolerance
 1e-6), falling back to normalized strings. The GSM8K gold ``#### 72`` goes through the same path.
 
 These functions sit on the scoring hot path: every regex is precompiled, none can backtrack
-catastrophically, and each runs in time linear in its input.
+catastrophically, each marker's X is read from a bounded window, and the whole parse runs in time
+linear in its input.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from decimal import Decimal, DecimalException, localcontext
+from fractions import Fraction
 from functools import lru_cache
+
+from shared_schemas.arith import evaluate_arithmetic, plain
 
 __all__ = [
     "ParsedAnswer",
+    "SOURCES",
     "parse_answer",
     "extract_answer",
     "normalize_number",
@@ -42,21 +53,30 @@ __all__ = [
 REL_TOL = 1e-6
 _REL_TOL_DECIMAL = Decimal(str(REL_TOL))
 
+# What ParsedAnswer.source may be: the marker that won, the fallback, or nothing.
+SOURCES = ("hashes", "boxed", "answer_is", "json", "last_number", "none")
+_MARKED = frozenset(SOURCES[:4])
+
 _THINK_CLOSE = "</think>"
 # Texts up to this length are memoised by ``parse_answer`` (arm texts are re-parsed per request);
 # longer ones are parsed afresh so the cache cannot pin large strings in memory.
 _CACHE_MAX_CHARS = 16_384
 _CACHE_SIZE = 8192
 
-_HASHES = re.compile(r"####[ \t]*")
+# A marker's X is read from at most this many characters (a box or a line longer than this is no answer).
+_STATED_MAX_CHARS = 256
+
+_HASHES = re.compile(r"(?<!#)####(?!#)[ \t]*")
 _BOXED = re.compile(r"\\(?:boxed|fbox)[ \t]*\{")
 _BRACE = re.compile(r"[{}]")
 # "the (final) answer is X", "Answer: X", "**Answer:** X", "answer = X" ("final answer" holds "answer").
 _ANSWER_IS = re.compile(r"answer[\s*]*(?:is\b|=|:)[\s:]*")  # applied to lower-cased text
 _ANSWER_IS_WORD = re.compile(r"\banswer[\s*]*(?:is\b|=|:)[\s:]*", re.IGNORECASE)
+# A JSON "answer" field: the key (on lower-cased text), then a string or a bare value.
+_JSON_KEY = re.compile(r'"answer"[ \t]*:[ \t]*')
+_JSON_STRING = re.compile(r'"((?:[^"\\\n]|\\.){0,%d})"' % _STATED_MAX_CHARS)
+_JSON_BARE = re.compile(r"[^,}\n]{1,%d}" % _STATED_MAX_CHARS)
 _DIGIT = re.compile(r"\d", re.ASCII)
-# A stated answer is read up to the end of its line, and at most this many characters.
-_STATED_MAX_CHARS = 256
 # Where a stated answer's sentence ends: '.', ';', '!' or '?' before a space or the end, or ', '.
 _SENTENCE_END = re.compile(r"[.;!?](?=\s|$)|,\s")
 
@@ -73,24 +93,41 @@ _FIND_NUMBER = re.compile(
 _NOT_IN_NUMBER = re.compile(r"[^0-9,. \t/$eE+\-−–]", re.ASCII)
 _LAST_NUMBER_WINDOW = 64
 _THOUSANDS = re.compile(r"\d{1,3}(?:,\d{3})+", re.ASCII)
-# Text allowed before the number of a ``#### X`` answer: no letters or digits (``$``, ``**``, ``\(``).
-_NO_ALNUM = re.compile(r"[^A-Za-z0-9]*", re.ASCII)
 
-_LATEX_FRAC = re.compile(r"\\[dt]?frac[ \t]*\{([^{}]*)\}[ \t]*\{([^{}]*)\}")
+# Reading X: LaTeX and markdown that carry no value, then the value itself.
 _LATEX_WRAPPERS = re.compile(
-    r"\\(?:text|textrm|textbf|mathrm|mathbf|mbox|operatorname|displaystyle)[ \t]*\{([^{}]*)\}"
+    r"\\(?:text|textrm|textbf|mathrm|mathbf|mbox|operatorname|displaystyle|boxed|fbox)[ \t]*\{([^{}]*)\}"
 )
 _LATEX_REPLACEMENTS = (
+    ("\\\\", "\\"),  # a JSON-escaped backslash left doubled: "\\\\times"
     ("{,}", ","),
     ("\\!", ""),
     ("\\,", ""),
     ("\\;", " "),
+    ("\\:", " "),
     ("\\ ", " "),
-    ("\\$", "$"),
+    ("~", " "),
+    ("\\$", ""),
     ("\\%", "%"),
     ("\\left", ""),
     ("\\right", ""),
+    ("\\displaystyle", ""),
+    ("\\[", ""),
+    ("\\]", ""),
+    ("\\(", ""),
+    ("\\)", ""),
+    ("$", ""),
+    ("**", ""),
+    ("\\approx", "="),
+    ("≈", "="),
 )
+# A plain number (fast path: normalize_number reads it) and the unit words that may follow a value.
+_PLAIN_NUMBER = re.compile(r"[-+−–]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:[eE][-+]?\d+)?|[-+]?\.\d+", re.ASCII)
+_SPACED_THOUSANDS = re.compile(r"[-−–]?\d{1,3}(?:[ \u00a0]\d{3})+(?:\.\d+)?")
+_QUOTES = " \t\n\"'`"  # stripped around a stated X: '"answer": "\"42\""', "`$42`"
+_UNIT_CHARS = frozenset("²³°/.'’-")
+_MAX_UNIT_WORDS = 4
+
 
 # normalize_number: the numeric head of a cleaned string, and what may follow it (units, a period).
 _NUMBER_HEAD = re.compile(
@@ -109,7 +146,7 @@ class ParsedAnswer:
 
     value: str | None
     format_ok: bool
-    source: str  # "hashes" | "boxed" | "answer_is" | "last_number" | "none"
+    source: str  # one of SOURCES: the marker that won, "last_number" or "none"
 
 
 def _number_text(m: re.Match[str], last: bool) -> str:
@@ -124,10 +161,6 @@ def _number_text(m: re.Match[str], last: bool) -> str:
         return sign + (digits or "0") + tail
     parts = digits.split(",")
     return parts[-1] + tail if last else sign + parts[0]
-
-
-def _first_number(s: str) -> re.Match[str] | None:
-    return _FIND_NUMBER.search(s)
 
 
 def _last_number(s: str) -> re.Match[str] | None:
@@ -148,39 +181,83 @@ def _last_number(s: str) -> re.Match[str] | None:
         size *= 4
 
 
-def _boxed_contents(text: str) -> str | None:
-    """Contents of the last closed ``\\boxed{...}``, honouring nested braces; None if there is none.
-
-    Boxes are tried from the last one back. A box that is still open where the next box starts
-    contains that (unclosed) box and can never close, so each character is scanned at most once.
-    """
-    starts = [m.end() for m in _BOXED.finditer(text)]
-    limit = len(text)
-    for start in reversed(starts):
-        depth = 1
-        for brace in _BRACE.finditer(text, start, limit):
-            depth += 1 if brace.group() == "{" else -1
-            if depth == 0:
-                return text[start : brace.start()]
-        limit = start
-    return None
+# --- reading a stated X ------------------------------------------------------------------------
 
 
-def _clean_stated(raw: str) -> str:
-    """A stated answer with LaTeX unwrapped and, if it holds an '=', only what follows the last '='."""
+def _unlatex(raw: str) -> str:
+    """``raw`` without the LaTeX and markdown that carry no value, braces turned into parentheses."""
     s = raw
     for old, new in _LATEX_REPLACEMENTS:
         if old in s:
             s = s.replace(old, new)
-    if "frac" in s:
-        s = _LATEX_FRAC.sub(lambda m: f"{m.group(1).strip()}/{m.group(2).strip()}", s)
     if "\\" in s:
-        s = _LATEX_WRAPPERS.sub(r"\1", s)
+        for _ in range(3):  # \text{\textbf{18}}: a few levels of nesting
+            unwrapped = _LATEX_WRAPPERS.sub(r" \1 ", s)
+            if unwrapped == s:
+                break
+            s = unwrapped
+    return s
+
+
+def _format_fraction(value: Fraction | float) -> str | None:
+    if isinstance(value, float):
+        return normalize_number(repr(value))
+    if value.denominator == 1:
+        return str(value.numerator)
+    try:
+        with localcontext() as ctx:
+            ctx.prec = 28
+            ctx.Emax = 10_000
+            ctx.Emin = -10_000
+            return _format_decimal(Decimal(value.numerator) / Decimal(value.denominator))
+    except (DecimalException, ValueError):
+        return None
+
+
+def _read_value(raw: str, lowercase_units: bool) -> str | None:
+    """The value of a stated X that is a number or an arithmetic expression (with units), else None.
+
+    ``lowercase_units``: unit words must start lower-case (``#### 18 dollars`` is an answer,
+    ``#### 3 Results`` a heading).
+    """
+    plain_number = _PLAIN_NUMBER.fullmatch(raw.strip())
+    if plain_number is not None:  # fast path: "72", "1,234", "-0.5"
+        return normalize_number(plain_number.group())
+    s = _unlatex(raw)
+    if "\\" in s:  # \frac{a}{b}, \times, \cdot, \div
+        s = plain(s)
+    if "{" in s or "}" in s:  # 10^{-1}
+        s = s.replace("{", "(").replace("}", ")")
     if "=" in s:
         after = s.rsplit("=", 1)[1]
-        if any(c.isdigit() for c in after):
+        if _DIGIT.search(after):
             s = after
-    return s.strip()
+    s = s.strip(_QUOTES)
+    if s.endswith("."):  # the sentence's period; "2. Result" keeps its period before the word
+        s = s[:-1].rstrip()
+    # trailing unit words: "18 dollars", "3/4 of a cup", "25 km/h"
+    words = 0
+    while s and (s[-1].isalpha() or s[-1] in "²³°"):
+        i = len(s)
+        while i > 0 and (s[i - 1].isalpha() or s[i - 1] in _UNIT_CHARS):
+            i -= 1
+        word = s[i:]
+        words += 1
+        if not word[0].isalpha() or words > _MAX_UNIT_WORDS or (lowercase_units and not word[0].islower()):
+            return None
+        s = s[:i].rstrip()
+    if s.endswith("%"):
+        s = s[:-1].rstrip()
+    if not s or not _DIGIT.search(s):
+        return None
+    if _PLAIN_NUMBER.fullmatch(s):
+        return normalize_number(s)
+    if _SPACED_THOUSANDS.fullmatch(s):  # "9 500", "350 000"
+        return normalize_number(s.replace(" ", "").replace("\u00a0", ""))
+    if s.endswith(".") or s[0] in ".,":
+        return None
+    value = evaluate_arithmetic(s)
+    return None if value is None else _format_fraction(value)
 
 
 def _cut_sentence(s: str) -> str:
@@ -188,82 +265,128 @@ def _cut_sentence(s: str) -> str:
     return s[: m.start()] if m else s
 
 
-def _answer_marker_ends(region: str) -> list[int]:
-    """End offsets of every "answer is" / "answer:" / "answer =" marker in ``region``."""
-    lowered = region.lower()  # a case-sensitive pattern on a lowered copy is much faster
+def _read_prose(raw: str) -> str | None:
+    """A stated answer in prose: its value when it is one, else its first number (after a last '=')."""
+    value = _read_value(raw, lowercase_units=False)
+    if value is not None:
+        return value
+    s = _unlatex(raw)
+    if "=" in s:
+        after = s.rsplit("=", 1)[1]
+        if _DIGIT.search(after):
+            s = after
+    m = _FIND_NUMBER.search(s)
+    return None if m is None else normalize_number(_number_text(m, last=False))
+
+
+def _line_after(region: str, end: int) -> str | None:
+    """The rest of the line from ``end`` when it holds a digit and is short enough to be an answer."""
+    stop = region.find("\n", end, end + _STATED_MAX_CHARS + 1)
+    if stop == -1:
+        stop = len(region)
+        if stop - end > _STATED_MAX_CHARS:
+            return None
+    return region[end:stop] if _DIGIT.search(region, end, stop) else None
+
+
+def _stated_after(region: str, end: int) -> str | None:
+    """What follows an "answer is" marker up to the end of its line (capped), if it holds a digit."""
+    stop = min(len(region), end + _STATED_MAX_CHARS)
+    newline = region.find("\n", end, stop)
+    if newline != -1:
+        stop = newline
+    return region[end:stop] if _DIGIT.search(region, end, stop) else None
+
+
+# --- the markers -----------------------------------------------------------------------------
+# A candidate is (position, kind, start of X, end of X); X is read only when the candidate's turn comes.
+
+_Candidate = tuple[int, str, int, int]
+
+
+def _box_candidates(region: str, out: list[_Candidate]) -> None:
+    """Every closed box: one pass over the braces after the first box, with a stack of open ones."""
+    opener = {m.end(): m.start() for m in _BOXED.finditer(region)}
+    if not opener:
+        return
+    stack: list[int] = []  # brace positions (content starts), boxes and plain braces alike
+    for brace in _BRACE.finditer(region, min(opener) - 1):
+        if brace.group() == "{":
+            stack.append(brace.end())
+        elif stack:
+            start = stack.pop()
+            if start in opener and brace.start() - start <= _STATED_MAX_CHARS:
+                out.append((opener[start], "boxed", start, brace.start()))
+
+
+def _answer_is_starts(region: str, lowered: str) -> list[tuple[int, int]]:
+    """(start, end) of every "answer is" / "answer:" / "answer =" marker in ``region``."""
     if len(lowered) != len(region):  # a few non-ASCII letters change length when lower-cased
-        return [m.end() for m in _ANSWER_IS_WORD.finditer(region)]
-    ends = []
+        return [(m.start(), m.end()) for m in _ANSWER_IS_WORD.finditer(region)]
+    found = []
     for m in _ANSWER_IS.finditer(lowered):
         i = m.start()
         if i == 0 or not (lowered[i - 1].isalnum() or lowered[i - 1] == "_"):
-            ends.append(m.end())
-    return ends
-
-
-def _stated_after(region: str, ends: list[int]) -> list[str]:
-    """What follows each marker end, up to the end of its line (capped), last one first.
-
-    Only texts holding a digit are returned: a stated answer without one is skipped.
-    """
-    found = []
-    for end in reversed(ends):
-        stop = min(len(region), end + _STATED_MAX_CHARS)
-        newline = region.find("\n", end, stop)
-        if newline != -1:
-            stop = newline
-        if _DIGIT.search(region, end, stop):
-            found.append(region[end:stop])
+            found.append((i, m.end()))
     return found
 
 
-def _from_hashes(region: str) -> str | None:
-    for raw in _stated_after(region, [m.end() for m in _HASHES.finditer(region)]):
-        stated = _clean_stated(_cut_sentence(raw))
-        m = _first_number(stated)
-        if m is not None and _NO_ALNUM.fullmatch(stated, 0, m.start()):
-            value = normalize_number(_number_text(m, last=False))
-            if value is not None:
-                return value
-    return None
+def _candidates(region: str) -> list[_Candidate]:
+    out: list[_Candidate] = []
+    if "####" in region:
+        for m in _HASHES.finditer(region):
+            out.append((m.start(), "hashes", m.end(), -1))
+    if "box" in region:
+        _box_candidates(region, out)
+    if "nswer" in region or "NSWER" in region:
+        lowered = region.lower()
+        for start, end in _answer_is_starts(region, lowered):
+            out.append((start, "answer_is", end, -1))
+        if '"answer"' in lowered and len(lowered) == len(region):
+            for m in _JSON_KEY.finditer(lowered):
+                out.append((m.start(), "json", m.end(), -1))
+    return out
 
 
-def _from_boxed(region: str) -> str | None:
-    if "box" not in region:
-        return None
-    boxed = _boxed_contents(region)
-    if boxed is None:
-        return None
-    stated = _clean_stated(boxed)
-    m = _first_number(stated)
-    if m is not None:
-        value = normalize_number(_number_text(m, last=False))
-        if value is not None:
-            return value
-    return normalize_answer(stated.strip("$*() \t\n"))
-
-
-def _from_answer_is(region: str) -> str | None:
-    for raw in _stated_after(region, _answer_marker_ends(region)):
-        m = _first_number(_clean_stated(_cut_sentence(raw)))
-        if m is not None:
-            value = normalize_number(_number_text(m, last=False))
-            if value is not None:
-                return value
-    return None
+def _read(region: str, kind: str, start: int, end: int) -> str | None:
+    if kind == "boxed":
+        raw = region[start:end]
+        if not _DIGIT.search(raw):  # \boxed{\text{Yes}}: a non-numeric answer
+            return normalize_answer(_unlatex(raw).strip("$*() \t\n")) if raw.strip() else None
+        return _read_value(raw, lowercase_units=False)
+    if kind == "hashes":
+        line = _line_after(region, start)
+        return None if line is None else _read_value(line, lowercase_units=True)
+    if kind == "answer_is":
+        stated = _stated_after(region, start)
+        return None if stated is None else _read_prose(_cut_sentence(stated))
+    # json: a string value, or a bare value up to ',', '}' or the line end
+    if region.startswith('"', start):
+        m = _JSON_STRING.match(region, start)
+        if m is None:
+            return None
+        try:
+            text = json.loads(m.group())
+        except ValueError:
+            text = m.group(1)
+        return _read_prose(text) if _DIGIT.search(text) else None
+    m = _JSON_BARE.match(region, start)
+    return None if m is None or not _DIGIT.search(m.group()) else _read_prose(m.group())
 
 
 def _search(region: str) -> ParsedAnswer | None:
-    if "####" in region:
-        value = _from_hashes(region)
+    """The last readable marker of ``region``, or None."""
+    candidates = _candidates(region)
+    if len(candidates) > 1:
+        candidates.sort(reverse=True)
+    for _, kind, start, end in candidates:
+        value = _read(region, kind, start, end)
         if value is not None:
-            return ParsedAnswer(value, True, "hashes")
-    value = _from_boxed(region)
-    if value is not None:
-        return ParsedAnswer(value, True, "boxed")
-    value = _from_answer_is(region)
-    if value is not None:
-        return ParsedAnswer(value, True, "answer_is")
+            return ParsedAnswer(value, True, kind)
+    return None
+
+
+def _fallback(region: str) -> ParsedAnswer | None:
     m = _last_number(region)
     if m is not None:
         value = normalize_number(_number_text(m, last=True))
@@ -277,12 +400,10 @@ _NONE = ParsedAnswer(None, False, "none")
 
 def _parse(text: str) -> ParsedAnswer:
     cut = text.rfind(_THINK_CLOSE)
-    if cut != -1:
-        found = _search(text[cut + len(_THINK_CLOSE) :])
-        if found is not None:
-            return found
-    found = _search(text)
-    return found if found is not None else _NONE
+    if cut == -1:
+        return _search(text) or _fallback(text) or _NONE
+    after = text[cut + len(_THINK_CLOSE) :]
+    return _search(after) or _search(text) or _fallback(after) or _fallback(text) or _NONE
 
 
 _parse_cached = lru_cache(maxsize=_CACHE_SIZE)(_parse)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from decimal import Decimal
 
 import pytest
@@ -10,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shared_schemas.answer import (
+    SOURCES,
     ParsedAnswer,
     answers_equal,
     extract_answer,
@@ -80,8 +80,11 @@ CASES: list[tuple[str, str, str | None, bool, str]] = [
     ("r1-boxed-after-think", R1_RIGHT, "18", True, "boxed"),
     ("r1-think-holds-other-number",
      "<think>\nThe answer is 20? 48 + 24 = 72.\n</think>\nThe answer is 72.", "72", True, "answer_is"),
-    ("r1-after-think-only-number",
-     "<think>I think the answer is 20.</think>\nShe earns 18 dollars a day", "18", False, "last_number"),
+    # no marker after </think>: the whole text is the scope, and its last marker wins (DESIGN §2.1)
+    ("r1-after-think-no-marker",
+     "<think>I think the answer is 20.</think>\nShe earns 18 dollars a day", "20", True, "answer_is"),
+    ("r1-no-marker-anywhere", "<think>9 * 2 = 18</think>\nShe earns 18 dollars a day, 7 days", "7", False,
+     "last_number"),
     ("r1-nothing-after-think",
      "<think>16 - 3 - 4 = 9, 9 * 2 = 18, so the answer is 18.</think>", "18", True, "answer_is"),
     ("r1-never-closed-last-number",
@@ -92,6 +95,41 @@ CASES: list[tuple[str, str, str | None, bool, str]] = [
      "72", True, "answer_is"),
     ("r1-two-think-closes", "<think>a</think> 5 <think>b</think> #### 6", "6", True, "hashes"),
     ("r1-hashes-after-think", "<think>\n48/2 = 24\n</think>\n48 + 24 = 72\n#### 72", "72", True, "hashes"),
+    # --- answer contract v2 (issue 9): the last marker wins, X alone on its line, X evaluated
+    ("heading-starting-with-number", "#### 2. Result\n48 + 52 = 100\n\\boxed{100}", "100", True, "boxed"),
+    ("heading-step-colon", "#### Step 3: total\n16 - 3 - 4 = 9", "9", False, "last_number"),
+    ("heading-solution", "#### Solution\nThe answer is 9.", "9", True, "answer_is"),
+    ("heading-capitalized-word", "#### 3 Results\nSo \\boxed{12}", "12", True, "boxed"),
+    ("hashes-not-alone", "#### 5 apples and then 3 more\nso 8", "8", False, "last_number"),
+    ("hashes-unit-word", "#### 720 square feet", "720", True, "hashes"),
+    ("draft-hashes-corrected-by-box", "#### 105\nWait, that is wrong. Corrected:\n\\boxed{100}", "100", True,
+     "boxed"),
+    ("hashes-right-then-box-wrong", "#### 100\nTo summarize: \\boxed{104}", "104", True, "boxed"),
+    ("box-then-answer-is", "\\boxed{6}\nSo the answer is 7.", "7", True, "answer_is"),
+    ("boxed-sum-evaluated", "\\boxed{99 + 1}", "100", True, "boxed"),
+    ("boxed-scientific", "\\boxed{1000 \\times 10^{-1}}", "100", True, "boxed"),
+    ("boxed-cdot", "\\boxed{25 \\cdot 4}", "100", True, "boxed"),
+    ("boxed-exponent-notation", "\\boxed{1.25 \\times 10^{3}}", "1250", True, "boxed"),
+    ("boxed-dfrac-of-sum", "\\boxed{\\dfrac{150 + 50}{2}}", "100", True, "boxed"),
+    ("boxed-thin-space-thousands", "\\boxed{1\\,250}", "1250", True, "boxed"),
+    ("boxed-in-display-math", "**Final Answer**\n\\[\n\\boxed{1{,}250}\n\\]", "1250", True, "boxed"),
+    ("boxed-unreadable-left-out", "The answer is 12.\n\\boxed{12 + }", "12", True, "answer_is"),
+    ("hashes-expression", "#### 99 + 1", "100", True, "hashes"),
+    ("chat-hope-correct", "Let's see: 8 * 9 = 72.\nThe final answer is $72$. I hope it is correct.", "72", True,
+     "answer_is"),
+    ("answer-is-expression", "The answer is 40 * 3 / 2.", "60", True, "answer_is"),
+    ("json-answer-then-prose",
+     '{"reasoning": "120 * 3 + 6 = 366", "answer": "366"}\n\n1. 60 * 3 = 180\n2. 180 * 2 = 360', "366", True,
+     "json"),
+    ("json-answer-number", 'Here it is:\n{"reasoning": "2 + 2", "answer": 4.5}\nSo, 12 in all.', "4.5", True,
+     "json"),
+    ("json-answer-money", '```json\n{"answer": "$1,250.00"}\n```', "1250", True, "json"),
+    ("json-answer-expression", '{"answer": "(11 * 3) + (8 * 4)"}', "65", True, "json"),
+    ("json-answer-quoted", '{"answer": "\\"42\\""}', "42", True, "json"),
+    ("json-answer-prose", '{"answer": "She makes $18 every day."}', "18", True, "json"),
+    ("json-answer-spaced-thousands", '{"answer": "$9 500"}', "9500", True, "json"),
+    ("json-second-block-wins", '{"answer": "42 - (15 + 18)"}\nSo:\n{"answer": "9"}', "9", True, "json"),
+    ("json-answer-null-skipped", '{"answer": null}\nThe total is 5.', "5", False, "last_number"),
     # --- last-number fallback
     ("last-number-trailing-period", "So she has 12 apples left.", "12", False, "last_number"),
     ("last-number-subtraction-not-negative", "16-3-4", "4", False, "last_number"),
@@ -262,7 +300,8 @@ def test_normalized_number_has_the_same_value(d: Decimal) -> None:
 
 _ANSWERY = st.sampled_from(
     ["####", "\\boxed{", "}", "{", "</think>", "<think>", "The answer is", "answer:", "=", "$",
-     "1,234", "-", "−", "3/4", "1e3", ".", ",", "%", "\\frac{", "\\text{", "\n", " ", "72", "0"]
+     "1,234", "-", "−", "3/4", "1e3", ".", ",", "%", "\\frac{", "\\text{", "\n", " ", "72", "0",
+     '"answer": ', '"', "\\times", "10^{", "+", "*", "**", "\\[", "\\dfrac{", "{,}"]
 )
 
 
@@ -271,47 +310,43 @@ _ANSWERY = st.sampled_from(
 def test_extraction_never_raises(text: str) -> None:
     parsed = parse_answer(text)
     assert isinstance(parsed, ParsedAnswer)
-    assert parsed.source in {"hashes", "boxed", "answer_is", "last_number", "none"}
+    assert parsed.source in SOURCES
     assert (parsed.value is None) == (parsed.source == "none")
-    assert parsed.format_ok == (parsed.source in {"hashes", "boxed", "answer_is"})
+    assert parsed.format_ok == (parsed.source not in {"last_number", "none"})
     if parsed.value is not None:
         assert normalize_answer(parsed.value) == parsed.value
 
 
-# ---------------------------------------------------------------- performance
+# ---------------------------------------------------------------- pathological inputs
+# Each 200k-char input must parse to the right result. Parsing is linear (timings are in
+# bench/answer_agreement.py, ~0.01-0.4 s each); the timeout only stops a quadratic regression from
+# hanging the suite.
 
-PATHOLOGICAL = {
-    "unclosed-boxes": "\\boxed{" * 30_000,
-    "comma-groups": "1," * 100_000 + "1111",
-    "hashes-headings": "#### Step\n" * 20_000,
-    "answer-is-no-number": "the answer is " * 15_000,
-    "spaces-after-number": "7" + " " * 200_000 + "x",
-    "frac-unclosed": "\\boxed{\\frac{" + " " * 200_000 + "}",
-    "fractions": "1 / " * 50_000,
-    "digits": "9" * 200_000,
-    "think-closes": "</think>" * 25_000,
-    "minus-signs": "-" * 100_000 + "5" * 100_000,
-    "nested-braces": "\\boxed{" + "{" * 100_000 + "}" * 100_000 + "}",
+PATHOLOGICAL: dict[str, tuple[str, str | None]] = {
+    "unclosed-boxes": ("\\boxed{" * 30_000, None),
+    "comma-groups": ("1," * 100_000 + "1111", "1111"),
+    "hashes-headings": ("#### Step\n" * 20_000, None),
+    "hashes-numbered-headings": ("#### 2. Result\n" * 15_000, "2"),
+    "answer-is-no-number": ("the answer is " * 15_000, None),
+    "json-keys-no-number": ('"answer": "x", ' * 15_000, None),
+    "spaces-after-number": ("7" + " " * 200_000 + "x", "7"),
+    "frac-unclosed": ("\\boxed{\\frac{" + " " * 200_000 + "}", None),
+    "fractions": ("1 / " * 50_000, "1"),
+    "digits": ("9" * 200_000, None),
+    "think-closes": ("</think>" * 25_000, None),
+    "minus-signs": ("-" * 100_000 + "5" * 100_000, None),
+    "nested-braces": ("\\boxed{" + "{" * 100_000 + "}" * 100_000 + "}", None),
+    "nested-boxes-closed": ("\\boxed{" * 25_000 + "1" + "}" * 25_000, "1"),
+    "unreadable-boxes": ("\\boxed{1 + }" * 20_000, "1"),
+    "many-boxes": ("\\boxed{1}" * 25_000, "1"),
 }
 
 
+@pytest.mark.timeout(60)
 @pytest.mark.parametrize("name", sorted(PATHOLOGICAL))
-def test_pathological_200k_inputs_are_linear(name: str) -> None:
-    text = PATHOLOGICAL[name]
+def test_pathological_200k_inputs(name: str) -> None:
+    text, value = PATHOLOGICAL[name]
     assert len(text) >= 200_000
-    start = time.perf_counter()
-    parse_answer(text)
+    parsed = parse_answer(text)
+    assert parsed.value == value, f"{name}: {parsed}"
     normalize_answer(text[:200_000])
-    elapsed = time.perf_counter() - start
-    # linear: ~0.1 s here; a quadratic scan of 200k chars would take minutes
-    assert elapsed < 2.0, f"{name}: {elapsed:.2f}s on {len(text)} chars"
-
-
-def test_parse_answer_throughput() -> None:
-    # Distinct texts, so the memo cannot help: the uncached path must stay fast.
-    texts = [R1_RIGHT.replace("16 eggs", f"{i} eggs") for i in range(2000)]
-    start = time.perf_counter()
-    for text in texts:
-        parse_answer(text)
-    per_second = len(texts) / (time.perf_counter() - start)
-    assert per_second > 5_000, f"only {per_second:.0f} parses/s"
