@@ -1,8 +1,8 @@
-"""The app factory: settings -> config, backend, arm cache, engine, routers, error handlers."""
+"""The app factory: settings -> the service state (runtime loaded in the lifespan), routers, middleware."""
 
 from __future__ import annotations
 
-import asyncio
+import json
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -11,14 +11,11 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from reward_service.arm_cache import ArmCache
-from reward_service.arms import ArmProvider
-from reward_service.engine import Limits, ScoringEngine
 from reward_service.errors import error_body, install_error_handlers
-from reward_service.generation import GenerationBackend, create_backend
 from reward_service.metrics import Metrics
 from reward_service.regime_w.config import load_config
 from reward_service.routers import health, openrlhf, score
+from reward_service.runtime import ServiceState
 from reward_service.settings import Settings
 
 log = logging.getLogger("reward_service")
@@ -76,8 +73,6 @@ class BodyLimitMiddleware:
             await self._reject(send)
 
     async def _reject(self, send: Send) -> None:
-        import json
-
         body = json.dumps(
             error_body("payload_too_large", f"request body exceeds this service's limit of {self.max_bytes} bytes")
         ).encode()
@@ -124,53 +119,21 @@ class MetricsMiddleware:
 _KNOWN_ROUTES = {"/v1/score", "/get_reward", "/v1/info", "/v1/arms/precompute", "/healthz", "/readyz", "/metrics"}
 
 
-def create_app(settings: Settings | None = None, backend: GenerationBackend | None = None) -> FastAPI:
-    """Build the service. ``backend`` may be given ready-made (tests, embedding); else from settings."""
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the service from ``settings`` (default: the ``REGIME_W_*`` environment).
+
+    The runtime (:mod:`reward_service.runtime`) loads in the background during the lifespan, so the
+    probes answer while a model loads; routes reach it through ``routers.deps.RuntimeDep``.
+    """
     settings = settings or Settings()
     config = load_config(settings.config_path)
     metrics = Metrics()
+    service = ServiceState(settings, metrics)
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        state = app.state
-        state.ready = False
-        state.load_error = None
-        state.engine = None
-
-        async def load() -> None:
-            try:
-                be = backend or await asyncio.to_thread(_make_backend, settings)
-                cache = await asyncio.to_thread(ArmCache, settings.cache_path, settings.cache_memory_items)
-                provider = ArmProvider(
-                    be, config, cache, metrics,
-                    seed=settings.seed,
-                    timeout_s=settings.generation_timeout_s,
-                    batch_window_s=settings.generation_batch_window_ms / 1000.0,
-                    max_pending=settings.max_pending_questions,
-                    max_batch_questions=max(1, settings.generation_batch_size),
-                )
-                await provider.start()
-                state.engine = ScoringEngine(
-                    config, provider, metrics,
-                    Limits(settings.max_items, settings.max_trajectories, settings.max_text_chars),
-                )
-                state.ready = True
-                metrics.ready.set(1)
-                log.info("ready: backend=%s model=%s config=%s", be.name, be.model_id, config.fingerprint)
-            except Exception as exc:  # noqa: BLE001 - reported through /readyz and the log
-                state.load_error = f"{type(exc).__name__}: {exc}"
-                log.error("the backend failed to load: %s", state.load_error)
-
-        loader = asyncio.create_task(load())
-        try:
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        async with service.serving():
             yield
-        finally:
-            loader.cancel()
-            engine = state.engine
-            if engine is not None:
-                await engine.arms.stop()
-                engine.arms.cache.close()
-                engine.arms.backend.close()
 
     app = FastAPI(
         title="Regime W reward service",
@@ -178,13 +141,7 @@ def create_app(settings: Settings | None = None, backend: GenerationBackend | No
         description="Scores math-reasoning trajectories by their coherence with Regime W's prompt arms.",
         lifespan=lifespan,
     )
-    app.state.settings = settings
-    app.state.config = config
-    app.state.metrics = metrics
-    app.state.api_keys = tuple(k.encode("utf-8") for k in settings.keys)
-    app.state.ready = False
-    app.state.load_error = None
-    app.state.engine = None
+    app.state.service = service
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(score.router)
@@ -192,21 +149,6 @@ def create_app(settings: Settings | None = None, backend: GenerationBackend | No
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     return app
-
-
-def _make_backend(settings: Settings) -> GenerationBackend:
-    return create_backend(
-        settings.backend,
-        model=settings.model,
-        device=settings.device,
-        dtype=settings.dtype,
-        batch_size=settings.generation_batch_size,
-        openai_base_url=settings.openai_base_url,
-        openai_api_key=settings.openai_api_key,
-        timeout_s=settings.backend_timeout_s,
-        max_concurrency=settings.openai_max_concurrency,
-        seed=settings.seed,
-    )
 
 
 def create_app_from_env() -> FastAPI:

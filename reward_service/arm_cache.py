@@ -96,12 +96,6 @@ class ArmCache:
                 )
                 self._db.commit()
 
-    def __len__(self) -> int:
-        with self._lock:
-            if self._db is not None:
-                return int(self._db.execute("SELECT COUNT(*) FROM arms").fetchone()[0])
-            return len(self._memory)
-
     def close(self) -> None:
         with self._lock:
             if self._db is not None:

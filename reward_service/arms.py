@@ -59,44 +59,60 @@ class _Pending:
     future: asyncio.Future[tuple[ArmText, ...]]
 
 
+@dataclass(frozen=True)
+class ProviderOptions:
+    """How the provider batches and waits (from the service settings)."""
+
+    seed: int = 0
+    timeout_s: float = 300.0
+    batch_window_s: float = 0.005
+    max_pending: int = 4096
+    max_batch_questions: int = 64
+
+
 class ArmProvider:
+    """Arms of questions from the cache or one batched generation. ``backend=None``: no model
+    (backend ``provided``), only cached arms are served and every other request must carry them."""
+
     def __init__(
         self,
-        backend: GenerationBackend,
+        backend: GenerationBackend | None,
+        model_id: str,
         config: RegimeWConfig,
         cache: ArmCache,
         metrics: Metrics,
-        *,
-        seed: int = 0,
-        timeout_s: float = 300.0,
-        batch_window_s: float = 0.005,
-        max_pending: int = 4096,
-        max_batch_questions: int = 64,
+        options: ProviderOptions = ProviderOptions(),
     ) -> None:
         self.backend = backend
+        self.model_id = model_id
         self.config = config
         self.cache = cache
         self.metrics = metrics
-        self.seed = seed
-        self.timeout_s = timeout_s
-        self.batch_window_s = batch_window_s
-        self.max_pending = max_pending
-        self.max_batch_questions = max_batch_questions
+        self.seed = options.seed
+        self.timeout_s = options.timeout_s
+        self.batch_window_s = options.batch_window_s
+        self.max_pending = options.max_pending
+        self.max_batch_questions = options.max_batch_questions
         self._inflight: dict[str, asyncio.Future[tuple[ArmText, ...]]] = {}
         self._queue: asyncio.Queue[_Pending] | None = None
         self._worker: asyncio.Task[None] | None = None
 
     @property
     def can_generate(self) -> bool:
-        return self.backend.name != "provided"
+        return self.backend is not None
+
+    @property
+    def pending(self) -> int:
+        """Questions waiting for (or in) generation."""
+        return len(self._inflight)
 
     def key(self, question: str) -> str:
-        return cache_key(self.backend.model_id, self.config.fingerprint, question)
+        return cache_key(self.model_id, self.config.fingerprint, question)
 
     async def start(self) -> None:
-        if self._worker is None and self.can_generate:
+        if self._worker is None and self.backend is not None:
             self._queue = asyncio.Queue()
-            self._worker = asyncio.create_task(self._run(), name="regime-w-arm-generation")
+            self._worker = asyncio.create_task(self._run(self.backend), name="regime-w-arm-generation")
 
     async def stop(self) -> None:
         if self._worker is not None:
@@ -169,7 +185,7 @@ class ArmProvider:
         self._queue.put_nowait(_Pending(key, question, fut))
         return fut
 
-    async def _run(self) -> None:
+    async def _run(self, backend: GenerationBackend) -> None:
         assert self._queue is not None
         while True:
             first = await self._queue.get()
@@ -178,9 +194,9 @@ class ArmProvider:
                 await asyncio.sleep(self.batch_window_s)
             while len(batch) < self.max_batch_questions and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
-            await self._generate(batch)
+            await self._generate(backend, batch)
 
-    async def _generate(self, batch: list[_Pending]) -> None:
+    async def _generate(self, backend: GenerationBackend, batch: list[_Pending]) -> None:
         prompts: list[ArmPrompt] = []
         spans: list[tuple[int, int]] = []
         for p in batch:
@@ -189,7 +205,7 @@ class ArmProvider:
             prompts.extend(rendered)
         started = time.perf_counter()
         try:
-            texts = await asyncio.to_thread(self.backend.generate, prompts)
+            texts = await asyncio.to_thread(backend.generate, prompts)
             if len(texts) != len(prompts):
                 raise GenerationError(f"backend returned {len(texts)} texts for {len(prompts)} prompts")
         except Exception as exc:  # noqa: BLE001 - every backend failure is reported to its waiters
@@ -207,7 +223,7 @@ class ArmProvider:
         entries = []
         for p, (lo, hi) in zip(batch, spans):
             arms = tuple(ArmText(arm=pr.arm, text=t) for pr, t in zip(prompts[lo:hi], texts[lo:hi]))
-            entries.append((p.key, self.backend.model_id, self.config.fingerprint, arms))
+            entries.append((p.key, self.model_id, self.config.fingerprint, arms))
         try:
             await asyncio.to_thread(self.cache.put_many, entries)
         except Exception as exc:  # noqa: BLE001 - a cache write failure must not lose the arms

@@ -7,6 +7,7 @@ import hmac
 from fastapi import Request
 
 from reward_service.errors import Unauthorized
+from reward_service.routers.deps import service_state
 
 
 def _matches(presented: bytes, keys: tuple[bytes, ...]) -> bool:
@@ -17,8 +18,7 @@ def _matches(presented: bytes, keys: tuple[bytes, ...]) -> bool:
 
 
 async def require_api_key(request: Request) -> None:
-    state = request.app.state
-    keys: tuple[bytes, ...] = state.api_keys
+    keys = service_state(request).api_keys
     if not keys:  # --insecure-no-auth
         return
     header = request.headers.get("authorization")

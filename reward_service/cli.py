@@ -10,7 +10,14 @@ import os
 import sys
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 from pydantic import ValidationError
+
+if TYPE_CHECKING:  # the heavy imports stay lazy: --help must not load the service
+    from shared_schemas.wire import ScoreRequest, ScoreResponse
+
+    from reward_service.settings import Settings
 
 # flag name -> settings field (the environment variable is REGIME_W_<FIELD>)
 _SHARED_FLAGS: dict[str, tuple[str, type, str]] = {
@@ -86,7 +93,7 @@ def serve_main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _read_batch(path: Path) -> "ScoreRequest":  # noqa: F821 - imported lazily below
+def _read_batch(path: Path) -> ScoreRequest:
     from shared_schemas.wire import ScoreItem, ScoreRequest
 
     text = path.read_text(encoding="utf-8") if str(path) != "-" else sys.stdin.read()
@@ -138,16 +145,11 @@ def score_main(argv: list[str] | None = None) -> int:
     return 0
 
 
-async def _score_offline(settings, request):  # type: ignore[no-untyped-def]
-    from reward_service.engine import Limits, ScoringEngine
+async def _score_offline(settings: Settings, request: ScoreRequest) -> ScoreResponse:
+    from reward_service.runtime import OFFLINE_LIMITS, Runtime
 
-    provider, close = await _provider(settings)
-    try:
-        # offline: the file is the limit, not the HTTP deployment's
-        limits = Limits(max_items=10**9, max_trajectories=10**9, max_text_chars=10**9)
-        return await ScoringEngine(provider.config, provider, provider.metrics, limits).score(request)
-    finally:
-        await close()
+    async with Runtime.running(settings, limits=OFFLINE_LIMITS) as runtime:
+        return await runtime.engine.score(request)
 
 
 def _read_questions(path: Path, field: str) -> list[str]:
@@ -197,47 +199,22 @@ def precompute_main(argv: list[str] | None = None) -> int:
         return 2
 
     async def fill() -> dict[str, int]:
-        provider, close = await _provider(settings)
+        from reward_service.runtime import Runtime
+
         totals = {"questions": 0, "generated": 0, "already_cached": 0}
-        try:
+        async with Runtime.running(settings) as runtime:
             unique = list(dict.fromkeys(questions))
             with tqdm(total=len(unique), unit="q", desc="precompute arms") as bar:
                 for lo in range(0, len(unique), args.chunk):
-                    got = await provider.precompute(unique[lo : lo + args.chunk])
+                    got = await runtime.provider.precompute(unique[lo : lo + args.chunk])
                     for k in totals:
                         totals[k] += got[k]
                     bar.update(got["questions"])
-        finally:
-            await close()
         return totals
 
     totals = asyncio.run(fill())
     print(json.dumps({**totals, "cache_path": settings.cache_path}))
     return 0
-
-
-async def _provider(settings):  # type: ignore[no-untyped-def]
-    """An ArmProvider over the configured backend and cache, and its async closer."""
-    from reward_service.app import _make_backend
-    from reward_service.arm_cache import ArmCache
-    from reward_service.arms import ArmProvider
-    from reward_service.metrics import Metrics
-    from reward_service.regime_w.config import load_config
-
-    config = load_config(settings.config_path)
-    backend = await asyncio.to_thread(_make_backend, settings)
-    cache = ArmCache(settings.cache_path, settings.cache_memory_items)
-    provider = ArmProvider(backend, config, cache, Metrics(), seed=settings.seed,
-                           timeout_s=settings.generation_timeout_s,
-                           max_batch_questions=settings.generation_batch_size)
-    await provider.start()
-
-    async def close() -> None:
-        await provider.stop()
-        cache.close()
-        backend.close()
-
-    return provider, close
 
 
 if __name__ == "__main__":  # pragma: no cover

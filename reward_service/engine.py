@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from shared_schemas.wire import (
@@ -87,14 +87,32 @@ def to_wire(s: TrajectoryScores, details: bool) -> TrajectoryScore:
     )
 
 
+TokenCounter = Callable[[Sequence[str]], "list[int] | None"]
+
+
 class ScoringEngine:
+    """Scores requests with the arms ``arms`` provides; ``count_tokens`` is the arm model's
+    tokenizer (None: whitespace counts); ``model_name`` is the public name in every response."""
+
     def __init__(
-        self, config: RegimeWConfig, arms: ArmProvider, metrics: Metrics, limits: Limits, prepared_items: int = 4096
+        self,
+        config: RegimeWConfig,
+        arms: ArmProvider,
+        metrics: Metrics,
+        limits: Limits,
+        *,
+        model_name: str,
+        count_tokens: TokenCounter | None = None,
+        prepared_items: int = 4096,
     ) -> None:
         self.config = config
         self.arms = arms
         self.metrics = metrics
         self.limits = limits
+        self.count_tokens = count_tokens
+        self.info = ScorerInfo(
+            name=config.name, version=config.version, config_fingerprint=config.fingerprint, model=model_name
+        )
         # parsed arms of recent questions: every request of a training run scores the same questions again
         self._prepared: OrderedDict[tuple[str, tuple[ArmText, ...]], PreparedArms] = OrderedDict()
         self._prepared_items = prepared_items
@@ -115,15 +133,6 @@ class ScoringEngine:
                 self._prepared.popitem(last=False)
         return prepared
 
-    @property
-    def info(self) -> ScorerInfo:
-        return ScorerInfo(
-            name=self.config.name,
-            version=self.config.version,
-            config_fingerprint=self.config.fingerprint,
-            model=self.arms.backend.model_id,
-        )
-
     def _client_arms(self, i: int, item: ScoreItem) -> tuple[ArmText, ...]:
         assert item.arm_outputs is not None
         known = set(self.config.arm_names)
@@ -140,7 +149,7 @@ class ScoringEngine:
     def _count_tokens(self, item: ScoreItem) -> tuple[list[int], str]:
         if item.num_tokens is not None:
             return list(item.num_tokens), "client"
-        counted = self.arms.backend.count_tokens(item.trajectories)
+        counted = self.count_tokens(item.trajectories) if self.count_tokens is not None else None
         if counted is not None:
             return list(counted), "tokenizer"
         return whitespace_tokens(item.trajectories), "whitespace"

@@ -32,18 +32,10 @@ class Unauthorized(ServiceError):
         super().__init__(message, headers={"WWW-Authenticate": "Bearer"})
 
 
-class BadRequest(ServiceError):
-    status, code = 400, "bad_request"
-
-
 class ArmsUnavailable(ServiceError):
     """The request needs arms the service cannot produce (backend ``provided``)."""
 
     status, code = 400, "arms_unavailable"
-
-
-class PayloadTooLarge(ServiceError):
-    status, code = 413, "payload_too_large"
 
 
 class InvalidRequest(ServiceError):

@@ -9,6 +9,8 @@ from typing import Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from reward_service.generation.base import BackendConfig
+
 BackendKind = Literal["provided", "hf", "openai", "vllm"]
 
 
@@ -30,6 +32,7 @@ class Settings(BaseSettings):
     # --- model and generation
     backend: BackendKind = "provided"
     model: str | None = None
+    model_name: str | None = None  # public name of the arm model in responses (default: see public_model_name)
     device: str = "auto"
     dtype: str = "auto"
     generation_batch_size: int = Field(default=32, ge=1)
@@ -99,6 +102,30 @@ class Settings(BaseSettings):
             raise ValueError("backend 'openai' needs REGIME_W_OPENAI_BASE_URL (e.g. http://vllm:8000/v1)")
         if self.backend in {"hf", "vllm"} and not self.model:
             raise ValueError(f"backend '{self.backend}' needs a model: REGIME_W_MODEL or --model")
+
+    def backend_config(self) -> BackendConfig:
+        """The settings a generation backend is built from, as one object."""
+        return BackendConfig(
+            kind=self.backend,
+            model=self.model,
+            device=self.device,
+            dtype=self.dtype,
+            batch_size=self.generation_batch_size,
+            timeout_s=self.backend_timeout_s,
+            seed=self.seed,
+            openai_base_url=self.openai_base_url,
+            openai_api_key=self.openai_api_key,
+            max_concurrency=self.openai_max_concurrency,
+        )
+
+    def public_model_name(self, model_id: str) -> str:
+        """The arm model as responses name it: ``model_name`` when set, else the model id, except
+        that a local path is cut to its last component (no path of the host leaves the service)."""
+        if self.model_name:
+            return self.model_name
+        if model_id.startswith(("/", "~", ".")) or "\\" in model_id or Path(model_id).expanduser().exists():
+            return Path(model_id.rstrip("/\\")).name or "local-model"
+        return model_id
 
     def limits(self) -> dict[str, int]:
         return {

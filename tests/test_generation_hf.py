@@ -8,7 +8,14 @@ from collections.abc import Iterator
 import pytest
 import torch
 
-from reward_service.generation import ArmPrompt, GenerationBackend, GenerationError, GenerationTimeout, create_backend
+from reward_service.generation import (
+    ArmPrompt,
+    BackendConfig,
+    GenerationBackend,
+    GenerationError,
+    GenerationTimeout,
+    create_backend,
+)
 from reward_service.generation.hf import HFBackend
 from reward_service.generation.sampling import RowSampler, row_uniforms, seed_keys
 from tests.support.tiny_model import build_tiny_model
@@ -46,7 +53,8 @@ def no_eos_backend(tiny_model_dir) -> Iterator[HFBackend]:
 
 
 def test_create_backend_builds_hf(tiny_model_dir) -> None:
-    b = create_backend("hf", model=str(tiny_model_dir), device="cpu", batch_size=2)
+    b = create_backend(BackendConfig("hf", model=str(tiny_model_dir), device="cpu", batch_size=2))
+    assert b is not None
     try:
         assert isinstance(b, GenerationBackend)
         assert b.name == "hf"

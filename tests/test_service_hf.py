@@ -12,11 +12,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.servers import running_service
+from tests.support.servers import ServiceSpec, running_service, service_env
 from tests.support.service_config import small_service_config
 
 KEY = "hf-test-key-0123456789"
 HEADERS = {"Authorization": f"Bearer {KEY}"}
+SPEC = ServiceSpec("hf", api_key=KEY, max_tokens=16)
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -30,22 +31,19 @@ def metric(server_url: str, name: str) -> float:
 
 
 @pytest.fixture(scope="module")
-def hf_env(tiny_model_dir, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("hf-service")
-    return {
-        "REGIME_W_API_KEYS": KEY,
-        "REGIME_W_BACKEND": "hf",
-        "REGIME_W_MODEL": str(tiny_model_dir),
-        "REGIME_W_DEVICE": "cpu",
-        "REGIME_W_CONFIG_PATH": str(small_service_config(tmp, max_tokens=16)),
-        "REGIME_W_CACHE_PATH": str(tmp / "arms.sqlite3"),
-    }
+def service_spec():
+    return SPEC
 
 
 @pytest.fixture(scope="module")
-def hf_server(hf_env):
-    with running_service(env=hf_env, timeout=180) as server:
-        yield server
+def hf_server(live_service):
+    return live_service
+
+
+@pytest.fixture(scope="module")
+def hf_env(tiny_model_dir, tmp_path_factory):
+    """The environment of SPEC, for tests that start (and restart) their own server or a CLI."""
+    return service_env(SPEC, tmp_path_factory.mktemp("hf-service"), tiny_model_dir)
 
 
 def score(url: str, question: str, trajectories=("The answer is 5. #### 5",), gold="5") -> dict:

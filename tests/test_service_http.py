@@ -1,4 +1,7 @@
-"""The reward service over real HTTP: regime-w-serve under uvicorn on loopback, talked to with httpx."""
+"""The reward service over HTTP. The routes, validation, auth and error bodies are tested in
+process (``create_app`` behind ``httpx.ASGITransport``); what the server itself does (startup flags,
+keys from a file, its log, streamed bodies, settings from the environment) is tested against
+``regime-w-serve`` under uvicorn on loopback."""
 
 from __future__ import annotations
 
@@ -11,6 +14,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from reward_service.settings import Settings
+from tests.support.inprocess import InProcessService
 from tests.support.servers import free_port, running_service
 
 KEY = "test-key-0123456789abcdef"
@@ -45,16 +50,28 @@ def item(**overrides):
     return base
 
 
+SERVICE_ENV = {"REGIME_W_API_KEYS": f"{KEY},second-key-abcdefabcdef", "REGIME_W_CACHE_PATH": "none",
+               "REGIME_W_MAX_BODY_BYTES": str(8 * 1024 * 1024), "REGIME_W_BACKEND": "provided"}
+
+
 @pytest.fixture(scope="module")
-def provided_server(tmp_path_factory):
-    env = {"REGIME_W_API_KEYS": f"{KEY},second-key-abcdefabcdef", "REGIME_W_CACHE_PATH": "none",
-           "REGIME_W_MAX_BODY_BYTES": str(8 * 1024 * 1024)}
-    with running_service("--backend", "provided", env=env, timeout=60) as server:
+def client():
+    """The app in process, with the key; ``anonymous=True`` sends a request without it."""
+    settings = Settings(api_keys=f"{KEY},second-key-abcdefabcdef", cache_path="none", backend="provided",
+                        max_body_bytes=8 * 1024 * 1024)
+    with InProcessService(settings, headers={"Authorization": f"Bearer {KEY}"}) as service:
+        yield service
+
+
+@pytest.fixture(scope="module")
+def provided_server():
+    """regime-w-serve under uvicorn, for what the server itself does."""
+    with running_service(env=SERVICE_ENV, timeout=60) as server:
         yield server
 
 
 @pytest.fixture()
-def client(provided_server):
+def real_client(provided_server):
     with httpx.Client(base_url=provided_server.url, headers={"Authorization": f"Bearer {KEY}"}, timeout=30) as c:
         yield c
 
@@ -109,22 +126,21 @@ def test_whitespace_token_counts_without_tokenizer(client):
 
 
 @pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong-key"}, {"Authorization": f"Basic {KEY}"}])
-def test_missing_or_wrong_key_is_401(provided_server, headers):
-    r = httpx.post(provided_server.url + "/v1/score", json={"items": [item()]}, headers=headers)
+def test_missing_or_wrong_key_is_401(client, headers):
+    r = client.post("/v1/score", json={"items": [item()]}, headers=headers, anonymous=True)
     assert_error(r, 401, "unauthorized")
     assert r.headers.get("www-authenticate") == "Bearer"
 
 
-def test_second_key_works(provided_server):
-    r = httpx.post(provided_server.url + "/v1/score", json={"items": [item()]},
-                   headers={"Authorization": "Bearer second-key-abcdefabcdef"})
+def test_second_key_works(client):
+    r = client.post("/v1/score", json={"items": [item()]}, headers={"Authorization": "Bearer second-key-abcdefabcdef"})
     assert r.status_code == 200, r.text
 
 
-def test_health_and_metrics_need_no_key(provided_server):
-    assert httpx.get(provided_server.url + "/healthz").json() == {"status": "ok"}
-    assert httpx.get(provided_server.url + "/readyz").status_code == 200
-    metrics = httpx.get(provided_server.url + "/metrics").text
+def test_health_and_metrics_need_no_key(client):
+    assert client.get("/healthz", anonymous=True).json() == {"status": "ok"}
+    assert client.get("/readyz", anonymous=True).status_code == 200
+    metrics = client.get("/metrics", anonymous=True).text
     assert "regime_w_requests_total" in metrics
 
 
@@ -142,8 +158,8 @@ def test_info_lists_arm_names_not_prompts(client):
             assert spec.system[:40] not in r.text
 
 
-def test_openapi_document_is_served(provided_server):
-    doc = httpx.get(provided_server.url + "/openapi.json").json()
+def test_openapi_document_is_served(client):
+    doc = client.get("/openapi.json", anonymous=True).json()
     assert "/v1/score" in doc["paths"] and "/get_reward" in doc["paths"]
 
 
@@ -194,22 +210,22 @@ def test_get_reward_with_provided_backend_is_a_clear_4xx(client):
     assert_error(r, 400, "arms_unavailable", "provided")
 
 
-def test_body_over_limit_is_413(client):
+def test_body_over_limit_is_413(real_client):
     big = "x" * (12 * 1024 * 1024)
-    r = client.post("/v1/score", json={"items": [item(trajectories=[big], num_tokens=None)]})
+    r = real_client.post("/v1/score", json={"items": [item(trajectories=[big], num_tokens=None)]})
     assert_error(r, 413, "payload_too_large")
 
 
-def test_body_over_limit_streamed_without_length_is_413(client):
+def test_body_over_limit_streamed_without_length_is_413(real_client):
     def chunks():
         for _ in range(12):
             yield b"x" * (1024 * 1024)
 
-    r = client.post("/v1/score", content=chunks(), headers={"Content-Type": "application/json"})
+    r = real_client.post("/v1/score", content=chunks(), headers={"Content-Type": "application/json"})
     assert_error(r, 413, "payload_too_large")
 
 
-def test_trajectory_limit_names_the_field(provided_server):
+def test_trajectory_limit_names_the_field():
     env = {"REGIME_W_API_KEYS": KEY, "REGIME_W_MAX_TRAJECTORIES": "2", "REGIME_W_CACHE_PATH": "none"}
     with running_service("--backend", "provided", env=env, timeout=60) as server:
         r = httpx.post(server.url + "/v1/score", json={"items": [item(trajectories=[RIGHT] * 3, num_tokens=None)]},
@@ -261,11 +277,11 @@ def test_examples_batch_scores(client):
                 assert 0.0 <= s[key] <= 1.0
 
 
-def test_no_arm_text_or_prompt_in_the_log(client, provided_server):
-    r = client.post("/v1/score", json={"items": [item(), item(arm_outputs=arm_outputs() + [{"arm": "bogus", "text": SECRET_MARKER}])]})
+def test_no_arm_text_or_prompt_in_the_log(real_client, provided_server):
+    r = real_client.post("/v1/score", json={"items": [item(), item(arm_outputs=arm_outputs() + [{"arm": "bogus", "text": SECRET_MARKER}])]})
     assert r.status_code == 422
     assert SECRET_MARKER not in r.text
-    client.post("/v1/score", json={"items": [item()]})
+    real_client.post("/v1/score", json={"items": [item()]})
     log = provided_server.log()
     assert "POST /v1/score" in log  # the log is being read
     assert SECRET_MARKER not in log

@@ -1,7 +1,8 @@
-"""Arm generation backends (DESIGN §4): one batched protocol, four implementations.
+"""Arm generation backends (DESIGN §4): one batched protocol, three implementations.
 
 ``create_backend`` imports each implementation lazily, so a service configured for ``provided``
-or ``openai`` never imports torch, transformers or vLLM.
+or ``openai`` never imports torch, transformers or vLLM. Backend ``provided`` has no model at all:
+``create_backend`` returns ``None`` for it and every request must carry its arm texts.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import os
 
 from reward_service.generation.base import (
     ArmPrompt,
+    BackendConfig,
     GenerationBackend,
     GenerationError,
     GenerationTimeout,
@@ -17,10 +19,14 @@ from reward_service.generation.base import (
 )
 
 BACKEND_KINDS = ("hf", "openai", "vllm", "provided")
+#: the model id of backend ``provided`` (part of its arm-cache keys)
+PROVIDED_MODEL_ID = "provided"
 
 __all__ = [
     "BACKEND_KINDS",
+    "PROVIDED_MODEL_ID",
     "ArmPrompt",
+    "BackendConfig",
     "GenerationBackend",
     "GenerationError",
     "GenerationTimeout",
@@ -29,54 +35,43 @@ __all__ = [
 ]
 
 
-def create_backend(
-    kind: str,
-    *,
-    model: str | None = None,
-    device: str = "auto",
-    dtype: str = "auto",
-    batch_size: int = 32,
-    openai_base_url: str | None = None,
-    openai_api_key: str | None = None,
-    timeout_s: float = 120.0,
-    max_concurrency: int = 16,
-    seed: int = 0,
-) -> GenerationBackend:
-    """Build the backend named ``kind`` ("hf" | "openai" | "vllm" | "provided").
+def create_backend(config: BackendConfig) -> GenerationBackend | None:
+    """Build the backend ``config.kind`` names; ``None`` for ``provided`` (no model).
 
     Configuration mistakes (unknown kind, missing model or URL) raise ``ValueError``; a model that
     cannot be loaded or a server that cannot be reached raises ``GenerationError``.
     """
-    kind = kind.strip().lower()
+    kind = config.kind.strip().lower()
     if kind == "provided":
-        from reward_service.generation.provided import ProvidedBackend
-
-        return ProvidedBackend()
+        return None
     if kind == "hf":
-        if not model:
+        if not config.model:
             raise ValueError("backend 'hf' needs model= (a local path or a hub id)")
         from reward_service.generation.hf import HFBackend
 
-        return HFBackend(model, device=device, dtype=dtype, batch_size=batch_size, timeout_s=timeout_s, seed=seed)
+        return HFBackend(
+            config.model, device=config.device, dtype=config.dtype, batch_size=config.batch_size,
+            timeout_s=config.timeout_s, seed=config.seed,
+        )
     if kind == "openai":
-        if not openai_base_url:
+        if not config.openai_base_url:
             raise ValueError("backend 'openai' needs openai_base_url= (e.g. http://vllm:8000/v1)")
         from reward_service.generation.openai import OpenAIBackend
 
-        tokenizer = model if model and os.path.isdir(model) else None
+        tokenizer = config.model if config.model and os.path.isdir(config.model) else None
         return OpenAIBackend(
-            openai_base_url,
-            model=model,
-            api_key=openai_api_key,
-            timeout_s=timeout_s,
-            max_concurrency=max_concurrency,
-            seed=seed,
+            config.openai_base_url,
+            model=config.model,
+            api_key=config.openai_api_key,
+            timeout_s=config.timeout_s,
+            max_concurrency=config.max_concurrency,
+            seed=config.seed,
             tokenizer=tokenizer,
         )
     if kind == "vllm":
-        if not model:
+        if not config.model:
             raise ValueError("backend 'vllm' needs model= (a local path or a hub id)")
         from reward_service.generation.vllm import VLLMBackend
 
-        return VLLMBackend(model, dtype=dtype, seed=seed)
+        return VLLMBackend(config.model, dtype=config.dtype, seed=config.seed)
     raise ValueError(f"unknown generation backend {kind!r}: use one of {', '.join(BACKEND_KINDS)}")

@@ -9,7 +9,7 @@ call's deadline passed) with a message that says what failed.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 #: Seeds sent to engines are folded into [0, 2**31) so 32-bit engines (llama.cpp) accept them.
@@ -49,6 +49,26 @@ class ArmPrompt:
     def message_dicts(self) -> list[dict[str, str]]:
         """The messages in the OpenAI / chat-template shape ``[{"role", "content"}, ...]``."""
         return [{"role": role, "content": content} for role, content in self.messages]
+
+
+@dataclass(frozen=True)
+class BackendConfig:
+    """Everything a backend is built from, as one object (the service maps its settings onto it).
+
+    ``kind`` is ``hf | openai | vllm | provided``; ``timeout_s`` is the deadline of one ``generate``
+    call; ``batch_size`` applies to ``hf``, ``max_concurrency`` and ``openai_*`` to ``openai``.
+    """
+
+    kind: str
+    model: str | None = None
+    device: str = "auto"
+    dtype: str = "auto"
+    batch_size: int = 32
+    timeout_s: float = 120.0
+    seed: int = 0
+    openai_base_url: str | None = None
+    openai_api_key: str | None = field(default=None, repr=False)
+    max_concurrency: int = 16
 
 
 class GenerationError(RuntimeError):

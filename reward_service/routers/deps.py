@@ -1,17 +1,23 @@
-"""Dependencies shared by the routers."""
+"""The one dependency through which routes reach the running service."""
 
 from __future__ import annotations
 
-from fastapi import Request
+from typing import Annotated
 
-from reward_service.engine import ScoringEngine
-from reward_service.errors import NotReady
+from fastapi import Depends, Request
+
+from reward_service.runtime import Runtime, ServiceState
 
 
-def get_engine(request: Request) -> ScoringEngine:
-    state = request.app.state
-    if state.engine is None:
-        if state.load_error:
-            raise NotReady(f"the model failed to load: {state.load_error}", retry_after_s=30)
-        raise NotReady("the model is still loading; retry shortly")
-    return state.engine
+def service_state(request: Request) -> ServiceState:
+    state = request.app.state.service
+    assert isinstance(state, ServiceState), "the app was not built by reward_service.app.create_app"
+    return state
+
+
+def get_runtime(request: Request) -> Runtime:
+    """The loaded runtime, or 503 ``not_ready`` (Retry-After) while the model loads or after it failed."""
+    return service_state(request).require()
+
+
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import JSONResponse
+
+from reward_service.routers.deps import RuntimeDep, service_state
 
 router = APIRouter(tags=["health"])
 
@@ -14,21 +15,10 @@ async def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz", summary="The model is loaded and the service can score")
-async def readyz(request: Request) -> JSONResponse:
-    state = request.app.state
-    if state.ready:
-        return JSONResponse({"status": "ready", "backend": state.engine.arms.backend.name})
-    if state.load_error:
-        return JSONResponse(
-            {"error": {"code": "not_ready", "message": f"the model failed to load: {state.load_error}"}},
-            status_code=503, headers={"Retry-After": "30"},
-        )
-    return JSONResponse(
-        {"error": {"code": "not_ready", "message": "the model is loading"}},
-        status_code=503, headers={"Retry-After": "5"},
-    )
+async def readyz(runtime: RuntimeDep) -> dict[str, str]:
+    return {"status": "ready", "backend": runtime.backend_name}
 
 
 @router.get("/metrics", summary="Prometheus metrics")
 async def metrics(request: Request) -> Response:
-    return Response(request.app.state.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+    return Response(service_state(request).metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")

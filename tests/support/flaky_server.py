@@ -16,7 +16,7 @@ told through control endpoints:
   arrival times and the highest number of scored requests in flight at once.
 - ``POST /_reset`` — back to "always ok", no key, counters zeroed.
 
-Run as a script (``python flaky_server.py``): it binds a free loopback port itself and prints
+Run as a module (``python -m tests.support.flaky_server``): it binds a free loopback port itself and prints
 ``PORT <n>`` on stdout. Tests use ``start_flaky_server()``, which starts it in a subprocess.
 """
 
@@ -50,8 +50,10 @@ from shared_schemas.wire import (
     ScorerInfo,
     TrajectoryScore,
 )
+from tests.support.servers import free_port  # noqa: F401 - re-exported: tests take it from here
 
 Action = str | dict[str, Any]
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 @dataclass
@@ -298,7 +300,8 @@ class FlakyServer:
 def start_flaky_server(startup_timeout_s: float = 60.0) -> Iterator[FlakyServer]:
     """Start the flaky server in a subprocess on a free loopback port; stop it on exit."""
     process = subprocess.Popen(
-        [sys.executable, os.path.abspath(__file__)],
+        [sys.executable, "-m", "tests.support.flaky_server"],
+        cwd=REPO_ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
@@ -326,13 +329,6 @@ def start_flaky_server(startup_timeout_s: float = 60.0) -> Iterator[FlakyServer]
         elif process.poll() is None:
             process.kill()
             process.wait(timeout=10)
-
-
-def free_port() -> int:
-    """A loopback port that nothing listens on (bound, then released)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -19,7 +19,6 @@ import argparse
 import asyncio
 import contextlib
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -33,6 +32,8 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
+
+from tests.support.servers import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -179,12 +180,6 @@ def build_app(model_dir: str, *, served_model_name: str, fail_first: int = 0, de
         return {"ok": True}
 
     return app
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @contextlib.contextmanager

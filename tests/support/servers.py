@@ -3,6 +3,14 @@
 ``running_service(...)`` starts ``regime-w-serve`` (the real CLI, under uvicorn) and yields its
 base URL once ``/readyz`` answers 200; the process is stopped (SIGTERM, then SIGKILL) on exit and
 its log is attached to any failure.
+
+``live_service`` is THE fixture of a running service (module scope): it starts what the module's
+``service_spec`` fixture asks for (default: backend ``hf`` on the tiny model, short arms, an API
+key, a cache file). A module changes it by defining its own ``service_spec`` fixture, and runs
+against several backends by giving that fixture ``params``::
+
+    @pytest.fixture(scope="module", params=[ServiceSpec("provided"), ServiceSpec("hf")], ids=str)
+    def service_spec(request): return request.param
 """
 
 from __future__ import annotations
@@ -15,10 +23,16 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import pytest
+
+from tests.support.service_config import small_service_config
+
+DEFAULT_KEY = "live-service-key-0123456789"
 
 
 def free_port() -> int:
@@ -32,6 +46,12 @@ class ServerProcess:
         self.proc = proc
         self.url = url
         self.log_path = log_path
+        self.api_key: str | None = None
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """``Authorization`` for this service's key (empty when it runs without auth)."""
+        return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
 
     def log(self) -> str:
         try:
@@ -94,4 +114,60 @@ def running_service(
     port = free_port()
     argv = [sys.executable, "-m", "reward_service.cli", "--host", "127.0.0.1", "--port", str(port), *flags]
     with running_process(argv, port, env=env, timeout=timeout, cwd=cwd) as server:
+        yield server
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """What ``live_service`` starts. ``api_key=None`` serves with ``--insecure-no-auth``."""
+
+    backend: str = "hf"  # "hf" (the tiny model, on the CPU) or "provided" (no model)
+    api_key: str | None = DEFAULT_KEY
+    max_tokens: int = 12  # every arm's max_tokens in the service's config copy (tiny-model arms are quick)
+    env: Mapping[str, str] = field(default_factory=dict)  # more REGIME_W_* settings
+
+    def __str__(self) -> str:
+        return self.backend
+
+
+def service_env(spec: ServiceSpec, tmp: Path, model_dir: Path | None = None) -> dict[str, str]:
+    """The ``REGIME_W_*`` environment of ``spec``: files (config copy, cache) under ``tmp``."""
+    env = {
+        "REGIME_W_BACKEND": spec.backend,
+        "REGIME_W_CONFIG_PATH": str(small_service_config(tmp, max_tokens=spec.max_tokens)),
+        "REGIME_W_CACHE_PATH": str(tmp / "arms.sqlite3"),
+    }
+    if spec.backend == "hf":
+        if model_dir is None:
+            raise ValueError("backend 'hf' needs the tiny model's directory")
+        env.update({"REGIME_W_MODEL": str(model_dir), "REGIME_W_DEVICE": "cpu"})
+    if spec.api_key is not None:
+        env["REGIME_W_API_KEYS"] = spec.api_key
+    return {**env, **spec.env}
+
+
+@contextlib.contextmanager
+def start_live_service(
+    spec: ServiceSpec, tmp: Path, model_dir: Path | None = None, *, timeout: float = 180.0
+) -> Iterator[ServerProcess]:
+    """``regime-w-serve`` as ``spec`` says, ready; ``.api_key`` / ``.headers`` name its key."""
+    flags = () if spec.api_key is not None else ("--insecure-no-auth",)
+    with running_service(*flags, env=service_env(spec, tmp, model_dir), timeout=timeout) as server:
+        server.api_key = spec.api_key
+        yield server
+
+
+@pytest.fixture(scope="module")
+def service_spec() -> ServiceSpec:
+    """The default spec of ``live_service``; override it in a module (see the module docstring)."""
+    return ServiceSpec()
+
+
+@pytest.fixture(scope="module")
+def live_service(service_spec: ServiceSpec, request: pytest.FixtureRequest,
+                 tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """A running ``regime-w-serve`` as ``service_spec`` says (one per module and spec)."""
+    model_dir = request.getfixturevalue("tiny_model_dir") if service_spec.backend == "hf" else None
+    tmp = tmp_path_factory.mktemp(f"live-{service_spec.backend}")
+    with start_live_service(service_spec, tmp, model_dir) as server:
         yield server

@@ -1,0 +1,171 @@
+"""The composition root of the service: settings in, a running scorer out.
+
+``Runtime.start(settings)`` builds, in order, the private Regime W config, the generation backend,
+the arm cache, the arm provider (its generation worker started) and the scoring engine;
+``close()`` stops and releases them in reverse. The HTTP app's lifespan and every console script
+(``regime-w-score``, ``regime-w-precompute``) build the service here and nowhere else, so every
+setting means the same thing wherever the scorer runs.
+
+``ServiceState`` is what the HTTP app holds while the runtime loads in the background: the
+runtime once it is up, or the reason it is not (``require`` turns that into a 503).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from shared_schemas.wire import InfoResponse
+
+from reward_service.arm_cache import ArmCache
+from reward_service.arms import ArmProvider, ProviderOptions
+from reward_service.engine import Limits, ScoringEngine
+from reward_service.errors import NotReady
+from reward_service.generation import PROVIDED_MODEL_ID, GenerationBackend, create_backend
+from reward_service.metrics import Metrics
+from reward_service.regime_w.config import RegimeWConfig, load_config
+from reward_service.settings import Settings
+
+log = logging.getLogger("reward_service")
+
+
+def provider_options(settings: Settings) -> ProviderOptions:
+    return ProviderOptions(
+        seed=settings.seed,
+        timeout_s=settings.generation_timeout_s,
+        batch_window_s=settings.generation_batch_window_ms / 1000.0,
+        max_pending=settings.max_pending_questions,
+        max_batch_questions=settings.generation_batch_size,
+    )
+
+
+def service_limits(settings: Settings) -> Limits:
+    return Limits(settings.max_items, settings.max_trajectories, settings.max_text_chars)
+
+
+#: limits of offline scoring: the input file is the limit, not an HTTP deployment's
+OFFLINE_LIMITS = Limits(max_items=10**9, max_trajectories=10**9, max_text_chars=10**9)
+
+
+@dataclass
+class Runtime:
+    """One running scorer: every part built from one ``Settings``."""
+
+    settings: Settings
+    config: RegimeWConfig
+    metrics: Metrics
+    backend: GenerationBackend | None  # None: backend 'provided' (no model)
+    cache: ArmCache
+    provider: ArmProvider
+    engine: ScoringEngine
+
+    @classmethod
+    async def start(
+        cls, settings: Settings, *, metrics: Metrics | None = None, limits: Limits | None = None
+    ) -> Runtime:
+        """Build and start everything; the backend loads in a worker thread (a model load blocks)."""
+        metrics = metrics or Metrics()
+        config = await asyncio.to_thread(load_config, settings.config_path)
+        backend = await asyncio.to_thread(create_backend, settings.backend_config())
+        try:
+            cache = await asyncio.to_thread(ArmCache, settings.cache_path, settings.cache_memory_items)
+        except BaseException:
+            if backend is not None:
+                backend.close()
+            raise
+        model_id = backend.model_id if backend is not None else PROVIDED_MODEL_ID
+        provider = ArmProvider(backend, model_id, config, cache, metrics, provider_options(settings))
+        await provider.start()
+        engine = ScoringEngine(
+            config, provider, metrics, limits or service_limits(settings),
+            model_name=settings.public_model_name(model_id),
+            count_tokens=backend.count_tokens if backend is not None else None,
+        )
+        return cls(settings, config, metrics, backend, cache, provider, engine)
+
+    @classmethod
+    @asynccontextmanager
+    async def running(
+        cls, settings: Settings, *, metrics: Metrics | None = None, limits: Limits | None = None
+    ) -> AsyncIterator[Runtime]:
+        """``start`` ... ``close`` as an ``async with`` block (the console scripts)."""
+        runtime = await cls.start(settings, metrics=metrics, limits=limits)
+        try:
+            yield runtime
+        finally:
+            await runtime.close()
+
+    async def close(self) -> None:
+        await self.provider.stop()
+        self.cache.close()
+        if self.backend is not None:
+            self.backend.close()
+
+    @property
+    def backend_name(self) -> str:
+        return self.settings.backend
+
+    def info(self) -> InfoResponse:
+        """The public facts of ``GET /v1/info``: arm names and limits, never prompts or paths."""
+        return InfoResponse(
+            scorer=self.engine.info,
+            backend=self.backend_name,
+            arms=list(self.config.arm_names),
+            limits=self.settings.limits(),
+        )
+
+
+class ServiceState:
+    """The HTTP app's one piece of state: settings, metrics, and the runtime once it has loaded."""
+
+    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.api_keys = tuple(k.encode("utf-8") for k in settings.keys)
+        self.runtime: Runtime | None = None
+        self.load_error: str | None = None
+
+    def require(self) -> Runtime:
+        """The runtime, or ``NotReady`` (503 + Retry-After) saying why there is none yet."""
+        if self.runtime is not None:
+            return self.runtime
+        if self.load_error is not None:
+            raise NotReady(f"the model failed to load: {self.load_error}", retry_after_s=30)
+        raise NotReady("the model is still loading; retry shortly")
+
+    async def load(self) -> None:
+        """Start the runtime; a failure is kept for ``/readyz`` and the log, not raised."""
+        try:
+            self.runtime = await Runtime.start(self.settings, metrics=self.metrics)
+        except Exception as exc:  # noqa: BLE001 - reported through /readyz and the log
+            self.load_error = f"{type(exc).__name__}: {exc}"
+            log.error("the backend failed to load: %s", self.load_error)
+            return
+        self.metrics.ready.set(1)
+        log.info(
+            "ready: backend=%s model=%s config=%s",
+            self.runtime.backend_name, self.runtime.engine.info.model, self.runtime.config.fingerprint,
+        )
+
+    async def close(self) -> None:
+        runtime, self.runtime = self.runtime, None
+        self.metrics.ready.set(0)
+        if runtime is not None:
+            await runtime.close()
+
+    @asynccontextmanager
+    async def serving(self) -> AsyncIterator[None]:
+        """The app's lifespan: load in the background (probes answer meanwhile), close at the end."""
+        loader = asyncio.create_task(self.load(), name="regime-w-load")
+        try:
+            yield
+        finally:
+            loader.cancel()
+            try:
+                await loader
+            except asyncio.CancelledError:
+                pass
+            await self.close()

@@ -1,0 +1,54 @@
+"""The composition root: every setting reaches the part it configures, for the app and the CLIs alike."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+
+from reward_service import cli
+from reward_service.runtime import OFFLINE_LIMITS, Runtime
+from reward_service.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_runtime_takes_every_setting() -> None:
+    settings = Settings(backend="provided", cache_path="none", generation_batch_window_ms=40, max_pending_questions=7,
+                        generation_batch_size=3, generation_timeout_s=9, seed=5, max_items=11, max_trajectories=12,
+                        max_text_chars=1234, cache_memory_items=17)
+
+    async def built() -> Runtime:
+        runtime = await Runtime.start(settings)
+        await runtime.close()
+        return runtime
+
+    runtime = asyncio.run(built())
+    provider = runtime.provider
+    assert (provider.batch_window_s, provider.max_pending, provider.max_batch_questions) == (0.04, 7, 3)
+    assert (provider.timeout_s, provider.seed) == (9, 5)
+    assert (runtime.engine.limits.max_items, runtime.engine.limits.max_trajectories) == (11, 12)
+    assert runtime.engine.limits.max_text_chars == 1234
+    assert runtime.cache.memory_items == 17
+    assert runtime.backend is None and not provider.can_generate
+    assert runtime.info().backend == "provided" and runtime.info().limits["max_items"] == 11
+
+
+def test_offline_cli_builds_through_the_runtime(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    seen: list[Settings] = []
+    start = Runtime.start
+
+    async def spy(settings: Settings, **kwargs: object) -> Runtime:
+        seen.append(settings)
+        assert kwargs["limits"] == OFFLINE_LIMITS
+        return await start(settings, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Runtime, "start", spy)
+    monkeypatch.setenv("REGIME_W_GENERATION_BATCH_WINDOW_MS", "25")
+    monkeypatch.setenv("REGIME_W_MAX_PENDING_QUESTIONS", "3")
+    assert cli.score_main([str(ROOT / "examples" / "batch.json"), "--backend", "provided", "--cache-path", "none"]) == 0
+    assert len(json.loads(capsys.readouterr().out)["results"]) >= 5
+    (settings,) = seen
+    assert settings.generation_batch_window_ms == 25 and settings.max_pending_questions == 3
