@@ -1,7 +1,10 @@
-"""RegimeWReward as TRL calls it, against the real flaky (here: well-behaved) loopback server."""
+"""The TRL reward functions as TRL calls them: ``RegimeWReward`` / ``AsyncRegimeWReward`` against the
+flaky (here: well-behaved) loopback server for exact request shapes, the controls, and a real
+``GRPOTrainer`` run (tiny model, conversational data set, 2 steps) against a live ``regime-w-serve``."""
 
 from __future__ import annotations
 
+import asyncio
 import pickle
 from collections.abc import Iterator
 
@@ -10,7 +13,16 @@ import pytest
 from tests.support.flaky_server import FlakyServer, start_flaky_server
 from trainer.configs import RewardServiceArguments
 from trainer.reward_client import RewardClient
-from trainer.rewards import COMPONENTS, RegimeWReward, completion_text, question_text
+from trainer.rewards import (
+    COMPONENTS,
+    AsyncRegimeWReward,
+    CorrectnessReward,
+    MajorityReward,
+    RegimeWReward,
+    build_reward_functions,
+    completion_text,
+    question_text,
+)
 
 Q1 = "Natalia sold 48 clips in April and half as many in May. How many in total?"
 Q2 = "Weng earns $12 an hour. How much for 50 minutes?"
@@ -104,30 +116,12 @@ def test_gold_from_gsm8k_answer_column_ids_and_completion_ids(srv: FlakyServer) 
     assert srv.stats()["ids_per_request"] == [["gsm8k-train-0"]]
 
 
-def test_component_functions_report_the_last_call(srv: FlakyServer) -> None:
-    prompts, completions, columns = grpo_batch()
-    reward = RegimeWReward(base_url=srv.url)
-    components = reward.component_functions()
-    assert [f.__name__ for f in components] == list(COMPONENTS) == ["s_end", "s_path", "s_cf", "s_wm"]
-    reward(prompts=prompts, completions=completions, **columns)
-    for fn in components:
-        got = fn(prompts=prompts, completions=completions, **columns)
-        assert got == [toy(c)[fn.__name__] for c in completions]
-    assert srv.stats()["score_requests"] == 1  # components reuse the main call's scores
-    assert reward.last_components["s_wm"] == [toy(c)["s_wm"] for c in completions]
-    # Other completions than the last call's: the component scores them instead of going stale.
-    fresh = ["x" * 13, "y" * 4]
-    assert components[0](prompts=[Q1, Q1], completions=fresh, question=[Q1, Q1]) == [0.3, 0.4]
-    assert srv.stats()["score_requests"] == 2
-    reward.close()
-
-
 def test_reward_key_and_return_details(srv: FlakyServer) -> None:
     with RegimeWReward(base_url=srv.url, reward_key="s_wm") as reward:
         assert reward(prompts=[Q1], completions=["abc"], question=[Q1]) == [toy("abc")["s_wm"]]
     with RegimeWReward(base_url=srv.url, return_details=False) as reward:
         assert reward(prompts=[Q1], completions=["abcd"]) == [4.0]
-        assert reward.component_functions()[0](prompts=[Q1], completions=["abcd"]) == [None]
+        assert reward.last_scores[0].s_wm is None
     assert srv.stats()["return_details"] == [True, False]
     with pytest.raises(ValueError, match="reward_key"):
         RegimeWReward(base_url=srv.url, reward_key="nope")
@@ -170,56 +164,6 @@ def test_bad_inputs_are_named() -> None:
     assert reward(prompts=[], completions=[]) == []
 
 
-def test_grpo_trainer_logs_regime_w_and_components(srv: FlakyServer, tiny_model_dir, tmp_path) -> None:
-    """One real GRPO step on the tiny model: the reward and its components reach TRL's logs."""
-    import datasets
-    import transformers
-    from trl import GRPOConfig, GRPOTrainer
-
-    model = transformers.AutoModelForCausalLM.from_pretrained(tiny_model_dir)
-    tokenizer = transformers.AutoTokenizer.from_pretrained(tiny_model_dir)
-    data = datasets.Dataset.from_list(
-        [
-            {"prompt": [{"role": "user", "content": Q1}], "question": Q1, "gold_answer": "72"},
-            {"prompt": [{"role": "user", "content": Q2}], "question": Q2, "gold_answer": "10"},
-        ]
-    )
-    reward = RegimeWReward(base_url=srv.url)
-    config = GRPOConfig(
-        output_dir=str(tmp_path / "grpo"),
-        per_device_train_batch_size=4,
-        num_generations=2,
-        max_completion_length=8,
-        max_steps=1,
-        logging_steps=1,
-        learning_rate=1e-4,
-        bf16=False,
-        use_cpu=True,
-        report_to=[],
-        save_strategy="no",
-        reward_weights=[1.0, 0.0, 0.0, 0.0, 0.0],
-        seed=0,
-    )
-    trainer = GRPOTrainer(
-        model=model,
-        reward_funcs=[reward, *reward.component_functions()],
-        args=config,
-        train_dataset=data,
-        processing_class=tokenizer,
-    )
-    trainer.train()
-    logged = {k: v for entry in trainer.state.log_history for k, v in entry.items()}
-    for name in ("regime_w", *COMPONENTS):
-        assert f"rewards/{name}/mean" in logged, sorted(logged)
-    stats = srv.stats()
-    # One generation batch, one request: the component functions reused the main call's scores.
-    assert stats["score_requests"] == 1, stats
-    assert all(n == 2 for n in stats["items_per_request"])  # two questions per step, grouped
-    # The total reward is the regime_w reward alone (components have weight 0).
-    assert logged["reward"] == pytest.approx(logged["rewards/regime_w/mean"], rel=1e-5)
-    reward.close()
-
-
 def test_timing_hook_accumulates_wait_and_logs_it_per_call(srv: FlakyServer) -> None:
     """``wait_seconds``/``calls`` count the HTTP scoring calls only; TRL's log_metric gets each call's wait."""
     from trainer.reward_client import RewardServiceHTTPError
@@ -238,10 +182,6 @@ def test_timing_hook_accumulates_wait_and_logs_it_per_call(srv: FlakyServer) -> 
         waits = [v for name, v in logged if name == "regime_w/wait_s"]
         assert len(waits) == 1 and waits[0] == pytest.approx(reward.wait_seconds)
 
-        for fn in reward.component_functions():  # same completions: served from the last call, no HTTP
-            fn(prompts=prompts, completions=completions, **columns)
-        assert reward.calls == 1
-
         first = reward.wait_seconds
         reward(prompts=prompts, completions=completions[::-1], **columns)
         assert reward.calls == 2 and reward.wait_seconds > first
@@ -253,3 +193,114 @@ def test_timing_hook_accumulates_wait_and_logs_it_per_call(srv: FlakyServer) -> 
 
         reward.reset_timing()
         assert (reward.wait_seconds, reward.calls) == (0.0, 0)
+
+
+# ------------------------------------------------------------------ what TRL 1.16 passes, and logs
+
+
+def test_reasoning_content_is_sent_in_front_of_the_answer(srv: FlakyServer) -> None:
+    """TRL's parse_response splits a reasoning model's output into reasoning_content and content."""
+    turn = {"role": "assistant", "reasoning_content": "48/2 = 24. 48 + 24 = 72.", "content": "#### 72"}
+    sent = "<think>\n48/2 = 24. 48 + 24 = 72.\n</think>\n\n#### 72"
+    assert completion_text([turn]) == sent
+    with RegimeWReward(base_url=srv.url) as reward:
+        rewards = reward(prompts=[[{"role": "user", "content": Q1}]], completions=[[turn]], gold_answer=["72"])
+    assert rewards == [float(len(sent))]  # the toy scorer's reward is the length of what it received
+    assert reward.last_scores[0].correctness == 1.0
+
+
+def test_components_go_to_log_metric(srv: FlakyServer) -> None:
+    prompts, completions, columns = grpo_batch()
+    logged: dict[str, float] = {}
+    extra: dict[str, list] = {}
+    with RegimeWReward(base_url=srv.url) as reward:
+        reward(prompts=prompts, completions=completions, log_metric=logged.__setitem__,
+               log_extra=extra.__setitem__, **columns)
+    for name in COMPONENTS:
+        assert logged[f"regime_w/{name}"] == pytest.approx(sum(toy(c)[name] for c in completions) / 6)
+    assert logged["regime_w/correctness"] == pytest.approx(3 / 6)
+    assert logged["regime_w/http_calls"] == 1.0 and logged["regime_w/wait_s"] > 0
+    assert len(extra["final_answer"]) == 6
+
+
+def test_label_free_leaves_the_gold_out(srv: FlakyServer) -> None:
+    prompts, completions, columns = grpo_batch()
+    args = RewardServiceArguments(reward_url=srv.url, label_free=True)
+    [reward] = build_reward_functions(args, use_async=False)
+    with reward:
+        reward(prompts=prompts, completions=completions, **columns)
+    assert [s.correctness for s in reward.last_scores] == [None] * 6
+
+
+def test_async_reward_is_what_trl_awaits(srv: FlakyServer) -> None:
+    from trl.trainer.utils import is_async_callable
+
+    prompts, completions, columns = grpo_batch()
+    reward = AsyncRegimeWReward(base_url=srv.url)
+    assert is_async_callable(reward) and not is_async_callable(RegimeWReward(base_url=srv.url))
+
+    async def twice() -> tuple[list, list]:
+        a = await reward(prompts=prompts, completions=completions, **columns)
+        scores = await reward.score([Q1], ["#### 72"], ["72"])
+        await reward.aclose()
+        return a, scores
+
+    rewards, scores = asyncio.run(twice())
+    assert rewards == [toy(c)["reward"] for c in completions] and scores[0].correctness == 1.0
+    assert reward.calls == 2 and srv.stats()["items_per_request"] == [2, 1]
+    clone = pickle.loads(pickle.dumps(AsyncRegimeWReward.from_args(RewardServiceArguments(reward_url=srv.url))))
+    assert asyncio.run(clone(prompts=[Q1], completions=["abc"])) == [3.0]
+
+
+def test_controls_need_no_service() -> None:
+    prompts = [Q1] * 4 + [Q2] * 2
+    completions = ["#### 72", "\\boxed{72}", "#### 70", "no answer", "#### 10", "#### 9"]
+    columns = {"question": prompts, "gold_answer": ["72"] * 4 + ["10"] * 2}
+    assert CorrectnessReward()(prompts=prompts, completions=completions, **columns) == [1, 1, 0, 0, 1, 0]
+    # Q1's vote: 72 twice wins; Q2: a tie, every readable answer is a mode
+    assert MajorityReward()(prompts=prompts, completions=completions, question=prompts) == [1, 1, 0, 0, 1, 1]
+    with pytest.raises(ValueError, match="needs a gold answer"):
+        CorrectnessReward()(prompts=[Q1], completions=["#### 1"])
+    assert [f.__name__ for mode in ("correctness", "majority")
+            for f in build_reward_functions(RewardServiceArguments(reward=mode))] == ["correctness", "majority"]
+
+
+def test_a_real_grpo_run_against_regime_w_serve(live_service, tiny_model_dir, tmp_path) -> None:
+    """TRL's GRPOTrainer, a conversational data set, two steps, the async reward, a live service."""
+    import datasets
+    import httpx
+    import transformers
+    from trl import GRPOConfig, GRPOTrainer
+
+    model = transformers.AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(tiny_model_dir)
+    data = datasets.Dataset.from_list([
+        {"prompt": [{"role": "user", "content": Q1}], "question": Q1, "gold_answer": "72"},
+        {"prompt": [{"role": "user", "content": Q2}], "question": Q2, "gold_answer": "10"},
+    ])
+    reward = AsyncRegimeWReward(base_url=live_service.url, api_key=live_service.api_key)
+    config = GRPOConfig(
+        output_dir=str(tmp_path / "grpo"), per_device_train_batch_size=4, num_generations=2,
+        max_completion_length=8, max_steps=2, logging_steps=1, learning_rate=1e-4, bf16=False, use_cpu=True,
+        report_to=[], save_strategy="no", seed=0,
+    )
+    before = httpx.get(live_service.url + "/metrics").text
+    trainer = GRPOTrainer(model=model, reward_funcs=[reward], args=config, train_dataset=data,
+                          processing_class=tokenizer)
+    trainer.train()
+    reward.close()
+    steps = [entry for entry in trainer.state.log_history if "reward" in entry]
+    assert len(steps) == 2
+    for entry in steps:
+        for name in (*COMPONENTS, "correctness", "wait_s", "http_calls"):
+            assert f"regime_w/{name}" in entry, sorted(entry)
+        assert entry["regime_w/http_calls"] == 1.0  # one HTTP request per step: both questions in it
+        assert entry["reward"] == pytest.approx(entry["rewards/regime_w/mean"], rel=1e-5)
+    assert reward.calls == 2
+    after = httpx.get(live_service.url + "/metrics").text
+
+    def scored(text: str) -> float:
+        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                   if line.startswith("regime_w_trajectories_scored_total"))
+
+    assert scored(after) - scored(before) == 8  # 2 steps x 2 questions x 2 generations

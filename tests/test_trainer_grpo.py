@@ -81,10 +81,13 @@ def test_two_grpo_steps_from_the_sft_adapter(service, tiny_model_dir, sft_adapte
     out = capsys.readouterr().out
     summary = json.loads(out[out.index('{\n  "stage"'):])
     assert summary["global_step"] == 2 and summary["questions"] == 4
-    for name in ("regime_w", "s_end", "s_path", "s_cf", "s_wm"):
+    for name in ("s_end", "s_path", "s_cf", "s_wm", "correctness"):
         per_step = summary["components_per_step"][name]
         assert len(per_step) == 2 and all(isinstance(v, float) for v in per_step), (name, per_step)
-    assert summary["reward_per_step"] == summary["components_per_step"]["regime_w"]  # weights [1, 0, 0, 0, 0]
+    assert summary["reward_http_calls_per_step"] == [1.0, 1.0]  # one request per GRPO step
+    record = {"reward": "regime_w", "label_free": False, "service_url": service.url, "function": "regime_w"}
+    assert summary["reward"] == record
+    assert json.loads((tmp_path / "checkpoints" / "lora_grpo" / "reward_mode.json").read_text()) == record
 
     saved = tmp_path / "checkpoints" / "lora_grpo"
     start, end = adapter_tensors(sft_adapter), adapter_tensors(saved)
@@ -110,7 +113,7 @@ def test_plan_rejects_indivisible_batch(tmp_path):
 
 
 def test_plan_rejects_wrong_number_of_reward_weights(tmp_path):
-    with pytest.raises(ValueError, match="reward_weights must have 5"):
+    with pytest.raises(ValueError, match="one reward function"):
         plan(ModelArguments(), LoraArguments(), DataArguments(), RewardServiceArguments(),
              grpo_config(tmp_path, num_generations=2, per_device_train_batch_size=2, reward_weights=[1.0, 0.0]))
 
@@ -125,12 +128,16 @@ def test_default_output_dir_and_cpu_vllm_refused(tmp_path):
                  grpo_config(tmp_path, num_generations=2, per_device_train_batch_size=2, use_vllm=True))
 
 
-def test_plan_reports_weights_and_policy(tmp_path):
+def test_plan_reports_the_reward_and_policy(tmp_path):
     p = plan(ModelArguments(adapter_path="checkpoints/lora_sft"), LoraArguments(), DataArguments(),
-             RewardServiceArguments(reward_url="http://127.0.0.1:1"),
+             RewardServiceArguments(reward_url="http://127.0.0.1:1", label_free=True),
              grpo_config(tmp_path, num_generations=8, per_device_train_batch_size=8))
-    assert p["reward"]["weights"] == [1.0, 0.0, 0.0, 0.0, 0.0]
-    assert p["reward"]["functions"] == ["regime_w", "s_end", "s_path", "s_cf", "s_wm"]
+    assert p["reward"] == {"reward": "regime_w", "label_free": True, "service_url": "http://127.0.0.1:1",
+                           "function": "regime_w", "precompute_arms": True}
+    q = plan(ModelArguments(), LoraArguments(), DataArguments(), RewardServiceArguments(reward="majority"),
+             grpo_config(tmp_path, num_generations=8, per_device_train_batch_size=8))
+    assert q["reward"] == {"reward": "majority", "label_free": True, "service_url": None, "function": "majority",
+                           "precompute_arms": False}
     assert p["policy"]["adapter_path"] == "checkpoints/lora_sft" and p["policy"]["fresh_lora"] is None
 
 
@@ -206,3 +213,29 @@ def test_precompute_skipped_when_the_service_has_no_endpoint():
     with start_flaky_server() as srv, RewardClient(srv.url, max_retries=0) as client:
         result = precompute_arms(client, ["What is 2+3?"])
     assert set(result) == {"skipped"} and "404" in result["skipped"]
+
+
+@pytest.mark.parametrize("mode", ["correctness", "majority"])
+def test_controls_train_without_a_service_and_say_so(mode, tiny_model_dir, tmp_path, monkeypatch, capsys):
+    """``reward: correctness|majority``: no service (its URL points nowhere), the mode in every artifact."""
+    monkeypatch.chdir(tmp_path)
+    write_train(tmp_path / "train.jsonl")
+    values = {
+        "model_name_or_path": str(tiny_model_dir), "quantization": "none", "torch_dtype": "float32",
+        "dataset": "train.jsonl", "split_file": "split.json", "max_train_samples": 4,
+        "reward_url": "http://127.0.0.1:9", "reward": mode, "output_dir": "out", "lora_r": 4, "lora_alpha": 8,
+        "num_generations": 2, "per_device_train_batch_size": 4, "max_completion_length": 8, "max_steps": 1,
+        "logging_steps": 1, "use_vllm": False, "report_to": "none", "save_strategy": "steps", "save_steps": 1,
+        "seed": 3,
+    }
+    recipe = tmp_path / "grpo.yaml"
+    recipe.write_text("".join(f"{k}: {json.dumps(v)}\n" for k, v in values.items()))
+    assert cli_main(["grpo", "--config", str(recipe)]) == 0
+    out = capsys.readouterr().out
+    summary = json.loads(out[out.index('{\n  "stage"'):])
+    record = {"reward": mode, "label_free": mode == "majority", "service_url": None, "function": mode}
+    assert summary["reward"] == record and summary["reward_calls"] == 0 and summary["precompute"] is None
+    assert json.loads((tmp_path / "out" / "reward_mode.json").read_text()) == record
+    state = json.loads((tmp_path / "out" / "checkpoint-1" / "trainer_state.json").read_text())
+    assert state["stateful_callbacks"]["RewardModeCallback"]["args"] == record
+    assert f"rewards/{mode}/mean" in state["log_history"][0]

@@ -1,50 +1,70 @@
-"""``RegimeWReward``: the Regime W reward service as a TRL reward function (DESIGN §5).
+"""TRL reward functions: the Regime W service over HTTP, and the two controls (DESIGN §5).
 
 TRL's ``GRPOTrainer`` calls every reward function as
-``f(prompts=..., completions=..., completion_ids=..., **dataset_columns)`` with one entry per
-completion (each prompt repeated ``num_generations`` times). ``RegimeWReward``:
+``f(prompts=..., completions=..., completion_ids=..., log_metric=..., log_extra=..., **dataset_columns)``
+with one entry per completion (each prompt repeated ``num_generations`` times), and awaits it on its
+own event loop when ``__call__`` is a coroutine function.
 
-- groups the completions of the same question (and gold answer) into one ``ScoreItem``, so the
-  service generates / looks up the arms of each question once per call;
-- takes the question from the ``question`` column (else from the prompt: the last user turn of a
-  conversational prompt, or the prompt string itself), the gold answer from ``gold_answer`` (else
-  from a GSM8K-style ``answer`` column, reduced to its ``#### N`` value; none -> label-free), the
-  item id from an ``id`` column (else a hash of the question), and the token counts from
-  ``completion_ids`` when TRL passes them;
-- accepts plain string completions and conversational ones (lists of message dicts);
-- returns ``score.reward`` per completion (or another score field, ``reward_key``) and keeps the
-  last call's components, which ``component_functions()`` exposes as zero-weight reward functions
-  ``s_end``, ``s_path``, ``s_cf``, ``s_wm`` so that GRPO logs them per step::
+- ``RegimeWReward`` (sync) and ``AsyncRegimeWReward`` (async, for TRL's async reward loop) score the
+  completions over HTTP. The completions of one question (and gold answer) go out as one
+  ``ScoreItem``, so the service looks up the arms of each question once per call; all items of a call
+  go out in ``ceil(items / batch_items)`` requests (one, for a GRPO step of up to ``batch_items``
+  questions).
+- ``CorrectnessReward`` and ``MajorityReward`` are the controls of ``trainer.reward_modes`` (no
+  service): answer == gold, and the label-free vote among one question's samples.
 
-      reward = RegimeWReward.from_args(reward_args)
-      GRPOTrainer(..., reward_funcs=[reward, *reward.component_functions()],
-                  args=GRPOConfig(..., reward_weights=[1.0, 0.0, 0.0, 0.0, 0.0]))
+Where each field comes from: the question from the ``question`` column (else the last user turn of a
+conversational prompt, or the prompt string); the gold from ``gold_answer`` (else a GSM8K-style
+``answer`` column reduced to its ``#### N`` value; none, or ``label_free=True`` -> label-free); the
+item id from an ``id`` column (else a hash of the question); token counts from ``completion_ids``.
+A conversational completion is its assistant turns; a turn's ``reasoning_content`` (what TRL's
+``parse_response`` splits off a reasoning model's output) is sent back in front of the content as
+``<think>…</think>``, so the service scores the whole path, not only the final answer.
 
-Outside TRL, ``reward.score(questions, completions, gold_answers)`` returns the full
-``TrajectoryScore`` of each completion.
-
-Timing hook: ``wait_seconds`` and ``calls`` accumulate the wall time and number of the HTTP scoring
-calls (``reset_timing()`` zeroes them); under TRL each call also logs ``regime_w/wait_s``, so the
-step logs show how long the step waited on the service.
+Logged through TRL's ``log_metric`` per call: ``regime_w/s_end``, ``regime_w/s_path``,
+``regime_w/s_cf``, ``regime_w/s_wm``, ``regime_w/length_penalty``, ``regime_w/correctness`` (when
+labelled), ``regime_w/format_ok``, ``regime_w/wait_s`` (seconds waited on the service) and
+``regime_w/http_calls``; ``log_extra`` gets each completion's ``final_answer``. Outside TRL,
+``reward.score(questions, completions, gold_answers)`` returns every ``TrajectoryScore``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from shared_schemas.answer import gold_answer as normalize_gold
-from shared_schemas.wire import ScoreItem, TrajectoryScore
-from trainer.reward_client import RewardClient
+from shared_schemas.wire import ScoreItem, ScoreResponse, TrajectoryScore
+from trainer.reward_client import AsyncRewardClient, RewardClient
+from trainer.reward_modes import check_reward_mode, correctness_rewards, majority_rewards
 
-__all__ = ["COMPONENTS", "RegimeWReward", "ComponentReward", "completion_text", "question_text"]
+__all__ = [
+    "COMPONENTS",
+    "RewardBatch",
+    "RegimeWReward",
+    "AsyncRegimeWReward",
+    "CorrectnessReward",
+    "MajorityReward",
+    "build_reward_functions",
+    "completion_text",
+    "question_text",
+    "read_batch",
+    "build_items",
+]
 
-#: The score components exposed as separate (zero-weight) reward functions.
+#: The score components logged per call (``regime_w/<name>``).
 COMPONENTS = ("s_end", "s_path", "s_cf", "s_wm")
 
 _SCORE_FIELDS = frozenset(TrajectoryScore.model_fields)
+_REASONING_KEYS = ("reasoning_content", "reasoning", "thinking")
+
+
+# ------------------------------------------------------------------------------------ reading TRL input
 
 
 def _content_text(content: Any) -> str:
@@ -70,13 +90,24 @@ def _is_messages(value: Any) -> bool:
     )
 
 
+def _turn_text(message: Mapping[str, Any]) -> str:
+    """One assistant turn: ``<think>\\nreasoning\\n</think>\\n\\ncontent`` when the reasoning was split off."""
+    content = _content_text(message.get("content"))
+    for key in _REASONING_KEYS:
+        reasoning = message.get(key)
+        if isinstance(reasoning, str) and reasoning.strip():
+            return f"<think>\n{reasoning.strip()}\n</think>\n\n{content.lstrip()}"
+    return content
+
+
 def completion_text(completion: Any) -> str:
-    """The text of one completion: a string, or the assistant turns of a conversational completion."""
+    """The text of one completion: a string, or the assistant turns of a conversational completion
+    (each with its ``reasoning_content`` put back in front as a ``<think>`` block)."""
     if isinstance(completion, str):
         return completion
     if _is_messages(completion):
         turns = [m for m in completion if m.get("role", "assistant") == "assistant"] or list(completion)
-        return "\n".join(_content_text(m.get("content")) for m in turns)
+        return "\n".join(_turn_text(m) for m in turns)
     raise TypeError(
         "a completion must be a string or a list of message dicts, got " f"{type(completion).__name__}"
     )
@@ -108,255 +139,385 @@ def _question_id(question: str) -> str:
     return "q-" + hashlib.sha256(question.encode("utf-8")).hexdigest()[:16]
 
 
-class ComponentReward:
-    """A zero-weight reward function returning one component of the last ``RegimeWReward`` call.
+@dataclass(frozen=True)
+class RewardBatch:
+    """One call's completions, each with its question, gold (None: label-free), id and token count."""
 
-    When called with completions other than those of the last call, it scores them first, so it
-    never reports stale numbers.
-    """
-
-    def __init__(self, parent: "RegimeWReward", component: str) -> None:
-        if component not in _SCORE_FIELDS:
-            raise ValueError(f"{component!r} is not a TrajectoryScore field")
-        self.parent = parent
-        self.component = component
-        self.__name__ = component
-
-    def __call__(self, prompts: Sequence[Any], completions: Sequence[Any], **kwargs: Any) -> list[float | None]:
-        if self.parent.last_key != self.parent.call_key(prompts, completions, kwargs):
-            self.parent(prompts, completions, **kwargs)
-        return [getattr(score, self.component) for score in self.parent.last_scores]
-
-    def __repr__(self) -> str:
-        return f"ComponentReward({self.component!r})"
+    questions: list[str]
+    texts: list[str]
+    golds: list[str | None]
+    ids: list[Any] | None = None
+    num_tokens: list[int] | None = None
 
 
-class RegimeWReward:
-    """TRL reward function backed by the Regime W service over HTTP (see the module docstring)."""
+def _golds(columns: Mapping[str, Any], n: int) -> list[str | None]:
+    golds = _column("gold_answer", columns.get("gold_answer"), n)
+    if golds is None and columns.get("answer") is not None:
+        solutions = _column("answer", columns["answer"], n)
+        assert solutions is not None
+        golds = [None if s is None else normalize_gold(str(s)) for s in solutions]
+    if golds is None:
+        return [None] * n
+    return [None if g is None or not str(g).strip() else str(g) for g in golds]
+
+
+def read_batch(
+    prompts: Sequence[Any],
+    completions: Sequence[Any],
+    columns: Mapping[str, Any],
+    *,
+    label_free: bool = False,
+    use_completion_ids: bool = True,
+) -> RewardBatch:
+    """A TRL call's arguments as a ``RewardBatch`` (see the module docstring for the sources)."""
+    n = len(completions)
+    if len(prompts) != n:
+        raise ValueError(f"got {len(prompts)} prompts for {n} completions; they must pair up")
+    questions = _column("question", columns.get("question"), n)
+    token_ids = _column("completion_ids", columns.get("completion_ids"), n) if use_completion_ids else None
+    return RewardBatch(
+        questions=questions if questions is not None else [question_text(p) for p in prompts],
+        texts=[completion_text(c) for c in completions],
+        golds=[None] * n if label_free else _golds(columns, n),
+        ids=_column("id", columns.get("id"), n),
+        num_tokens=[len(t) for t in token_ids] if token_ids is not None else None,
+    )
+
+
+def build_items(batch: RewardBatch) -> tuple[list[ScoreItem], list[list[int]]]:
+    """One ``ScoreItem`` per (question, gold), and the completion positions of each."""
+    groups: dict[tuple[str, str | None], list[int]] = {}
+    for i, q in enumerate(batch.questions):
+        if not isinstance(q, str) or not q.strip():
+            raise ValueError(f"completion {i} has no question text (got {q!r})")
+        groups.setdefault((q, batch.golds[i]), []).append(i)
+    items: list[ScoreItem] = []
+    positions: list[list[int]] = []
+    used_ids: set[str] = set()
+    for (q, gold), members in groups.items():
+        first = batch.ids[members[0]] if batch.ids is not None else None
+        item_id = str(first) if first is not None else _question_id(q)
+        base, k = item_id, 1
+        while item_id in used_ids:
+            k += 1
+            item_id = f"{base}#{k}"
+        used_ids.add(item_id)
+        items.append(ScoreItem(
+            id=item_id, question=q, gold_answer=gold,
+            trajectories=[batch.texts[i] for i in members],
+            num_tokens=[batch.num_tokens[i] for i in members] if batch.num_tokens is not None else None,
+        ))
+        positions.append(members)
+    return items, positions
+
+
+def _scatter(n: int, positions: list[list[int]], response: ScoreResponse) -> list[TrajectoryScore]:
+    out: list[TrajectoryScore | None] = [None] * n
+    for members, result in zip(positions, response.results):
+        for i, score in zip(members, result.scores):
+            out[i] = score
+    missing = [i for i, s in enumerate(out) if s is None]
+    if missing:
+        raise ValueError(f"the service returned no score for completions {missing[:5]}")
+    return out  # type: ignore[return-value]
+
+
+def _mean(values: Sequence[float | None]) -> float | None:
+    kept = [float(v) for v in values if v is not None]
+    return sum(kept) / len(kept) if kept else None
+
+
+def log_scores(columns: Mapping[str, Any], scores: Sequence[TrajectoryScore], waited_s: float, calls: int) -> None:
+    """Report a call's components through TRL's ``log_metric`` / ``log_extra`` (when TRL passes them)."""
+    log_metric, log_extra = columns.get("log_metric"), columns.get("log_extra")
+    if callable(log_extra) and scores:
+        log_extra("final_answer", [s.final_answer for s in scores])
+    if not callable(log_metric) or not scores:
+        return
+    for name in (*COMPONENTS, "length_penalty", "correctness"):
+        value = _mean([getattr(s, name) for s in scores])
+        if value is not None:
+            log_metric(f"regime_w/{name}", value)
+    log_metric("regime_w/format_ok", sum(s.format_ok for s in scores) / len(scores))
+    log_metric("regime_w/wait_s", waited_s)
+    log_metric("regime_w/http_calls", float(calls))
+
+
+# ------------------------------------------------------------------------------------- Regime W
+
+
+class _RegimeWBase:
+    """What the sync and async Regime W rewards share: settings, timing, request building."""
 
     def __init__(
         self,
-        client: RewardClient | None = None,
+        client: RewardClient | AsyncRewardClient | None = None,
         *,
         base_url: str | None = None,
         api_key: str | None = None,
+        args: Any = None,
         reward_key: str = "reward",
         return_details: bool = True,
         use_completion_ids: bool = True,
+        label_free: bool = False,
         name: str = "regime_w",
-        **client_kwargs: Any,
+        **client_fields: Any,
     ) -> None:
         if reward_key not in _SCORE_FIELDS:
             raise ValueError(
                 f"reward_key must be a TrajectoryScore field ({sorted(_SCORE_FIELDS)}), got {reward_key!r}"
             )
-        if client is not None and (base_url or api_key or client_kwargs):
+        if client is not None and (base_url or api_key or args is not None or client_fields):
             raise ValueError("pass either a client or the settings to build one, not both")
         self.__name__ = name
         self.reward_key = reward_key
         self.return_details = return_details
         self.use_completion_ids = use_completion_ids
-        self._client = client
+        self.label_free = label_free
+        self._client: Any = client
         self._owns_client = client is None
-        self._client_kwargs: dict[str, Any] = dict(base_url=base_url, api_key=api_key, **client_kwargs)
+        self._args = args
+        self._client_kwargs: dict[str, Any] = dict(base_url=base_url, api_key=api_key, **client_fields)
         self.last_scores: list[TrajectoryScore] = []
-        self.last_key: tuple[Any, ...] | None = None
-        #: Timing hook: wall seconds spent waiting on the service (HTTP scoring calls) and their count.
+        #: Timing hook: wall seconds spent waiting on the service, and the HTTP scoring requests sent.
         self.wait_seconds = 0.0
         self.calls = 0
 
     @classmethod
-    def from_args(cls, args: Any, **kwargs: Any) -> "RegimeWReward":
-        """From ``trainer.configs.RewardServiceArguments``; the client is built on first use."""
-        return cls(
-            base_url=args.reward_url,
-            timeout_s=args.reward_timeout_s,
-            max_retries=args.reward_max_retries,
-            batch_items=args.reward_batch_items,
-            api_key_env=args.reward_api_key_env,
-            **kwargs,
-        )
+    def from_args(cls, args: Any, **kwargs: Any) -> Any:
+        """From ``trainer.configs.RewardServiceArguments`` (URL, key env, timeouts, ``label_free``);
+        the client is built on first use."""
+        kwargs.setdefault("label_free", bool(getattr(args, "label_free", False)))
+        return cls(args=args, **kwargs)
 
-    # ---------------------------------------------------------------------------- client handling
+    def _new_client(self, kind: type[Any]) -> Any:
+        if self._args is not None:
+            return kind.from_args(self._args)
+        return kind(**{k: v for k, v in self._client_kwargs.items() if v is not None})
 
     @property
-    def client(self) -> RewardClient:
-        if self._client is None:
-            self._client = RewardClient(**self._client_kwargs)
-            self._owns_client = True
-        return self._client
-
-    def close(self) -> None:
-        if self._client is not None and self._owns_client:
-            self._client.close()
-            self._client = None
-
-    def __enter__(self) -> "RegimeWReward":
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        client = state.pop("_client")
-        if client is not None and not self._owns_client:
-            state["_client_kwargs"] = dict(
-                base_url=client.base_url,
-                api_key=client.api_key,
-                timeout_s=client.timeout_s,
-                max_retries=client.max_retries,
-                backoff_base_s=client.backoff_base_s,
-                backoff_max_s=client.backoff_max_s,
-                batch_items=client.batch_items,
-            )
-        state["_client"] = None
-        state["_owns_client"] = True
-        return state
+    def batch_items(self) -> int:
+        if self._client is not None:
+            return int(self._client.batch_items)
+        if self._args is not None:
+            return int(self._args.reward_batch_items)
+        return int(self._client_kwargs.get("batch_items") or 32)
 
     def reset_timing(self) -> None:
         """Zero ``wait_seconds`` and ``calls`` (e.g. after a warm-up step)."""
         self.wait_seconds = 0.0
         self.calls = 0
 
-    # --------------------------------------------------------------------------------- scoring
+    def __getstate__(self) -> dict[str, Any]:  # a live HTTP client never travels (multiprocessing, deepcopy)
+        state = dict(self.__dict__)
+        if state["_client"] is not None and not self._owns_client:
+            raise TypeError("a reward built around a caller's client cannot be pickled; build it from settings")
+        state["_client"] = None
+        state["_owns_client"] = True
+        return state
 
-    @staticmethod
-    def call_key(prompts: Sequence[Any], completions: Sequence[Any], kwargs: Mapping[str, Any]) -> tuple[Any, ...]:
-        """What identifies one call: the completion texts and the questions they answer."""
-        texts = tuple(completion_text(c) for c in completions)
-        questions = kwargs.get("question")
-        asked = tuple(questions) if questions is not None else tuple(question_text(p) for p in prompts)
-        return texts, asked
+    def _prepare(self, prompts: Sequence[Any], completions: Sequence[Any], columns: Mapping[str, Any]
+                 ) -> tuple[RewardBatch, list[ScoreItem], list[list[int]]]:
+        batch = read_batch(prompts, completions, columns, label_free=self.label_free,
+                           use_completion_ids=self.use_completion_ids)
+        items, positions = build_items(batch)
+        return batch, items, positions
 
-    def component_functions(self, names: Sequence[str] = COMPONENTS) -> list[ComponentReward]:
-        """Zero-weight reward functions ``s_end``, ``s_path``, ``s_cf``, ``s_wm`` (for GRPO logging)."""
-        return [ComponentReward(self, name) for name in names]
-
-    @property
-    def last_components(self) -> dict[str, list[float | None]]:
-        """The last call's components, one list per name in ``COMPONENTS``."""
-        return {name: [getattr(s, name) for s in self.last_scores] for name in COMPONENTS}
-
-    def __call__(
-        self,
-        prompts: Sequence[Any],
-        completions: Sequence[Any],
-        *,
-        question: Sequence[str] | None = None,
-        gold_answer: Sequence[str | None] | None = None,
-        completion_ids: Sequence[Sequence[int]] | None = None,
-        **kwargs: Any,
-    ) -> list[float | None]:
-        """One reward per completion (``None`` where the chosen ``reward_key`` is absent)."""
-        n = len(completions)
-        if len(prompts) != n:
-            raise ValueError(f"got {len(prompts)} prompts for {n} completions; they must pair up")
-        questions = _column("question", question, n)
-        golds = _column("gold_answer", gold_answer, n)
-        if golds is None and kwargs.get("answer") is not None:
-            solutions = _column("answer", kwargs["answer"], n)
-            assert solutions is not None
-            golds = [None if s is None else normalize_gold(str(s)) for s in solutions]
-        ids = _column("id", kwargs.get("id"), n)
-        token_ids = _column("completion_ids", completion_ids, n) if self.use_completion_ids else None
-        waited_before = self.wait_seconds
-        scores = self._score(
-            questions=questions if questions is not None else [question_text(p) for p in prompts],
-            texts=[completion_text(c) for c in completions],
-            golds=golds,
-            ids=ids,
-            num_tokens=[len(t) for t in token_ids] if token_ids is not None else None,
-        )
+    def _finish(self, columns: Mapping[str, Any], n: int, positions: list[list[int]], response: ScoreResponse,
+                waited: float, requests: int) -> list[float | None]:
+        scores = _scatter(n, positions, response)
         self.last_scores = scores
-        self.last_key = self.call_key(prompts, completions, {"question": questions} if questions else {})
-        self._log(kwargs.get("log_metric"), kwargs.get("log_extra"), scores)
-        if callable(kwargs.get("log_metric")) and scores:
-            kwargs["log_metric"]("regime_w/wait_s", self.wait_seconds - waited_before)
+        log_scores(columns, scores, waited, requests)
         return [getattr(s, self.reward_key) for s in scores]
 
-    def score(
-        self,
-        questions: Sequence[str],
-        completions: Sequence[Any],
-        gold_answers: Sequence[str | None] | None = None,
-        *,
-        ids: Sequence[str] | None = None,
-        num_tokens: Sequence[int] | None = None,
-    ) -> list[TrajectoryScore]:
-        """Outside TRL: the full score of each completion of ``questions[i]`` (same order)."""
+    def _requests(self, items: Sequence[ScoreItem]) -> int:
+        return math.ceil(len(items) / self.batch_items)
+
+    def _outside_trl(self, questions: Sequence[str], completions: Sequence[Any],
+                     gold_answers: Sequence[str | None] | None, ids: Sequence[str] | None,
+                     num_tokens: Sequence[int] | None) -> tuple[RewardBatch, list[ScoreItem], list[list[int]]]:
         n = len(completions)
         qs = _column("questions", questions, n)
         assert qs is not None
-        scores = self._score(
-            questions=qs,
-            texts=[completion_text(c) for c in completions],
-            golds=_column("gold_answers", gold_answers, n),
-            ids=_column("ids", ids, n),
-            num_tokens=_column("num_tokens", num_tokens, n),
+        golds = _column("gold_answers", gold_answers, n)
+        batch = RewardBatch(
+            questions=qs, texts=[completion_text(c) for c in completions],
+            golds=[None] * n if self.label_free or golds is None else golds,
+            ids=_column("ids", ids, n), num_tokens=_column("num_tokens", num_tokens, n),
         )
-        self.last_scores = scores
-        self.last_key = (tuple(completion_text(c) for c in completions), tuple(qs))
-        return scores
+        items, positions = build_items(batch)
+        return batch, items, positions
 
-    def _score(
-        self,
-        *,
-        questions: list[str],
-        texts: list[str],
-        golds: list[str | None] | None,
-        ids: list[Any] | None,
-        num_tokens: list[int] | None,
-    ) -> list[TrajectoryScore]:
-        if not texts:
-            return []
-        # Group completions by (question, gold); remember where each one goes back.
-        groups: dict[tuple[str, str | None], list[int]] = {}
-        for i, q in enumerate(questions):
-            if not isinstance(q, str) or not q.strip():
-                raise ValueError(f"completion {i} has no question text (got {q!r})")
-            groups.setdefault((q, golds[i] if golds is not None else None), []).append(i)
-        items: list[ScoreItem] = []
-        positions: list[list[int]] = []
-        used_ids: set[str] = set()
-        for (q, gold), members in groups.items():
-            item_id = str(ids[members[0]]) if ids is not None and ids[members[0]] is not None else _question_id(q)
-            base, k = item_id, 1
-            while item_id in used_ids:
-                k += 1
-                item_id = f"{base}#{k}"
-            used_ids.add(item_id)
-            items.append(
-                ScoreItem(
-                    id=item_id,
-                    question=q,
-                    gold_answer=None if gold is None else str(gold),
-                    trajectories=[texts[i] for i in members],
-                    num_tokens=[num_tokens[i] for i in members] if num_tokens is not None else None,
-                )
-            )
-            positions.append(members)
+
+class RegimeWReward(_RegimeWBase):
+    """Synchronous TRL reward function backed by the Regime W service (see the module docstring)."""
+
+    @property
+    def client(self) -> RewardClient:
+        if self._client is None:
+            self._client = self._new_client(RewardClient)
+            self._owns_client = True
+        return self._client  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        if self._client is not None and self._owns_client:
+            self._client.close()
+            self._client = None
+
+    def __enter__(self) -> RegimeWReward:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _send(self, items: list[ScoreItem]) -> tuple[ScoreResponse, float]:
         started = time.perf_counter()
         try:
             response = self.client.score(items, return_details=self.return_details)
         finally:
-            self.wait_seconds += time.perf_counter() - started
-            self.calls += 1
-        out: list[TrajectoryScore | None] = [None] * len(texts)
-        for members, result in zip(positions, response.results):
-            for i, score in zip(members, result.scores):
-                out[i] = score
-        assert all(s is not None for s in out)
-        return out  # type: ignore[return-value]
+            elapsed = time.perf_counter() - started
+            self.wait_seconds += elapsed
+            self.calls += self._requests(items)
+        return response, elapsed
 
-    @staticmethod
-    def _log(log_metric: Any, log_extra: Any, scores: Sequence[TrajectoryScore]) -> None:
-        """Report answers, format and correctness rates through TRL's ``log_extra``/``log_metric``."""
-        if callable(log_extra) and scores:
-            log_extra("final_answer", [s.final_answer for s in scores])
-        if not callable(log_metric) or not scores:
+    def __call__(self, prompts: Sequence[Any], completions: Sequence[Any], **columns: Any) -> list[float | None]:
+        """One reward per completion (``None`` where the chosen ``reward_key`` is absent)."""
+        _, items, positions = self._prepare(prompts, completions, columns)
+        if not items:
+            return []
+        response, waited = self._send(items)
+        return self._finish(columns, len(completions), positions, response, waited, self._requests(items))
+
+    def score(self, questions: Sequence[str], completions: Sequence[Any], gold_answers: Sequence[str | None] | None = None,
+              *, ids: Sequence[str] | None = None, num_tokens: Sequence[int] | None = None) -> list[TrajectoryScore]:
+        """Outside TRL: the full score of each completion of ``questions[i]`` (same order)."""
+        _, items, positions = self._outside_trl(questions, completions, gold_answers, ids, num_tokens)
+        if not items:
+            return []
+        response, _ = self._send(items)
+        self.last_scores = _scatter(len(completions), positions, response)
+        return self.last_scores
+
+
+class AsyncRegimeWReward(_RegimeWBase):
+    """Asynchronous TRL reward function (TRL awaits it on its reward event loop, alongside other async
+    reward functions); the ``AsyncRewardClient`` is built on that loop at the first call."""
+
+    _loop: asyncio.AbstractEventLoop | None = None
+
+    async def aclient(self) -> AsyncRewardClient:
+        if self._client is None:
+            self._client = self._new_client(AsyncRewardClient)
+            self._owns_client = True
+            self._loop = asyncio.get_running_loop()
+        return self._client  # type: ignore[no-any-return]
+
+    async def aclose(self) -> None:
+        if self._client is not None and self._owns_client:
+            client, self._client = self._client, None
+            await client.close()
+
+    def close(self) -> None:
+        """Close the client from outside its loop (e.g. after ``trainer.train()``), where it still runs."""
+        loop = self._loop
+        if self._client is None or not self._owns_client:
             return
-        log_metric("regime_w/format_ok", sum(s.format_ok for s in scores) / len(scores))
-        correct = [s.correctness for s in scores if s.correctness is not None]
-        if correct:
-            log_metric("regime_w/correctness", sum(correct) / len(correct))
+        if loop is not None and loop.is_running():
+            asyncio.run_coroutine_threadsafe(self.aclose(), loop).result(timeout=30)
+        elif loop is None or not loop.is_closed():
+            (loop or asyncio.new_event_loop()).run_until_complete(self.aclose())
+        else:
+            self._client = None  # its loop is gone; the sockets went with it
+
+    async def __aenter__(self) -> AsyncRegimeWReward:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        state.pop("_loop", None)
+        return state
+
+    async def _send(self, items: list[ScoreItem]) -> tuple[ScoreResponse, float]:
+        client = await self.aclient()
+        started = time.perf_counter()
+        try:
+            response = await client.score(items, return_details=self.return_details)
+        finally:
+            elapsed = time.perf_counter() - started
+            self.wait_seconds += elapsed
+            self.calls += self._requests(items)
+        return response, elapsed
+
+    async def __call__(self, prompts: Sequence[Any], completions: Sequence[Any], **columns: Any) -> list[float | None]:
+        """One reward per completion (``None`` where the chosen ``reward_key`` is absent)."""
+        _, items, positions = self._prepare(prompts, completions, columns)
+        if not items:
+            return []
+        response, waited = await self._send(items)
+        return self._finish(columns, len(completions), positions, response, waited, self._requests(items))
+
+    async def score(self, questions: Sequence[str], completions: Sequence[Any],
+                    gold_answers: Sequence[str | None] | None = None, *, ids: Sequence[str] | None = None,
+                    num_tokens: Sequence[int] | None = None) -> list[TrajectoryScore]:
+        """Outside TRL: the full score of each completion of ``questions[i]`` (same order)."""
+        _, items, positions = self._outside_trl(questions, completions, gold_answers, ids, num_tokens)
+        if not items:
+            return []
+        response, _ = await self._send(items)
+        self.last_scores = _scatter(len(completions), positions, response)
+        return self.last_scores
+
+
+# -------------------------------------------------------------------------------------- controls
+
+
+class CorrectnessReward:
+    """Control: 1.0 when a completion's answer equals the gold, else 0.0 (no service).
+
+    A completion without a gold is an error: ``correctness`` needs labels."""
+
+    __name__ = "correctness"
+
+    def __call__(self, prompts: Sequence[Any], completions: Sequence[Any], **columns: Any) -> list[float]:
+        batch = read_batch(prompts, completions, columns, use_completion_ids=False)
+        rewards = [correctness_rewards([text], gold)[0] for text, gold in zip(batch.texts, batch.golds)]
+        log_metric = columns.get("log_metric")
+        if callable(log_metric) and rewards:
+            log_metric("control/correctness", sum(rewards) / len(rewards))
+        return rewards
+
+
+class MajorityReward:
+    """Control: label-free vote among the samples of one question in the call (test-time RL's reward):
+    1.0 when a completion's answer is the group's most frequent answer, else 0.0. GRPO passes all
+    ``num_generations`` samples of a question in one call, so each question's group is whole."""
+
+    __name__ = "majority"
+
+    def __call__(self, prompts: Sequence[Any], completions: Sequence[Any], **columns: Any) -> list[float]:
+        batch = read_batch(prompts, completions, columns, use_completion_ids=False)
+        groups: dict[str, list[int]] = {}
+        for i, q in enumerate(batch.questions):
+            groups.setdefault(q, []).append(i)
+        rewards = [0.0] * len(batch.texts)
+        for members in groups.values():
+            for i, r in zip(members, majority_rewards([batch.texts[i] for i in members])):
+                rewards[i] = r
+        log_metric = columns.get("log_metric")
+        if callable(log_metric) and rewards:
+            log_metric("control/majority_share", sum(rewards) / len(rewards))
+        return rewards
+
+
+def build_reward_functions(args: Any, *, use_async: bool = True) -> list[Callable[..., Any]]:
+    """The TRL reward function(s) of a recipe's ``reward`` mode (``RewardServiceArguments``)."""
+    mode = check_reward_mode(getattr(args, "reward", "regime_w"))
+    if mode == "correctness":
+        return [CorrectnessReward()]
+    if mode == "majority":
+        return [MajorityReward()]
+    kind = AsyncRegimeWReward if use_async else RegimeWReward
+    return [kind.from_args(args)]

@@ -1,12 +1,19 @@
-"""Stage ``grpo``: online GRPO (TRL ``GRPOTrainer``) with the Regime W reward over HTTP.
+"""Stage ``grpo``: online GRPO (TRL ``GRPOTrainer``) with the Regime W reward over HTTP, or a control.
 
 Policy: the SFT adapter (``adapter_path``), trainable, on the quantized base; without an adapter a
 fresh LoRA (``LoraArguments``) is put on the base. Dataset: the GSM8K train split with columns
 ``prompt`` (``build_prompt``: the same prompt as SFT, rollouts and eval), ``question``,
-``gold_answer`` and ``id``. Reward functions: ``RegimeWReward`` (weight 1) plus its zero-weight
-component functions ``s_end``, ``s_path``, ``s_cf``, ``s_wm``, so TRL logs every component per step
-(``reward_weights = [1, 0, 0, 0, 0]``). The adapter is saved to ``output_dir``
-(``checkpoints/lora_grpo/``) with the tokenizer.
+``gold_answer`` and ``id``. One reward function, by the recipe's ``reward``:
+
+- ``regime_w`` (default): ``AsyncRegimeWReward`` over HTTP (``label_free: true`` leaves the gold out),
+  which logs ``regime_w/s_end``, ``s_path``, ``s_cf``, ``s_wm``, ``correctness``, ``wait_s`` and
+  ``http_calls`` per step through TRL's ``log_metric``;
+- ``correctness``: answer == gold (``trainer.reward_modes``), no service;
+- ``majority``: the label-free vote among the step's samples of each question, no service.
+
+The mode is recorded where the run's results are: ``reward_mode.json`` in ``output_dir`` (written
+before training), every checkpoint's ``trainer_state.json`` (a stateful callback) and the stage's
+summary. The adapter is saved to ``output_dir`` (``checkpoints/lora_grpo/``) with the tokenizer.
 
 With ``beta > 0`` TRL uses a frozen copy of the starting adapter (the SFT policy) as the reference.
 
@@ -17,12 +24,14 @@ generation; the summary reports the counts, and the wait per step (``reward_wait
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from transformers.trainer_callback import ExportableState, TrainerCallback
 from trl import GRPOConfig
 
 from trainer.configs import (
@@ -33,8 +42,8 @@ from trainer.configs import (
     apply_cpu_precision_rule,
 )
 
-__all__ = ["ARG_CLASSES", "GRPOStageConfig", "REWARD_WEIGHTS", "build_dataset", "plan", "precompute_arms",
-           "questions_in_run_order", "run"]
+__all__ = ["ARG_CLASSES", "GRPOStageConfig", "RewardModeCallback", "build_dataset", "plan", "precompute_arms",
+           "questions_in_run_order", "reward_record", "run"]
 
 
 @dataclass
@@ -59,8 +68,30 @@ log = logging.getLogger(__name__)
 
 ARG_CLASSES: tuple[type, ...] = (ModelArguments, LoraArguments, DataArguments, RewardServiceArguments, GRPOStageConfig)
 
-#: RegimeWReward, then s_end, s_path, s_cf, s_wm (logged only).
-REWARD_WEIGHTS = [1.0, 0.0, 0.0, 0.0, 0.0]
+#: Where the stage records which reward trained the adapter.
+REWARD_RECORD = "reward_mode.json"
+
+
+def reward_record(reward_args: RewardServiceArguments) -> dict[str, Any]:
+    """Which reward a run used: mode, label-free or not, and the service (only for ``regime_w``)."""
+    uses_service = reward_args.reward == "regime_w"
+    return {
+        "reward": reward_args.reward,
+        "label_free": bool(reward_args.label_free) if uses_service else reward_args.reward == "majority",
+        "service_url": reward_args.reward_url if uses_service else None,
+        "function": {"regime_w": "regime_w", "correctness": "correctness", "majority": "majority"}[reward_args.reward],
+    }
+
+
+class RewardModeCallback(TrainerCallback, ExportableState):
+    """Puts the reward record into every checkpoint's ``trainer_state.json`` (transformers'
+    ``stateful_callbacks``, restored on ``--resume``), so a checkpoint says which reward made it."""
+
+    def __init__(self, **record: Any) -> None:
+        self.record = dict(record)
+
+    def state(self) -> dict[str, Any]:
+        return {"args": dict(self.record), "attributes": {}}
 
 
 def _check(config: GRPOConfig) -> None:
@@ -69,10 +100,10 @@ def _check(config: GRPOConfig) -> None:
             f"per_device_train_batch_size ({config.per_device_train_batch_size}) must be divisible by "
             f"num_generations ({config.num_generations})"
         )
-    if config.reward_weights is not None and len(config.reward_weights) != len(REWARD_WEIGHTS):
+    if config.reward_weights is not None and len(config.reward_weights) != 1:
         raise ValueError(
-            f"reward_weights must have {len(REWARD_WEIGHTS)} entries (regime_w, s_end, s_path, s_cf, s_wm), "
-            f"got {config.reward_weights}"
+            f"reward_weights: the stage trains on one reward function (the recipe's `reward`), got "
+            f"{config.reward_weights}; drop reward_weights (components are logged, not weighted)"
         )
     if config.output_dir in (None, "", "trainer_output"):
         raise ValueError("set output_dir (e.g. checkpoints/lora_grpo) so the adapter lands where later stages look")
@@ -148,6 +179,7 @@ def precompute_arms(client: Any, questions: list[str]) -> dict[str, Any]:
 def plan(model_args: ModelArguments, lora_args: LoraArguments, data_args: DataArguments,
          reward_args: RewardServiceArguments, config: GRPOConfig) -> dict[str, Any]:
     _check(config)
+    record = reward_record(reward_args)
     return {
         "stage": "grpo",
         "policy": {"base": model_args.model_name_or_path, "quantization": model_args.quantization,
@@ -157,9 +189,7 @@ def plan(model_args: ModelArguments, lora_args: LoraArguments, data_args: DataAr
         "data": {"dataset": data_args.dataset, "split": "train", "split_file": data_args.split_file,
                  "max_train_samples": data_args.max_train_samples,
                  "columns": ["prompt", "question", "gold_answer", "id"]},
-        "reward": {"url": reward_args.reward_url, "functions": ["regime_w", "s_end", "s_path", "s_cf", "s_wm"],
-                   "weights": config.reward_weights or REWARD_WEIGHTS,
-                   "precompute_arms": config.precompute_arms},
+        "reward": {**record, "precompute_arms": config.precompute_arms and reward_args.reward == "regime_w"},
         "grpo": {"num_generations": config.num_generations,
                  "per_device_train_batch_size": config.per_device_train_batch_size,
                  "gradient_accumulation_steps": config.gradient_accumulation_steps,
@@ -177,11 +207,11 @@ def run(model_args: ModelArguments, lora_args: LoraArguments, data_args: DataArg
 
     from trainer.data import load_train_dev
     from trainer.modeling import load_policy, load_tokenizer, lora_config
-    from trainer.rewards import RegimeWReward
+    from trainer.reward_client import RewardClient
+    from trainer.rewards import AsyncRegimeWReward, build_reward_functions
 
     _check(config)
-    if config.reward_weights is None:
-        config.reward_weights = list(REWARD_WEIGHTS)
+    record = reward_record(reward_args)
     train, _ = load_train_dev(data_args)
     tokenizer = load_tokenizer(model_args)
     dataset = build_dataset(train, tokenizer)
@@ -189,44 +219,53 @@ def run(model_args: ModelArguments, lora_args: LoraArguments, data_args: DataArg
     model = load_policy(model_args, trainable=True)
     peft_config = None if model_args.adapter_path else lora_config(lora_args)
 
-    reward = RegimeWReward.from_args(reward_args)
+    out = Path(config.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / REWARD_RECORD).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    log.info("GRPO reward: %s", record)
+    reward_funcs = build_reward_functions(reward_args)
+    service_reward = reward_funcs[0] if isinstance(reward_funcs[0], AsyncRegimeWReward) else None
     try:
         trainer = GRPOTrainer(
             model=model,
-            reward_funcs=[reward, *reward.component_functions()],
+            reward_funcs=reward_funcs,
             args=config,
             train_dataset=dataset,
             processing_class=tokenizer,
             peft_config=peft_config,
+            callbacks=[RewardModeCallback(**record)],
         )
         precomputed = None
-        if config.precompute_arms:
-            precomputed = precompute_arms(reward.client, questions_in_run_order(trainer, config))
+        if config.precompute_arms and service_reward is not None:
+            with RewardClient.from_args(reward_args) as client:
+                precomputed = precompute_arms(client, questions_in_run_order(trainer, config))
             precomputed["of_dataset"] = len(dataset)
         result = trainer.train()
-        out = Path(config.output_dir)
         trainer.save_model(str(out))
         tokenizer.save_pretrained(str(out))
     finally:
-        reward.close()
+        if service_reward is not None:
+            service_reward.close()
     logs = [entry for entry in trainer.state.log_history if "reward" in entry]
     components = {
-        name: [entry.get(f"rewards/{name}/mean") for entry in logs]
-        for name in ("regime_w", "s_end", "s_path", "s_cf", "s_wm")
-    }
+        name: [entry.get(f"regime_w/{name}") for entry in logs]
+        for name in ("s_end", "s_path", "s_cf", "s_wm", "correctness")
+    } if service_reward is not None else {}
     return {
         "stage": "grpo",
         "adapter": str(out),
         "global_step": trainer.state.global_step,
         "train_loss": result.training_loss,
         "questions": len(dataset),
+        "reward": record,
         "reward_per_step": [entry.get("reward") for entry in logs],
         "components_per_step": components,
         "precompute": precomputed,
-        "reward_wait_s": round(reward.wait_seconds, 3),
-        "reward_calls": reward.calls,
-        # per logged step: seconds waited on the service (RegimeWReward) and TRL's step_time
+        "reward_wait_s": round(service_reward.wait_seconds, 3) if service_reward is not None else 0.0,
+        "reward_calls": service_reward.calls if service_reward is not None else 0,
+        # per logged step: seconds waited on the service, its HTTP requests, and TRL's step_time
         "reward_wait_s_per_step": [entry.get("regime_w/wait_s") for entry in logs],
+        "reward_http_calls_per_step": [entry.get("regime_w/http_calls") for entry in logs],
         "step_time_s_per_step": [entry.get("step_time") for entry in logs],
         "train_runtime_s": result.metrics.get("train_runtime"),
     }
