@@ -3,7 +3,8 @@
 The recipe YAML sets the stage's arguments (TRL's ``TrlParser`` conventions, including an optional
 ``env:`` mapping); explicit ``--key value`` flags override it. ``--dry-run`` prints the resolved
 plan as JSON and loads no weights and no data; otherwise the stage runs and its summary (where the
-artifacts went) is printed as JSON.
+artifacts went) is printed as JSON. ``--resume`` (sft, dpo, grpo) continues from the newest
+checkpoint under the stage's ``output_dir`` (``trainer.checkpoints``).
 """
 
 from __future__ import annotations
@@ -16,11 +17,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from trainer import __version__
+from trainer.checkpoints import apply_resume
 from trainer.stages import STAGE_HELP, STAGES, load_stage
 
 __all__ = ["main", "parse_stage_args"]
 
 _DRY_RUN_FLAGS = ("--dry-run", "--dry_run")
+_RESUME_FLAG = "--resume"
 
 
 def _top_parser() -> argparse.ArgumentParser:
@@ -47,7 +50,11 @@ def parse_stage_args(stage: str, argv: Sequence[str]) -> tuple[Any, ...]:
     parser.add_argument(
         *_DRY_RUN_FLAGS, action="store_true", help="print the resolved plan; load no weights or data"
     )
-    args = [a for a in argv if a not in _DRY_RUN_FLAGS]
+    parser.add_argument(
+        _RESUME_FLAG, action="store_true",
+        help="continue from the newest checkpoint under output_dir (stages that train: sft, dpo, grpo)",
+    )
+    args = [a for a in argv if a not in (*_DRY_RUN_FLAGS, _RESUME_FLAG)]
     parsed = parser.parse_args_and_config(args=args)
     # The trailing namespace holds --config/--dry-run (consumed above); keep the dataclasses.
     return tuple(parsed[: len(module.ARG_CLASSES)])
@@ -70,6 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if stage not in STAGES:
         top.error(f"unknown stage {stage!r} (choose from {', '.join(STAGES)})")
     dry_run = any(flag in rest for flag in _DRY_RUN_FLAGS)
+    resume = _RESUME_FLAG in rest
     try:
         module = load_stage(stage)
     except ImportError as exc:
@@ -77,7 +85,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         parsed = parse_stage_args(stage, rest)
+        resumed_from = apply_resume(parsed, resume=resume)
         resolved = module.plan(*parsed)  # validates the plan before anything heavy starts
+        if resumed_from is not None:
+            resolved["resume_from_checkpoint"] = resumed_from
     except (ValueError, FileNotFoundError, FileExistsError) as exc:
         print(f"regime-w-train {stage}: invalid arguments: {exc}", file=sys.stderr)
         return 2
@@ -91,6 +102,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TrainerError as exc:  # StageError, RewardServiceError: a message for the user
         print(f"regime-w-train {stage}: {exc}", file=sys.stderr)
         return 1
+    if resumed_from is not None:
+        result = {**result, "resumed_from": resumed_from}
     print(json.dumps({"stage": stage, **result}, indent=2, default=str))
     return 0
 

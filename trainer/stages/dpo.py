@@ -155,6 +155,7 @@ def run(
     from datasets import Dataset
     from trl import DPOTrainer
 
+    from trainer.checkpoints import resume_path
     from trainer.modeling import load_policy, load_tokenizer
 
     _check(model_args, args)
@@ -173,7 +174,7 @@ def run(
             f"DPOTrainer did not create the frozen reference adapter {REF_ADAPTER!r} "
             f"(adapters: {sorted(adapters)}); this TRL version is not supported by the dpo stage"
         )
-    result = trainer.train()
+    result = trainer.train(resume_from_checkpoint=resume_path(args))
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     trainer.accelerator.unwrap_model(peft_model).save_pretrained(

@@ -58,10 +58,23 @@ class GRPOStageConfig(GRPOConfig):
         metadata={"help": "Before training, have the service generate and cache the arms of every question the "
                           "run will draw (POST /v1/arms/precompute), so no GRPO step waits on arm generation."},
     )
+    generation_engine: str = field(
+        default="trl",
+        metadata={"help": "Without vLLM: 'trl' (TRL generates with the training model) or 'merged_bf16' (a bf16 "
+                          "copy of the policy, LoRA merged after each step, static KV cache; trainer.grpo_generation)."},
+    )
+    generation_static_cache: bool = field(
+        default=True,
+        metadata={"help": "merged_bf16: static KV cache (transformers compiles the decoding forward on GPU)."},
+    )
 
     def __post_init__(self) -> None:
         apply_cpu_precision_rule(self)
         super().__post_init__()
+        from trainer.grpo_generation import GENERATION_ENGINES
+
+        if self.generation_engine not in GENERATION_ENGINES:
+            raise ValueError(f"generation_engine must be one of {GENERATION_ENGINES}, got {self.generation_engine!r}")
 
 
 log = logging.getLogger(__name__)
@@ -196,15 +209,25 @@ def plan(model_args: ModelArguments, lora_args: LoraArguments, data_args: DataAr
                  "max_completion_length": config.max_completion_length, "temperature": config.temperature,
                  "top_p": config.top_p, "beta": config.beta, "loss_type": config.loss_type,
                  "learning_rate": config.learning_rate, "max_steps": config.max_steps,
-                 "num_train_epochs": config.num_train_epochs, "use_vllm": config.use_vllm, "bf16": config.bf16},
+                 "num_train_epochs": config.num_train_epochs, "use_vllm": config.use_vllm, "bf16": config.bf16,
+                 "generation_engine": getattr(config, "generation_engine", "trl")},
         "writes": config.output_dir,
     }
 
 
+def fast_generation_config(config: Any) -> Any:
+    """The ``FastGenerationConfig`` of ``generation_engine: merged_bf16``, else None (TRL's own path)."""
+    if getattr(config, "generation_engine", "trl") != "merged_bf16":
+        return None
+    from trainer.grpo_generation import FastGenerationConfig
+
+    return FastGenerationConfig(static_cache=config.generation_static_cache)
+
+
 def run(model_args: ModelArguments, lora_args: LoraArguments, data_args: DataArguments,
         reward_args: RewardServiceArguments, config: GRPOConfig) -> dict[str, Any]:
-    from trl import GRPOTrainer
-
+    from trainer.checkpoints import resume_path
+    from trainer.grpo_generation import FastGenerationGRPOTrainer
     from trainer.data import load_train_dev
     from trainer.modeling import load_policy, load_tokenizer, lora_config
     from trainer.reward_client import RewardClient
@@ -226,8 +249,9 @@ def run(model_args: ModelArguments, lora_args: LoraArguments, data_args: DataArg
     reward_funcs = build_reward_functions(reward_args)
     service_reward = reward_funcs[0] if isinstance(reward_funcs[0], AsyncRegimeWReward) else None
     try:
-        trainer = GRPOTrainer(
+        trainer = FastGenerationGRPOTrainer(
             model=model,
+            fast_generation=fast_generation_config(config),
             reward_funcs=reward_funcs,
             args=config,
             train_dataset=dataset,
@@ -240,7 +264,7 @@ def run(model_args: ModelArguments, lora_args: LoraArguments, data_args: DataArg
             with RewardClient.from_args(reward_args) as client:
                 precomputed = precompute_arms(client, questions_in_run_order(trainer, config))
             precomputed["of_dataset"] = len(dataset)
-        result = trainer.train()
+        result = trainer.train(resume_from_checkpoint=resume_path(config))
         trainer.save_model(str(out))
         tokenizer.save_pretrained(str(out))
     finally:

@@ -121,6 +121,7 @@ def run(
     from datasets import Dataset
     from trl import SFTTrainer
 
+    from trainer.checkpoints import resume_path
     from trainer.data import load_train_dev
     from trainer.modeling import load_base_model, load_tokenizer, lora_config
 
@@ -142,7 +143,7 @@ def run(
         processing_class=tokenizer,
         peft_config=lora_config(lora_args),
     )
-    result = trainer.train()
+    result = trainer.train(resume_from_checkpoint=resume_path(args))
     out = Path(args.output_dir)
     trainer.save_model(str(out))  # a PeftModel saves the adapter only
     tokenizer.save_pretrained(str(out))
