@@ -21,14 +21,18 @@ a 422 naming its field, never a 500.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from shared_schemas.answer import gold_answer
+from shared_schemas.rl_frameworks import (
+    INSTRUCTION_SUFFIXES,
+    has_lone_surrogate,
+    normalize_label,
+    question_from_prompt,
+    response_from_query,
+)
 from shared_schemas.wire import (
-    MAX_ANSWER_CHARS,
     MAX_QUESTION_CHARS,
     OpenRLHFRequest,
     OpenRLHFResponse,
@@ -43,7 +47,6 @@ __all__ = [
     "CompatLimits",
     "Group",
     "question_from_prompt",
-    "strip_instruction",
     "response_from_query",
     "normalize_label",
     "plan_groups",
@@ -52,31 +55,8 @@ __all__ = [
     "build_response",
 ]
 
-#: The instruction the open trainer appends to every question (``trainer.prompts.INSTRUCTION``; a
-#: test keeps the two equal: the service never imports the trainer).
-INSTRUCTION_SUFFIXES: tuple[str, ...] = (
-    "Please reason step by step, and put your final answer within \\boxed{}.",
-)
-
 #: ``extra_logs`` keys, the same for every query (OpenRLHF stacks them per sample).
 LOG_KEYS = ("s_end", "s_path", "s_cf", "s_wm", "length_penalty", "correctness", "label_free")
-
-# The last user turn of each template family; the match that ends last in the prompt wins.
-_USER_TURNS: tuple[re.Pattern[str], ...] = (
-    re.compile(r"<\|start_header_id\|>user<\|end_header_id\|>\s*(.*?)<\|eot_id\|>", re.S),  # Llama-3
-    re.compile(r"<｜User｜>(.*?)(?=<｜Assistant｜>|<｜User｜>|<｜end▁of▁sentence｜>|\Z)", re.S),  # DeepSeek-R1/V3
-    re.compile(r"<\|im_start\|>user[ \t]*\n(.*?)(?:<\|im_end\|>|\Z)", re.S),  # ChatML / Qwen
-    re.compile(r"\[INST\](.*?)\[/INST\]", re.S),  # Mistral / Llama-2
-    re.compile(r"<\|user\|>\s*(.*?)(?:<\|end\|>|</s>|<\|assistant\|>|\Z)", re.S),  # Phi-3 / Zephyr
-    re.compile(r"<start_of_turn>user[ \t]*\n(.*?)(?:<end_of_turn>|\Z)", re.S),  # Gemma
-    re.compile(r"\AQuestion:\s*(.*?)\s*\nAnswer:\s*\Z", re.S),  # the trainer's plain prompt
-)
-
-# Tokens a decoded query may end with after the response (skip_special_tokens=False).
-_END_TOKENS = (
-    "<|eot_id|>", "<|end_of_text|>", "<|finetune_right_pad_id|>", "<|im_end|>", "<|endoftext|>",
-    "<｜end▁of▁sentence｜>", "<|end|>", "</s>", "<end_of_turn>", "<eos>", "<pad>", "<|eos|>",
-)
 
 
 class CompatError(ValueError):
@@ -103,85 +83,11 @@ class Group:
     responses: list[str] = field(default_factory=list)
 
 
-def _has_lone_surrogate(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return True
-    return False
-
-
 def _check_text(name: str, text: str, max_chars: int) -> None:
-    if _has_lone_surrogate(text):
+    if has_lone_surrogate(text):
         raise CompatError(f"{name}: holds a lone UTF-16 surrogate (not valid Unicode text)")
     if len(text) > max_chars:
         raise CompatError(f"{name}: {len(text)} characters exceed this service's limit of {max_chars}")
-
-
-def strip_instruction(text: str) -> str:
-    """``text`` without a trailing instruction of the trainer's (and surrounding blanks)."""
-    out = text.strip()
-    for suffix in INSTRUCTION_SUFFIXES:
-        if out.endswith(suffix):
-            out = out[: -len(suffix)].strip()
-    return out
-
-
-def question_from_prompt(prompt: str) -> str:
-    """The question a (possibly chat-templated) prompt asks: its last user turn, instruction removed."""
-    best: re.Match[str] | None = None
-    for pattern in _USER_TURNS:
-        last = None
-        for last in pattern.finditer(prompt):
-            pass
-        if last is not None and (best is None or last.end() > best.end()):
-            best = last
-    return strip_instruction(best.group(1) if best is not None else prompt)
-
-
-def response_from_query(query: str, prompt: str) -> str:
-    """The response part of ``query`` (= prompt + response), without trailing end/pad tokens."""
-    if query.startswith(prompt):
-        response = query[len(prompt):]
-    else:
-        stripped = prompt.strip()
-        at = query.rfind(stripped) if stripped else -1
-        response = query[at + len(stripped):] if at != -1 else query
-    changed = True
-    while changed:
-        changed = False
-        trimmed = response.rstrip()
-        for token in _END_TOKENS:
-            if trimmed.endswith(token):
-                response = trimmed[: -len(token)]
-                changed = True
-                break
-    return response
-
-
-def normalize_label(label: str | int | float | None, where: str) -> str | None:
-    """``None`` (label-free) for a missing or blank label; else the gold answer as text.
-
-    Numbers become their text (``72``, ``2.5``); a label longer than a gold answer may be (a whole
-    GSM8K solution) is reduced to its ``#### N`` value. A label with no readable answer is an error.
-    """
-    if label is None:
-        return None
-    if isinstance(label, bool):  # bool is an int subclass: refuse it rather than read True as 1
-        raise CompatError(f"{where}: a boolean is not an answer")
-    if isinstance(label, int):
-        return str(label)
-    if isinstance(label, float):
-        return str(int(label)) if label.is_integer() else repr(label)
-    text = label.strip()
-    if not text:
-        return None
-    if _has_lone_surrogate(text):
-        raise CompatError(f"{where}: holds a lone UTF-16 surrogate (not valid Unicode text)")
-    value = gold_answer(text)
-    if value is None:
-        raise CompatError(f"{where}: {text[:60]!r} holds no answer (expected '#### 72', '72', a number or '')")
-    return text if len(text) <= MAX_ANSWER_CHARS else value
 
 
 def _meta_question(metas: Sequence[dict[str, Any]] | None, i: int) -> str | None:
@@ -221,7 +127,10 @@ def plan_groups(body: OpenRLHFRequest, limits: CompatLimits) -> list[Group]:
             _check_text(f"prompts[{i}] (the question read from it)", question, question_chars)
         response = response_from_query(query, prompt)
         _check_text(f"query[{i}] (the response part)", response, limits.max_text_chars)
-        label = normalize_label(body.labels[i], f"labels[{i}]") if body.labels is not None else None
+        try:
+            label = normalize_label(body.labels[i], f"labels[{i}]") if body.labels is not None else None
+        except ValueError as exc:
+            raise CompatError(str(exc)) from None
         group = groups.setdefault((question, label), Group(question, label))
         group.indices.append(i)
         group.responses.append(response)

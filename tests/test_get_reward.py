@@ -89,7 +89,7 @@ def test_a_whole_gsm8k_solution_as_label_is_reduced_to_its_answer():
 
 
 def test_an_unreadable_label_names_the_field():
-    with pytest.raises(CompatError, match=r"labels\[3\]"):
+    with pytest.raises(ValueError, match=r"labels\[3\]"):
         normalize_label("no number here", "labels[3]")
 
 
