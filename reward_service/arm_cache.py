@@ -38,13 +38,20 @@ def cache_key(model_id: str, fingerprint: str, question: str) -> str:
     return h.hexdigest()
 
 
+def _chars(arms: tuple[ArmText, ...]) -> int:
+    return sum(len(a.text) + len(a.arm) for a in arms)
+
+
 class ArmCache:
     """Two-level cache. ``get`` returns ``(arm texts, layer)`` or ``None``; thread-safe."""
 
-    def __init__(self, path: str | Path | None, memory_items: int = 8192) -> None:
+    def __init__(self, path: str | Path | None, memory_items: int = 8192, memory_bytes: int = 256 * 1024 * 1024) -> None:
+        """The memory layer keeps at most ``memory_items`` arm sets and ``memory_bytes`` characters of arm text."""
         self.path = Path(path) if path else None
         self.memory_items = memory_items
+        self.memory_bytes = memory_bytes
         self._memory: OrderedDict[str, tuple[ArmText, ...]] = OrderedDict()
+        self._memory_chars = 0
         self._lock = threading.Lock()
         self._db: sqlite3.Connection | None = None
         if self.path is not None:
@@ -59,10 +66,14 @@ class ArmCache:
     def _remember(self, key: str, arms: tuple[ArmText, ...]) -> None:
         if self.memory_items <= 0:
             return
+        old = self._memory.pop(key, None)
+        if old is not None:
+            self._memory_chars -= _chars(old)
         self._memory[key] = arms
-        self._memory.move_to_end(key)
-        while len(self._memory) > self.memory_items:
-            self._memory.popitem(last=False)
+        self._memory_chars += _chars(arms)
+        while self._memory and (len(self._memory) > self.memory_items or self._memory_chars > self.memory_bytes):
+            _, gone = self._memory.popitem(last=False)
+            self._memory_chars -= _chars(gone)
 
     def get(self, key: str) -> tuple[tuple[ArmText, ...], str] | None:
         with self._lock:

@@ -8,8 +8,6 @@ the offline ``regime-w-score`` CLI. Nothing it returns or logs contains an arm p
 from __future__ import annotations
 
 import asyncio
-import threading
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -24,6 +22,7 @@ from shared_schemas.wire import (
 
 from reward_service.arms import ArmProvider
 from reward_service.errors import InvalidRequest
+from reward_service.memo import PreparedMemo
 from reward_service.metrics import Metrics
 from reward_service.regime_w.config import RegimeWConfig
 from reward_service.regime_w.scorer import (
@@ -103,7 +102,7 @@ class ScoringEngine:
         *,
         model_name: str,
         count_tokens: TokenCounter | None = None,
-        prepared_items: int = 4096,
+        memo: PreparedMemo | None = None,
     ) -> None:
         self.config = config
         self.arms = arms
@@ -114,24 +113,11 @@ class ScoringEngine:
             name=config.name, version=config.version, config_fingerprint=config.fingerprint, model=model_name
         )
         # parsed arms of recent questions: every request of a training run scores the same questions again
-        self._prepared: OrderedDict[tuple[str, tuple[ArmText, ...]], PreparedArms] = OrderedDict()
-        self._prepared_items = prepared_items
-        self._prepared_lock = threading.Lock()
+        self.memo = memo if memo is not None else PreparedMemo(max_items=4096, max_bytes=256 * 1024 * 1024)
 
-    def prepare(self, question: str, arm_texts: tuple[ArmText, ...]) -> PreparedArms:
+    def prepare(self, question: str, arm_texts: tuple[ArmText, ...]) -> tuple[bytes, PreparedArms]:
         """``prepare_arms``, memoized on (question, arm texts): each arm text is parsed once."""
-        key = (question, arm_texts)
-        with self._prepared_lock:
-            found = self._prepared.get(key)
-            if found is not None:
-                self._prepared.move_to_end(key)
-                return found
-        prepared = prepare_arms(question, arm_texts, self.config)
-        with self._prepared_lock:
-            self._prepared[key] = prepared
-            while len(self._prepared) > self._prepared_items:
-                self._prepared.popitem(last=False)
-        return prepared
+        return self.memo.get(question, arm_texts, lambda: prepare_arms(question, arm_texts, self.config))
 
     def _client_arms(self, i: int, item: ScoreItem) -> tuple[ArmText, ...]:
         assert item.arm_outputs is not None
@@ -176,7 +162,7 @@ class ScoringEngine:
         n_traj = 0
         for i, (item, (arm_texts, from_cache)) in enumerate(zip(request.items, arms)):
             try:
-                prepared = self.prepare(item.question, arm_texts)
+                memo_key, prepared = self.prepare(item.question, arm_texts)
             except UnknownArmError as exc:
                 raise InvalidRequest(f"items[{i}].arm_outputs: {exc}") from None
             num_tokens, source = self._count_tokens(item)
@@ -184,6 +170,7 @@ class ScoringEngine:
                 scores = score_trajectories(item.trajectories, num_tokens, prepared, self.config, item.gold_answer)
             except GoldAnswerError as exc:
                 raise InvalidRequest(f"items[{i}].gold_answer: {exc}") from None
+            self.memo.charge(memo_key, len(scores))
             n_traj += len(scores)
             results.append(
                 ItemResult(

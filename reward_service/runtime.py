@@ -25,6 +25,7 @@ from reward_service.arms import ArmProvider, ProviderOptions
 from reward_service.engine import Limits, ScoringEngine
 from reward_service.errors import NotReady
 from reward_service.generation import PROVIDED_MODEL_ID, GenerationBackend, create_backend
+from reward_service.memo import PreparedMemo
 from reward_service.metrics import Metrics
 from reward_service.regime_w.config import RegimeWConfig, load_config
 from reward_service.settings import Settings
@@ -71,7 +72,9 @@ class Runtime:
         config = await asyncio.to_thread(load_config, settings.config_path)
         backend = await asyncio.to_thread(create_backend, settings.backend_config())
         try:
-            cache = await asyncio.to_thread(ArmCache, settings.cache_path, settings.cache_memory_items)
+            cache = await asyncio.to_thread(
+                ArmCache, settings.cache_path, settings.cache_memory_items, settings.cache_memory_bytes
+            )
         except BaseException:
             if backend is not None:
                 backend.close()
@@ -83,6 +86,7 @@ class Runtime:
             config, provider, metrics, limits or service_limits(settings),
             model_name=settings.public_model_name(model_id),
             count_tokens=backend.count_tokens if backend is not None else None,
+            memo=PreparedMemo(settings.prepared_memo_items, settings.prepared_memo_bytes),
         )
         return cls(settings, config, metrics, backend, cache, provider, engine)
 

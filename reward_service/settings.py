@@ -48,7 +48,10 @@ class Settings(BaseSettings):
     # --- scorer config and arm cache
     config_path: Path | None = None
     cache_path: str | None = ".cache/regime-w/arms.sqlite3"
-    cache_memory_items: int = Field(default=8192, ge=0)
+    cache_memory_items: int = Field(default=8192, ge=0)  # generated arm sets kept in memory (LRU)
+    cache_memory_bytes: int = Field(default=256 * 1024 * 1024, ge=0)  # and the characters of arm text they hold
+    prepared_memo_items: int = Field(default=4096, ge=0)  # parsed arms of recent questions (LRU)
+    prepared_memo_bytes: int = Field(default=256 * 1024 * 1024, ge=0)  # and the bytes they may hold (estimate)
 
     # --- limits
     max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)

@@ -18,7 +18,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_runtime_takes_every_setting() -> None:
     settings = Settings(backend="provided", cache_path="none", generation_batch_window_ms=40, max_pending_questions=7,
                         generation_batch_size=3, generation_timeout_s=9, seed=5, max_items=11, max_trajectories=12,
-                        max_text_chars=1234, cache_memory_items=17)
+                        max_text_chars=1234, cache_memory_items=17, cache_memory_bytes=1000,
+                        prepared_memo_items=19, prepared_memo_bytes=2000)
 
     async def built() -> Runtime:
         runtime = await Runtime.start(settings)
@@ -31,7 +32,8 @@ def test_runtime_takes_every_setting() -> None:
     assert (provider.timeout_s, provider.seed) == (9, 5)
     assert (runtime.engine.limits.max_items, runtime.engine.limits.max_trajectories) == (11, 12)
     assert runtime.engine.limits.max_text_chars == 1234
-    assert runtime.cache.memory_items == 17
+    assert (runtime.cache.memory_items, runtime.cache.memory_bytes) == (17, 1000)
+    assert (runtime.engine.memo.max_items, runtime.engine.memo.max_bytes) == (19, 2000)
     assert runtime.backend is None and not provider.can_generate
     assert runtime.info().backend == "provided" and runtime.info().limits["max_items"] == 11
 
