@@ -319,32 +319,38 @@ def _box_candidates(region: str, out: list[_Candidate]) -> None:
                 out.append((opener[start], "boxed", start, brace.start()))
 
 
-def _answer_is_starts(region: str, lowered: str) -> list[tuple[int, int]]:
-    """(start, end) of every "answer is" / "answer:" / "answer =" marker in ``region``."""
-    if len(lowered) != len(region):  # a few non-ASCII letters change length when lower-cased
-        return [(m.start(), m.end()) for m in _ANSWER_IS_WORD.finditer(region)]
-    found = []
+def _stated_candidates(region: str, lo: int, hi: int) -> list[_Candidate]:
+    """The "answer is" / "Answer:" / JSON ``"answer":`` markers that start in ``region[lo:hi]``."""
+    segment = region[lo:hi]
+    if "nswer" not in segment and "NSWER" not in segment:
+        return []
+    out: list[_Candidate] = []
+    lowered = segment.lower()  # a case-sensitive pattern on a lowered copy is much faster
+    if len(lowered) != len(segment):  # a few non-ASCII letters change length when lower-cased
+        for m in _ANSWER_IS_WORD.finditer(segment):
+            out.append((lo + m.start(), "answer_is", lo + m.end(), -1))
+        return out
     for m in _ANSWER_IS.finditer(lowered):
         i = m.start()
-        if i == 0 or not (lowered[i - 1].isalnum() or lowered[i - 1] == "_"):
-            found.append((i, m.end()))
-    return found
+        before = lowered[i - 1] if i else (region[lo - 1].lower() if lo else " ")
+        if not (before.isalnum() or before == "_"):
+            out.append((lo + i, "answer_is", lo + m.end(), -1))
+    if '"answer"' in lowered:
+        for m in _JSON_KEY.finditer(lowered):
+            out.append((lo + m.start(), "json", lo + m.end(), -1))
+    return out
 
 
-def _candidates(region: str) -> list[_Candidate]:
+def _structural_candidates(region: str) -> list[_Candidate]:
+    """``#### X`` and box markers, the last one first."""
     out: list[_Candidate] = []
     if "####" in region:
         for m in _HASHES.finditer(region):
             out.append((m.start(), "hashes", m.end(), -1))
     if "box" in region:
         _box_candidates(region, out)
-    if "nswer" in region or "NSWER" in region:
-        lowered = region.lower()
-        for start, end in _answer_is_starts(region, lowered):
-            out.append((start, "answer_is", end, -1))
-        if '"answer"' in lowered and len(lowered) == len(region):
-            for m in _JSON_KEY.finditer(lowered):
-                out.append((m.start(), "json", m.end(), -1))
+    if len(out) > 1:
+        out.sort(reverse=True)
     return out
 
 
@@ -374,9 +380,7 @@ def _read(region: str, kind: str, start: int, end: int) -> str | None:
     return None if m is None or not _DIGIT.search(m.group()) else _read_prose(m.group())
 
 
-def _search(region: str) -> ParsedAnswer | None:
-    """The last readable marker of ``region``, or None."""
-    candidates = _candidates(region)
+def _first_readable(region: str, candidates: list[_Candidate]) -> ParsedAnswer | None:
     if len(candidates) > 1:
         candidates.sort(reverse=True)
     for _, kind, start, end in candidates:
@@ -384,6 +388,24 @@ def _search(region: str) -> ParsedAnswer | None:
         if value is not None:
             return ParsedAnswer(value, True, kind)
     return None
+
+
+def _search(region: str) -> ParsedAnswer | None:
+    """The last readable marker of ``region``, or None.
+
+    Stated markers ("answer is", JSON) are searched segment by segment, from the end back to each
+    ``####``/box marker in turn, so a text whose last marker is a box is never lower-cased whole.
+    """
+    hi = len(region)
+    for candidate in _structural_candidates(region):
+        found = _first_readable(region, _stated_candidates(region, candidate[0], hi))
+        if found is not None:
+            return found
+        value = _read(region, *candidate[1:])
+        if value is not None:
+            return ParsedAnswer(value, True, candidate[1])
+        hi = candidate[0]
+    return _first_readable(region, _stated_candidates(region, 0, hi))
 
 
 def _fallback(region: str) -> ParsedAnswer | None:
