@@ -31,7 +31,7 @@ from reward_service.regime_w.config import default_config
 from reward_service.regime_w.derived import numbers_in
 from reward_service.regime_w.scorer import ArmText, prepare_arms, score_trajectories
 from shared_schemas import answer as answer_module
-from shared_schemas.answer import normalize_number
+from shared_schemas.answer import gold_answer, normalize_number
 
 
 @dataclass
@@ -95,12 +95,11 @@ def gsm8k_problems(path: str, rng: random.Random, count: int) -> list[Problem]:
             v = normalize_number(m.group(2))
             if v is not None:
                 steps.append((m.group(1), float(v)))
-        gold = row["answer"].rsplit("####", 1)[-1].strip()
-        g = normalize_number(gold)
+        g = gold_answer(row["answer"])
         if not steps or g is None:
             continue
         steps[-1] = (steps[-1][0], float(g))
-        out.append(Problem(row["question"], steps, f"#### {gold}"))
+        out.append(Problem(row["question"], steps, f"#### {g}"))
         if len(out) == count:
             break
     return out

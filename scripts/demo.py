@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from trainer.toy.loop import LoopError, Paths, reward_service, run_toy_loop, write_results_page  # noqa: E402
+from shared_schemas.answer import gold_answer  # noqa: E402
 
 
 def banner(text: str) -> None:
@@ -76,7 +77,9 @@ def toy_item(paths: Paths) -> dict:
     """One toy dev problem with two made-up trajectories and NO arm outputs: the service has the toy
     model generate its 8 arms live."""
     problem = json.loads((paths.data / "dev.jsonl").read_text(encoding="utf-8").splitlines()[0])
-    gold = problem["answer"].rsplit("####", 1)[-1].strip()
+    gold = gold_answer(problem["answer"])
+    if gold is None:
+        raise LoopError(f"toy dev problem without a '#### N' answer: {problem['answer'][-80:]!r}")
     right = problem["answer"].split("\n")
     wrong = [*right[:-1], f"#### {int(gold) + 1}"]
     return {"items": [{"id": "toy-dev-0", "question": problem["question"], "gold_answer": f"#### {gold}",
