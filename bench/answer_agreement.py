@@ -101,7 +101,9 @@ class Tally:
             "rows": n,
             "agree": ok,
             "rate": ok / n if n else None,
-            "disagree_by_class": {c: self.total[c] - self.right[c] for c in sorted(self.total) if self.right[c] < self.total[c]},
+            "disagree_by_class": {
+                c: self.total[c] - self.right[c] for c in sorted(self.total) if self.right[c] < self.total[c]
+            },
         }
 
 
@@ -114,8 +116,9 @@ def corpus_verdicts(mod: ModuleType, rows: list[dict[str, Any]]) -> Tally:
 
 
 def math_verify_verdicts(rows: list[dict[str, Any]]) -> tuple[Tally, float, str]:
-    import math_verify
     from importlib.metadata import version
+
+    import math_verify
 
     logging.getLogger("math_verify").setLevel(logging.ERROR)
     tally = Tally.new()
@@ -183,8 +186,16 @@ def reward_dev(mod: ModuleType, path: Path, classify: bool, examples: int = 3) -
             key = "ours_right" if ours_right else "graded_right" if graded_right else "both_wrong"
             who.setdefault(c, Counter())[key] += 1
             if len(shown.setdefault(c, [])) < examples:
-                shown[c].append({"question": qi, "sample": si, "gold": gold, "graded_answer": graded,
-                                 "parse_answer": parsed.value, "source": parsed.source})
+                shown[c].append(
+                    {
+                        "question": qi,
+                        "sample": si,
+                        "gold": gold,
+                        "graded_answer": graded,
+                        "parse_answer": parsed.value,
+                        "source": parsed.source,
+                    }
+                )
     return {
         "solutions": n,
         "value_agree": value_agree,
@@ -237,8 +248,10 @@ def main(argv: list[str] | None = None) -> int:
     modules: dict[str, ModuleType] = {"current": answer_module}
     if args.baseline_rev:
         modules[f"baseline {args.baseline_rev}"] = load_module_at(args.baseline_rev)
-    result: dict[str, Any] = {"corpus": str(args.corpus.relative_to(ROOT)) if args.corpus.is_relative_to(ROOT)
-                              else args.corpus.name, "corpus_rows": len(rows)}
+    result: dict[str, Any] = {
+        "corpus": str(args.corpus.relative_to(ROOT)) if args.corpus.is_relative_to(ROOT) else args.corpus.name,
+        "corpus_rows": len(rows),
+    }
     for name, mod in modules.items():
         part: dict[str, Any] = {"corpus": corpus_verdicts(mod, rows).summary()}
         part["corpus_parses_per_s"] = round(parse_speed(mod, texts, args.repeats))
@@ -251,8 +264,11 @@ def main(argv: list[str] | None = None) -> int:
         result["current"]["unreadable_boxes_reward_dev"] = unreadable_boxes(dev_texts)
     if not args.no_math_verify and importlib.util.find_spec("math_verify") is not None:
         tally, seconds, mv_version = math_verify_verdicts(rows)
-        result["math_verify"] = {"version": mv_version, "corpus": tally.summary(),
-                                 "corpus_parses_per_s": round(len(rows) / seconds, 1)}
+        result["math_verify"] = {
+            "version": mv_version,
+            "corpus": tally.summary(),
+            "corpus_parses_per_s": round(len(rows) / seconds, 1),
+        }
     result["pathological_200k_seconds"] = pathological_timings()
     result["python"] = platform.python_version()
     text = json.dumps(result, indent=2)

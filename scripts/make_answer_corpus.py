@@ -147,10 +147,7 @@ def r1_unclosed_truncated(pair: Pair, v: Decimal, rng: random.Random) -> str:
 
 def r1_markdown_summary(pair: Pair, v: Decimal, rng: random.Random) -> str:
     steps = "\n\n".join(f"### Step {i}: {'Compute' if i > 1 else 'Start'}\n{s}" for i, s in enumerate(pair.steps, 1))
-    return (
-        f"{_think(pair, rng)}\n\n{steps}\n\n#### Final Answer\n"
-        f"The answer is $\\boxed{{{thousands(v, '{,}')}}}$."
-    )
+    return f"{_think(pair, rng)}\n\n{steps}\n\n#### Final Answer\nThe answer is $\\boxed{{{thousands(v, '{,}')}}}$."
 
 
 def markdown_numbered_heading(pair: Pair, v: Decimal, rng: random.Random) -> str:

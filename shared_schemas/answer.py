@@ -74,8 +74,8 @@ _ANSWER_IS = re.compile(r"answer[\s*]*(?:is\b|=|:)[\s:]*")  # applied to lower-c
 _ANSWER_IS_WORD = re.compile(r"\banswer[\s*]*(?:is\b|=|:)[\s:]*", re.IGNORECASE)
 # A JSON "answer" field: the key (on lower-cased text), then a string or a bare value.
 _JSON_KEY = re.compile(r'"answer"[ \t]*:[ \t]*')
-_JSON_STRING = re.compile(r'"((?:[^"\\\n]|\\.){0,%d})"' % _STATED_MAX_CHARS)
-_JSON_BARE = re.compile(r"[^,}\n]{1,%d}" % _STATED_MAX_CHARS)
+_JSON_STRING = re.compile(rf'"((?:[^"\\\n]|\\.){{0,{_STATED_MAX_CHARS}}})"')
+_JSON_BARE = re.compile(rf"[^,}}\n]{{1,{_STATED_MAX_CHARS}}}")
 _DIGIT = re.compile(r"\d", re.ASCII)
 # Where a stated answer's sentence ends: '.', ';', '!' or '?' before a space or the end, or ', '.
 _SENTENCE_END = re.compile(r"[.;!?](?=\s|$)|,\s")
