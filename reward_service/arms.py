@@ -14,13 +14,15 @@ import asyncio
 import hashlib
 import logging
 import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from reward_service.arm_cache import ArmCache, cache_key
 from reward_service.errors import ArmsUnavailable, GenerationDeadline, GenerationFailed, Overloaded
-from reward_service.generation import ArmPrompt, GenerationBackend, GenerationError
+from reward_service.generation import ArmPrompt, GenerationBackend, GenerationError, GenerationTimeout
 from reward_service.metrics import Metrics
+from reward_service.redact import Redactor
 from reward_service.regime_w.config import RegimeWConfig
 from reward_service.regime_w.scorer import ArmText
 
@@ -93,6 +95,7 @@ class ArmProvider:
         self.batch_window_s = options.batch_window_s
         self.max_pending = options.max_pending
         self.max_batch_questions = options.max_batch_questions
+        self.redactor = Redactor(config)
         self._inflight: dict[str, asyncio.Future[tuple[ArmText, ...]]] = {}
         self._queue: asyncio.Queue[_Pending] | None = None
         self._worker: asyncio.Task[None] | None = None
@@ -209,9 +212,8 @@ class ArmProvider:
             if len(texts) != len(prompts):
                 raise GenerationError(f"backend returned {len(texts)} texts for {len(prompts)} prompts")
         except Exception as exc:  # noqa: BLE001 - every backend failure is reported to its waiters
-            log.error("arm generation failed for %d question(s): %s", len(batch), exc)
             self.metrics.generation_failures.inc()
-            error = GenerationFailed(f"arm generation failed: {exc}")
+            error = self._failure(exc, len(batch))
             for p in batch:
                 self._inflight.pop(p.key, None)
                 if not p.future.done():
@@ -233,6 +235,28 @@ class ArmProvider:
             if not p.future.done():
                 p.future.set_result(arms)
         log.info("generated arms for %d question(s) (%d prompts) in %.2f s", len(batch), len(prompts), elapsed)
+
+    def _failure(self, exc: Exception, questions: int) -> GenerationFailed:
+        """Log a failed generation and build the 502 its waiters get. Neither holds foreign text: the
+        upstream's body (or a library's message) may echo the arm prompts, so it goes to the DEBUG
+        log only, redacted; the response names the upstream status and a request id to look up."""
+        request_id = uuid.uuid4().hex[:16]
+        if isinstance(exc, GenerationError):
+            summary, status, detail = str(exc), exc.upstream_status, exc.detail
+        else:
+            summary, status, detail = type(exc).__name__, None, str(exc)
+        log.error("arm generation failed for %d question(s) [request %s]: %s", questions, request_id, summary)
+        if detail and log.isEnabledFor(logging.DEBUG):
+            log.debug("arm generation failure detail [request %s] (redacted): %s", request_id, self.redactor.redact(detail))
+        if isinstance(exc, GenerationTimeout):
+            what = "the arm model exceeded its deadline"
+        elif status is not None and status < 400:
+            what = f"the arm model's server sent a reply of an unexpected shape (HTTP {status})"
+        elif status is not None:
+            what = f"the arm model's server answered HTTP {status}"
+        else:
+            what = "the arm model failed"
+        return GenerationFailed(f"arm generation failed: {what} (request id {request_id}; details in the service log)")
 
     async def precompute(self, questions: Sequence[str]) -> dict[str, int]:
         """Fill the cache for many questions (deduplicated); returns counts."""

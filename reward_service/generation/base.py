@@ -72,7 +72,15 @@ class BackendConfig:
 
 
 class GenerationError(RuntimeError):
-    """A backend failed to generate; the message says which backend and what failed."""
+    """A backend failed to generate. The message says which backend and what failed and holds no
+    foreign text; ``upstream_status`` is the HTTP status an upstream answered, ``detail`` what it
+    (or a third-party library) said, which may echo the prompts: the service logs it at DEBUG
+    only, redacted, and never returns it."""
+
+    def __init__(self, message: str, *, upstream_status: int | None = None, detail: str | None = None) -> None:
+        super().__init__(message)
+        self.upstream_status = upstream_status
+        self.detail = detail
 
 
 class GenerationTimeout(GenerationError):

@@ -213,7 +213,9 @@ class HFBackend:
         except Exception as exc:  # jinja raises TemplateError, e.g. "System role not supported"
             merged = _merge_system(messages)
             if merged == messages:
-                raise GenerationError(f"backend 'hf': chat template of {self.model_id!r} failed: {exc}") from exc
+                raise GenerationError(
+                    f"backend 'hf': chat template of {self.model_id!r} failed ({type(exc).__name__})", detail=str(exc)
+                ) from exc
             return self.tokenizer.apply_chat_template(merged, add_generation_prompt=True, tokenize=False)
 
     def encode_prompts(self, prompts: Sequence[ArmPrompt]) -> list[list[int]]:
@@ -299,7 +301,9 @@ class HFBackend:
         except _Deadline:
             raise self._timeout(total) from None
         except (RuntimeError, ValueError, IndexError) as exc:
-            raise GenerationError(f"backend 'hf' ({self.model_id}) generation failed: {type(exc).__name__}: {exc}") from exc
+            raise GenerationError(
+                f"backend 'hf' ({self.model_id}) generation failed: {type(exc).__name__}", detail=str(exc)
+            ) from exc
         new_tokens = out[:, prompt_len:].tolist()
         kept: list[list[int]] = []
         eos = set() if self.ignore_eos else set(self.eos_ids)

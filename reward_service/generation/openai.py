@@ -4,7 +4,8 @@ Prompts that are identical except for their seed (the service asks an arm ``n`` 
 ``POST {base_url}/chat/completions`` with ``n``; distinct prompts go out concurrently (a thread
 pool of ``max_concurrency`` over one pooled ``httpx.Client``). 429 / 503 / connection errors are
 retried (at most 3 times, honouring ``Retry-After``, else exponential backoff with jitter); other
-HTTP errors fail at once with their status and a body excerpt. ``timeout_s`` is the deadline of one
+HTTP errors fail at once with their status (the body excerpt goes to ``GenerationError.detail``,
+never into the message: an upstream may echo the private prompts). ``timeout_s`` is the deadline of one
 ``generate`` call, retries and queueing included.
 """
 
@@ -81,19 +82,24 @@ class OpenAIBackend:
             return str(data[0]["id"])
         except (ValueError, KeyError, IndexError, TypeError) as exc:
             raise GenerationError(
-                f"backend 'openai': {url} did not list a model ({type(exc).__name__}); "
-                f"body: {response.text[:_BODY_EXCERPT]!r}; pass model= explicitly"
+                f"backend 'openai': {url} did not list a model ({type(exc).__name__}); pass model= explicitly",
+                upstream_status=response.status_code, detail=response.text[:_BODY_EXCERPT],
             ) from exc
 
     # -- HTTP ----------------------------------------------------------------------------------
 
     def _request(self, method: str, url: str, body: dict[str, Any] | None, deadline: float) -> httpx.Response:
         """One call with retries on 429/503/connection errors, bounded by ``deadline``."""
-        last_problem = ""
+        last_problem = ""  # what went wrong, without the upstream's body (that is last_detail)
+        last_status: int | None = None
+        last_detail: str | None = None
         for attempt in range(MAX_RETRIES + 1):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise GenerationTimeout(f"backend 'openai': {url} exceeded the {self.timeout_s:g} s deadline {last_problem}".rstrip())
+                raise GenerationTimeout(
+                    f"backend 'openai': {url} exceeded the {self.timeout_s:g} s deadline {last_problem}".rstrip(),
+                    upstream_status=last_status, detail=last_detail,
+                )
             timeout = httpx.Timeout(remaining, connect=min(10.0, remaining))
             retry_after: float | None = None
             try:
@@ -107,10 +113,13 @@ class OpenAIBackend:
             else:
                 if response.status_code < 400:
                     return response
-                excerpt = response.text[:_BODY_EXCERPT]
+                last_status, last_detail = response.status_code, response.text[:_BODY_EXCERPT]
                 if response.status_code not in RETRY_STATUSES:
-                    raise GenerationError(f"backend 'openai': {method} {url} returned HTTP {response.status_code}: {excerpt}")
-                last_problem = f"HTTP {response.status_code}: {excerpt}"
+                    raise GenerationError(
+                        f"backend 'openai': {method} {url} returned HTTP {response.status_code}",
+                        upstream_status=last_status, detail=last_detail,
+                    )
+                last_problem = f"HTTP {response.status_code}"
                 retry_after = _parse_retry_after(response.headers.get("retry-after"))
             if attempt == MAX_RETRIES:
                 break
@@ -118,10 +127,13 @@ class OpenAIBackend:
             if time.monotonic() + pause > deadline:
                 raise GenerationTimeout(
                     f"backend 'openai': {url} would retry after {pause:.2f} s, past the {self.timeout_s:g} s deadline "
-                    f"(last: {last_problem})"
+                    f"(last: {last_problem})", upstream_status=last_status, detail=last_detail,
                 )
             time.sleep(pause)
-        raise GenerationError(f"backend 'openai': {method} {url} failed after {MAX_RETRIES + 1} attempts: {last_problem}")
+        raise GenerationError(
+            f"backend 'openai': {method} {url} failed after {MAX_RETRIES + 1} attempts: {last_problem}",
+            upstream_status=last_status, detail=last_detail,
+        )
 
     def _complete(self, prompt: ArmPrompt, n: int, deadline: float) -> list[str]:
         body = {
@@ -140,8 +152,8 @@ class OpenAIBackend:
             texts = [_choice_text(c) for c in choices]
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise GenerationError(
-                f"backend 'openai': {url} returned a malformed completion ({type(exc).__name__}: {exc}); "
-                f"body: {response.text[:_BODY_EXCERPT]!r}"
+                f"backend 'openai': {url} returned a malformed completion ({type(exc).__name__})",
+                upstream_status=response.status_code, detail=f"{exc}; body: {response.text[:_BODY_EXCERPT]}",
             ) from exc
         if not texts or len(texts) > n:
             raise GenerationError(f"backend 'openai': {url} returned {len(texts)} choices for n={n} (arm {prompt.arm!r})")

@@ -54,7 +54,9 @@ class VLLMBackend:
             try:
                 outputs = self._llm.chat(conversations, sampling_params=params, use_tqdm=False)
             except Exception as exc:
-                raise GenerationError(f"backend 'vllm' ({self.model_id}) generation failed: {type(exc).__name__}: {exc}") from exc
+                raise GenerationError(
+                    f"backend 'vllm' ({self.model_id}) generation failed: {type(exc).__name__}", detail=str(exc)
+                ) from exc
         if len(outputs) != len(prompts):
             raise GenerationError(f"backend 'vllm' returned {len(outputs)} outputs for {len(prompts)} prompts")
         return [out.outputs[0].text for out in outputs]
