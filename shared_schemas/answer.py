@@ -123,6 +123,8 @@ _LATEX_REPLACEMENTS = (
 )
 # A plain number (fast path: normalize_number reads it) and the unit words that may follow a value.
 _PLAIN_NUMBER = re.compile(r"[-+−–]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:[eE][-+]?\d+)?|[-+]?\.\d+", re.ASCII)
+# A number, maybe with '$', one lower-case unit word and a period: read without the general path.
+_SIMPLE_VALUE = re.compile(r"[ \t]*\$?([-−–]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?)[ \t]*(?:[a-z]+[ \t]*)?\.?[ \t]*")
 _SPACED_THOUSANDS = re.compile(r"[-−–]?\d{1,3}(?:[ \u00a0]\d{3})+(?:\.\d+)?")
 _QUOTES = " \t\n\"'`"  # stripped around a stated X: '"answer": "\"42\""', "`$42`"
 _UNIT_CHARS = frozenset("²³°/.'’-")
@@ -220,9 +222,9 @@ def _read_value(raw: str, lowercase_units: bool) -> str | None:
     ``lowercase_units``: unit words must start lower-case (``#### 18 dollars`` is an answer,
     ``#### 3 Results`` a heading).
     """
-    plain_number = _PLAIN_NUMBER.fullmatch(raw.strip())
-    if plain_number is not None:  # fast path: "72", "1,234", "-0.5"
-        return normalize_number(plain_number.group())
+    simple = _SIMPLE_VALUE.fullmatch(raw)
+    if simple is not None:  # fast path: "72", "1,234", "$-0.5", "18 dollars."
+        return normalize_number(simple.group(1))
     s = _unlatex(raw)
     if "\\" in s:  # \frac{a}{b}, \times, \cdot, \div
         s = plain(s)
@@ -306,9 +308,16 @@ _Candidate = tuple[int, str, int, int]
 
 def _box_candidates(region: str, out: list[_Candidate]) -> None:
     """Every closed box: one pass over the braces after the first box, with a stack of open ones."""
-    opener = {m.end(): m.start() for m in _BOXED.finditer(region)}
-    if not opener:
+    matches = list(_BOXED.finditer(region))
+    if not matches:
         return
+    if len(matches) == 1:  # fast path: one box without nested braces
+        start = matches[0].end()
+        close = region.find("}", start, start + _STATED_MAX_CHARS + 1)
+        if close != -1 and region.find("{", start, close) == -1:
+            out.append((matches[0].start(), "boxed", start, close))
+            return
+    opener = {m.end(): m.start() for m in matches}
     stack: list[int] = []  # brace positions (content starts), boxes and plain braces alike
     for brace in _BRACE.finditer(region, min(opener) - 1):
         if brace.group() == "{":
@@ -321,9 +330,9 @@ def _box_candidates(region: str, out: list[_Candidate]) -> None:
 
 def _stated_candidates(region: str, lo: int, hi: int) -> list[_Candidate]:
     """The "answer is" / "Answer:" / JSON ``"answer":`` markers that start in ``region[lo:hi]``."""
-    segment = region[lo:hi]
-    if "nswer" not in segment and "NSWER" not in segment:
+    if region.find("nswer", lo, hi) == -1 and region.find("NSWER", lo, hi) == -1:
         return []
+    segment = region if lo == 0 and hi == len(region) else region[lo:hi]
     out: list[_Candidate] = []
     lowered = segment.lower()  # a case-sensitive pattern on a lowered copy is much faster
     if len(lowered) != len(segment):  # a few non-ASCII letters change length when lower-cased
@@ -341,14 +350,16 @@ def _stated_candidates(region: str, lo: int, hi: int) -> list[_Candidate]:
     return out
 
 
-def _structural_candidates(region: str) -> list[_Candidate]:
-    """``#### X`` and box markers, the last one first."""
+def _structural_candidates(region: str, limit: int) -> list[_Candidate]:
+    """``#### X`` and box markers that start before ``limit``, the last one first."""
     out: list[_Candidate] = []
-    if "####" in region:
-        for m in _HASHES.finditer(region):
+    if region.find("####", 0, limit) != -1:
+        for m in _HASHES.finditer(region, 0, limit):
             out.append((m.start(), "hashes", m.end(), -1))
-    if "box" in region:
+    if region.find("box", 0, limit) != -1:
         _box_candidates(region, out)
+        if limit < len(region):
+            out = [c for c in out if c[0] < limit]
     if len(out) > 1:
         out.sort(reverse=True)
     return out
@@ -390,14 +401,14 @@ def _first_readable(region: str, candidates: list[_Candidate]) -> ParsedAnswer |
     return None
 
 
-def _search(region: str) -> ParsedAnswer | None:
-    """The last readable marker of ``region``, or None.
+def _search(region: str, limit: int | None = None) -> ParsedAnswer | None:
+    """The last readable marker of ``region`` that starts before ``limit`` (default: anywhere), or None.
 
     Stated markers ("answer is", JSON) are searched segment by segment, from the end back to each
     ``####``/box marker in turn, so a text whose last marker is a box is never lower-cased whole.
     """
-    hi = len(region)
-    for candidate in _structural_candidates(region):
+    hi = len(region) if limit is None else limit
+    for candidate in _structural_candidates(region, hi):
         found = _first_readable(region, _stated_candidates(region, candidate[0], hi))
         if found is not None:
             return found
@@ -425,7 +436,8 @@ def _parse(text: str) -> ParsedAnswer:
     if cut == -1:
         return _search(text) or _fallback(text) or _NONE
     after = text[cut + len(_THINK_CLOSE) :]
-    return _search(after) or _search(text) or _fallback(after) or _fallback(text) or _NONE
+    # no marker after the last </think>: the whole text, whose markers from ``cut`` on were just tried
+    return _search(after) or _search(text, cut) or _fallback(after) or _fallback(text) or _NONE
 
 
 _parse_cached = lru_cache(maxsize=_CACHE_SIZE)(_parse)
