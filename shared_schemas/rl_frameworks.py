@@ -81,8 +81,8 @@ def question_from_prompt(prompt: str) -> str:
     best: re.Match[str] | None = None
     for pattern in _USER_TURNS:
         last = None
-        for last in pattern.finditer(prompt):
-            pass
+        for found in pattern.finditer(prompt):
+            last = found
         if last is not None and (best is None or last.end() > best.end()):
             best = last
     return strip_instruction(best.group(1) if best is not None else prompt)

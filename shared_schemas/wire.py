@@ -182,7 +182,7 @@ class OpenRLHFRequest(WireModel):
     metas: list[dict[str, Any]] | None = Field(default=None, max_length=MAX_OPENRLHF_QUERIES)
 
     @model_validator(mode="after")
-    def _lengths_match(self) -> "OpenRLHFRequest":
+    def _lengths_match(self) -> OpenRLHFRequest:
         n = len(self.query)
         for name in ("prompts", "labels", "metas"):
             value = getattr(self, name)

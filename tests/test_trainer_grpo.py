@@ -14,7 +14,6 @@ from trainer.configs import DataArguments, LoraArguments, ModelArguments, Reward
 from trainer.stages.grpo import GRPOStageConfig, build_dataset, plan
 
 
-
 @pytest.fixture(scope="module")
 def service(tiny_model_dir, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("grpo-service")

@@ -55,6 +55,7 @@ __all__ = [
     "question_text",
     "read_batch",
     "build_items",
+    "scatter_scores",
 ]
 
 #: The score components logged per call (``regime_w/<name>``).
@@ -211,7 +212,8 @@ def build_items(batch: RewardBatch) -> tuple[list[ScoreItem], list[list[int]]]:
     return items, positions
 
 
-def _scatter(n: int, positions: list[list[int]], response: ScoreResponse) -> list[TrajectoryScore]:
+def scatter_scores(n: int, positions: list[list[int]], response: ScoreResponse) -> list[TrajectoryScore]:
+    """The response's scores back in the order of the ``n`` completions (``positions`` from ``build_items``)."""
     out: list[TrajectoryScore | None] = [None] * n
     for members, result in zip(positions, response.results):
         for i, score in zip(members, result.scores):
@@ -325,7 +327,7 @@ class _RegimeWBase:
 
     def _finish(self, columns: Mapping[str, Any], n: int, positions: list[list[int]], response: ScoreResponse,
                 waited: float, requests: int) -> list[float | None]:
-        scores = _scatter(n, positions, response)
+        scores = scatter_scores(n, positions, response)
         self.last_scores = scores
         log_scores(columns, scores, waited, requests)
         return [getattr(s, self.reward_key) for s in scores]
@@ -395,7 +397,7 @@ class RegimeWReward(_RegimeWBase):
         if not items:
             return []
         response, _ = self._send(items)
-        self.last_scores = _scatter(len(completions), positions, response)
+        self.last_scores = scatter_scores(len(completions), positions, response)
         return self.last_scores
 
 
@@ -467,7 +469,7 @@ class AsyncRegimeWReward(_RegimeWBase):
         if not items:
             return []
         response, _ = await self._send(items)
-        self.last_scores = _scatter(len(completions), positions, response)
+        self.last_scores = scatter_scores(len(completions), positions, response)
         return self.last_scores
 
 

@@ -7,20 +7,22 @@ chunks through the scoring engine and answers OpenRLHF's ``{rewards, scores, ext
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Depends
 from pydantic import ValidationError
-
-from shared_schemas.wire import OpenRLHFRequest, OpenRLHFResponse, ScoreRequest
 
 from reward_service.auth import require_api_key
 from reward_service.errors import ArmsUnavailable, InvalidRequest
 from reward_service.openrlhf_compat import CompatError, CompatLimits, build_response, chunk_items, plan_groups
 from reward_service.routers.deps import RuntimeDep
 from reward_service.settings import Settings
+from reward_service.strict_json import StrictJSONRoute
+from shared_schemas.wire import OpenRLHFRequest, OpenRLHFResponse, ScoreRequest
 
-router = APIRouter(tags=["openrlhf"], dependencies=[Depends(require_api_key)])
+router = APIRouter(tags=["openrlhf"], dependencies=[Depends(require_api_key)], route_class=StrictJSONRoute)
 
-_ERRORS = {
+_ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"description": "backend 'provided': this service cannot generate the arms /get_reward needs"},
     401: {"description": "missing or invalid API key (Authorization: Bearer <key>)"},
     413: {"description": "request body over the limit (REGIME_W_MAX_BODY_BYTES)"},

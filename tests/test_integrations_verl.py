@@ -1,0 +1,146 @@
+"""verl 0.9.1's own code loads ``trainer/integrations/verl_reward.py`` and scores a small batch with it
+against a live, keyed ``regime-w-serve`` (hf backend, tiny model) on loopback.
+
+Needs the ``integrations`` extra (``pip install -e ".[integrations]"`` then
+``pip install --no-deps verl==0.9.1``: verl's own dependency list pulls a GPU stack). Skipped
+without verl. Run: ``python -m pytest -m integrations tests/test_integrations_verl.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.integrations
+
+verl = pytest.importorskip("verl", reason="the integrations extra (verl 0.9.1 --no-deps) is not installed")
+
+import torch  # noqa: E402
+from omegaconf import OmegaConf  # noqa: E402
+
+from trainer.integrations import integration_files, verl_reward  # noqa: E402
+
+QUESTIONS = ["Tom has 3 apples and buys 4 more. How many apples?", "A pen costs $2. How much do 5 pens cost?"]
+GOLDS = ["7", "10"]
+RESPONSES = [["3+4 = 7. The answer is \\boxed{7}.", "3+4 = 8. #### 8"],
+             ["2*5 = 10. #### 10", "2*5 = 12. The answer is 12."]]
+
+
+@pytest.fixture(scope="module")
+def service(live_service):
+    return live_service
+
+
+@pytest.fixture(autouse=True)
+def service_env(service, monkeypatch):
+    monkeypatch.setenv("REGIME_W_URL", service.url)
+    monkeypatch.setenv("REGIME_W_API_KEY", service.api_key)
+    monkeypatch.setenv("REGIME_W_COALESCE_MS", "200")  # a CPU-loaded test machine: a wide window
+    verl_reward.reset()
+    yield
+    verl_reward.reset()
+
+
+def requests_seen(service) -> float:
+    text = httpx.get(service.url + "/metrics").text
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("regime_w_requests_total{") and 'route="/v1/score"' in line and 'status="200"' in line)
+
+
+def batch(tokenizer, *, label_free: bool = False, with_question: bool = True):
+    """A verl ``DataProto`` as its rollout hands it to the reward: prompts, responses, masks, non-tensors."""
+    from verl import DataProto
+
+    prompts, responses, sources, models, extras = [], [], [], [], []
+    for q, gold, answers in zip(QUESTIONS, GOLDS, RESPONSES):
+        for answer in answers:
+            prompts.append(tokenizer(q, add_special_tokens=False)["input_ids"])
+            responses.append(tokenizer(answer, add_special_tokens=False)["input_ids"])
+            sources.append("openai/gsm8k")
+            models.append({"style": "rule", "ground_truth": "" if label_free else gold})
+            extras.append({"split": "train", "index": len(extras), "question": q} if with_question else {})
+    p_len, r_len = max(map(len, prompts)), max(map(len, responses))
+    pad = tokenizer.pad_token_id
+    prompt_ids = torch.tensor([[pad] * (p_len - len(p)) + p for p in prompts])  # left-padded prompts
+    response_ids = torch.tensor([r + [pad] * (r_len - len(r)) for r in responses])  # right-padded responses
+    mask = torch.tensor([[0] * (p_len - len(p)) + [1] * len(p) + [1] * len(r) + [0] * (r_len - len(r))
+                         for p, r in zip(prompts, responses)])
+    return DataProto.from_dict(
+        tensors={"prompts": prompt_ids, "responses": response_ids, "attention_mask": mask,
+                 "input_ids": torch.cat([prompt_ids, response_ids], dim=1)},
+        non_tensors={"data_source": np.array(sources, dtype=object), "reward_model": np.array(models, dtype=object),
+                     "extra_info": np.array(extras, dtype=object)},
+    )
+
+
+def loop_config(tiny_model_dir, name: str):
+    return OmegaConf.create({
+        "actor_rollout_ref": {"model": {"path": str(tiny_model_dir), "tokenizer_path": None}},
+        "reward": {
+            "num_workers": 1,
+            "custom_reward_function": {"path": integration_files()["verl"], "name": name, "reward_kwargs": {}},
+            "reward_manager": {"source": "register", "name": "naive",
+                               "module": {"path": None, "name": "custom_reward_manager"}},
+            "reward_model": {"enable": False, "model_path": None},
+            "sandbox_fusion": None,
+        },
+    })
+
+
+@pytest.mark.parametrize("name", ["compute_score", "compute_score_async"])
+def test_verl_reward_loop_worker_scores_a_batch(name, tiny_model_dir, service):
+    """verl 0.9.1's ``RewardLoopWorker`` (what ``RewardLoopManager`` runs as a Ray actor): our function
+    through ``get_custom_reward_fn`` and the ``naive`` manager, every sample of the batch at once."""
+    from verl.experimental.reward_loop.reward_loop import RewardLoopWorker
+    from verl.experimental.reward_loop.reward_manager import NaiveRewardManager
+
+    worker = RewardLoopWorker(loop_config(tiny_model_dir, name))
+    assert isinstance(worker.reward_manager, NaiveRewardManager)
+    data = batch(worker.input_tokenizer)
+    before = requests_seen(service)
+    outputs = worker.loop.run_until_complete(worker.compute_score_batch(data))
+    sent = requests_seen(service) - before
+    scores = [o["reward_score"] for o in outputs]
+    extra = [o["reward_extra_info"] for o in outputs]
+    assert [e["correctness"] for e in extra] == [1.0, 0.0, 1.0, 0.0]
+    assert [e["score01"] for e in extra] == [1.0, 0.0, 1.0, 0.0]
+    assert scores[0] > scores[1] and scores[2] > scores[3]
+    rm = NaiveRewardManager.assemble_rm_scores(data, scores)  # what the manager turns them into
+    assert rm.shape == data.batch["responses"].shape and rm.sum(dim=1).tolist() == pytest.approx(scores)
+    assert sent == 1, f"{sent} HTTP requests for one batch of {len(data)} responses"
+
+
+def test_legacy_batch_manager_one_request_per_batch(tiny_model_dir, service):
+    """verl 0.9.1's ``BatchRewardManager`` (``verl.workers.reward_manager.batch``) with our batched function,
+    loaded by ``get_custom_reward_fn``."""
+    from transformers import AutoTokenizer
+    from verl.trainer.ppo.reward import get_custom_reward_fn
+    from verl.workers.reward_manager import BatchRewardManager
+
+    fn = get_custom_reward_fn(OmegaConf.create({"reward": {"custom_reward_function": {
+        "path": integration_files()["verl"], "name": "compute_score_batch", "reward_kwargs": {}}}}))
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    manager = BatchRewardManager(tokenizer, num_examine=0, compute_score=fn)
+    data = batch(tokenizer, label_free=True)
+    before = requests_seen(service)
+    out = manager(data, return_dict=True)
+    assert requests_seen(service) - before == 1
+    info = out["reward_extra_info"]
+    assert info["label_free"] == [1.0] * 4 and info["score01"] == info["s_wm"]
+    assert all(0.0 <= v <= 1.0 for v in info["score01"])
+    assert out["reward_tensor"].sum(dim=1).tolist() == pytest.approx(info["score"])
+
+
+def test_a_missing_question_is_a_clear_error(tiny_model_dir, service):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    data = batch(tokenizer, with_question=False)
+    with pytest.raises(ValueError, match=r"extra_info\['question'\] is missing"):
+        verl_reward.compute_score_batch(data.non_tensor_batch["data_source"], ["#### 7"] * 4,
+                                        ["7"] * 4, list(data.non_tensor_batch["extra_info"]))
+    with pytest.raises(ValueError, match="extra_info"):
+        asyncio.run(verl_reward.compute_score_async("gsm8k", "#### 7", "7", {}))

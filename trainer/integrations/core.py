@@ -1,0 +1,281 @@
+"""What the framework integrations share: settings from the environment, one scoring call for a
+list of samples, and coalescers that merge concurrent per-sample calls into one HTTP request.
+
+OpenRLHF and verl's reward loop call a reward function once per sample, from many threads
+(OpenRLHF: ``asyncio.to_thread``; verl's ``naive`` manager: an executor) or many coroutines (verl's
+async ``compute_score``). A coalescer holds each call for at most ``coalesce_ms`` while others
+arrive, then sends every sample it holds in one ``POST /v1/score`` (the samples of one question
+grouped into one item, so its arms are looked up once), and hands each caller its own scores.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+from shared_schemas.wire import TrajectoryScore
+from trainer.reward_client import AsyncRewardClient, RewardClient
+from trainer.rewards import RewardBatch, build_items, scatter_scores
+
+__all__ = [
+    "ENV_PREFIX",
+    "LOG_KEYS",
+    "IntegrationError",
+    "IntegrationSettings",
+    "Sample",
+    "score_samples",
+    "score_samples_async",
+    "score_fields",
+    "SyncCoalescer",
+    "AsyncCoalescer",
+]
+
+log = logging.getLogger("trainer.integrations")
+
+ENV_PREFIX = "REGIME_W_"
+#: Per-sample values every integration reports beside the reward (the same keys for every sample).
+LOG_KEYS = ("s_end", "s_path", "s_cf", "s_wm", "length_penalty", "correctness", "label_free")
+
+
+class IntegrationError(ValueError):
+    """A sample the integration cannot score as given (the message says what to add or change)."""
+
+
+def _env_float(name: str, default: float) -> float:
+    raw = os.environ.get(ENV_PREFIX + name)
+    if raw is None or not raw.strip():
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise IntegrationError(f"{ENV_PREFIX}{name}={raw!r} is not a number") from None
+
+
+def _env_bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(ENV_PREFIX + name)
+    if raw is None or not raw.strip():
+        return default
+    value = raw.strip().lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off"}:
+        return False
+    raise IntegrationError(f"{ENV_PREFIX}{name}={raw!r}: use 1/0, true/false")
+
+
+@dataclass(frozen=True)
+class IntegrationSettings:
+    """How an integration reaches the service; every field from ``REGIME_W_*`` (see ``from_env``).
+
+    The URL and the API key are resolved by the client itself (``REGIME_W_URL``,
+    ``REGIME_W_API_KEY`` or the file named by ``REGIME_W_API_KEY_FILE``).
+    """
+
+    label_free: bool = False  # REGIME_W_LABEL_FREE: never send the gold
+    batch_items: int = 256  # REGIME_W_BATCH_ITEMS: questions per HTTP request (the service's max_items)
+    timeout_s: float = 300.0  # REGIME_W_TIMEOUT_S: one request's read timeout
+    coalesce_ms: float = 20.0  # REGIME_W_COALESCE_MS: how long a per-sample call waits for others (0: never)
+    coalesce_max: int = 4096  # REGIME_W_COALESCE_MAX: send at once when this many samples wait
+    client_fields: Mapping[str, Any] = field(default_factory=dict)  # more client keywords (patience_s, ...)
+
+    @classmethod
+    def from_env(cls) -> IntegrationSettings:
+        fields: dict[str, Any] = {}
+        if os.environ.get(ENV_PREFIX + "PATIENCE_S"):
+            fields["patience_s"] = _env_float("PATIENCE_S", 600.0)
+        settings = cls(
+            label_free=_env_bool("LABEL_FREE", False),
+            batch_items=int(_env_float("BATCH_ITEMS", 256)),
+            timeout_s=_env_float("TIMEOUT_S", 300.0),
+            coalesce_ms=_env_float("COALESCE_MS", 20.0),
+            coalesce_max=int(_env_float("COALESCE_MAX", 4096)),
+            client_fields=fields,
+        )
+        if settings.batch_items < 1 or settings.coalesce_max < 1 or settings.coalesce_ms < 0 or settings.timeout_s <= 0:
+            raise IntegrationError(f"out of range: {settings} (batch_items, coalesce_max >= 1; coalesce_ms >= 0)")
+        return settings
+
+    def client_kwargs(self) -> dict[str, Any]:
+        return {"timeout_s": self.timeout_s, "batch_items": self.batch_items, **self.client_fields}
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One response to score: its question, the response text, and the gold (None: label-free)."""
+
+    question: str
+    response: str
+    gold: str | None
+
+
+def _batch(samples: Sequence[Sample], label_free: bool) -> RewardBatch:
+    return RewardBatch(
+        questions=[s.question for s in samples],
+        texts=[s.response for s in samples],
+        golds=[None if label_free else s.gold for s in samples],
+    )
+
+
+def score_samples(client: RewardClient, samples: Sequence[Sample], *, label_free: bool = False) -> list[TrajectoryScore]:
+    """Every sample's score in one ``client.score`` call (``ceil(questions / batch_items)`` requests)."""
+    if not samples:
+        return []
+    items, positions = build_items(_batch(samples, label_free))
+    return scatter_scores(len(samples), positions, client.score(items))
+
+
+async def score_samples_async(
+    client: AsyncRewardClient, samples: Sequence[Sample], *, label_free: bool = False
+) -> list[TrajectoryScore]:
+    """``score_samples`` on the async client."""
+    if not samples:
+        return []
+    items, positions = build_items(_batch(samples, label_free))
+    return scatter_scores(len(samples), positions, await client.score(items))
+
+
+def score_fields(score: TrajectoryScore, labelled: bool) -> dict[str, float]:
+    """The reward, a 0-1 ``score01`` (correctness when labelled, ``s_wm`` when label-free) and the
+    ``LOG_KEYS`` of one sample, as plain floats (``correctness`` is 0 where label-free)."""
+    out = {"reward": float(score.reward)}
+    value = score.correctness if labelled else score.s_wm
+    out["score01"] = min(1.0, max(0.0, float(value))) if value is not None else 0.0
+    for key in LOG_KEYS[:-1]:
+        v = getattr(score, key)
+        out[key] = float(v) if v is not None else 0.0
+    out["label_free"] = 0.0 if labelled else 1.0
+    return out
+
+
+# ------------------------------------------------------------------------------------ coalescers
+
+
+class SyncCoalescer:
+    """Merge per-sample calls from many threads into one HTTP request per ``coalesce_ms`` window.
+
+    The first caller of a window waits ``coalesce_ms`` (or until ``coalesce_max`` samples wait), then
+    scores every waiting sample in one call and resolves each caller's future. ``requests`` counts
+    the scoring calls sent (a call may be several HTTP requests past ``batch_items`` questions)."""
+
+    def __init__(self, settings: IntegrationSettings) -> None:
+        self.settings = settings
+        self._lock = threading.Lock()
+        self._full = threading.Condition(self._lock)
+        self._pending: list[tuple[list[Sample], Future[list[TrajectoryScore]]]] = []
+        self._waiting = 0
+        self._client: RewardClient | None = None
+        self.requests = 0
+
+    @property
+    def client(self) -> RewardClient:
+        with self._lock:
+            if self._client is None:
+                self._client = RewardClient(**self.settings.client_kwargs())
+            return self._client
+
+    def close(self) -> None:
+        with self._lock:
+            client, self._client = self._client, None
+        if client is not None:
+            client.close()
+
+    def score(self, samples: Sequence[Sample]) -> list[TrajectoryScore]:
+        future: Future[list[TrajectoryScore]] = Future()
+        with self._lock:
+            self._pending.append((list(samples), future))
+            self._waiting += len(samples)
+            leader = len(self._pending) == 1
+            if self._waiting >= self.settings.coalesce_max:
+                self._full.notify_all()
+        if leader:
+            self._lead()
+        return future.result()
+
+    def _lead(self) -> None:
+        deadline = time.monotonic() + self.settings.coalesce_ms / 1000.0
+        with self._lock:
+            while self._waiting < self.settings.coalesce_max:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._full.wait(left)
+            taken, self._pending, self._waiting = self._pending, [], 0
+        flat = [s for samples, _ in taken for s in samples]
+        try:
+            scores = score_samples(self.client, flat, label_free=self.settings.label_free)
+        except BaseException as exc:  # every waiting caller gets the error, not a hang
+            for _, future in taken:
+                future.set_exception(exc)
+            return
+        finally:
+            self.requests += 1
+        at = 0
+        for samples, future in taken:
+            future.set_result(scores[at:at + len(samples)])
+            at += len(samples)
+
+
+class AsyncCoalescer:
+    """``SyncCoalescer`` for coroutines of one event loop (verl's async reward loop): calls awaiting
+    within ``coalesce_ms`` of each other share one HTTP request."""
+
+    def __init__(self, settings: IntegrationSettings) -> None:
+        self.settings = settings
+        self._pending: list[tuple[list[Sample], asyncio.Future[list[TrajectoryScore]]]] = []
+        self._waiting = 0
+        self._flush: asyncio.Task[None] | None = None
+        self._full: asyncio.Event | None = None
+        self._client: AsyncRewardClient | None = None
+        self.requests = 0
+
+    async def aclose(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            await client.close()
+
+    async def score(self, samples: Sequence[Sample]) -> list[TrajectoryScore]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[TrajectoryScore]] = loop.create_future()
+        self._pending.append((list(samples), future))
+        self._waiting += len(samples)
+        if self._full is None:
+            self._full = asyncio.Event()
+        if self._waiting >= self.settings.coalesce_max:
+            self._full.set()
+        if self._flush is None:
+            self._flush = loop.create_task(self._send_when_ready(self._full))
+        return await future
+
+    async def _send_when_ready(self, full: asyncio.Event) -> None:
+        try:
+            await asyncio.wait_for(full.wait(), self.settings.coalesce_ms / 1000.0)
+        except TimeoutError:
+            pass
+        taken, self._pending, self._waiting = self._pending, [], 0
+        self._flush, self._full = None, None
+        flat = [s for samples, _ in taken for s in samples]
+        try:
+            if self._client is None:
+                self._client = AsyncRewardClient(**self.settings.client_kwargs())
+            scores = await score_samples_async(self._client, flat, label_free=self.settings.label_free)
+        except BaseException as exc:
+            for _, future in taken:
+                if not future.done():
+                    future.set_exception(exc)
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            return
+        finally:
+            self.requests += 1
+        at = 0
+        for samples, future in taken:
+            if not future.done():
+                future.set_result(scores[at:at + len(samples)])
+            at += len(samples)

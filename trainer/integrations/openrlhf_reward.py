@@ -1,0 +1,111 @@
+"""Regime W as an OpenRLHF reward-function file (``--reward.remote_url /path/to/this/file.py``).
+
+OpenRLHF (checked against 0.11.2, ``openrlhf/utils/agent.py``: ``SingleTurnAgentExecutor``) loads a
+``.py`` file given as the remote reward URL with ``importlib`` and calls
+``reward_func(queries, prompts, labels)`` from a worker thread once per sample (lists of one), each
+sample's call concurrent with the others of its prompt. It reads back a dict: ``rewards`` (the
+advantage input), ``scores`` (a 0-1 value for ``--algo.dynamic_filtering``) and ``extra_logs``
+(logged per sample).
+
+This file, for each call:
+
+- reads each sample as the service's ``/get_reward`` does (``shared_schemas.rl_frameworks``): the
+  question from the last user turn of the chat-templated prompt (the trainer's instruction
+  removed, so arms precomputed for the data set's questions are reused), the response from the
+  query minus the prompt and trailing end-of-turn tokens, the label (``""`` / ``None`` ->
+  label-free; numbers; a whole GSM8K solution -> its ``#### N``);
+- merges concurrent calls for up to ``REGIME_W_COALESCE_MS`` (default 20 ms) into one
+  ``POST /v1/score`` with the API key from ``REGIME_W_API_KEY`` (or ``REGIME_W_API_KEY_FILE``),
+  retried within the client's patience budget (connection errors, 429, 503, 504);
+- returns ``rewards`` (the Regime W reward), ``scores`` (correctness when labelled, ``s_wm`` when
+  label-free, in [0, 1]) and ``extra_logs`` (``s_end``, ``s_path``, ``s_cf``, ``s_wm``,
+  ``length_penalty``, ``correctness``, ``label_free``), as float tensors of one entry per query.
+
+A failure is raised (and logged at ERROR), never turned into a silent zero reward. Settings:
+``REGIME_W_URL``, ``REGIME_W_API_KEY[_FILE]``, ``REGIME_W_LABEL_FREE``, ``REGIME_W_BATCH_ITEMS``,
+``REGIME_W_TIMEOUT_S``, ``REGIME_W_PATIENCE_S``, ``REGIME_W_COALESCE_MS``, ``REGIME_W_COALESCE_MAX``.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from shared_schemas.rl_frameworks import normalize_label, question_from_prompt, response_from_query
+from trainer.integrations.core import (
+    LOG_KEYS,
+    IntegrationError,
+    IntegrationSettings,
+    Sample,
+    SyncCoalescer,
+    log,
+    score_fields,
+)
+
+__all__ = ["reward_func", "samples_from_openrlhf", "coalescer", "reset"]
+
+_lock = threading.Lock()
+_coalescer: SyncCoalescer | None = None
+
+
+def coalescer() -> SyncCoalescer:
+    """The process's coalescer (built from the environment at the first call)."""
+    global _coalescer
+    with _lock:
+        if _coalescer is None:
+            _coalescer = SyncCoalescer(IntegrationSettings.from_env())
+        return _coalescer
+
+
+def reset() -> None:
+    """Close the client and forget the settings (the next call reads the environment again)."""
+    global _coalescer
+    with _lock:
+        old, _coalescer = _coalescer, None
+    if old is not None:
+        old.close()
+
+
+def samples_from_openrlhf(queries: Sequence[str], prompts: Sequence[str], labels: Sequence[Any] | None
+                          ) -> list[Sample]:
+    """OpenRLHF's lists as ``Sample``s (question from the prompt, response from the query, gold)."""
+    if len(prompts) != len(queries) or (labels is not None and len(labels) != len(queries)):
+        raise IntegrationError(
+            f"got {len(queries)} queries, {len(prompts)} prompts and "
+            f"{'no' if labels is None else len(labels)} labels; they must pair up"
+        )
+    out = []
+    for i, (query, prompt) in enumerate(zip(queries, prompts)):
+        question = question_from_prompt(prompt)
+        if not question:
+            raise IntegrationError(f"prompts[{i}]: no question in the prompt")
+        gold = normalize_label(labels[i], f"labels[{i}]") if labels is not None else None
+        out.append(Sample(question=question, response=response_from_query(query, prompt), gold=gold))
+    return out
+
+
+def _as_tensor(values: list[float]) -> Any:
+    try:
+        import torch
+    except ImportError:  # OpenRLHF always has torch; plain lists keep the file usable without it
+        return values
+    return torch.tensor(values, dtype=torch.float32)
+
+
+def reward_func(queries: Sequence[str], prompts: Sequence[str], labels: Sequence[Any] | None = None,
+                **kwargs: Any) -> dict[str, Any]:
+    """OpenRLHF's reward-function convention (see the module docstring)."""
+    try:
+        samples = samples_from_openrlhf(queries, prompts, labels)
+        scores = coalescer().score(samples)
+    except Exception:
+        log.exception("Regime W reward failed for %d OpenRLHF queries", len(queries))
+        raise
+    labelled = [s.gold is not None and not coalescer().settings.label_free for s in samples]
+    fields = [score_fields(score, lab) for score, lab in zip(scores, labelled)]
+    return {
+        "rewards": _as_tensor([f["reward"] for f in fields]),
+        "scores": _as_tensor([f["score01"] for f in fields]),
+        "extra_logs": {key: _as_tensor([f[key] for f in fields]) for key in LOG_KEYS},
+    }
