@@ -8,13 +8,14 @@
    ``graded_answer``): the share where ``parse_answer`` gives the graded answer (value agreement),
    the share with the same verdict against the gold (verdict agreement), and each disagreement put
    in a class, with who of the two matches the gold.
-3. **Speed**: parses per second on the corpus (uncached), math-verify's, and the 200k-char
-   pathological inputs of ``tests/test_answer_format.py``.
+3. **Speed**: parses per second on the corpus (uncached), math-verify's, the 200k-char pathological
+   inputs of ``tests/test_answer_format.py``, and (``--score-workload``) CPU µs per parse on the
+   texts of ``bench/score_inprocess.py``, current and baseline alternating.
 
 ``--baseline-rev REV`` measures ``shared_schemas/answer.py`` of that git revision too (before/after).
 
     python bench/answer_agreement.py --reward-dev ../shared/data/reward_dev/zeroeval_gsm8k_dev.jsonl \\
-        --baseline-rev 3db42f2 --out bench/results/answer_agreement.json
+        --baseline-rev 3db42f2 --score-workload --out bench/results/answer_agreement.json
 """
 
 from __future__ import annotations
@@ -221,6 +222,28 @@ def parse_speed(mod: ModuleType, texts: list[str], repeats: int) -> float:
     return len(texts) / best
 
 
+def score_workload_texts() -> list[str]:
+    """The trajectories and arm texts of ``bench/score_inprocess.py``'s default (seed-0) workload."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    from score_inprocess import build_workload
+
+    w = build_workload(100, 100, 0, None)
+    return [t for ts in w.trajectories for t in ts] + [a.text for arms in w.arms for a in arms]
+
+
+def parse_micros(modules: dict[str, ModuleType], texts: list[str], repeats: int) -> dict[str, float]:
+    """CPU µs per parse of each module on ``texts``, the modules alternating (median of ``repeats``)."""
+    times: dict[str, list[float]] = {name: [] for name in modules}
+    for _ in range(repeats):
+        for name, mod in modules.items():
+            mod._parse_cached.cache_clear()
+            start = time.process_time()
+            for text in texts:
+                mod.parse_answer(text)
+            times[name].append(time.process_time() - start)
+    return {name: round(sorted(t)[len(t) // 2] / len(texts) * 1e6, 2) for name, t in times.items()}
+
+
 def pathological_timings() -> dict[str, float]:
     sys.path.insert(0, str(ROOT / "tests"))
     from test_answer_format import PATHOLOGICAL
@@ -240,6 +263,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--baseline-rev", default=None, help="also measure shared_schemas/answer.py of this git revision")
     ap.add_argument("--no-math-verify", action="store_true", help="skip math-verify (not installed: skipped anyway)")
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument(
+        "--score-workload", action="store_true", help="also time parsing on bench/score_inprocess.py's workload"
+    )
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
 
@@ -269,6 +295,8 @@ def main(argv: list[str] | None = None) -> int:
             "corpus": tally.summary(),
             "corpus_parses_per_s": round(len(rows) / seconds, 1),
         }
+    if args.score_workload:
+        result["score_workload_parse_cpu_us"] = parse_micros(modules, score_workload_texts(), 4 * args.repeats + 1)
     result["pathological_200k_seconds"] = pathological_timings()
     result["python"] = platform.python_version()
     text = json.dumps(result, indent=2)
