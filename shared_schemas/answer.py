@@ -129,6 +129,7 @@ _SPACED_THOUSANDS = re.compile(r"[-−–]?\d{1,3}(?:[ \u00a0]\d{3})+(?:\.\d+)?"
 _QUOTES = " \t\n\"'`"  # stripped around a stated X: '"answer": "\"42\""', "`$42`"
 _UNIT_CHARS = frozenset("²³°/.'’-")
 _MAX_UNIT_WORDS = 4
+_MAX_VALUE_BITS = 10_000
 
 
 # normalize_number: the numeric head of a cleaned string, and what may follow it (units, a period).
@@ -202,16 +203,20 @@ def _unlatex(raw: str) -> str:
 
 
 def _format_fraction(value: Fraction | float) -> str | None:
+    """The canonical text of an evaluated X, as ``normalize_number`` writes it (None when out of range)."""
     if isinstance(value, float):
         return normalize_number(repr(value))
-    if value.denominator == 1:
-        return str(value.numerator)
+    if max(value.numerator.bit_length(), value.denominator.bit_length()) > _MAX_VALUE_BITS:
+        return None  # ~3,000 digits: no answer, and past Python's int-to-text limit soon after
     try:
         with localcontext() as ctx:
             ctx.prec = 28
             ctx.Emax = 10_000
             ctx.Emin = -10_000
-            return _format_decimal(Decimal(value.numerator) / Decimal(value.denominator))
+            d = Decimal(value.numerator)
+            if value.denominator != 1:
+                d = d / Decimal(value.denominator)
+            return _format_decimal(d)
     except (DecimalException, ValueError):
         return None
 

@@ -301,7 +301,8 @@ def test_normalized_number_has_the_same_value(d: Decimal) -> None:
 _ANSWERY = st.sampled_from(
     ["####", "\\boxed{", "}", "{", "</think>", "<think>", "The answer is", "answer:", "=", "$",
      "1,234", "-", "−", "3/4", "1e3", ".", ",", "%", "\\frac{", "\\text{", "\n", " ", "72", "0",
-     '"answer": ', '"', "\\times", "10^{", "+", "*", "**", "\\[", "\\dfrac{", "{,}"]
+     '"answer": ', '"', "\\times", "10^{", "+", "*", "**", "\\[", "\\dfrac{", "{,}", "^", "32", "9999999999",
+     "(", ")", "\\cdot", "Answer:", "dollars"]
 )
 
 
