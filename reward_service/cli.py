@@ -59,11 +59,15 @@ def serve_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=None, help="uvicorn worker processes (default 1)")
     parser.add_argument("--log-level", default=None, help="debug | info | warning | error")
     parser.add_argument("--insecure-no-auth", action="store_true",
-                        help="serve without API keys (refused otherwise when no key is configured)")
+                        help="serve without API keys (refused otherwise when no key is configured); loopback only")
+    parser.add_argument("--insecure-no-auth-public", action="store_true",
+                        help="with --insecure-no-auth: allow it on a non-loopback --host too (anyone who reaches it "
+                        "can score)")
     _add_shared(parser)
     args = parser.parse_args(argv)
     _apply_flags(args, {"host": args.host, "port": args.port, "workers": args.workers,
-                        "log_level": args.log_level, "insecure_no_auth": "true" if args.insecure_no_auth else None})
+                        "log_level": args.log_level, "insecure_no_auth": "true" if args.insecure_no_auth else None,
+                        "insecure_no_auth_public": "true" if args.insecure_no_auth_public else None})
 
     from reward_service.settings import Settings
 

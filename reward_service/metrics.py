@@ -29,6 +29,9 @@ class Metrics:
         )
         self.inflight = Gauge("regime_w_inflight_requests", "requests being served", registry=r)
         self.ready = Gauge("regime_w_ready", "1 when the model is loaded", registry=r)
+        self.queue_depth = Gauge(
+            "regime_w_generation_queue_depth", "questions waiting for (or in) arm generation", registry=r
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

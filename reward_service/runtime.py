@@ -82,6 +82,7 @@ class Runtime:
         model_id = backend.model_id if backend is not None else PROVIDED_MODEL_ID
         provider = ArmProvider(backend, model_id, config, cache, metrics, provider_options(settings))
         await provider.start()
+        metrics.queue_depth.set_function(lambda: provider.pending)
         engine = ScoringEngine(
             config, provider, metrics, limits or service_limits(settings),
             model_name=settings.public_model_name(model_id),

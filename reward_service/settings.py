@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
@@ -9,17 +10,51 @@ from typing import Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared_schemas.wire import MAX_ITEMS, MAX_TEXT_CHARS, MAX_TRAJECTORIES
+
 from reward_service.generation.base import BackendConfig
 
 BackendKind = Literal["provided", "hf", "openai", "vllm"]
+
+
+#: what an API key must be (checked at start; a key file line holds one key, comments on their own lines)
+KEY_MIN_CHARS = 16
+KEY_MAX_CHARS = 512
+KEY_RULES = (
+    f"{KEY_MIN_CHARS} to {KEY_MAX_CHARS} characters, printable ASCII (no spaces, no ',' and no '#'); "
+    "in a key file one key a line, comments on lines of their own starting with '#'"
+)
+
+
+def _check_key(key: str, where: str) -> None:
+    problem = None
+    if not key.isascii() or not key.isprintable():
+        problem = "holds a character that is not printable ASCII"
+    elif any(c in key for c in " \t#,"):
+        problem = "holds a space, '#' or ','" + (" (an inline comment?)" if "#" in key else "")
+    elif not KEY_MIN_CHARS <= len(key) <= KEY_MAX_CHARS:
+        problem = f"is {len(key)} characters long"
+    if problem is not None:
+        raise ValueError(f"{where}: the API key {problem}; keys must be {KEY_RULES}")
+
+
+def is_loopback(host: str) -> bool:
+    """True for 127.0.0.0/8, ::1 and ``localhost``; False for 0.0.0.0, :: and every other name."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 class Settings(BaseSettings):
     """Configuration of one reward-service process.
 
     API keys come from ``REGIME_W_API_KEYS`` (comma-separated) and/or the file named by
-    ``REGIME_W_API_KEYS_FILE`` (one key a line, ``#`` comments). With no key the server refuses
-    to start unless ``insecure_no_auth`` is set.
+    ``REGIME_W_API_KEYS_FILE`` (one key a line, ``#`` comment lines); each must follow
+    ``KEY_RULES``. With no key the server refuses to start unless ``insecure_no_auth`` is set, and
+    on a non-loopback host unless ``insecure_no_auth_public`` is set too.
     """
 
     model_config = SettingsConfigDict(env_prefix="REGIME_W_", extra="ignore", frozen=True)
@@ -28,6 +63,8 @@ class Settings(BaseSettings):
     api_keys: str | None = Field(default=None, repr=False)
     api_keys_file: Path | None = None
     insecure_no_auth: bool = False
+    # a second, explicit opt-in: without keys on an address other than loopback (anyone who reaches it can score)
+    insecure_no_auth_public: bool = False
 
     # --- model and generation
     backend: BackendKind = "provided"
@@ -55,9 +92,11 @@ class Settings(BaseSettings):
 
     # --- limits
     max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
-    max_items: int = Field(default=256, ge=1)
-    max_trajectories: int = Field(default=256, ge=1)
-    max_text_chars: int = Field(default=100_000, ge=1)
+    # /v1/score's item and trajectory ceilings: the wire contract's MAX_ITEMS / MAX_TRAJECTORIES /
+    # MAX_TEXT_CHARS are their upper bounds; the OpenAPI document states these values
+    max_items: int = Field(default=256, ge=1, le=MAX_ITEMS)
+    max_trajectories: int = Field(default=256, ge=1, le=MAX_TRAJECTORIES)
+    max_text_chars: int = Field(default=100_000, ge=1, le=MAX_TEXT_CHARS)
     openrlhf_max_queries: int = Field(default=8192, ge=1, le=65_536)  # /get_reward queries per request
 
     # --- server
@@ -75,19 +114,28 @@ class Settings(BaseSettings):
 
     @cached_property
     def keys(self) -> tuple[str, ...]:
-        """Every configured API key (env list and key file), without blanks or comments."""
+        """Every configured API key (env list and key file), checked against ``KEY_RULES``.
+
+        ``REGIME_W_API_KEYS`` is comma-separated; the key file holds one key a line, blank lines
+        and lines starting with ``#`` ignored. A key breaking a rule is an error (``ValueError``)
+        that names where it came from, never the key itself.
+        """
         found: list[str] = []
         if self.api_keys:
-            found += [k.strip() for k in self.api_keys.split(",") if k.strip()]
+            for n, key in enumerate((k.strip() for k in self.api_keys.split(",")), 1):
+                if key:
+                    _check_key(key, f"REGIME_W_API_KEYS entry {n}")
+                    found.append(key)
         if self.api_keys_file is not None:
             try:
                 text = self.api_keys_file.read_text(encoding="utf-8")
-            except OSError as exc:
+            except (OSError, UnicodeDecodeError) as exc:
                 raise ValueError(f"cannot read REGIME_W_API_KEYS_FILE {self.api_keys_file}: {exc}") from exc
-            for line in text.splitlines():
-                line = line.split("#", 1)[0].strip()
-                if line:
-                    found.append(line)
+            for n, line in enumerate(text.splitlines(), 1):
+                key = line.strip()
+                if key and not key.startswith("#"):
+                    _check_key(key, f"REGIME_W_API_KEYS_FILE {self.api_keys_file} line {n}")
+                    found.append(key)
         return tuple(dict.fromkeys(found))
 
     @property
@@ -95,11 +143,17 @@ class Settings(BaseSettings):
         return bool(self.keys)
 
     def check_startable(self) -> None:
-        """Raise ``ValueError`` when this configuration must not serve (no key and no opt-out)."""
+        """Raise ``ValueError`` when this configuration must not serve: a key breaking a rule, no key
+        without ``--insecure-no-auth``, or no key on a non-loopback address without the second flag."""
         if not self.keys and not self.insecure_no_auth:
             raise ValueError(
                 "no API key configured: set REGIME_W_API_KEYS or REGIME_W_API_KEYS_FILE, "
-                "or start with --insecure-no-auth (never on a reachable address)"
+                "or start with --insecure-no-auth (loopback only)"
+            )
+        if not self.keys and not is_loopback(self.host) and not self.insecure_no_auth_public:
+            raise ValueError(
+                f"refusing to serve without API keys on {self.host!r}, which is not a loopback address: anyone "
+                "who reaches it could score; configure keys, bind 127.0.0.1, or add --insecure-no-auth-public"
             )
         if self.backend == "openai" and not self.openai_base_url:
             raise ValueError("backend 'openai' needs REGIME_W_OPENAI_BASE_URL (e.g. http://vllm:8000/v1)")

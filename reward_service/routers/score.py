@@ -8,19 +8,13 @@ from shared_schemas.wire import InfoResponse, PrecomputeRequest, PrecomputeRespo
 from reward_service.auth import require_api_key
 from reward_service.errors import InvalidRequest
 from reward_service.routers.deps import RuntimeDep
+from reward_service.strict_json import StrictJSONRoute
 
-router = APIRouter(prefix="/v1", tags=["scoring"], dependencies=[Depends(require_api_key)])
+router = APIRouter(
+    prefix="/v1", tags=["scoring"], dependencies=[Depends(require_api_key)], route_class=StrictJSONRoute
+)
 
-_ERRORS = {
-    401: {"description": "missing or invalid API key"},
-    413: {"description": "request body over the limit"},
-    422: {"description": "validation error; the message names the field"},
-    503: {"description": "overloaded or not ready (Retry-After)"},
-    504: {"description": "arm generation exceeded its deadline"},
-}
-
-
-@router.post("/score", response_model=ScoreResponse, responses=_ERRORS, summary="Score trajectories")
+@router.post("/score", response_model=ScoreResponse, summary="Score trajectories")
 async def score(body: ScoreRequest, runtime: RuntimeDep) -> ScoreResponse:
     return await runtime.engine.score(body)
 
@@ -30,7 +24,7 @@ async def info(runtime: RuntimeDep) -> InfoResponse:
     return runtime.info()
 
 
-@router.post("/arms/precompute", response_model=PrecomputeResponse, responses=_ERRORS,
+@router.post("/arms/precompute", response_model=PrecomputeResponse,
              summary="Generate and cache the arms of many questions ahead of training")
 async def precompute(body: PrecomputeRequest, runtime: RuntimeDep) -> PrecomputeResponse:
     limit = runtime.engine.limits.max_text_chars
