@@ -3,9 +3,13 @@ list of samples, and coalescers that merge concurrent per-sample calls into one 
 
 OpenRLHF and verl's reward loop call a reward function once per sample, from many threads
 (OpenRLHF: ``asyncio.to_thread``; verl's ``naive`` manager: an executor) or many coroutines (verl's
-async ``compute_score``). A coalescer holds each call for at most ``coalesce_ms`` while others
-arrive, then sends every sample it holds in one ``POST /v1/score`` (the samples of one question
-grouped into one item, so its arms are looked up once), and hands each caller its own scores.
+async ``compute_score``). A coalescer keeps at most one scoring request in flight: a call that
+finds none sends at once, calls that arrive meanwhile queue and go out together in the next request
+(the samples of one question grouped into one item, so its arms are looked up once), and each caller
+gets its own scores back. Once concurrency has been seen (the last request carried more than one
+caller), the sender first waits up to ``coalesce_ms`` for the rest of a burst. Sequential callers
+(verl's legacy ``naive`` manager) thus pay no wait; a burst of N concurrent samples costs one or two
+requests; samples finishing over time cost about one request per round trip.
 """
 
 from __future__ import annotations
@@ -81,7 +85,7 @@ class IntegrationSettings:
     label_free: bool = False  # REGIME_W_LABEL_FREE: never send the gold
     batch_items: int = 256  # REGIME_W_BATCH_ITEMS: questions per HTTP request (the service's max_items)
     timeout_s: float = 300.0  # REGIME_W_TIMEOUT_S: one request's read timeout
-    coalesce_ms: float = 20.0  # REGIME_W_COALESCE_MS: how long a per-sample call waits for others (0: never)
+    coalesce_ms: float = 20.0  # REGIME_W_COALESCE_MS: how long a sender waits for the rest of a burst
     coalesce_max: int = 4096  # REGIME_W_COALESCE_MAX: send at once when this many samples wait
     client_fields: Mapping[str, Any] = field(default_factory=dict)  # more client keywords (patience_s, ...)
 
@@ -158,59 +162,69 @@ def score_fields(score: TrajectoryScore, labelled: bool) -> dict[str, float]:
 
 
 class SyncCoalescer:
-    """Merge per-sample calls from many threads into one HTTP request per ``coalesce_ms`` window.
+    """Merge per-sample calls from many threads into few HTTP requests (see the module docstring).
 
-    The first caller of a window waits ``coalesce_ms`` (or until ``coalesce_max`` samples wait), then
-    scores every waiting sample in one call and resolves each caller's future. ``requests`` counts
-    the scoring calls sent (a call may be several HTTP requests past ``batch_items`` questions)."""
+    ``requests`` counts the scoring calls sent (one call is several HTTP requests only past
+    ``batch_items`` questions); ``last_callers`` how many calls the last one carried."""
 
     def __init__(self, settings: IntegrationSettings) -> None:
         self.settings = settings
-        self._lock = threading.Lock()
-        self._full = threading.Condition(self._lock)
+        self._cond = threading.Condition()
         self._pending: list[tuple[list[Sample], Future[list[TrajectoryScore]]]] = []
         self._waiting = 0
+        self._sending = False
         self._client: RewardClient | None = None
+        self._client_lock = threading.Lock()
         self.requests = 0
+        self.last_callers = 0
 
     @property
     def client(self) -> RewardClient:
-        with self._lock:
+        with self._client_lock:
             if self._client is None:
                 self._client = RewardClient(**self.settings.client_kwargs())
             return self._client
 
     def close(self) -> None:
-        with self._lock:
+        with self._client_lock:
             client, self._client = self._client, None
         if client is not None:
             client.close()
 
     def score(self, samples: Sequence[Sample]) -> list[TrajectoryScore]:
         future: Future[list[TrajectoryScore]] = Future()
-        with self._lock:
+        with self._cond:
             self._pending.append((list(samples), future))
             self._waiting += len(samples)
-            leader = len(self._pending) == 1
-            if self._waiting >= self.settings.coalesce_max:
-                self._full.notify_all()
-        if leader:
-            self._lead()
+            self._cond.notify_all()
+            while not future.done() and self._sending:
+                self._cond.wait()
+            if future.done():
+                return future.result()
+            self._sending = True
+        try:
+            self._send_one()
+        finally:
+            with self._cond:
+                self._sending = False
+                self._cond.notify_all()  # a queued caller becomes the next sender
         return future.result()
 
-    def _lead(self) -> None:
-        deadline = time.monotonic() + self.settings.coalesce_ms / 1000.0
-        with self._lock:
-            while self._waiting < self.settings.coalesce_max:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
-                self._full.wait(left)
+    def _send_one(self) -> None:
+        with self._cond:
+            if self.last_callers > 1 and self.settings.coalesce_ms > 0:
+                deadline = time.monotonic() + self.settings.coalesce_ms / 1000.0
+                while self._waiting < self.settings.coalesce_max:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._cond.wait(left)
             taken, self._pending, self._waiting = self._pending, [], 0
+            self.last_callers = len(taken)
         flat = [s for samples, _ in taken for s in samples]
         try:
             scores = score_samples(self.client, flat, label_free=self.settings.label_free)
-        except BaseException as exc:  # every waiting caller gets the error, not a hang
+        except BaseException as exc:  # every caller of this request gets the error, not a hang
             for _, future in taken:
                 future.set_exception(exc)
             return
@@ -223,17 +237,17 @@ class SyncCoalescer:
 
 
 class AsyncCoalescer:
-    """``SyncCoalescer`` for coroutines of one event loop (verl's async reward loop): calls awaiting
-    within ``coalesce_ms`` of each other share one HTTP request."""
+    """``SyncCoalescer`` for the coroutines of one event loop (verl's async reward loop)."""
 
     def __init__(self, settings: IntegrationSettings) -> None:
         self.settings = settings
         self._pending: list[tuple[list[Sample], asyncio.Future[list[TrajectoryScore]]]] = []
         self._waiting = 0
-        self._flush: asyncio.Task[None] | None = None
-        self._full: asyncio.Event | None = None
+        self._sending = False
+        self._changed: asyncio.Condition | None = None
         self._client: AsyncRewardClient | None = None
         self.requests = 0
+        self.last_callers = 0
 
     async def aclose(self) -> None:
         client, self._client = self._client, None
@@ -241,25 +255,41 @@ class AsyncCoalescer:
             await client.close()
 
     async def score(self, samples: Sequence[Sample]) -> list[TrajectoryScore]:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[list[TrajectoryScore]] = loop.create_future()
-        self._pending.append((list(samples), future))
-        self._waiting += len(samples)
-        if self._full is None:
-            self._full = asyncio.Event()
-        if self._waiting >= self.settings.coalesce_max:
-            self._full.set()
-        if self._flush is None:
-            self._flush = loop.create_task(self._send_when_ready(self._full))
-        return await future
-
-    async def _send_when_ready(self, full: asyncio.Event) -> None:
+        if self._changed is None:
+            self._changed = asyncio.Condition()
+        changed = self._changed
+        future: asyncio.Future[list[TrajectoryScore]] = asyncio.get_running_loop().create_future()
+        async with changed:
+            self._pending.append((list(samples), future))
+            self._waiting += len(samples)
+            changed.notify_all()
+            while not future.done() and self._sending:
+                await changed.wait()
+            if future.done():
+                return future.result()
+            self._sending = True
         try:
-            await asyncio.wait_for(full.wait(), self.settings.coalesce_ms / 1000.0)
-        except TimeoutError:
-            pass
-        taken, self._pending, self._waiting = self._pending, [], 0
-        self._flush, self._full = None, None
+            await self._send_one(changed)
+        finally:
+            async with changed:
+                self._sending = False
+                changed.notify_all()
+        return future.result()
+
+    async def _send_one(self, changed: asyncio.Condition) -> None:
+        async with changed:
+            if self.last_callers > 1 and self.settings.coalesce_ms > 0:
+                deadline = time.monotonic() + self.settings.coalesce_ms / 1000.0
+                while self._waiting < self.settings.coalesce_max:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    try:
+                        await asyncio.wait_for(changed.wait(), left)
+                    except TimeoutError:
+                        break
+            taken, self._pending, self._waiting = self._pending, [], 0
+            self.last_callers = len(taken)
         flat = [s for samples, _ in taken for s in samples]
         try:
             if self._client is None:

@@ -14,9 +14,10 @@ This file, for each call:
   removed, so arms precomputed for the data set's questions are reused), the response from the
   query minus the prompt and trailing end-of-turn tokens, the label (``""`` / ``None`` ->
   label-free; numbers; a whole GSM8K solution -> its ``#### N``);
-- merges concurrent calls for up to ``REGIME_W_COALESCE_MS`` (default 20 ms) into one
-  ``POST /v1/score`` with the API key from ``REGIME_W_API_KEY`` (or ``REGIME_W_API_KEY_FILE``),
-  retried within the client's patience budget (connection errors, 429, 503, 504);
+- merges concurrent calls into few ``POST /v1/score`` requests (one in flight at a time; calls that
+  arrive meanwhile go out together next; see ``trainer.integrations.core``), with the API key from
+  ``REGIME_W_API_KEY`` (or ``REGIME_W_API_KEY_FILE``), retried within the client's patience budget
+  (connection errors, 429, 503, 504);
 - returns ``rewards`` (the Regime W reward), ``scores`` (correctness when labelled, ``s_wm`` when
   label-free, in [0, 1]) and ``extra_logs`` (``s_end``, ``s_path``, ``s_cf``, ``s_wm``,
   ``length_penalty``, ``correctness``, ``label_free``), as float tensors of one entry per query.

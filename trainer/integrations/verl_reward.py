@@ -7,7 +7,8 @@ manager). Three entry points, one per way verl calls a reward:
 - ``compute_score(data_source, solution_str, ground_truth, extra_info=None, **kwargs)``: one sample,
   synchronous. verl 0.9.1's reward loop (``reward.reward_manager.name=naive``) runs it in an
   executor thread per sample, all samples of a worker's share at once; concurrent calls are merged
-  into one HTTP request per ``REGIME_W_COALESCE_MS`` window (default 20 ms).
+  into few HTTP requests (one in flight at a time, the calls that arrive meanwhile sent together
+  next; ``trainer.integrations.core``).
 - ``compute_score_async(...)``: the same as a coroutine; verl's reward loop awaits it on the
   worker's event loop (no thread per sample), merged the same way.
 - ``compute_score_batch(data_sources, solution_strs, ground_truths, extra_infos, **kwargs)``: the

@@ -1,0 +1,108 @@
+"""The integrations' shared core (no framework needed): settings from the environment, and the
+coalescers that turn per-sample calls into few HTTP requests, against the loopback test server."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from tests.support.flaky_server import FlakyServer, start_flaky_server
+from trainer.integrations.core import AsyncCoalescer, IntegrationError, IntegrationSettings, Sample, SyncCoalescer
+from trainer.reward_client import RewardServiceHTTPError
+
+Q = "Tom has 3 apples and buys 4 more. How many apples?"
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[FlakyServer]:
+    with start_flaky_server() as srv:
+        yield srv
+
+
+@pytest.fixture
+def srv(server: FlakyServer, monkeypatch: pytest.MonkeyPatch) -> FlakyServer:
+    server.reset()
+    monkeypatch.setenv("REGIME_W_URL", server.url)
+    return server
+
+
+def sample(text: str, gold: str | None = "7") -> Sample:
+    return Sample(question=Q, response=text, gold=gold)
+
+
+def test_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REGIME_W_LABEL_FREE", "true")
+    monkeypatch.setenv("REGIME_W_COALESCE_MS", "5")
+    monkeypatch.setenv("REGIME_W_PATIENCE_S", "30")
+    settings = IntegrationSettings.from_env()
+    assert settings.label_free and settings.coalesce_ms == 5.0
+    assert settings.client_kwargs()["patience_s"] == 30.0
+    monkeypatch.setenv("REGIME_W_LABEL_FREE", "maybe")
+    with pytest.raises(IntegrationError, match="REGIME_W_LABEL_FREE"):
+        IntegrationSettings.from_env()
+
+
+def test_sequential_calls_are_sent_at_once_one_request_each(srv: FlakyServer) -> None:
+    coalescer = SyncCoalescer(IntegrationSettings(coalesce_ms=5000))  # a wait would show as 5 s per call
+    for text in ("#### 7", "#### 8", "#### 9"):
+        [score] = coalescer.score([sample(text)])
+        assert score.reward == len(text)
+    assert coalescer.requests == 3 and srv.stats()["score_requests"] == 3
+    coalescer.close()
+
+
+def test_a_burst_of_threads_shares_one_or_two_requests(srv: FlakyServer) -> None:
+    coalescer = SyncCoalescer(IntegrationSettings(coalesce_ms=200))
+    results: dict[int, float] = {}
+
+    def one(i: int) -> None:
+        [score] = coalescer.score([sample("x" * (i + 1))])
+        results[i] = score.reward
+
+    for _ in range(2):  # the second burst: concurrency seen, the sender waits for the rest of it
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(16)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert results == {i: float(i + 1) for i in range(16)}
+    requests = srv.stats()["score_requests"]
+    assert 2 <= requests <= 3, requests  # burst 1: the first caller alone, then the rest; burst 2: one
+    assert coalescer.last_callers == 16
+    coalescer.close()
+
+
+def test_an_error_reaches_every_waiting_caller(srv: FlakyServer) -> None:
+    srv.configure(default={"status": 400, "code": "bad", "message": "no"})
+    coalescer = SyncCoalescer(IntegrationSettings())
+    errors: list[BaseException] = []
+
+    def one() -> None:
+        try:
+            coalescer.score([sample("#### 7")])
+        except RewardServiceHTTPError as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=one) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert len(errors) == 6
+    coalescer.close()
+
+
+def test_async_calls_of_one_loop_share_a_request(srv: FlakyServer) -> None:
+    coalescer = AsyncCoalescer(IntegrationSettings(label_free=True))
+
+    async def burst() -> list[float]:
+        scores = await asyncio.gather(*[coalescer.score([sample("y" * (i + 1))]) for i in range(12)])
+        await coalescer.aclose()
+        return [s.reward for [s] in scores]
+
+    assert asyncio.run(burst()) == [float(i + 1) for i in range(12)]
+    assert srv.stats()["score_requests"] == 2  # the first coroutine alone, then the eleven queued behind it
+    assert srv.stats()["items_per_request"] == [1, 1]  # one question: one item per request
