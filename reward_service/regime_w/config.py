@@ -7,9 +7,10 @@ changes the fingerprint (and invalidates the arm cache, which keys on it).
 Layout of the file::
 
     [scorer]      name, version, families
-    [coherence]   lambda_end, lambda_path, lambda_cf        (s_wm weights)
+    [coherence]   lambda_end, lambda_path, lambda_cf        (s_wm weights), gold_only_support? (scorer 2.0)
     [reward]      alpha, beta, gamma, length_scale          (reward and length_penalty)
     [equations]   rel_tol                                   (v(t) tolerance)
+    [path]        reference, question_numbers               (s_path; optional: absent = scorer 1.0)
     [[arm]]       name, family, style, system?, instruction, temperature, top_p, max_tokens, weight, n?
 
 Validation is strict: unknown or missing keys, wrong types and out-of-range values raise
@@ -28,10 +29,22 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-__all__ = ["ConfigError", "ArmSpec", "RegimeWConfig", "load_config", "default_config", "QUESTION_FIELD"]
+__all__ = [
+    "ConfigError",
+    "ArmSpec",
+    "RegimeWConfig",
+    "load_config",
+    "default_config",
+    "QUESTION_FIELD",
+    "PATH_REFERENCES",
+]
 
 QUESTION_FIELD = "{question}"
 _DEFAULT_RESOURCE = "default_config.toml"
+#: Which arms ``s_path`` compares a trajectory with (DESIGN §3): every arm (scorer 1.0); the arms whose
+#: answer is the gold ("gold"; every arm when scored label-free); or the arms whose answer is the gold when
+#: given, else the consensus answer ("supporting").
+PATH_REFERENCES = ("all", "gold", "supporting")
 
 
 class ConfigError(ValueError):
@@ -80,6 +93,9 @@ class RegimeWConfig:
     equation_rel_tol: float
     fingerprint: str
     families: tuple[str, ...]
+    path_reference: str = "all"  # one of PATH_REFERENCES
+    path_question_numbers: float = 0.0  # μ: share of s_path given to question-number coverage
+    gold_only_support: bool = False  # with gold: s_end / s_cf count arm support for the gold answer only
 
     @property
     def arm_names(self) -> tuple[str, ...]:
@@ -195,7 +211,7 @@ def _parse_arm(check: _Checker, raw: Any, index: int, families: tuple[str, ...])
 
 def _parse(data: Mapping[str, Any], fingerprint: str, source: str) -> RegimeWConfig:
     check = _Checker(source)
-    check.keys(data, "top level", {"scorer", "coherence", "reward", "equations", "arm"}, set())
+    check.keys(data, "top level", {"scorer", "coherence", "reward", "equations", "arm"}, {"path"})
 
     scorer = check.table(data, "scorer", "top level")
     check.keys(scorer, "[scorer]", {"name", "version", "families"}, set())
@@ -211,7 +227,10 @@ def _parse(data: Mapping[str, Any], fingerprint: str, source: str) -> RegimeWCon
     families = tuple(raw_families)
 
     coherence = check.table(data, "coherence", "top level")
-    check.keys(coherence, "[coherence]", {"lambda_end", "lambda_path", "lambda_cf"}, set())
+    check.keys(coherence, "[coherence]", {"lambda_end", "lambda_path", "lambda_cf"}, {"gold_only_support"})
+    gold_only_support = coherence.get("gold_only_support", False)
+    if not isinstance(gold_only_support, bool):
+        raise check.fail("[coherence].gold_only_support", f"must be true or false, got {gold_only_support!r}")
     lambdas = {k: check.number(coherence, k, "[coherence]", low=0.0) for k in ("lambda_end", "lambda_path", "lambda_cf")}
     if sum(lambdas.values()) <= 0.0:
         raise check.fail("[coherence]", "lambda_end + lambda_path + lambda_cf must be > 0")
@@ -220,6 +239,16 @@ def _parse(data: Mapping[str, Any], fingerprint: str, source: str) -> RegimeWCon
     check.keys(reward, "[reward]", {"alpha", "beta", "gamma", "length_scale"}, set())
     equations = check.table(data, "equations", "top level")
     check.keys(equations, "[equations]", {"rel_tol"}, set())
+    path_reference, path_question_numbers = "all", 0.0
+    if "path" in data:
+        path = check.table(data, "path", "top level")
+        check.keys(path, "[path]", set(), {"reference", "question_numbers"})
+        if "reference" in path:
+            path_reference = check.string(path, "reference", "[path]")
+            if path_reference not in PATH_REFERENCES:
+                raise check.fail("[path].reference", f"must be one of {list(PATH_REFERENCES)}, got {path_reference!r}")
+        if "question_numbers" in path:
+            path_question_numbers = check.number(path, "question_numbers", "[path]", low=0.0, high=1.0)
 
     raw_arms = data["arm"]
     if not isinstance(raw_arms, list) or not raw_arms:
@@ -248,6 +277,9 @@ def _parse(data: Mapping[str, Any], fingerprint: str, source: str) -> RegimeWCon
         equation_rel_tol=check.number(equations, "rel_tol", "[equations]", low=0.0, high=0.5),
         fingerprint=fingerprint,
         families=families,
+        path_reference=path_reference,
+        path_question_numbers=path_question_numbers,
+        gold_only_support=gold_only_support,
     )
 
 

@@ -4,10 +4,16 @@ Per question the arm texts are parsed once into ``PreparedArms`` (answer and ``D
 arm sample, family totals, the consensus answer); each trajectory is then scored with
 
     s_end  = Σ_{k∈supp(ans t)} w_k / Σ_k w_k
-    s_path = v(t) · Σ_k w_k F1(D(t), D(A_k)) / Σ_k w_k
+    s_path = v(t) · [(1−μ)·Σ_{k∈R} w_k F1(D(t), D(A_k)) / Σ_{k∈R} w_k + μ·cov(t)]
     s_cf   = min_F Σ_{k∈F∩supp} w_k / Σ_{k∈F} w_k        (families with an arm present)
+    (with gold and ``gold_only_support``, s_end and s_cf take supp = ∅ for a wrong answer: scorer 2.0)
     s_wm   = (λ_end s_end + λ_path s_path + λ_cf s_cf) / (λ_end + λ_path + λ_cf)
     reward = α·correctness + β·s_wm − γ·length_penalty,  length_penalty = num_tokens / length_scale
+
+``R`` is every arm (``[path] reference = "all"``, scorer 1.0), or the arms whose answer is the gold
+(``"gold"``; every arm when label-free), or the gold else the consensus answer (``"supporting"``) —
+every arm again when no arm gives that answer; ``cov(t)`` is the share of the question's numbers that ``t`` writes, weighted by ``μ``
+(``[path] question_numbers``, 0 in scorer 1.0).
 
 An arm with ``m`` supplied texts gives each text the weight ``w_k / m``; arms without a text are
 absent from every sum. ``F1(A, B) = 2|A∩B| / (|A|+|B|)``, and 0 when either set is empty.
@@ -34,6 +40,7 @@ __all__ = [
     "f1",
     "s_end",
     "s_path",
+    "coverage",
     "s_cf",
     "s_wm",
     "reward",
@@ -85,6 +92,7 @@ class PreparedArms:
         "consensus_answer",
         "config_fingerprint",
         "_path_terms",
+        "_path_by_answer",
         "_support",
     )
 
@@ -101,8 +109,29 @@ class PreparedArms:
         self.family_totals: tuple[tuple[str, float], ...] = tuple((f, w) for f, w in totals.items() if w > 0)
         # (weight, D(A_k), |D(A_k)|) of arm samples with a non-empty D: the F1 terms of s_path
         self._path_terms = tuple((s.weight, s.derived, len(s.derived)) for s in samples if s.derived)
+        self._path_by_answer: dict[str, tuple[tuple[tuple[float, frozenset[str], int], ...], float]] = {}
         self._support: dict[str, tuple[float, tuple[float, ...]]] = {}
         self.consensus_answer = _consensus(samples, config)
+
+    def path_terms(self, reference: str | None) -> tuple[tuple[tuple[float, frozenset[str], int], ...], float]:
+        """The F1 terms of ``s_path`` and their weight total: the arms whose answer is ``reference``
+        (memoized per answer), or every arm when ``reference`` is None or no arm gives it."""
+        if reference is None:
+            return self._path_terms, self.total_weight
+        hit = self._path_by_answer.get(reference)
+        if hit is None:
+            supp, _ = self.support(reference)
+            if supp <= 0.0:
+                hit = (self._path_terms, self.total_weight)
+            else:
+                terms = tuple(
+                    (s.weight, s.derived, len(s.derived))
+                    for s in self.samples
+                    if s.derived and s.answer is not None and (s.answer == reference or answers_equal(reference, s.answer))
+                )
+                hit = (terms, supp)
+            self._path_by_answer[reference] = hit
+        return hit
 
     def support(self, answer: str) -> tuple[float, tuple[float, ...]]:
         """``Σ_{k∈supp(a)} w_k`` and the same sum per present family (memoized per answer)."""
@@ -200,17 +229,39 @@ def s_end(answer: str | None, arms: PreparedArms) -> float:
     return min(1.0, supp / arms.total_weight)
 
 
-def s_path(derived: frozenset[str] | set[str], validity: float, arms: PreparedArms) -> float:
-    """Path agreement: ``v(t) · Σ_k w_k F1(D(t), D(A_k)) / Σ_k w_k``."""
-    if validity <= 0.0 or not derived or arms.total_weight <= 0.0:
+def s_path(
+    derived: frozenset[str] | set[str],
+    validity: float,
+    arms: PreparedArms,
+    *,
+    reference: str | None = None,
+    coverage: float = 0.0,
+    mu: float = 0.0,
+) -> float:
+    """Path agreement: ``v(t) · [(1−μ)·Σ_{k∈R} w_k F1(D(t), D(A_k)) / Σ_{k∈R} w_k + μ·coverage]``.
+
+    ``R``: the arms whose answer is ``reference`` (every arm when it is None or no arm gives it).
+    """
+    if validity <= 0.0:
         return 0.0
-    n = len(derived)
-    acc = 0.0
-    for w, d, m in arms._path_terms:
-        common = len(derived & d)
-        if common:
-            acc += w * (2.0 * common / (n + m))
-    return min(1.0, validity * acc / arms.total_weight)
+    terms, total = arms.path_terms(reference)
+    agreement = 0.0
+    if derived and total > 0.0:
+        n = len(derived)
+        acc = 0.0
+        for w, d, m in terms:
+            common = len(derived & d)
+            if common:
+                acc += w * (2.0 * common / (n + m))
+        agreement = acc / total
+    return min(1.0, validity * ((1.0 - mu) * agreement + mu * coverage))
+
+
+def coverage(text_numbers: frozenset[str], question_numbers: frozenset[str]) -> float:
+    """``cov(t)``: the share of the question's numbers that the trajectory writes (1 when it has none)."""
+    if not question_numbers:
+        return 1.0
+    return len(question_numbers & text_numbers) / len(question_numbers)
 
 
 def s_cf(answer: str | None, arms: PreparedArms) -> float:
@@ -268,6 +319,14 @@ def _check(arms: PreparedArms, config: RegimeWConfig) -> None:
         )
 
 
+def correct_answer(answer: str | None, gold: str, memo: dict[str | None, float]) -> float:
+    """``1[ans(t) ≡ gold]``, memoized per answer within one call (many trajectories share an answer)."""
+    value = memo.get(answer)
+    if value is None:
+        value = memo[answer] = 1.0 if answers_equal(answer, gold) else 0.0
+    return value
+
+
 def _score(
     text: str,
     num_tokens: int,
@@ -282,16 +341,22 @@ def _score(
     answer = parsed.value
     scan = scan_equations(text, config.equation_rel_tol)
     derived = derived_from_scan(scan, text, arms.question_numbers)
-    end = s_end(answer, arms)
-    path = s_path(derived, scan.validity, arms)
-    cf = s_cf(answer, arms)
+    # with gold and gold_only_support, a wrong answer's agreement with the arms earns nothing
+    supported = answer
+    if gold is not None and config.gold_only_support and correct_answer(answer, gold, correct) == 0.0:
+        supported = None
+    end = s_end(supported, arms)
+    reference = None
+    if config.path_reference == "gold":
+        reference = gold
+    elif config.path_reference == "supporting":
+        reference = gold if gold is not None else arms.consensus_answer
+    mu = config.path_question_numbers
+    cov = coverage(numbers_in.__wrapped__(text), arms.question_numbers) if mu > 0.0 else 0.0
+    path = s_path(derived, scan.validity, arms, reference=reference, coverage=cov, mu=mu)
+    cf = s_cf(supported, arms)
     wm = s_wm(end, path, cf, config)
-    if gold is None:
-        correctness = None
-    else:  # memoized per answer within one call: many trajectories share an answer
-        correctness = correct.get(answer)
-        if correctness is None:
-            correctness = correct[answer] = 1.0 if answers_equal(answer, gold) else 0.0
+    correctness = None if gold is None else correct_answer(answer, gold, correct)
     lp = num_tokens / config.length_scale
     return TrajectoryScores(
         reward=reward(correctness, wm, lp, config),
