@@ -23,12 +23,12 @@ from tests.support.servers import running_service
 from tests.support.service_config import small_service_config
 
 API_KEY = "e2e-test-key-0123456789abcdef"
-ROLLOUT_KEYS = {"id", "question", "gold_answer", "consensus_answer", "trajectories", "scorer"}
+ROLLOUT_KEYS = {"id", "question", "gold_answer", "consensus_answer", "trajectories", "scorer", "reward_mode", "label_free"}
 TRAJECTORY_KEYS = {
     "output", "reward", "correctness", "s_end", "s_path", "s_cf", "s_wm", "length_penalty",
     "final_answer", "format_ok", "num_tokens", "seed", "temperature",
 }
-PREF_KEYS = {"id", "question", "better", "worse", "better_reward", "worse_reward", "margin"}
+PREF_KEYS = {"id", "question", "better", "worse", "better_reward", "worse_reward", "margin", "reward_mode", "label_free"}
 PREDICTION_KEYS = {"model", "dataset", "id", "gold", "prediction", "correct", "format_ok", "output"}
 ROLLOUT_QUESTIONS = 4
 NUM_SAMPLES = 6
@@ -159,6 +159,7 @@ def test_every_stage_in_order(service, tiny_model_dir, tmp_path):
     assert [r["id"] for r in rollouts] == split["train_ids"][:ROLLOUT_QUESTIONS]
     for r in rollouts:
         assert set(r) == ROLLOUT_KEYS and r["scorer"]["name"] == "regime-w"
+        assert (r["reward_mode"], r["label_free"]) == ("regime_w", False)
         assert len(r["trajectories"]) == NUM_SAMPLES
         for t in r["trajectories"]:
             assert set(t) == TRAJECTORY_KEYS
@@ -172,7 +173,7 @@ def test_every_stage_in_order(service, tiny_model_dir, tmp_path):
     assert summary["questions"] == ROLLOUT_QUESTIONS
     by_id = {r["id"]: r for r in rollouts}
     for p in prefs:
-        assert set(p) == PREF_KEYS
+        assert set(p) == PREF_KEYS and (p["reward_mode"], p["label_free"]) == ("regime_w", False)
         rewards = [t["reward"] for t in by_id[p["id"]]["trajectories"]]
         assert p["better_reward"] == max(rewards) and p["worse_reward"] == min(rewards) and p["margin"] > 0
 

@@ -27,8 +27,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def write_train(path: Path, n: int = 16) -> Path:
-    rows = [{"question": f"A box holds {3 + i} pens. How many pens are in 2 boxes?",
-             "answer": f"{3 + i}*2={6 + 2 * i}\n#### {6 + 2 * i}"} for i in range(n)]
+    rows = [
+        {
+            "question": f"A box holds {3 + i} pens. How many pens are in 2 boxes?",
+            "answer": f"{3 + i}*2={6 + 2 * i}\n#### {6 + 2 * i}",
+        }
+        for i in range(n)
+    ]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     return path
 
@@ -89,12 +94,14 @@ def test_resume_path_rules(tmp_path: Path) -> None:
 
 def test_cli_resume_without_a_checkpoint_and_on_a_stage_that_does_not_train(tmp_path: Path, capsys) -> None:
     out = tmp_path / "sft-out"
-    code = cli_main(["sft", "--config", str(ROOT / "recipes/toy/sft.yaml"), "--output_dir", str(out),
-                     "--resume", "--dry-run"])
+    code = cli_main(
+        ["sft", "--config", str(ROOT / "recipes/toy/sft.yaml"), "--output_dir", str(out), "--resume", "--dry-run"]
+    )
     assert code == 2 and "no checkpoint-N" in capsys.readouterr().err
     fake_checkpoint(out, 7)
-    code = cli_main(["sft", "--config", str(ROOT / "recipes/toy/sft.yaml"), "--output_dir", str(out),
-                     "--resume", "--dry-run"])
+    code = cli_main(
+        ["sft", "--config", str(ROOT / "recipes/toy/sft.yaml"), "--output_dir", str(out), "--resume", "--dry-run"]
+    )
     assert code == 0
     assert json.loads(capsys.readouterr().out)["resume_from_checkpoint"] == str(out / "checkpoint-7")
     code = cli_main(["prefs", "--config", str(ROOT / "recipes/toy/prefs.yaml"), "--resume", "--dry-run"])
@@ -104,16 +111,34 @@ def test_cli_resume_without_a_checkpoint_and_on_a_stage_that_does_not_train(tmp_
 # ----------------------------------------------------------------------------------- SFT and DPO
 
 
-def test_sft_and_dpo_resume_from_their_last_checkpoint(tiny_model_dir: Path, tmp_path: Path, monkeypatch, capsys) -> None:
+def test_sft_and_dpo_resume_from_their_last_checkpoint(
+    tiny_model_dir: Path, tmp_path: Path, monkeypatch, capsys
+) -> None:
     monkeypatch.chdir(tmp_path)
     write_train(tmp_path / "train.jsonl")
-    recipe = write_recipe(tmp_path / "sft.yaml", {
-        "model_name_or_path": str(tiny_model_dir), "quantization": "none", "torch_dtype": "float32",
-        "dataset": "train.jsonl", "split_file": "split.json", "lora_r": 4, "lora_alpha": 8,
-        "output_dir": "out", "per_device_train_batch_size": 2, "max_length": 192, "learning_rate": 1e-3,
-        "logging_steps": 1, "save_strategy": "steps", "save_steps": 1, "report_to": "none",
-        "gradient_checkpointing": False, "bf16": False, "seed": 3,
-    })
+    recipe = write_recipe(
+        tmp_path / "sft.yaml",
+        {
+            "model_name_or_path": str(tiny_model_dir),
+            "quantization": "none",
+            "torch_dtype": "float32",
+            "dataset": "train.jsonl",
+            "split_file": "split.json",
+            "lora_r": 4,
+            "lora_alpha": 8,
+            "output_dir": "out",
+            "per_device_train_batch_size": 2,
+            "max_length": 192,
+            "learning_rate": 1e-3,
+            "logging_steps": 1,
+            "save_strategy": "steps",
+            "save_steps": 1,
+            "report_to": "none",
+            "gradient_checkpointing": False,
+            "bf16": False,
+            "seed": 3,
+        },
+    )
     assert cli_main(["sft", "--config", str(recipe), "--max_steps", "2"]) == 0
     first = last_json(capsys.readouterr().out)
     assert first["global_step"] == 2 and "resumed_from" not in first
@@ -125,17 +150,39 @@ def test_sft_and_dpo_resume_from_their_last_checkpoint(tiny_model_dir: Path, tmp
     assert [e["step"] for e in state["log_history"] if "loss" in e] == [1, 2, 3, 4]
 
     # DPO from that adapter, stopped at step 1 and continued to step 2
-    pairs = [{"id": f"q{i}", "question": f"What is {i} + 2?", "better": f"{i} + 2 = {i + 2}\n#### {i + 2}",
-              "worse": f"{i} + 2 = {i + 3}\n#### {i + 3}", "better_reward": 1.0, "worse_reward": 0.0}
-             for i in range(8)]
+    pairs = [
+        {
+            "id": f"q{i}",
+            "question": f"What is {i} + 2?",
+            "better": f"{i} + 2 = {i + 2}\n#### {i + 2}",
+            "worse": f"{i} + 2 = {i + 3}\n#### {i + 3}",
+            "better_reward": 1.0,
+            "worse_reward": 0.0,
+        }
+        for i in range(8)
+    ]
     (tmp_path / "prefs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in pairs), encoding="utf-8")
-    dpo = write_recipe(tmp_path / "dpo.yaml", {
-        "model_name_or_path": str(tiny_model_dir), "adapter_path": "out", "quantization": "none",
-        "torch_dtype": "float32", "preferences_file": "prefs.jsonl", "output_dir": "dpo",
-        "per_device_train_batch_size": 2, "max_length": 192, "learning_rate": 1e-3, "logging_steps": 1,
-        "save_strategy": "steps", "save_steps": 1, "report_to": "none", "gradient_checkpointing": False,
-        "bf16": False, "seed": 3,
-    })
+    dpo = write_recipe(
+        tmp_path / "dpo.yaml",
+        {
+            "model_name_or_path": str(tiny_model_dir),
+            "adapter_path": "out",
+            "quantization": "none",
+            "torch_dtype": "float32",
+            "preferences_file": "prefs.jsonl",
+            "output_dir": "dpo",
+            "per_device_train_batch_size": 2,
+            "max_length": 192,
+            "learning_rate": 1e-3,
+            "logging_steps": 1,
+            "save_strategy": "steps",
+            "save_steps": 1,
+            "report_to": "none",
+            "gradient_checkpointing": False,
+            "bf16": False,
+            "seed": 3,
+        },
+    )
     assert cli_main(["dpo", "--config", str(dpo), "--max_steps", "1"]) == 0
     assert last_json(capsys.readouterr().out)["global_step"] == 1
     assert cli_main(["dpo", "--config", str(dpo), "--max_steps", "2", "--resume"]) == 0
@@ -151,18 +198,44 @@ def test_grpo_killed_after_a_checkpoint_resumes_to_completion(
 ) -> None:
     max_steps, save_steps = 6, 2
     write_train(tmp_path / "train.jsonl")
-    recipe = write_recipe(tmp_path / "grpo.yaml", {
-        "model_name_or_path": str(tiny_model_dir), "quantization": "none", "torch_dtype": "float32",
-        "lora_r": 4, "lora_alpha": 8,
-        "dataset": "train.jsonl", "split_file": "split.json", "max_train_samples": 8,
-        "reward_url": live_service.url, "output_dir": "out",
-        "num_generations": 4, "per_device_train_batch_size": 4, "gradient_accumulation_steps": 1,
-        "max_completion_length": 12, "max_steps": max_steps, "learning_rate": 1e-3, "logging_steps": 1,
-        "temperature": 1.0, "bf16": False, "use_vllm": False, "report_to": "none",
-        "save_strategy": "steps", "save_steps": save_steps, "save_only_model": False, "seed": 1,
-    })
-    env = {**os.environ, "REGIME_W_API_KEY": live_service.api_key, "HF_HUB_OFFLINE": "1",
-           "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    recipe = write_recipe(
+        tmp_path / "grpo.yaml",
+        {
+            "model_name_or_path": str(tiny_model_dir),
+            "quantization": "none",
+            "torch_dtype": "float32",
+            "lora_r": 4,
+            "lora_alpha": 8,
+            "dataset": "train.jsonl",
+            "split_file": "split.json",
+            "max_train_samples": 8,
+            "reward_url": live_service.url,
+            "output_dir": "out",
+            "num_generations": 4,
+            "per_device_train_batch_size": 4,
+            "gradient_accumulation_steps": 1,
+            "max_completion_length": 12,
+            "max_steps": max_steps,
+            "learning_rate": 1e-3,
+            "logging_steps": 1,
+            "temperature": 1.0,
+            "bf16": False,
+            "use_vllm": False,
+            "report_to": "none",
+            "save_strategy": "steps",
+            "save_steps": save_steps,
+            "save_only_model": False,
+            "seed": 1,
+        },
+    )
+    env = {
+        **os.environ,
+        "REGIME_W_API_KEY": live_service.api_key,
+        "HF_HUB_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": str(ROOT),
+    }
     cmd = [sys.executable, "-m", "trainer.cli", "grpo", "--config", str(recipe)]
 
     log = (tmp_path / "first.log").open("w")
@@ -170,8 +243,10 @@ def test_grpo_killed_after_a_checkpoint_resumes_to_completion(
     try:
         deadline = time.monotonic() + 600
         while last_checkpoint(tmp_path / "out") is None:
-            assert first.poll() is None, f"GRPO exited ({first.returncode}) before its first checkpoint:\n" + \
-                (tmp_path / "first.log").read_text()[-3000:]
+            assert first.poll() is None, (
+                f"GRPO exited ({first.returncode}) before its first checkpoint:\n"
+                + (tmp_path / "first.log").read_text()[-3000:]
+            )
             assert time.monotonic() < deadline, "no checkpoint in 10 minutes"
             time.sleep(0.05)
         first.send_signal(signal.SIGKILL)
@@ -187,8 +262,9 @@ def test_grpo_killed_after_a_checkpoint_resumes_to_completion(
     step = int(killed_at.name.split("-")[1])
     assert step < max_steps and not (tmp_path / "out" / "adapter_model.safetensors").exists()
 
-    second = subprocess.run([*cmd, "--resume"], cwd=tmp_path, env=env, capture_output=True, text=True,
-                            timeout=900, check=False)
+    second = subprocess.run(
+        [*cmd, "--resume"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900, check=False
+    )
     assert second.returncode == 0, second.stderr[-4000:]
     summary = last_json(second.stdout)
     assert summary["resumed_from"] == str(Path("out") / killed_at.name)

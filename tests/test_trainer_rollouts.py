@@ -21,6 +21,8 @@ from tests.support.servers import running_service
 from tests.support.service_config import small_service_config
 from trainer.configs import DataArguments, ModelArguments, RewardServiceArguments
 from trainer.generation import SamplingSpec, _to_generation, generate_texts, sample_seed
+from trainer.jsonl import read_records
+from trainer.records import RolloutRecord, RunInfo
 from trainer.stages.rollouts import (
     RolloutArguments,
     RolloutsStopped,
@@ -186,7 +188,8 @@ def test_service_failure_stops_clearly_and_keeps_lines(service, tiny_model_dir, 
 def test_resume_refuses_a_file_with_another_sample_count(tmp_path, tiny_model_dir, monkeypatch):
     monkeypatch.chdir(tmp_path)
     write_train(tmp_path / "train.jsonl")
-    Path("r.jsonl").write_text(json.dumps({"id": "gsm8k-train-0", "trajectories": [{}] * 5}) + "\n")
+    five = [{"output": "x", "reward": 0.0}] * 5
+    Path("r.jsonl").write_text(json.dumps({"id": "gsm8k-train-0", "question": "q", "trajectories": five}) + "\n")
     args = RolloutArguments(rollouts_file="r.jsonl", num_samples=2, progress=False)
     with pytest.raises(ValueError, match="num_samples=2"):
         run(ModelArguments(model_name_or_path=str(tiny_model_dir), quantization="none"),
@@ -197,9 +200,9 @@ def test_resume_refuses_a_file_with_other_seeds(tmp_path, tiny_model_dir, monkey
     monkeypatch.chdir(tmp_path)
     write_train(tmp_path / "train.jsonl")
     args = RolloutArguments(rollouts_file="r.jsonl", num_samples=2, seed=1, progress=False)
-    other = [{"seed": s.seed, "temperature": s.temperature}
+    other = [{"output": "x", "reward": 0.0, "seed": s.seed, "temperature": s.temperature}
              for s in sampling_specs(RolloutArguments(num_samples=2, seed=2), "gsm8k-train-0")]
-    Path("r.jsonl").write_text(json.dumps({"id": "gsm8k-train-0", "trajectories": other}) + "\n")
+    Path("r.jsonl").write_text(json.dumps({"id": "gsm8k-train-0", "question": "q", "trajectories": other}) + "\n")
     with pytest.raises(ValueError, match="other seeds/temperatures"):
         run(ModelArguments(model_name_or_path=str(tiny_model_dir), quantization="none"),
             DataArguments(dataset="train.jsonl", split_file="split.json"), RewardServiceArguments(), args)
@@ -304,3 +307,60 @@ def test_cli_reports_a_dead_service_without_a_traceback(tiny_model_dir, tmp_path
     assert proc.returncode == 1, proc.stderr[-2000:]
     assert "regime-w-train rollouts:" in proc.stderr and "rerun the same command" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+# ---------------------------------------------------------------------------------- reward controls
+
+
+def control_run(tmp_path: Path, tiny_model_dir: Path, reward_args: RewardServiceArguments, name: str) -> tuple[dict, list]:
+    write_train(tmp_path / "train.jsonl")
+    args = RolloutArguments(rollouts_file=f"{name}.jsonl", num_samples=4, max_new_tokens=8,
+                            generation_batch_size=8, progress=False)
+    summary = run(ModelArguments(model_name_or_path=str(tiny_model_dir), quantization="none"),
+                  DataArguments(dataset="train.jsonl", split_file="split.json", max_train_samples=3),
+                  reward_args, args)
+    return summary, list(read_records(f"{name}.jsonl", RolloutRecord))
+
+
+@pytest.mark.parametrize("mode", ["correctness", "majority"])
+def test_controls_score_without_a_service(tmp_path, tiny_model_dir, monkeypatch, mode):
+    """Nothing listens at the reward URL: the controls never call it."""
+    from shared_schemas.answer import answers_equal, extract_answer, gold_answer
+    from trainer.reward_modes import majority_rewards
+
+    monkeypatch.chdir(tmp_path)
+    dead = RewardServiceArguments(reward_url="http://127.0.0.1:9", reward_max_retries=0, reward=mode)
+    summary, records = control_run(tmp_path, tiny_model_dir, dead, mode)
+    assert summary["written"] == 3 and summary["reward"] == mode
+    for r in records:
+        assert (r.reward_mode, r.label_free, r.scorer) == (mode, mode == "majority", None)
+        texts = [t.output for t in r.trajectories]
+        if mode == "correctness":
+            want = [float(answers_equal(extract_answer(x), gold_answer(r.gold_answer))) for x in texts]
+            assert [t.correctness for t in r.trajectories] == want
+        else:
+            want = majority_rewards(texts)
+            assert all(t.correctness is None for t in r.trajectories)
+        assert [t.reward for t in r.trajectories] == want
+        assert all(t.s_wm is None and t.final_answer == extract_answer(t.output) for t in r.trajectories)
+    info = RunInfo.model_validate_json(Path(f"{mode}.run.json").read_text())
+    assert (info.stage, info.reward_mode, info.service_url, info.summary["written"]) == ("rollouts", mode, None, 3)
+    # resuming the file with another reward is refused
+    with pytest.raises(ValueError, match=f"scored with reward {mode!r}"):
+        control_run(tmp_path, tiny_model_dir, RewardServiceArguments(reward_url="http://127.0.0.1:9"), mode)
+
+
+def test_label_free_regime_w_leaves_the_gold_out(service, tiny_model_dir, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    summary, records = control_run(
+        tmp_path, tiny_model_dir, RewardServiceArguments(reward_url=service.url, label_free=True), "lf")
+    assert summary["written"] == 3 and summary["label_free"] is True
+    for r in records:
+        assert (r.reward_mode, r.label_free) == ("regime_w", True)
+        assert r.gold_answer is not None  # kept in the record for analysis, never sent
+        assert r.scorer is not None and r.scorer["name"] == "regime-w"
+        # the service computes no correctness term when it got no gold
+        assert all(t.correctness is None and t.s_wm is not None for t in r.trajectories)
+    info = RunInfo.model_validate_json(Path("lf.run.json").read_text())
+    assert (info.reward_mode, info.label_free, info.service_url) == ("regime_w", True, service.url)
+    assert info.scorer == records[0].scorer

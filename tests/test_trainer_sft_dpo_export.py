@@ -126,6 +126,7 @@ def test_dpo_trains_the_sft_adapter_and_saves_only_the_policy(sft_dir: Path, dpo
     assert not (dpo_dir / "ref").exists()
     summary = json.loads((dpo_dir / "dpo_summary.json").read_text())
     assert summary["num_pairs"] == 4 and summary["beta"] == 0.1
+    assert summary["rewards"] == ["unrecorded"]  # hand-made pairs name no reward
     assert summary["global_step"] == 2
     # The reference is the frozen SFT adapter, so the first step's loss is exactly ln 2.
     assert summary["first_logged_loss"] == pytest.approx(math.log(2), abs=1e-4)

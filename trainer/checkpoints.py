@@ -35,9 +35,9 @@ def last_checkpoint(output_dir: str | Path) -> Path | None:
     found = []
     for child in root.iterdir():
         name = child.name
-        if child.is_dir() and name.startswith("checkpoint-") and name[len("checkpoint-"):].isdigit():
-            if (child / "trainer_state.json").is_file():
-                found.append((int(name[len("checkpoint-"):]), child))
+        step = name.removeprefix("checkpoint-")
+        if name.startswith("checkpoint-") and step.isdigit() and (child / "trainer_state.json").is_file():
+            found.append((int(step), child))
     return max(found)[1] if found else None
 
 

@@ -11,20 +11,19 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from shared_schemas.answer import gold_answer
-
 from trainer.configs import DataArguments
+from trainer.jsonl import iter_jsonl
 
 __all__ = [
     "Problem",
     "SplitFileError",
     "is_local_source",
-    "iter_jsonl",
     "load_problems",
     "load_platinum",
     "load_test_problems",
@@ -55,21 +54,6 @@ def is_local_source(source: str) -> bool:
     """True when ``source`` names a local file (a ``.jsonl``/``.json`` path or an existing file)."""
     path = Path(source)
     return path.suffix in _LOCAL_SUFFIXES or path.is_file()
-
-
-def iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(line number, record) for each non-blank line of a JSONL file, with clear errors."""
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from exc
-            if not isinstance(record, dict):
-                raise ValueError(f"{path}:{lineno}: expected a JSON object, got {type(record).__name__}")
-            yield lineno, record
 
 
 def _rows(source: str, *, config: str, split: str) -> Iterable[tuple[str, dict[str, Any]]]:

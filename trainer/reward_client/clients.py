@@ -44,8 +44,15 @@ if TYPE_CHECKING:
     from trainer.configs import RewardServiceArguments
     from trainer.reward_client.settings import SettingsFields
 
-__all__ = ["RewardClient", "AsyncRewardClient", "SCORE_PATH", "INFO_PATH", "READY_PATH", "PRECOMPUTE_PATH",
-           "PRECOMPUTE_CHUNK"]
+__all__ = [
+    "RewardClient",
+    "AsyncRewardClient",
+    "SCORE_PATH",
+    "INFO_PATH",
+    "READY_PATH",
+    "PRECOMPUTE_PATH",
+    "PRECOMPUTE_CHUNK",
+]
 
 SCORE_PATH = "/v1/score"
 INFO_PATH = "/v1/info"
@@ -149,9 +156,10 @@ class RewardClient(_ClientBase):
             except httpx.HTTPError as exc:
                 delay = attempts.on_exception(exc)
             else:
-                delay = attempts.on_response(response)
-                if delay is None:
+                retry_in = attempts.on_response(response)
+                if retry_in is None:
                     return response, url
+                delay = retry_in
             time.sleep(delay)
 
     def score(self, items: Sequence[ScoreItem | Mapping[str, Any]], *, return_details: bool = True) -> ScoreResponse:
@@ -235,9 +243,10 @@ class AsyncRewardClient(_ClientBase):
             except httpx.HTTPError as exc:
                 delay = attempts.on_exception(exc)
             else:
-                delay = attempts.on_response(response)
-                if delay is None:
+                retry_in = attempts.on_response(response)
+                if retry_in is None:
                     return response, url
+                delay = retry_in
             await asyncio.sleep(delay)
 
     async def score(

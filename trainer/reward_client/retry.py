@@ -106,7 +106,13 @@ class Attempts:
         limit = f"/{cap}" if cap is not None else ""
         log.warning(
             "reward service %s %s: %s; retry %d%s in %.2fs (%.0fs of patience left)",
-            self.method, self.url, why, self.attempt, limit, delay, remaining,
+            self.method,
+            self.url,
+            why,
+            self.attempt,
+            limit,
+            delay,
+            remaining,
         )
         return delay
 

@@ -98,9 +98,11 @@ class ClientSettings:
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
-            raise ValueError(", ".join(f"{name}={getattr(self, name)!r}" for name in bad) + " out of range "
-                             "(timeouts, batch_items, max_connections, max_concurrency > 0; patience, retries, "
-                             "backoff >= 0)")
+            raise ValueError(
+                ", ".join(f"{name}={getattr(self, name)!r}" for name in bad) + " out of range "
+                "(timeouts, batch_items, max_connections, max_concurrency > 0; patience, retries, "
+                "backoff >= 0)"
+            )
 
     @classmethod
     def from_env(

@@ -21,6 +21,7 @@ from typing import Any
 from trl import DPOConfig
 
 from trainer.configs import ModelArguments, apply_cpu_precision_rule
+from trainer.records import PreferenceRecord
 
 __all__ = [
     "ARG_CLASSES",
@@ -35,7 +36,6 @@ __all__ = [
 
 POLICY_ADAPTER = "default"
 REF_ADAPTER = "ref"  # the name TRL's DPOTrainer gives the frozen copy of the policy adapter
-_REQUIRED_FIELDS = ("question", "better", "worse")
 
 
 @dataclass
@@ -44,7 +44,7 @@ class PreferenceArguments:
 
     preferences_file: str = field(
         default="data/preferences.jsonl",
-        metadata={"help": "JSONL rows with question, better, worse, better_reward, worse_reward."},
+        metadata={"help": "JSONL of trainer.records.PreferenceRecord (written by the prefs stage)."},
     )
     max_pairs: int | None = field(default=None, metadata={"help": "Use only the first N pairs."})
 
@@ -111,38 +111,32 @@ def plan(
     }
 
 
-def load_preferences(path: str, *, max_pairs: int | None = None) -> list[dict[str, Any]]:
-    """Rows of a preferences JSONL, checked for the fields DPO needs."""
-    file = Path(path)
-    if not file.is_file():
+def load_preferences(path: str, *, max_pairs: int | None = None) -> list[PreferenceRecord]:
+    """The pairs of a preferences JSONL (``trainer.records.PreferenceRecord``, as ``prefs`` wrote them)."""
+    from itertools import islice
+
+    from trainer.jsonl import read_records
+
+    if not Path(path).is_file():
         raise FileNotFoundError(
             f"preferences file not found: {path} (run `regime-w-train prefs` first)"
         )
-    from trainer.data import iter_jsonl
-
-    rows: list[dict[str, Any]] = []
-    for lineno, row in iter_jsonl(file):
-        missing = [k for k in _REQUIRED_FIELDS if not isinstance(row.get(k), str)]
-        if missing:
-            raise ValueError(f"{path}:{lineno}: missing or non-string field(s) {missing}")
-        rows.append(row)
-        if max_pairs is not None and len(rows) >= max_pairs:
-            break
+    rows = list(islice(read_records(path, PreferenceRecord), max_pairs))
     if not rows:
         raise ValueError(f"no preference pairs in {path}")
     return rows
 
 
-def build_dpo_records(rows: list[dict[str, Any]], tokenizer: Any) -> list[dict[str, str]]:
+def build_dpo_records(rows: list[PreferenceRecord], tokenizer: Any) -> list[dict[str, str]]:
     """prompt/chosen/rejected rows with the one prompt of ``trainer.prompts``."""
     from trainer.prompts import build_prompt, completion_separator
 
     sep = completion_separator(tokenizer)
     return [
         {
-            "prompt": build_prompt(row["question"], tokenizer),
-            "chosen": sep + row["better"],
-            "rejected": sep + row["worse"],
+            "prompt": build_prompt(row.question, tokenizer),
+            "chosen": sep + row.better,
+            "rejected": sep + row.worse,
         }
         for row in rows
     ]
@@ -188,6 +182,7 @@ def run(
         # ln 2 = 0.693 when the policy starts equal to the reference (as it must: both are SFT).
         "first_logged_loss": losses[0] if losses else None,
         "num_pairs": len(rows),
+        "rewards": sorted({row.reward_name for row in rows}),  # which reward(s) made the pairs
         "global_step": result.global_step,
         "train_loss": result.training_loss,
         "beta": args.beta,

@@ -5,8 +5,8 @@ one prompt per question (``build_prompt``) and one greedy generation. The answer
 compared with the gold by ``shared_schemas.answer`` (``parse_answer`` / ``answers_equal``).
 Platinum rows its cleaning marked ``rejected`` are left out (``load_platinum``), as its rules say.
 
-Writes, under ``eval_output_dir``: ``predictions.jsonl`` (one line per model × question: ``model``,
-``dataset``, ``id``, ``gold``, ``prediction``, ``correct``, ``format_ok``, ``output``),
+Writes, under ``eval_output_dir``: ``predictions.jsonl`` (one ``trainer.records.EvalPrediction`` per
+model × question: ``model``, ``dataset``, ``id``, ``gold``, ``prediction``, ``correct``, ``format_ok``, ``output``),
 ``results.json`` (accuracy per model × dataset, with n), ``results.md`` (the table) and
 ``accuracy.png`` (bar chart).
 """
@@ -135,18 +135,13 @@ def plan(model_args: ModelArguments, data_args: DataArguments, args: EvalArgumen
 
 def _score(model_name: str, dataset: str, problem: Any, text: str) -> dict[str, Any]:
     from shared_schemas.answer import answers_equal, parse_answer
+    from trainer.records import EvalPrediction
 
     parsed = parse_answer(text)
-    return {
-        "model": model_name,
-        "dataset": dataset,
-        "id": problem.id,
-        "gold": problem.gold,
-        "prediction": parsed.value,
-        "correct": answers_equal(parsed.value, problem.gold),
-        "format_ok": parsed.format_ok,
-        "output": text,
-    }
+    return EvalPrediction(
+        model=model_name, dataset=dataset, id=problem.id, gold=problem.gold, prediction=parsed.value,
+        correct=answers_equal(parsed.value, problem.gold), format_ok=parsed.format_ok, output=text,
+    ).model_dump()
 
 
 class _Policies:

@@ -4,33 +4,40 @@ Each question gets ``num_samples`` completions; sample ``k`` uses seed ``hash(se
 (:func:`trainer.generation.sample_seed`) and temperature ``temperatures[k % len]`` (default: all
 ``temperature``). Prompts of many questions go through one batched ``generate`` call; every
 question's trajectories then go to the reward service as one ``ScoreItem`` (with their token counts),
-and each scored question is appended to ``rollouts_file`` as one JSON line.
+and each scored question is appended to ``rollouts_file`` as one JSON line
+(``trainer.records.RolloutRecord``).
+
+Reward (``reward``, recipe key and flag): ``regime_w`` scores over HTTP (``label_free: true`` leaves the
+gold out of the request even when the data set has it); the controls ``correctness`` (answer vs gold)
+and ``majority`` (the vote among the question's own N samples) are computed here, with no service
+(``trainer.reward_modes``). Every record names its reward, and ``<rollouts_file stem>.run.json``
+(``trainer.records.RunInfo``) records the run: reward, scorer, inputs, summary.
 
 Crash safety: a line is appended with a single write of ``line + "\\n"`` followed by flush + fsync.
 On start the file is read, a torn last line (from a killed run) is cut off, and the ids already done
 are skipped, so rerunning the same command after a crash finishes the set with every question
-exactly once. A reward-service error stops the run with a clear message; lines already written stay.
+exactly once (a file made with another reward or other sampling settings is refused). A reward-service error stops the run with a clear message; lines already written stay.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from trainer.configs import DataArguments, ModelArguments, RewardServiceArguments
 from trainer.errors import StageError
+from trainer.jsonl import JsonlAppender, iter_jsonl, read_records, write_json_atomic
+from trainer.records import RolloutRecord, RunInfo, TrajectoryRecord, reward_label_free
 
 __all__ = [
     "RolloutArguments",
     "ARG_CLASSES",
     "RolloutsStopped",
-    "JsonlAppender",
     "recover_jsonl",
+    "read_rollouts",
     "sampling_specs",
     "plan",
     "run",
@@ -98,61 +105,19 @@ class RolloutsStopped(StageError):
 
 
 def recover_jsonl(path: str | Path) -> list[dict[str, Any]]:
-    """The records of a JSONL file, after cutting a torn last line off the file itself.
-
-    A line is complete when it ends with ``\\n``. Anything after the last newline is the remainder of
-    an interrupted append and is truncated away. A complete line that is not JSON is an error.
-    """
+    """The records of a rollouts file, after cutting a torn last line (a killed append) off the file."""
     path = Path(path)
     if not path.exists():
         return []
-    with path.open("r+b") as f:
-        data = f.read()
-        end = data.rfind(b"\n") + 1
-        if end != len(data):
-            f.truncate(end)
-            f.flush()
-            os.fsync(f.fileno())
-    records: list[dict[str, Any]] = []
-    for number, raw in enumerate(data[:end].split(b"\n")[:-1], start=1):
-        if not raw.strip():
-            continue
-        try:
-            records.append(json.loads(raw))
-        except json.JSONDecodeError as exc:
-            raise ValueError(
-                f"{path}:{number} is a complete line but not valid JSON ({exc.msg}); "
-                "the file was edited or corrupted: fix or remove that line"
-            ) from exc
-    return records
+    return [record for _, record in iter_jsonl(path, tail="truncate")]
 
 
-class JsonlAppender:
-    """Appends whole lines durably: one write of ``line + "\\n"``, then flush and fsync."""
-
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-
-    def append(self, record: dict[str, Any]) -> None:
-        data = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
-        view = memoryview(data)
-        while view:  # os.write on a regular file writes everything; loop for the pathological case
-            written = os.write(self._fd, view)
-            view = view[written:]
-        os.fsync(self._fd)
-
-    def close(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
-
-    def __enter__(self) -> "JsonlAppender":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+def read_rollouts(path: str | Path, *, tail: Literal["skip", "truncate"] = "skip") -> list[RolloutRecord]:
+    """The complete, validated records of a rollouts file (``tail``: see ``trainer.jsonl``)."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    return list(read_records(path, RolloutRecord, tail=tail))
 
 
 # ------------------------------------------------------------------------------------------ sampling
@@ -227,6 +192,7 @@ class _Sampler:
 
 def plan(model_args: ModelArguments, data_args: DataArguments, reward_args: RewardServiceArguments,
          args: RolloutArguments) -> dict[str, Any]:
+    uses_service = reward_args.reward == "regime_w"
     return {
         "stage": "rollouts",
         "policy": {"base": model_args.model_name_or_path, "adapter_path": model_args.adapter_path,
@@ -239,84 +205,134 @@ def plan(model_args: ModelArguments, data_args: DataArguments, reward_args: Rewa
                      "max_new_tokens": args.max_new_tokens},
         "batching": {"generation_batch_size": args.generation_batch_size,
                      "questions_per_chunk": args.questions_per_chunk, "backend": args.generation_backend},
-        "reward": {"url": reward_args.reward_url, "batch_items": reward_args.reward_batch_items},
-        "writes": args.rollouts_file,
+        "reward": {"mode": reward_args.reward,
+                   "label_free": reward_label_free(reward_args.reward, reward_args.label_free),
+                   "service": ({"url": reward_args.reward_url, "batch_items": reward_args.reward_batch_items,
+                                "patience_s": reward_args.reward_patience_s} if uses_service else None)},
+        "writes": [args.rollouts_file, RunInfo.path_for(args.rollouts_file)],
         "resume": "existing complete lines are kept; done ids are skipped; a torn last line is cut",
     }
 
 
-def _check_existing(records: list[dict[str, Any]], args: RolloutArguments) -> set[str]:
-    """Ids already in the file; an error when they were sampled with other settings than this run's."""
+def _check_existing(records: list[RolloutRecord], args: RolloutArguments,
+                    reward_args: RewardServiceArguments) -> set[str]:
+    """Ids already in the file; an error when they were made with another reward or other sampling
+    settings than this run's."""
+    label_free = reward_label_free(reward_args.reward, reward_args.label_free)
     done: set[str] = set()
     for r in records:
-        qid = str(r.get("id"))
-        trajectories = r.get("trajectories") or []
-        if len(trajectories) != args.num_samples:
+        if (r.reward_mode, r.label_free) != (reward_args.reward, label_free):
             raise ValueError(
-                f"{args.rollouts_file} holds question {qid!r} with {len(trajectories)} trajectories but this "
+                f"{args.rollouts_file} holds question {r.id!r} scored with reward {r.reward_mode!r} "
+                f"(label_free={r.label_free}) but this run uses {reward_args.reward!r} (label_free={label_free}); "
+                "use another rollouts_file or the same reward"
+            )
+        if len(r.trajectories) != args.num_samples:
+            raise ValueError(
+                f"{args.rollouts_file} holds question {r.id!r} with {len(r.trajectories)} trajectories but this "
                 f"run samples num_samples={args.num_samples}; use another rollouts_file or the same settings"
             )
-        want = [(s.seed, s.temperature) for s in sampling_specs(args, qid)]
-        have = [(t.get("seed"), t.get("temperature")) for t in trajectories]
+        want = [(s.seed, s.temperature) for s in sampling_specs(args, r.id)]
+        have = [(t.seed, t.temperature) for t in r.trajectories]
         if have != want:
             raise ValueError(
-                f"{args.rollouts_file} holds question {qid!r} sampled with other seeds/temperatures than this "
+                f"{args.rollouts_file} holds question {r.id!r} sampled with other seeds/temperatures than this "
                 "run's (seed, temperature, temperatures); use another rollouts_file or the same settings"
             )
-        done.add(qid)
+        done.add(r.id)
     return done
 
 
-def _score_chunk(client: Any, chunk: Sequence[Any], generations: Sequence[Any]) -> Any:
-    from shared_schemas.wire import ScoreItem
+class _Scores:
+    """Per-trajectory reward fields of one question, whichever reward made them."""
 
-    items = [
-        ScoreItem(
-            id=p.id,
-            question=p.question,
-            gold_answer=p.gold,
-            trajectories=[g.text for g in gens],
-            num_tokens=[g.num_tokens for g in gens],
-        )
-        for p, gens in zip(chunk, generations, strict=True)
-    ]
-    return client.score(items, return_details=True)
+    def __init__(self, fields: list[dict[str, Any]], consensus_answer: str | None = None) -> None:
+        self.fields = fields
+        self.consensus_answer = consensus_answer
 
 
-def _record(problem: Any, gens: Sequence[Any], specs: Sequence[Any], result: Any, scorer: dict[str, Any]) -> dict[str, Any]:
+class _ServiceReward:
+    """``regime_w``: the Regime W service over HTTP (gold left out when label-free)."""
+
+    def __init__(self, reward_args: RewardServiceArguments) -> None:
+        from trainer.reward_client import RewardClient
+
+        self.client = RewardClient.from_args(reward_args)
+        self.label_free = reward_args.label_free
+        self.scorer: dict[str, Any] | None = None
+
+    def score(self, chunk: Sequence[Any], generations: Sequence[Sequence[Any]]) -> list[_Scores]:
+        from shared_schemas.wire import ScoreItem
+
+        items = [
+            ScoreItem(id=p.id, question=p.question, gold_answer=None if self.label_free else p.gold,
+                      trajectories=[g.text for g in gens], num_tokens=[g.num_tokens for g in gens])
+            for p, gens in zip(chunk, generations, strict=True)
+        ]
+        response = self.client.score(items, return_details=True)
+        self.scorer = response.scorer.model_dump()
+        by_id = {r.id: r for r in response.results}
+        out = []
+        for p, gens in zip(chunk, generations, strict=True):
+            result = by_id.get(p.id)
+            if result is None:
+                raise RolloutsStopped(f"reward service response has no result for {p.id!r}")
+            if len(result.scores) != len(gens):
+                raise RolloutsStopped(f"reward service returned {len(result.scores)} scores for {p.id!r} but "
+                                      f"{len(gens)} trajectories were sent")
+            out.append(_Scores([{"reward": s.reward, "correctness": s.correctness, "s_end": s.s_end,
+                                 "s_path": s.s_path, "s_cf": s.s_cf, "s_wm": s.s_wm,
+                                 "length_penalty": s.length_penalty} for s in result.scores],
+                               result.consensus_answer))
+        return out
+
+    def close(self) -> None:
+        self.client.close()
+
+
+class _LocalReward:
+    """``correctness`` / ``majority``: the controls of ``trainer.reward_modes``, no service."""
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+        self.scorer: dict[str, Any] | None = None
+
+    def score(self, chunk: Sequence[Any], generations: Sequence[Sequence[Any]]) -> list[_Scores]:
+        from trainer.reward_modes import correctness_rewards, majority_rewards
+
+        out = []
+        for p, gens in zip(chunk, generations, strict=True):
+            texts = [g.text for g in gens]
+            if self.mode == "correctness":
+                try:
+                    rewards = correctness_rewards(texts, p.gold)
+                except ValueError as exc:
+                    raise RolloutsStopped(f"question {p.id!r}: {exc}") from exc
+                out.append(_Scores([{"reward": r, "correctness": r} for r in rewards]))
+            else:
+                out.append(_Scores([{"reward": r} for r in majority_rewards(texts)]))
+        return out
+
+    def close(self) -> None:
+        pass
+
+
+def _record(problem: Any, gens: Sequence[Any], specs: Sequence[Any], scores: _Scores, *,
+            scorer: dict[str, Any] | None, reward_mode: str, label_free: bool) -> RolloutRecord:
     from shared_schemas.answer import parse_answer
 
-    if len(result.scores) != len(gens):
-        raise ValueError(
-            f"reward service returned {len(result.scores)} scores for {problem.id!r} but {len(gens)} "
-            "trajectories were sent"
-        )
     trajectories = []
-    for g, spec, s in zip(gens, specs, result.scores, strict=True):
-        parsed = parse_answer(g.text)
-        trajectories.append({
-            "output": g.text,
-            "reward": s.reward,
-            "correctness": s.correctness,
-            "s_end": s.s_end,
-            "s_path": s.s_path,
-            "s_cf": s.s_cf,
-            "s_wm": s.s_wm,
-            "length_penalty": s.length_penalty,
-            "final_answer": parsed.value,
-            "format_ok": parsed.format_ok,
-            "num_tokens": g.num_tokens,
-            "seed": spec.seed,
-            "temperature": spec.temperature,
-        })
-    return {
-        "id": problem.id,
-        "question": problem.question,
-        "gold_answer": problem.gold,
-        "consensus_answer": result.consensus_answer,
-        "trajectories": trajectories,
-        "scorer": scorer,
-    }
+    for g, spec, fields in zip(gens, specs, scores.fields, strict=True):
+        parsed = parse_answer(g.text)  # the one source of final_answer / format_ok (trainer.records)
+        trajectories.append(TrajectoryRecord(
+            output=g.text, **fields, final_answer=parsed.value, format_ok=parsed.format_ok,
+            num_tokens=g.num_tokens, seed=spec.seed, temperature=spec.temperature,
+        ))
+    return RolloutRecord(
+        id=problem.id, question=problem.question, gold_answer=problem.gold,
+        consensus_answer=scores.consensus_answer, trajectories=trajectories, scorer=scorer,
+        reward_mode=reward_mode, label_free=label_free,  # type: ignore[arg-type]
+    )
 
 
 def run(model_args: ModelArguments, data_args: DataArguments, reward_args: RewardServiceArguments,
@@ -324,54 +340,74 @@ def run(model_args: ModelArguments, data_args: DataArguments, reward_args: Rewar
     from tqdm.auto import tqdm
 
     from trainer.prompts import build_prompt
-    from trainer.reward_client import RewardClient, RewardServiceError
+    from trainer.reward_client import RewardServiceError
 
     problems = _select_problems(data_args, args.rollout_split)
-    done = _check_existing(recover_jsonl(args.rollouts_file), args)
+    existing = read_rollouts(args.rollouts_file, tail="truncate")
+    done = _check_existing(existing, args, reward_args)
     todo = [p for p in problems if p.id not in done]
     already = len(problems) - len(todo)
+    label_free = reward_label_free(reward_args.reward, reward_args.label_free)
     summary: dict[str, Any] = {"stage": "rollouts", "rollouts_file": args.rollouts_file,
+                               "reward": reward_args.reward, "label_free": label_free,
                                "questions": len(problems), "already_done": already, "written": 0}
+    scorer: dict[str, Any] | None = next((r.scorer for r in existing if r.scorer), None)
     if not todo:
         print(f"rollouts: all {len(problems)} questions already in {args.rollouts_file}; nothing to do")
+        _write_run_info(args, reward_args, data_args, summary, scorer)
         return summary
 
-    client = RewardClient.from_args(reward_args)
-    sampler = _Sampler(model_args, args)
+    reward: _ServiceReward | _LocalReward = (
+        _ServiceReward(reward_args) if reward_args.reward == "regime_w" else _LocalReward(reward_args.reward))
     rewards: list[float] = []
-    bar = tqdm(total=len(problems), initial=already, unit="q", desc="rollouts",
-               disable=not args.progress, dynamic_ncols=True, file=sys.stderr)
     try:
-        with JsonlAppender(args.rollouts_file) as out:
-            for start in range(0, len(todo), args.questions_per_chunk):
-                chunk = todo[start : start + args.questions_per_chunk]
-                specs = [sampling_specs(args, p.id) for p in chunk]
-                prompts = [build_prompt(p.question, sampler.tokenizer) for p in chunk]
-                flat = sampler([pr for pr in prompts for _ in range(args.num_samples)],
-                               [s for per_q in specs for s in per_q])
-                gens = [flat[i * args.num_samples : (i + 1) * args.num_samples] for i in range(len(chunk))]
-                try:
-                    response = _score_chunk(client, chunk, gens)
-                except RewardServiceError as exc:
-                    raise RolloutsStopped(
-                        f"rollouts stopped: the reward service failed while scoring "
-                        f"{[p.id for p in chunk]}: {exc}. {already + summary['written']} of "
-                        f"{len(problems)} questions are saved in {args.rollouts_file}; rerun the same "
-                        "command to resume."
-                    ) from exc
-                scorer = response.scorer.model_dump()
-                by_id = {r.id: r for r in response.results}
-                for p, g, s in zip(chunk, gens, specs, strict=True):
-                    if p.id not in by_id:
-                        raise RolloutsStopped(f"reward service response has no result for {p.id!r}")
-                    record = _record(p, g, s, by_id[p.id], scorer)
-                    out.append(record)
-                    summary["written"] += 1
-                    rewards.extend(t["reward"] for t in record["trajectories"])
-                    bar.update(1)
+        sampler = _Sampler(model_args, args)
+        bar = tqdm(total=len(problems), initial=already, unit="q", desc=f"rollouts ({reward_args.reward})",
+                   disable=not args.progress, dynamic_ncols=True, file=sys.stderr)
+        try:
+            with JsonlAppender(args.rollouts_file) as out:
+                for start in range(0, len(todo), args.questions_per_chunk):
+                    chunk = todo[start : start + args.questions_per_chunk]
+                    specs = [sampling_specs(args, p.id) for p in chunk]
+                    prompts = [build_prompt(p.question, sampler.tokenizer) for p in chunk]
+                    flat = sampler([pr for pr in prompts for _ in range(args.num_samples)],
+                                   [s for per_q in specs for s in per_q])
+                    gens = [flat[i * args.num_samples : (i + 1) * args.num_samples] for i in range(len(chunk))]
+                    try:
+                        scored = reward.score(chunk, gens)
+                    except RewardServiceError as exc:
+                        raise RolloutsStopped(
+                            f"rollouts stopped: the reward service failed while scoring "
+                            f"{[p.id for p in chunk]}: {exc}. {already + summary['written']} of "
+                            f"{len(problems)} questions are saved in {args.rollouts_file}; rerun the same "
+                            "command to resume."
+                        ) from exc
+                    scorer = reward.scorer or scorer
+                    for p, g, s, sc in zip(chunk, gens, specs, scored, strict=True):
+                        record = _record(p, g, s, sc, scorer=reward.scorer, reward_mode=reward_args.reward,
+                                         label_free=label_free)
+                        out.append(record)
+                        summary["written"] += 1
+                        rewards.extend(t.reward for t in record.trajectories)
+                        bar.update(1)
+        finally:
+            bar.close()
     finally:
-        bar.close()
-        client.close()
+        reward.close()
     summary["mean_reward"] = sum(rewards) / len(rewards) if rewards else None
-    print(f"rollouts: wrote {summary['written']} questions ({already} were already done) to {args.rollouts_file}")
+    _write_run_info(args, reward_args, data_args, summary, scorer)
+    print(f"rollouts: wrote {summary['written']} questions ({already} were already done) to {args.rollouts_file} "
+          f"(reward {reward_args.reward}{', label-free' if label_free else ''})")
     return summary
+
+
+def _write_run_info(args: RolloutArguments, reward_args: RewardServiceArguments, data_args: DataArguments,
+                    summary: dict[str, Any], scorer: dict[str, Any] | None) -> None:
+    info = RunInfo(
+        stage="rollouts", reward_mode=reward_args.reward,  # type: ignore[arg-type]
+        label_free=reward_label_free(reward_args.reward, reward_args.label_free), scorer=scorer,
+        service_url=reward_args.reward_url if reward_args.reward == "regime_w" else None,
+        inputs={"dataset": data_args.dataset, "split": args.rollout_split},
+        outputs={"rollouts_file": args.rollouts_file}, summary=summary,
+    )
+    summary["run_info"] = str(write_json_atomic(RunInfo.path_for(args.rollouts_file), info))

@@ -38,6 +38,9 @@ from typing import Any, TextIO
 
 import httpx
 
+from trainer.jsonl import iter_jsonl, read_records
+from trainer.records import EvalPrediction, RolloutRecord
+
 ROOT = Path(__file__).resolve().parents[2]
 RECIPES = ROOT / "recipes" / "toy"
 TOY_CONFIG = ROOT / "reward_service" / "regime_w" / "toy_config.toml"
@@ -352,19 +355,18 @@ def style_report(predictions: Path, train_jsonl: Path, dataset: str = "gsm8k_dev
     """How each model writes its greedy answers to the MULTI-step problems of ``dataset``: the share
     written as one folded expression (at most one ``expr = value``) and the accuracy of each style.
     (The toy world's ``one_line`` annotator style; docs/toy-world.md.)"""
-    golds = [json.loads(line)["answer"] for line in train_jsonl.read_text(encoding="utf-8").splitlines()]
+    golds = [str(row["answer"]) for _, row in iter_jsonl(train_jsonl)]
     out: dict[str, dict[str, Any]] = {}
-    for line in predictions.read_text(encoding="utf-8").splitlines():
-        row = json.loads(line)
-        if row["dataset"] != dataset or not row["id"].startswith("gsm8k-train-"):
+    for row in read_records(predictions, EvalPrediction):
+        if row.dataset != dataset or not row.id.startswith("gsm8k-train-"):
             continue
-        if count_steps(golds[int(row["id"].rsplit("-", 1)[1])]) < 2:
+        if count_steps(golds[int(row.id.rsplit("-", 1)[1])]) < 2:
             continue
-        folded = len(_EQUATION.findall(row["output"].split("####")[0])) <= 1
-        cell = out.setdefault(row["model"], {"multi_step": 0, "folded": 0, "folded_correct": 0, "stepwise_correct": 0})
+        folded = len(_EQUATION.findall(row.output.split("####")[0])) <= 1
+        cell = out.setdefault(row.model, {"multi_step": 0, "folded": 0, "folded_correct": 0, "stepwise_correct": 0})
         cell["multi_step"] += 1
         cell["folded"] += folded
-        cell["folded_correct" if folded else "stepwise_correct"] += bool(row["correct"])
+        cell["folded_correct" if folded else "stepwise_correct"] += row.correct
     for cell in out.values():
         stepwise = cell["multi_step"] - cell["folded"]
         cell["folded_share"] = round(cell["folded"] / max(1, cell["multi_step"]), 4)
@@ -410,21 +412,21 @@ def label_free_auroc(url: str, key: str, paths: Paths, *, max_questions: int = 2
     from shared_schemas.wire import ScoreItem
     from trainer.reward_client import RewardClient
 
-    rows = [json.loads(line) for line in paths.rollouts.read_text(encoding="utf-8").splitlines() if line.strip()]
-    rows = rows[:max_questions]
-    items = [ScoreItem(id=r["id"], question=r["question"], trajectories=[t["output"] for t in r["trajectories"]])
-             for r in rows]
+    rows = list(read_records(paths.rollouts, RolloutRecord, tail="skip"))[:max_questions]
+    items = [ScoreItem(id=r.id, question=r.question, trajectories=[t.output for t in r.trajectories]) for r in rows]
     with RewardClient(url, key, timeout_s=600.0) as client:
         response = client.score(items, return_details=True)
     by_id = {res.id: res for res in response.results}
     s_wm: list[float] = []
     correct: list[bool] = []
     for r in rows:
-        for t, score in zip(r["trajectories"], by_id[r["id"]].scores, strict=True):
+        for t, score in zip(r.trajectories, by_id[r.id].scores, strict=True):
             if score.correctness is not None:
                 raise LoopError("label-free scoring returned a correctness term: gold_answer leaked")
+            if score.s_wm is None:
+                raise LoopError("the service returned no s_wm although details were asked for")
             s_wm.append(score.s_wm)
-            correct.append(answers_equal(parse_answer(t["output"]).value, r["gold_answer"]))
+            correct.append(answers_equal(parse_answer(t.output).value, r.gold_answer))
     return {"auroc_s_wm": round(auroc(s_wm, correct), 4), "trajectories": len(s_wm),
             "correct": sum(correct), "questions": len(rows)}
 
