@@ -424,20 +424,16 @@ def test_split_batches_and_url_resolution(monkeypatch: pytest.MonkeyPatch) -> No
 
 
 @pytest.fixture(scope="module")
-def arm_service(tiny_model_dir, tmp_path_factory):
-    """The real ``regime-w-serve`` (hf backend, the tiny model, short arms, an API key)."""
-    from tests.support.servers import running_service
-    from tests.support.service_config import small_service_config
+def service_spec():
+    """``live_service`` here: hf backend on the tiny model, short arms, this module's key."""
+    from tests.support.servers import ServiceSpec
 
-    tmp = tmp_path_factory.mktemp("precompute-service")
-    env = {
-        "REGIME_W_DEVICE": "cpu",
-        "REGIME_W_CONFIG_PATH": str(small_service_config(tmp, max_tokens=4)),
-        "REGIME_W_CACHE_PATH": str(tmp / "arms.sqlite3"),
-        "REGIME_W_API_KEYS": "precompute-key-0123456789",
-    }
-    with running_service("--backend", "hf", "--model", str(tiny_model_dir), env=env, timeout=180) as server:
-        yield server
+    return ServiceSpec("hf", api_key="precompute-key-0123456789", max_tokens=4)
+
+
+@pytest.fixture(scope="module")
+def arm_service(live_service):
+    return live_service
 
 
 def test_precompute_fills_the_real_service_cache(arm_service) -> None:

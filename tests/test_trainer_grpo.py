@@ -7,24 +7,21 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.servers import running_service
-from tests.support.service_config import small_service_config
+from tests.support.servers import ServiceSpec
 from trainer.cli import main as cli_main
 from trainer.configs import DataArguments, LoraArguments, ModelArguments, RewardServiceArguments
 from trainer.stages.grpo import GRPOStageConfig, build_dataset, plan
 
 
 @pytest.fixture(scope="module")
-def service(tiny_model_dir, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("grpo-service")
-    env = {
-        "REGIME_W_DEVICE": "cpu",
-        "REGIME_W_CONFIG_PATH": str(small_service_config(tmp)),
-        "REGIME_W_CACHE_PATH": str(tmp / "arms.sqlite3"),
-        "REGIME_W_API_KEYS": "grpo-test-key-0123456789",
-    }
-    with running_service("--backend", "hf", "--model", str(tiny_model_dir), env=env, timeout=180) as server:
-        yield server
+def service_spec() -> ServiceSpec:
+    """``live_service`` here: hf backend on the tiny model, short arms, this module's key."""
+    return ServiceSpec("hf", api_key="grpo-test-key-0123456789")
+
+
+@pytest.fixture(scope="module")
+def service(live_service):
+    return live_service
 
 
 @pytest.fixture(scope="module")
