@@ -71,6 +71,8 @@ def test_verdict_equals_label_on_every_row(name: str) -> None:
     assert not wrong, f"{len(wrong)}/{len(BY_CLASS[name])} misread:\n" + "\n".join(wrong[:5])
 
 
+# math-verify times its own calls with SIGALRM, which would cancel a signal-based pytest-timeout
+@pytest.mark.timeout(900, method="thread")
 def test_math_verify_differs_from_the_labels_only_in_known_classes() -> None:
     math_verify = pytest.importorskip("math_verify")
     differ: Counter[str] = Counter()
