@@ -86,3 +86,35 @@ def test_target_closes_an_open_think_block_before_the_answer():
     parsed = parse_answer(target)
     assert parsed.value == "72" and parsed.format_ok
     assert format_target(solution) == "She sold 48/2 = 24 in May.\nIn all 48+24 = 72.\n#### 72"
+
+
+def test_end_of_turn_is_what_the_template_writes_after_an_assistant_turn(tokenizer) -> None:
+    from trainer.prompts import end_of_turn
+
+    # The tiny template closes a turn with <|end|>, which is not its EOS (</s>): like Llama 3's <|eot_id|>.
+    assert end_of_turn(tokenizer) == "<|end|>" != tokenizer.eos_token
+    tokenizer.chat_template = "{% for m in messages %}{{ m['content'] }}{{ eos_token }}{% endfor %}"
+    assert end_of_turn(tokenizer) == "</s>"
+    tokenizer.chat_template = "{% for m in messages %}{{ m['content'] }}{% endfor %}"  # writes nothing after
+    assert end_of_turn(tokenizer) == "</s>"
+    tokenizer.chat_template = None
+    assert end_of_turn(tokenizer) == "</s>"
+
+
+def test_sft_target_ends_with_the_end_of_turn_and_generation_stops_there(tokenizer, tiny_model_dir) -> None:
+    from transformers import AutoModelForCausalLM
+
+    from trainer.data import Problem
+    from trainer.generation import stop_token_ids
+    from trainer.stages.sft import build_sft_records
+
+    problem = Problem(id="p-0", question=QUESTION, solution=SOLUTION, gold="10")
+    (record,) = build_sft_records([problem], tokenizer)
+    assert record["completion"].endswith("#### 10<|end|>")
+    end_id = tokenizer.convert_tokens_to_ids("<|end|>")
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    assert stop_token_ids(model, tokenizer) == [tokenizer.eos_token_id, end_id]
+    from trainer.modeling import stop_on_end_of_turn
+
+    stop_on_end_of_turn(model, tokenizer)  # what load_base_model does: TRL's GRPO generation reads it
+    assert model.generation_config.eos_token_id == [tokenizer.eos_token_id, end_id]

@@ -24,6 +24,7 @@ __all__ = [
     "load_base_model",
     "lora_config",
     "load_policy",
+    "stop_on_end_of_turn",
 ]
 
 _DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
@@ -99,12 +100,23 @@ def load_base_model(model_args: ModelArguments, *, for_training: bool) -> Any:
     if model_args.attn_implementation is not None:
         kwargs["attn_implementation"] = model_args.attn_implementation
     model = AutoModelForCausalLM.from_pretrained(model_args.model_name_or_path, **kwargs)
+    stop_on_end_of_turn(model, load_tokenizer(model_args))
     if for_training:
         model.config.use_cache = False
         model.train()
     else:
         model.eval()
     return model
+
+
+def stop_on_end_of_turn(model: Any, tokenizer: Any) -> None:
+    """Make ``model.generation_config`` stop on every id of ``trainer.generation.stop_token_ids``:
+    TRL's GRPO generation and ``generate_texts`` then end a chat model's answer at its template's
+    end-of-turn token even where that token is not the model's EOS."""
+    from trainer.generation import stop_token_ids
+
+    ids = stop_token_ids(model, tokenizer)
+    model.generation_config.eos_token_id = ids[0] if len(ids) == 1 else ids
 
 
 def lora_config(lora_args: LoraArguments) -> Any:

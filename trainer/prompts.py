@@ -20,6 +20,7 @@ __all__ = [
     "build_messages",
     "build_prompt",
     "completion_separator",
+    "end_of_turn",
     "format_target",
     "opens_think",
 ]
@@ -28,6 +29,7 @@ INSTRUCTION = "Please reason step by step, and put your final answer within \\bo
 PLAIN_TEMPLATE = "Question: {question}\nAnswer:"
 
 _CALCULATOR_ANNOTATION = re.compile(r"<<[^<>]*>>")
+_TURN_PROBE = "\u2063regime-w-turn-probe\u2063"
 
 
 def build_messages(question: str) -> list[dict[str, str]]:
@@ -78,3 +80,24 @@ def completion_separator(tokenizer: Any) -> str:
     """What goes between ``build_prompt`` and a completion: nothing after a chat template's
     generation prompt, one space after the plain ``Answer:``."""
     return "" if getattr(tokenizer, "chat_template", None) else " "
+
+
+def end_of_turn(tokenizer: Any) -> str:
+    """The text the chat template writes right after an assistant turn's content, trailing whitespace
+    dropped: ChatML's ``<|im_end|>``, DeepSeek-R1's ``<｜end▁of▁sentence｜>``, Llama 3's ``<|eot_id|>``.
+
+    An SFT target ends with it, so the model learns to close its turn the way its template does (not
+    with a bare EOS that the template never writes there), and generation stops on it. Without a chat
+    template (or when the template writes nothing after the content) it is the EOS token, or ``""``.
+    """
+    eos = getattr(tokenizer, "eos_token", None) or ""
+    if not getattr(tokenizer, "chat_template", None):
+        return eos
+    messages = [*build_messages("1 + 1?"), {"role": "assistant", "content": _TURN_PROBE}]
+    try:
+        text = tokenizer.apply_chat_template(messages, tokenize=False)
+    except Exception:  # jinja TemplateError and friends: a template that refuses this conversation
+        return eos
+    if not isinstance(text, str) or _TURN_PROBE not in text:
+        return eos
+    return text[text.rindex(_TURN_PROBE) + len(_TURN_PROBE) :].strip() or eos

@@ -99,15 +99,17 @@ def plan(
 
 
 def build_sft_records(problems: list[Any], tokenizer: Any) -> list[dict[str, str]]:
-    """Prompt-completion rows for TRL: the one prompt, and the cleaned GSM8K solution."""
-    from trainer.prompts import build_prompt, completion_separator, format_target, opens_think
+    """Prompt-completion rows for TRL: the one prompt, and the cleaned GSM8K solution closed with the
+    chat template's end-of-turn text (``end_of_turn``; TRL appends the EOS only when that is not it)."""
+    from trainer.prompts import build_prompt, completion_separator, end_of_turn, format_target, opens_think
 
     sep = completion_separator(tokenizer)
+    close = end_of_turn(tokenizer)
     records = []
     for p in problems:
         prompt = build_prompt(p.question, tokenizer)
         target = format_target(p.solution, close_think=opens_think(prompt))
-        records.append({"prompt": prompt, "completion": sep + target})
+        records.append({"prompt": prompt, "completion": sep + target + close})
     return records
 
 
