@@ -54,24 +54,31 @@ def test_sequential_calls_are_sent_at_once_one_request_each(srv: FlakyServer) ->
     coalescer.close()
 
 
-def test_a_burst_of_threads_shares_one_or_two_requests(srv: FlakyServer) -> None:
-    coalescer = SyncCoalescer(IntegrationSettings(coalesce_ms=200))
+def test_a_burst_of_threads_shares_requests(srv: FlakyServer) -> None:
+    coalescer = SyncCoalescer(IntegrationSettings(coalesce_ms=30_000, coalesce_max=16))
     results: dict[int, float] = {}
 
-    def one(i: int) -> None:
-        [score] = coalescer.score([sample("x" * (i + 1))])
-        results[i] = score.reward
+    def burst() -> None:
+        def one(i: int) -> None:
+            [score] = coalescer.score([sample("x" * (i + 1))])
+            results[i] = score.reward
 
-    for _ in range(2):  # the second burst: concurrency seen, the sender waits for the rest of it
         threads = [threading.Thread(target=one, args=(i,)) for i in range(16)]
         for t in threads:
             t.start()
         for t in threads:
             t.join()
         assert results == {i: float(i + 1) for i in range(16)}
-    requests = srv.stats()["score_requests"]
-    assert 2 <= requests <= 3, requests  # burst 1: the first caller alone, then the rest; burst 2: one
-    assert coalescer.last_callers == 16
+
+    # burst 1: the first caller goes at once (its request answered after 2 s); the 15 that queue
+    # behind it go out together as the next request
+    srv.configure(script=[{"sleep": 2.0}])
+    burst()
+    assert srv.stats()["score_requests"] == 2 and coalescer.last_callers == 15 and coalescer.concurrency_seen
+    # burst 2: concurrency seen, the sender waits for the burst (sent when all 16 wait, not after 30 s)
+    results.clear()
+    burst()
+    assert srv.stats()["score_requests"] == 3 and coalescer.last_callers == 16
     coalescer.close()
 
 

@@ -6,8 +6,9 @@ OpenRLHF and verl's reward loop call a reward function once per sample, from man
 async ``compute_score``). A coalescer keeps at most one scoring request in flight: a call that
 finds none sends at once, calls that arrive meanwhile queue and go out together in the next request
 (the samples of one question grouped into one item, so its arms are looked up once), and each caller
-gets its own scores back. Once concurrency has been seen (the last request carried more than one
-caller), the sender first waits up to ``coalesce_ms`` for the rest of a burst. Sequential callers
+gets its own scores back. Once concurrency has been seen (a request carried more than one caller),
+a sender first waits up to ``coalesce_ms`` for the rest of a burst (or until ``coalesce_max``
+samples wait). Sequential callers
 (verl's legacy ``naive`` manager) thus pay no wait; a burst of N concurrent samples costs one or two
 requests; samples finishing over time cost about one request per round trip.
 """
@@ -165,7 +166,9 @@ class SyncCoalescer:
     """Merge per-sample calls from many threads into few HTTP requests (see the module docstring).
 
     ``requests`` counts the scoring calls sent (one call is several HTTP requests only past
-    ``batch_items`` questions); ``last_callers`` how many calls the last one carried."""
+    ``batch_items`` questions); ``last_callers`` how many calls the last one carried;
+    ``concurrency_seen`` whether any request has carried more than one (from then on a sender first
+    waits up to ``coalesce_ms`` for the rest of a burst, or until ``coalesce_max`` samples wait)."""
 
     def __init__(self, settings: IntegrationSettings) -> None:
         self.settings = settings
@@ -177,6 +180,7 @@ class SyncCoalescer:
         self._client_lock = threading.Lock()
         self.requests = 0
         self.last_callers = 0
+        self.concurrency_seen = False
 
     @property
     def client(self) -> RewardClient:
@@ -212,7 +216,7 @@ class SyncCoalescer:
 
     def _send_one(self) -> None:
         with self._cond:
-            if self.last_callers > 1 and self.settings.coalesce_ms > 0:
+            if self.concurrency_seen and self.settings.coalesce_ms > 0:
                 deadline = time.monotonic() + self.settings.coalesce_ms / 1000.0
                 while self._waiting < self.settings.coalesce_max:
                     left = deadline - time.monotonic()
@@ -221,6 +225,7 @@ class SyncCoalescer:
                     self._cond.wait(left)
             taken, self._pending, self._waiting = self._pending, [], 0
             self.last_callers = len(taken)
+            self.concurrency_seen = self.concurrency_seen or len(taken) > 1
         flat = [s for samples, _ in taken for s in samples]
         try:
             scores = score_samples(self.client, flat, label_free=self.settings.label_free)
@@ -248,6 +253,7 @@ class AsyncCoalescer:
         self._client: AsyncRewardClient | None = None
         self.requests = 0
         self.last_callers = 0
+        self.concurrency_seen = False
 
     async def aclose(self) -> None:
         client, self._client = self._client, None
@@ -278,7 +284,7 @@ class AsyncCoalescer:
 
     async def _send_one(self, changed: asyncio.Condition) -> None:
         async with changed:
-            if self.last_callers > 1 and self.settings.coalesce_ms > 0:
+            if self.concurrency_seen and self.settings.coalesce_ms > 0:
                 deadline = time.monotonic() + self.settings.coalesce_ms / 1000.0
                 while self._waiting < self.settings.coalesce_max:
                     left = deadline - time.monotonic()
@@ -290,6 +296,7 @@ class AsyncCoalescer:
                         break
             taken, self._pending, self._waiting = self._pending, [], 0
             self.last_callers = len(taken)
+            self.concurrency_seen = self.concurrency_seen or len(taken) > 1
         flat = [s for samples, _ in taken for s in samples]
         try:
             if self._client is None:
