@@ -48,9 +48,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import httpx  # noqa: E402
 
-from tests.support.servers import running_service  # noqa: E402
 from tests.support.service_config import small_service_config  # noqa: E402
 from tests.support.tiny_model import build_tiny_model  # noqa: E402
+from trainer.toy.loop import reward_service  # noqa: E402
 
 KEY = "bench-grpo-key-0123456789abcdef"
 SCENARIOS = ("cached", "cold")
@@ -114,8 +114,9 @@ def run_scenario(name: str, args: argparse.Namespace, model_dir: Path, data: Pat
         "REGIME_W_API_KEYS": KEY,
         "REGIME_W_LOG_LEVEL": "warning",
     }
-    with running_service("--backend", "hf", "--model", str(model_dir), env=env, timeout=300) as server:
-        before = scrape(server.url)
+    with reward_service("--backend", "hf", "--model", str(model_dir), log_path=work / f"service-{name}.log",
+                        env={**os.environ, **env}, ready_timeout_s=300, say=lambda _: None, api_key=KEY) as (url, _key):
+        before = scrape(url)
         config = grpo.GRPOStageConfig(
             output_dir=str(work / f"lora_grpo-{name}"),
             precompute_arms=name == "cached",
@@ -139,11 +140,11 @@ def run_scenario(name: str, args: argparse.Namespace, model_dir: Path, data: Pat
             LoraArguments(lora_r=8, lora_alpha=16),
             DataArguments(dataset=str(data), split_file=str(work / "split.json"),
                           max_train_samples=args.questions),
-            RewardServiceArguments(reward_url=server.url),
+            RewardServiceArguments(reward_url=url),
             config,
         )
         wall = time.perf_counter() - started
-        after = scrape(server.url)
+        after = scrape(url)
     waits = summary["reward_wait_s_per_step"]
     steps = summary["step_time_s_per_step"]
     if len(waits) != args.steps or any(v is None for v in (*waits, *steps)):

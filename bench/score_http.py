@@ -36,7 +36,7 @@ from score_inprocess import build_workload  # noqa: E402
 
 from reward_service.arm_cache import ArmCache, cache_key  # noqa: E402
 from reward_service.regime_w.config import default_config  # noqa: E402
-from tests.support.servers import running_service  # noqa: E402
+from trainer.toy.loop import reward_service  # noqa: E402
 
 KEY = "bench-key-0123456789abcdef"
 
@@ -127,8 +127,9 @@ def main(argv: list[str] | None = None) -> int:
         fill_cache(cache_path, workload)
         env = {"REGIME_W_API_KEYS": KEY, "REGIME_W_CACHE_PATH": str(cache_path),
                "REGIME_W_LOG_LEVEL": "warning", "REGIME_W_WORKERS": str(args.workers)}
-        with running_service("--backend", "provided", env=env, timeout=120) as server:
-            rows = [asyncio.run(drive(server.url, bodies, args.batch, c, args.duration, args.warmup))
+        with reward_service("--backend", "provided", log_path=Path(tmp) / "service.log", env={**os.environ, **env},
+                            ready_timeout_s=120, say=lambda _: None, api_key=KEY) as (url, _key):
+            rows = [asyncio.run(drive(url, bodies, args.batch, c, args.duration, args.warmup))
                     for c in args.clients]
     print(f"scoring over HTTP: {args.batch} trajectories/request, arms cached, {args.workers} worker(s), "
           f"{os.cpu_count()} cores, {args.duration:g} s per level")

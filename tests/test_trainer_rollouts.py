@@ -208,7 +208,7 @@ def test_resume_refuses_a_file_with_other_seeds(tmp_path, tiny_model_dir, monkey
             DataArguments(dataset="train.jsonl", split_file="split.json"), RewardServiceArguments(), args)
 
 
-def test_row_sampler_is_per_row_and_batch_independent(tiny_model_dir):
+def test_spec_sampler_is_per_row_and_batch_independent(tiny_model_dir):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
@@ -226,17 +226,17 @@ def test_row_sampler_is_per_row_and_batch_independent(tiny_model_dir):
     assert narrow[0].text == batch[3].text
 
 
-def test_row_sampler_candidate_shortcut_matches_full_sort():
+def test_spec_sampler_candidate_shortcut_matches_full_sort():
     import torch
 
-    from trainer.generation import RowSampler
+    from trainer.generation import SpecSampler
 
     torch.manual_seed(0)
     peaked = torch.randn(6, 5000) * 4  # nucleus inside the top 1024: shortcut taken
     flat = torch.zeros(6, 5000)  # nucleus larger than 1024 tokens: full sort
     specs = [SamplingSpec(0.6, 0.95, k) for k in range(6)]
     for scores in (peaked, flat):
-        fast, full = RowSampler(specs), RowSampler(specs)
+        fast, full = SpecSampler(specs), SpecSampler(specs)
         full.CANDIDATES = 10**9
         for _ in range(5):
             a, b = fast(None, scores), full(None, scores)

@@ -1,7 +1,7 @@
 """Batched text generation for the rollouts and eval stages.
 
 ``generate_texts`` runs many prompts through one ``model.generate`` call per batch. Each row has its
-own :class:`SamplingSpec` (temperature, top-p, seed): sampling is done by :class:`RowSampler`, a logits
+own :class:`SamplingSpec` (temperature, top-p, seed): sampling is done by :class:`SpecSampler`, a logits
 processor that draws every row's next token from that row's own ``torch.Generator`` and hands
 ``generate`` a one-hot choice, so a row's sample depends on its seed, not on which other prompts share
 its batch. ``temperature == 0`` means greedy decoding for that row.
@@ -23,9 +23,8 @@ import torch
 __all__ = [
     "SamplingSpec",
     "Generation",
-    "RowSampler",
+    "SpecSampler",
     "sample_seed",
-    "stop_token_ids",
     "strip_duplicate_bos",
     "generate_texts",
     "vllm_available",
@@ -81,8 +80,12 @@ def strip_duplicate_bos(prompt: str, tokenizer: Any) -> str:
     return prompt
 
 
-class RowSampler:
+class SpecSampler:
     """A ``generate`` logits processor that samples each row with its own seed, temperature, top-p.
+
+    (Not the reward service's ``RowSampler``: that one draws hash-based uniforms for batched arm
+    generation on any device; this one keeps a ``torch.Generator`` per row so a trajectory depends on
+    its ``SamplingSpec`` only. The trainer never imports the service, so each owns its sampler.)
 
     It returns scores that are ``-inf`` everywhere except the chosen token, so greedy decoding inside
     ``generate`` picks exactly that token. Rows with temperature 0 take the argmax.
@@ -90,7 +93,7 @@ class RowSampler:
 
     def __init__(self, specs: Sequence[SamplingSpec]) -> None:
         if not specs:
-            raise ValueError("RowSampler needs at least one SamplingSpec")
+            raise ValueError("SpecSampler needs at least one SamplingSpec")
         self.specs = list(specs)
         self._generators = [torch.Generator(device="cpu").manual_seed(s.seed) for s in self.specs]
         self._temperature = torch.tensor([s.temperature for s in self.specs], dtype=torch.float32)
@@ -100,7 +103,7 @@ class RowSampler:
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         batch = scores.shape[0]
         if batch != len(self.specs):
-            raise ValueError(f"RowSampler has {len(self.specs)} specs but the batch has {batch} rows")
+            raise ValueError(f"SpecSampler has {len(self.specs)} specs but the batch has {batch} rows")
         device = scores.device
         logits = scores.float()
         chosen = logits.argmax(dim=-1)
@@ -136,25 +139,10 @@ class RowSampler:
         return probs.sort(dim=-1, descending=True)
 
 
-def end_of_turn_id(tokenizer: Any) -> int | None:
-    """The token id of the chat template's end-of-turn text (``trainer.prompts.end_of_turn``) when it
-    is one token, else None."""
-    from trainer.prompts import end_of_turn
-
-    text = end_of_turn(tokenizer)
-    if not text:
-        return None
-    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-    return int(ids[0]) if len(ids) == 1 else None
-
-
-def stop_token_ids(model: Any, tokenizer: Any) -> list[int]:
-    """Every id generation stops on: the model's generation-config EOS ids, the tokenizer's EOS and
-    the chat template's end-of-turn token (Llama 3's ``<|eot_id|>``, ChatML's ``<|im_end|>``: a chat
-    model closes its turn with it, which is not always its EOS)."""
+def _eos_ids(model: Any, tokenizer: Any) -> list[int]:
     ids: list[int] = []
     configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    for value in (configured, tokenizer.eos_token_id, end_of_turn_id(tokenizer)):
+    for value in (configured, tokenizer.eos_token_id):
         if value is None:
             continue
         for i in value if isinstance(value, (list, tuple)) else [value]:
@@ -194,7 +182,7 @@ def generate_texts(
         return []
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    eos_ids = stop_token_ids(model, tokenizer)
+    eos_ids = _eos_ids(model, tokenizer)
     config = GenerationConfig(
         max_new_tokens=max_new_tokens,
         do_sample=False,
@@ -214,7 +202,7 @@ def generate_texts(
             rows = order[start : start + batch_size]
             enc = tokenizer([texts[i] for i in rows], return_tensors="pt", padding=True)
             enc = {k: v.to(device) for k, v in enc.items() if k in ("input_ids", "attention_mask")}
-            sampler = RowSampler([specs[i] for i in rows])
+            sampler = SpecSampler([specs[i] for i in rows])
             out = model.generate(
                 **enc, generation_config=config, logits_processor=LogitsProcessorList([sampler])
             )

@@ -81,10 +81,12 @@ def subprocess_env(threads: int, extra: dict[str, str] | None = None) -> dict[st
 
 @contextlib.contextmanager
 def reward_service(*flags: str, log_path: Path, env: dict[str, str] | None = None,
-                   ready_timeout_s: float = 300.0, say: Callable[[str], None] = print) -> Iterator[tuple[str, str]]:
-    """Start ``regime-w-serve FLAGS`` on a free loopback port with a fresh key; yield (url, key);
-    stop it (SIGTERM, then SIGKILL) on exit, also when the body raises."""
-    key = "toy-" + secrets.token_hex(16)
+                   ready_timeout_s: float = 300.0, say: Callable[[str], None] = print,
+                   api_key: str | None = None) -> Iterator[tuple[str, str]]:
+    """Start ``regime-w-serve FLAGS`` on a free loopback port with ``api_key`` (default: a fresh key);
+    yield (url, key); stop it (SIGTERM, then SIGKILL) on exit, also when the body raises. ``env`` is
+    the whole environment of the service (default: this process's)."""
+    key = api_key or "toy-" + secrets.token_hex(16)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     cmd = [sys.executable, "-m", "reward_service.cli", "--host", "127.0.0.1", "--port", str(port), *flags]
