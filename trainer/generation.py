@@ -25,6 +25,7 @@ __all__ = [
     "Generation",
     "SpecSampler",
     "sample_seed",
+    "stop_token_ids",
     "strip_duplicate_bos",
     "generate_texts",
     "vllm_available",
@@ -139,10 +140,25 @@ class SpecSampler:
         return probs.sort(dim=-1, descending=True)
 
 
-def _eos_ids(model: Any, tokenizer: Any) -> list[int]:
+def end_of_turn_id(tokenizer: Any) -> int | None:
+    """The token id of the chat template's end-of-turn text (``trainer.prompts.end_of_turn``) when it
+    is one token, else None."""
+    from trainer.prompts import end_of_turn
+
+    text = end_of_turn(tokenizer)
+    if not text:
+        return None
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    return int(ids[0]) if len(ids) == 1 else None
+
+
+def stop_token_ids(model: Any, tokenizer: Any) -> list[int]:
+    """Every id generation stops on: the model's generation-config EOS ids, the tokenizer's EOS and
+    the chat template's end-of-turn token (Llama 3's ``<|eot_id|>``, ChatML's ``<|im_end|>``: a chat
+    model closes its turn with it, which is not always its EOS)."""
     ids: list[int] = []
     configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    for value in (configured, tokenizer.eos_token_id):
+    for value in (configured, tokenizer.eos_token_id, end_of_turn_id(tokenizer)):
         if value is None:
             continue
         for i in value if isinstance(value, (list, tuple)) else [value]:
@@ -182,7 +198,7 @@ def generate_texts(
         return []
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    eos_ids = _eos_ids(model, tokenizer)
+    eos_ids = stop_token_ids(model, tokenizer)
     config = GenerationConfig(
         max_new_tokens=max_new_tokens,
         do_sample=False,
