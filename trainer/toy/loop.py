@@ -32,7 +32,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -135,9 +135,10 @@ def _last_json(stdout: str) -> dict[str, Any]:
     for i in range(len(lines) - 1, -1, -1):
         if lines[i] == "{":
             try:
-                return json.loads("\n".join(lines[i:]))
+                found = json.loads("\n".join(lines[i:]))
             except json.JSONDecodeError:
                 break
+            return found if isinstance(found, dict) else {}
     return {}
 
 
@@ -253,7 +254,7 @@ def run_toy_loop(
     quick: bool = False,
     threads: int = 1,
     base_dir: Path | str | None = None,
-    overrides: dict[str, Sequence[str]] | None = None,
+    overrides: Mapping[str, Sequence[str]] | None = None,
     verbose: bool = True,
     on_service: Callable[[str, str, Paths], None] | None = None,
     before_stop: Callable[[str, str, Paths], Any] | None = None,
@@ -276,8 +277,8 @@ def run_toy_loop(
     paths = Paths(workdir, Path(base_dir).resolve() if base_dir else None)
     runner = Runner(paths, threads=threads, verbose=verbose, say=say)
     extra: dict[str, list[str]] = {k: list(v) for k, v in (QUICK_OVERRIDES if quick else {}).items()}
-    for stage, flags in (overrides or {}).items():
-        extra[stage] = [*extra.get(stage, []), *flags]
+    for stage, stage_flags_extra in (overrides or {}).items():
+        extra[stage] = [*extra.get(stage, []), *stage_flags_extra]
 
     todo = set(only or STAGES)
     unknown = todo - set(STAGES)
