@@ -386,6 +386,27 @@ def test_async_client_retries_and_raises_typed_errors(srv: FlakyServer) -> None:
         asyncio.run(unreachable())
 
 
+def test_async_client_shares_the_patience_policy(srv: FlakyServer) -> None:
+    srv.configure(script=[{"status": 504}, {"status": 503, "retry_after": 0.2}])
+
+    async def retried():
+        async with AsyncRewardClient(srv.url, **FAST) as client:
+            return await client.score(make_items(1))
+
+    assert asyncio.run(retried()).results[0].id == "q0"
+    assert srv.stats()["actions"] == ["504", "503", "ok"]
+
+    async def spent():
+        url = f"http://127.0.0.1:{free_port()}"
+        async with AsyncRewardClient(url, patience_s=0.5, backoff_base_s=0.05, backoff_max_s=0.1, seed=0) as client:
+            await client.score(make_items(1))
+
+    start = time.monotonic()
+    with pytest.raises(RewardServiceConnectionError, match=r"patience 0.5s"):
+        asyncio.run(spent())
+    assert 0.5 <= time.monotonic() - start < 5.0
+
+
 # ------------------------------------------------------------------------------------ pure helpers
 
 
