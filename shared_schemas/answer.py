@@ -55,7 +55,6 @@ _REL_TOL_DECIMAL = Decimal(str(REL_TOL))
 
 # What ParsedAnswer.source may be: the marker that won, the fallback, or nothing.
 SOURCES = ("hashes", "boxed", "answer_is", "json", "last_number", "none")
-_MARKED = frozenset(SOURCES[:4])
 
 _THINK_CLOSE = "</think>"
 # Texts up to this length are memoised by ``parse_answer`` (arm texts are re-parsed per request);
