@@ -187,7 +187,7 @@ def _last_number(s: str) -> re.Match[str] | None:
 
 
 def _unlatex(raw: str) -> str:
-    """``raw`` without the LaTeX and markdown that carry no value, braces turned into parentheses."""
+    """``raw`` without the LaTeX and markdown that carry no value (``$``, ``**``, ``\\text{}`` wrappers, ``{,}``)."""
     s = raw
     for old, new in _LATEX_REPLACEMENTS:
         if old in s:
