@@ -3,6 +3,7 @@ settings, and a live server driven with ten times that bound of distinct request
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -76,10 +77,12 @@ def rss_bytes(pid: int) -> int:
 def test_live_server_memory_stays_flat_under_ten_times_the_memo_bound() -> None:
     """Distinct questions, each with 8 arm texts of 60,000 characters (480 kB a request), 10x the
     memo's byte bound of 8 MiB: the server's RSS stays within 40 MiB of where it started (before the
-    bound, the memo kept every request's arm texts: ~100 MiB more after the same requests)."""
+    bound, the memo kept every request's arm texts: 56 -> 146 MiB on the same load, measured by
+    pointing ``RSS_TEST_SERVICE_CHECKOUT`` at a checkout of commit 8f73e05)."""
+    checkout = os.environ.get("RSS_TEST_SERVICE_CHECKOUT")  # serve another checkout's code (before/after)
     bound = 8 * 1024 * 1024
     env = {"REGIME_W_API_KEYS": KEY, "REGIME_W_BACKEND": "provided", "REGIME_W_CACHE_PATH": "none",
-           "REGIME_W_PREPARED_MEMO_BYTES": str(bound)}
+           "REGIME_W_PREPARED_MEMO_BYTES": str(bound), **({"PYTHONPATH": checkout} if checkout else {})}
     per_request = 8 * 60_000
     requests = 10 * bound // per_request + 1
 
@@ -90,7 +93,7 @@ def test_live_server_memory_stays_flat_under_ten_times_the_memo_bound() -> None:
                            "arm_outputs": [{"arm": a.arm, "text": a.text} for a in texts]}],
                 "return_details": False}
 
-    with running_service(env=env, timeout=60) as server, httpx.Client(
+    with running_service(env=env, timeout=60, cwd=checkout) as server, httpx.Client(
         base_url=server.url, headers={"Authorization": f"Bearer {KEY}"}, timeout=60
     ) as client:
         for i in range(5):  # warm up allocator and imports
