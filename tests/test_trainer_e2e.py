@@ -19,8 +19,7 @@ from pathlib import Path
 import pytest
 
 from shared_schemas.answer import answers_equal
-from tests.support.servers import running_service
-from tests.support.service_config import small_service_config
+from tests.support.servers import ServiceSpec
 
 API_KEY = "e2e-test-key-0123456789abcdef"
 ROLLOUT_KEYS = {"id", "question", "gold_answer", "consensus_answer", "trajectories", "scorer", "reward_mode", "label_free"}
@@ -127,16 +126,14 @@ def jsonl(path: Path) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def service(tiny_model_dir, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("e2e-service")
-    env = {
-        "REGIME_W_API_KEYS": API_KEY,
-        "REGIME_W_DEVICE": "cpu",
-        "REGIME_W_CONFIG_PATH": str(small_service_config(tmp)),
-        "REGIME_W_CACHE_PATH": str(tmp / "arms.sqlite3"),
-    }
-    with running_service("--backend", "hf", "--model", str(tiny_model_dir), env=env, timeout=180) as server:
-        yield server
+def service_spec() -> ServiceSpec:
+    """``live_service`` here: hf backend on the tiny model, short arms."""
+    return ServiceSpec("hf", api_key=API_KEY)
+
+
+@pytest.fixture(scope="module")
+def service(live_service):
+    return live_service
 
 
 def test_every_stage_in_order(service, tiny_model_dir, tmp_path):

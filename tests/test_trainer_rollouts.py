@@ -17,8 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.servers import running_service
-from tests.support.service_config import small_service_config
+from tests.support.servers import ServiceSpec
 from trainer.configs import DataArguments, ModelArguments, RewardServiceArguments
 from trainer.generation import SamplingSpec, _to_generation, generate_texts, sample_seed
 from trainer.jsonl import read_records
@@ -41,16 +40,14 @@ NUM_SAMPLES = 3
 
 
 @pytest.fixture(scope="module")
-def service(tiny_model_dir, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("rollouts-service")
-    env = {
-        "REGIME_W_DEVICE": "cpu",
-        "REGIME_W_CONFIG_PATH": str(small_service_config(tmp)),
-        "REGIME_W_CACHE_PATH": str(tmp / "arms.sqlite3"),
-    }
-    with running_service("--backend", "hf", "--model", str(tiny_model_dir), "--insecure-no-auth",
-                         env=env, timeout=180) as server:
-        yield server
+def service_spec() -> ServiceSpec:
+    """``live_service`` here: hf backend on the tiny model, short arms."""
+    return ServiceSpec("hf", api_key=None)  # --insecure-no-auth
+
+
+@pytest.fixture(scope="module")
+def service(live_service):
+    return live_service
 
 
 def write_train(path: Path, n: int = 10) -> Path:
