@@ -108,6 +108,17 @@ def test_groups_and_chunks_respect_the_limits():
         plan_groups(body, CompatLimits(max_queries=7))
 
 
+def test_lone_surrogates_and_long_questions_name_their_field():
+    body = OpenRLHFRequest(query=["What is 1? #### 1"], prompts=["What is 1?"], metas=[{"question": "a \ud800 b"}])
+    with pytest.raises(CompatError, match=r"metas\[0\]\.question: holds a lone UTF-16 surrogate"):
+        plan_groups(body, CompatLimits())
+    with pytest.raises(ValueError, match="unicode"):  # typed text fields: refused by the wire model itself
+        OpenRLHFRequest(query=["\udfff #### 1"], prompts=["What is 1?"])
+    long = "q" * 100_001
+    with pytest.raises(CompatError, match=r"prompts\[0\] \(the question read from it\): 100001 characters"):
+        plan_groups(OpenRLHFRequest(query=[long + " #### 1"], prompts=[long]), CompatLimits())
+
+
 # ------------------------------------------------------------------------------------ live service
 
 
@@ -180,11 +191,13 @@ def test_a_batch_of_8192_queries_is_scored_in_chunks(http):
     assert over.status_code == 422 and "8192" in over.json()["error"]["message"]
 
 
+# A lone surrogate is refused where the body is parsed (the message says so) or, past the parser,
+# by /get_reward naming the field: either way a 422 saying what is wrong.
 @pytest.mark.parametrize(("name", "mutate"), [
-    ("metas[0].question", lambda b: b.update(metas=[{"question": "half \ud800 a pair"}])),
+    ("surrogate", lambda b: b.update(metas=[{"question": "half \ud800 a pair"}])),
     ("metas[0].question", lambda b: b.update(metas=[{"question": "q" * 100_001}])),
     ("prompts[0]", lambda b: b.update(prompts=["p" * 100_001], query=["p" * 100_001 + " #### 1"])),
-    ("query[0]", lambda b: b.update(query=["\udfff #### 1"], prompts=["What is 1?"])),
+    ("surrogate", lambda b: b.update(query=["\udfff #### 1"], prompts=["What is 1?"])),
     ("labels[0]", lambda b: b.update(labels=["no answer in it"])),
 ])
 def test_hostile_bodies_are_422_and_the_connection_stays_usable(http, name, mutate):
