@@ -45,7 +45,9 @@ def _chars(arms: tuple[ArmText, ...]) -> int:
 class ArmCache:
     """Two-level cache. ``get`` returns ``(arm texts, layer)`` or ``None``; thread-safe."""
 
-    def __init__(self, path: str | Path | None, memory_items: int = 8192, memory_bytes: int = 256 * 1024 * 1024) -> None:
+    def __init__(
+        self, path: str | Path | None, memory_items: int = 8192, memory_bytes: int = 256 * 1024 * 1024
+    ) -> None:
         """The memory layer keeps at most ``memory_items`` arm sets and ``memory_bytes`` characters of arm text."""
         self.path = Path(path) if path else None
         self.memory_items = memory_items

@@ -160,7 +160,7 @@ class ArmProvider:
                 done = await asyncio.wait_for(
                     asyncio.gather(*(asyncio.shield(f) for f in waits.values())), timeout=self.timeout_s
                 )
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 raise GenerationDeadline(
                     f"arm generation for {len(waits)} question(s) exceeded its {self.timeout_s:g} s deadline; "
                     "it continues in the background and a retry will be served from the cache"
@@ -211,7 +211,7 @@ class ArmProvider:
             texts = await asyncio.to_thread(backend.generate, prompts)
             if len(texts) != len(prompts):
                 raise GenerationError(f"backend returned {len(texts)} texts for {len(prompts)} prompts")
-        except Exception as exc:  # noqa: BLE001 - every backend failure is reported to its waiters
+        except Exception as exc:
             self.metrics.generation_failures.inc()
             error = self._failure(exc, len(batch))
             for p in batch:
@@ -228,7 +228,7 @@ class ArmProvider:
             entries.append((p.key, self.model_id, self.config.fingerprint, arms))
         try:
             await asyncio.to_thread(self.cache.put_many, entries)
-        except Exception as exc:  # noqa: BLE001 - a cache write failure must not lose the arms
+        except Exception as exc:
             log.error("arm cache write failed: %s", exc)
         for p, (_, _, _, arms) in zip(batch, entries):
             self._inflight.pop(p.key, None)
@@ -247,7 +247,9 @@ class ArmProvider:
             summary, status, detail = type(exc).__name__, None, str(exc)
         log.error("arm generation failed for %d question(s) [request %s]: %s", questions, request_id, summary)
         if detail and log.isEnabledFor(logging.DEBUG):
-            log.debug("arm generation failure detail [request %s] (redacted): %s", request_id, self.redactor.redact(detail))
+            log.debug(
+                "arm generation failure detail [request %s] (redacted): %s", request_id, self.redactor.redact(detail)
+            )
         if isinstance(exc, GenerationTimeout):
             what = "the arm model exceeded its deadline"
         elif status is not None and status < 400:

@@ -8,6 +8,7 @@ OpenAPI document and checks again, so a route is never reachable without a key b
 from __future__ import annotations
 
 import hmac
+from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -39,7 +40,8 @@ def check_authorization(header: str | None, keys: tuple[bytes, ...]) -> str | No
 
 
 async def require_api_key(
-    request: Request, _: HTTPAuthorizationCredentials | None = Depends(bearer_scheme)  # the scheme, in OpenAPI
+    request: Request,
+    _: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],  # the scheme, in OpenAPI
 ) -> None:
     from reward_service.routers.deps import service_state
 

@@ -9,15 +9,13 @@ import logging
 import os
 import sys
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
 if TYPE_CHECKING:  # the heavy imports stay lazy: --help must not load the service
-    from shared_schemas.wire import ScoreRequest, ScoreResponse
-
     from reward_service.settings import Settings
+    from shared_schemas.wire import ScoreRequest, ScoreResponse
 
 # flag name -> settings field (the environment variable is REGIME_W_<FIELD>)
 _SHARED_FLAGS: dict[str, tuple[str, type, str]] = {
@@ -58,16 +56,29 @@ def serve_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=None, help="port (default 8000)")
     parser.add_argument("--workers", type=int, default=None, help="uvicorn worker processes (default 1)")
     parser.add_argument("--log-level", default=None, help="debug | info | warning | error")
-    parser.add_argument("--insecure-no-auth", action="store_true",
-                        help="serve without API keys (refused otherwise when no key is configured); loopback only")
-    parser.add_argument("--insecure-no-auth-public", action="store_true",
-                        help="with --insecure-no-auth: allow it on a non-loopback --host too (anyone who reaches it "
-                        "can score)")
+    parser.add_argument(
+        "--insecure-no-auth",
+        action="store_true",
+        help="serve without API keys (refused otherwise when no key is configured); loopback only",
+    )
+    parser.add_argument(
+        "--insecure-no-auth-public",
+        action="store_true",
+        help="with --insecure-no-auth: allow it on a non-loopback --host too (anyone who reaches it can score)",
+    )
     _add_shared(parser)
     args = parser.parse_args(argv)
-    _apply_flags(args, {"host": args.host, "port": args.port, "workers": args.workers,
-                        "log_level": args.log_level, "insecure_no_auth": "true" if args.insecure_no_auth else None,
-                        "insecure_no_auth_public": "true" if args.insecure_no_auth_public else None})
+    _apply_flags(
+        args,
+        {
+            "host": args.host,
+            "port": args.port,
+            "workers": args.workers,
+            "log_level": args.log_level,
+            "insecure_no_auth": "true" if args.insecure_no_auth else None,
+            "insecure_no_auth_public": "true" if args.insecure_no_auth_public else None,
+        },
+    )
 
     from reward_service.settings import Settings
 
@@ -81,7 +92,8 @@ def serve_main(argv: list[str] | None = None) -> int:
     if not settings.auth_enabled:
         logging.getLogger("reward_service").warning(
             "serving WITHOUT authentication (--insecure-no-auth): anyone who reaches %s:%d can score",
-            settings.host, settings.port,
+            settings.host,
+            settings.port,
         )
     import uvicorn
 
@@ -142,8 +154,10 @@ def score_main(argv: list[str] | None = None) -> int:
             for s in r.scores:
                 s_wm = f"{s.s_wm:.3f}" if s.s_wm is not None else "-"
                 corr = "-" if s.correctness is None else f"{s.correctness:.0f}"
-                print(f"{r.id[:24]:<24} {str(r.consensus_answer):>10} {str(s.final_answer):>10} "
-                      f"{s.reward:>8.4f} {s_wm:>6} {corr:>7}")
+                print(
+                    f"{r.id[:24]:<24} {r.consensus_answer!s:>10} {s.final_answer!s:>10} "
+                    f"{s.reward:>8.4f} {s_wm:>6} {corr:>7}"
+                )
     else:
         print(json.dumps(response.model_dump(mode="json"), indent=2))
     return 0
@@ -182,7 +196,9 @@ def precompute_main(argv: list[str] | None = None) -> int:
         "training, so a training run never waits on generation for a question it has seen. (A running service "
         "does the same through POST /v1/arms/precompute.)",
     )
-    parser.add_argument("data", type=Path, help="GSM8K-format JSONL (question field) or a text file, one question a line")
+    parser.add_argument(
+        "data", type=Path, help="GSM8K-format JSONL (question field) or a text file, one question a line"
+    )
     parser.add_argument("--field", default="question", help="JSONL field holding the question")
     parser.add_argument("--chunk", type=int, default=64, help="questions per generation batch")
     _add_shared(parser)

@@ -11,15 +11,6 @@ import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from shared_schemas.wire import (
-    ItemResult,
-    ScoreItem,
-    ScoreRequest,
-    ScoreResponse,
-    ScorerInfo,
-    TrajectoryScore,
-)
-
 from reward_service.arms import ArmProvider
 from reward_service.errors import InvalidRequest
 from reward_service.memo import PreparedMemo
@@ -33,6 +24,14 @@ from reward_service.regime_w.scorer import (
     UnknownArmError,
     prepare_arms,
     score_trajectories,
+)
+from shared_schemas.wire import (
+    ItemResult,
+    ScoreItem,
+    ScoreRequest,
+    ScoreResponse,
+    ScorerInfo,
+    TrajectoryScore,
 )
 
 
@@ -62,7 +61,9 @@ def check_limits(request: ScoreRequest, limits: Limits) -> None:
                 )
         for j, arm in enumerate(item.arm_outputs or ()):
             if len(arm.text) > limits.max_text_chars:
-                raise InvalidRequest(f"items[{i}].arm_outputs[{j}].text: longer than {limits.max_text_chars} characters")
+                raise InvalidRequest(
+                    f"items[{i}].arm_outputs[{j}].text: longer than {limits.max_text_chars} characters"
+                )
 
 
 def whitespace_tokens(texts: Sequence[str]) -> list[int]:
@@ -155,9 +156,7 @@ class ScoringEngine:
                 out[i] = arms
         return [a for a in out if a is not None]
 
-    def score_items(
-        self, request: ScoreRequest, arms: list[tuple[tuple[ArmText, ...], bool]]
-    ) -> ScoreResponse:
+    def score_items(self, request: ScoreRequest, arms: list[tuple[tuple[ArmText, ...], bool]]) -> ScoreResponse:
         results = []
         n_traj = 0
         for i, (item, (arm_texts, from_cache)) in enumerate(zip(request.items, arms)):

@@ -98,8 +98,15 @@ def validation_message(errors: list[dict[str, Any]]) -> str:
     return "; ".join(parts)
 
 
-_STATUS_CODES = {400: "bad_request", 401: "unauthorized", 404: "not_found", 405: "method_not_allowed",
-                 413: "payload_too_large", 415: "unsupported_media_type", 429: "too_many_requests"}
+_STATUS_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    429: "too_many_requests",
+}
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -11,7 +11,10 @@ class Metrics:
         r = self.registry
         self.requests = Counter("regime_w_requests", "HTTP requests", ["route", "status"], registry=r)
         self.request_seconds = Histogram(
-            "regime_w_request_seconds", "request latency", ["route"], registry=r,
+            "regime_w_request_seconds",
+            "request latency",
+            ["route"],
+            registry=r,
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
         )
         self.trajectories = Counter("regime_w_trajectories_scored", "trajectories scored", registry=r)
@@ -24,7 +27,9 @@ class Metrics:
         self.arm_generations = Counter("regime_w_arm_generations", "arm texts generated", registry=r)
         self.generation_failures = Counter("regime_w_generation_failures", "failed generation batches", registry=r)
         self.generation_seconds = Histogram(
-            "regime_w_generation_seconds", "seconds per generation batch", registry=r,
+            "regime_w_generation_seconds",
+            "seconds per generation batch",
+            registry=r,
             buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600),
         )
         self.inflight = Gauge("regime_w_inflight_requests", "requests being served", registry=r)

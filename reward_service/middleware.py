@@ -16,7 +16,9 @@ from reward_service.errors import error_body
 from reward_service.metrics import Metrics
 
 #: routes anyone may call: probes, the scraper and the API description
-PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"})
+PUBLIC_PATHS = frozenset(
+    {"/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
+)
 
 
 async def send_error(send: Send, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
@@ -57,8 +59,9 @@ class FramingMiddleware:
         if scope["type"] == "http":
             names = [k for k, _ in scope.get("headers", ())]
             if b"transfer-encoding" in names and b"content-length" in names:
-                await send_error(send, 400, "bad_request",
-                                 "a request may not carry both Content-Length and Transfer-Encoding")
+                await send_error(
+                    send, 400, "bad_request", "a request may not carry both Content-Length and Transfer-Encoding"
+                )
                 return
             if names.count(b"content-length") > 1:
                 await send_error(send, 400, "bad_request", "Content-Length given more than once")

@@ -18,10 +18,10 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from pydantic.json_schema import models_json_schema
-from shared_schemas.wire import MAX_QUESTION_CHARS, ErrorResponse
 
 from reward_service.regime_w.config import RegimeWConfig
 from reward_service.settings import Settings
+from shared_schemas.wire import MAX_QUESTION_CHARS, ErrorResponse
 
 ERROR_REF = {"$ref": "#/components/schemas/ErrorResponse"}
 
@@ -58,9 +58,7 @@ _HEADERS = {
 def install_openapi(app: FastAPI, settings: Settings, config: RegimeWConfig) -> None:
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            doc = get_openapi(
-                title=app.title, version=app.version, description=app.description, routes=app.routes
-            )
+            doc = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
             app.openapi_schema = describe(doc, settings, config)
         return app.openapi_schema
 

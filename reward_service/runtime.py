@@ -18,8 +18,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-from shared_schemas.wire import InfoResponse
-
 from reward_service.arm_cache import ArmCache
 from reward_service.arms import ArmProvider, ProviderOptions
 from reward_service.engine import Limits, ScoringEngine
@@ -29,6 +27,7 @@ from reward_service.memo import PreparedMemo
 from reward_service.metrics import Metrics
 from reward_service.regime_w.config import RegimeWConfig, load_config
 from reward_service.settings import Settings
+from shared_schemas.wire import InfoResponse
 
 log = logging.getLogger("reward_service")
 
@@ -84,7 +83,10 @@ class Runtime:
         await provider.start()
         metrics.queue_depth.set_function(lambda: provider.pending)
         engine = ScoringEngine(
-            config, provider, metrics, limits or service_limits(settings),
+            config,
+            provider,
+            metrics,
+            limits or service_limits(settings),
             model_name=settings.public_model_name(model_id),
             count_tokens=backend.count_tokens if backend is not None else None,
             memo=PreparedMemo(settings.prepared_memo_items, settings.prepared_memo_bytes),
@@ -145,14 +147,16 @@ class ServiceState:
         """Start the runtime; a failure is kept for ``/readyz`` and the log, not raised."""
         try:
             self.runtime = await Runtime.start(self.settings, metrics=self.metrics)
-        except Exception as exc:  # noqa: BLE001 - reported through /readyz and the log
+        except Exception as exc:
             self.load_error = f"{type(exc).__name__}: {exc}"
             log.error("the backend failed to load: %s", self.load_error)
             return
         self.metrics.ready.set(1)
         log.info(
             "ready: backend=%s model=%s config=%s",
-            self.runtime.backend_name, self.runtime.engine.info.model, self.runtime.config.fingerprint,
+            self.runtime.backend_name,
+            self.runtime.engine.info.model,
+            self.runtime.config.fingerprint,
         )
 
     async def close(self) -> None:

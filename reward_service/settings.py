@@ -10,9 +10,8 @@ from typing import Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from shared_schemas.wire import MAX_ITEMS, MAX_TEXT_CHARS, MAX_TRAJECTORIES
-
 from reward_service.generation.base import BackendConfig
+from shared_schemas.wire import MAX_ITEMS, MAX_TEXT_CHARS, MAX_TRAJECTORIES
 
 BackendKind = Literal["provided", "hf", "openai", "vllm"]
 

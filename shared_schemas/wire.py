@@ -34,9 +34,7 @@ class WireModel(BaseModel):
     NaN and infinities are refused: JSON has no such numbers (they would be sent as ``null``).
     """
 
-    model_config = ConfigDict(
-        extra="forbid", frozen=False, str_strip_whitespace=False, allow_inf_nan=False
-    )
+    model_config = ConfigDict(extra="forbid", frozen=False, str_strip_whitespace=False, allow_inf_nan=False)
 
 
 class ArmOutput(WireModel):
@@ -67,7 +65,7 @@ class ScoreItem(WireModel):
     )
 
     @model_validator(mode="after")
-    def _num_tokens_match(self) -> "ScoreItem":
+    def _num_tokens_match(self) -> ScoreItem:
         if self.num_tokens is not None and len(self.num_tokens) != len(self.trajectories):
             raise ValueError(
                 f"num_tokens has {len(self.num_tokens)} entries but trajectories has "

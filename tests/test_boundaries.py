@@ -27,9 +27,12 @@ def imported_modules(source: str) -> list[tuple[int, str]]:
             func = node.func
             name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None)
             first = node.args[0]
-            if name in ("import_module", "__import__") and isinstance(first, ast.Constant):
-                if isinstance(first.value, str):
-                    found.append((node.lineno, first.value))
+            if (
+                name in ("import_module", "__import__")
+                and isinstance(first, ast.Constant)
+                and isinstance(first.value, str)
+            ):
+                found.append((node.lineno, first.value))
     return found
 
 
@@ -83,6 +86,4 @@ def test_shared_schemas_needs_only_stdlib_and_pydantic() -> None:
             top = module.split(".")[0]
             if top not in stdlib and top not in SHARED_ALLOWED:
                 offenders.append(f"{path.relative_to(ROOT)}:{line}: {module}")
-    assert not offenders, "shared_schemas may import only the standard library and pydantic:\n" + "\n".join(
-        offenders
-    )
+    assert not offenders, "shared_schemas may import only the standard library and pydantic:\n" + "\n".join(offenders)

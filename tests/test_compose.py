@@ -38,6 +38,8 @@ def _looks_like_key(value: str) -> bool:
     if value.startswith(("/", "./", "${")) or "://" in value:  # a path, a URL or a substitution
         return False
     return KEY_LIKE.search(value) is not None
+
+
 SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL", re.IGNORECASE)
 
 
@@ -79,6 +81,7 @@ def _copy_sources(path: Path) -> list[str]:
 
 
 # ---------------------------------------------------------------- compose
+
 
 def test_three_services_and_their_images(compose: dict[str, Any]) -> None:
     assert set(compose["services"]) == {"vllm", "reward-service", "trainer"}
@@ -160,20 +163,28 @@ def test_keys_only_through_secrets(compose: dict[str, Any]) -> None:
 
 def test_key_like_values_would_be_caught() -> None:
     # the detector itself: real-looking keys match, ordinary settings do not
-    for value in ("sk-live-1234", "hf_abcdefghijklmnopqrstuvwxyz", "Zx8uQw3_rT5yU7iO9pA1sD2fG4hJ6kL8",
-                  "q1w2e3r4t5y6u7i8o9p0/+aSdFgHjKl="):
+    for value in (
+        "sk-live-1234",
+        "hf_abcdefghijklmnopqrstuvwxyz",
+        "Zx8uQw3_rT5yU7iO9pA1sD2fG4hJ6kL8",
+        "q1w2e3r4t5y6u7i8o9p0/+aSdFgHjKl=",
+    ):
         assert _looks_like_key(value), value
-    for value in ("openai", "http://vllm:8000/v1", "/cache/arms.sqlite3", "8388608", SECRET_TARGET,
-                  "${ARM_MODEL:-deepseek-ai/DeepSeek-R1-Distill-Llama-8B}"):
+    for value in (
+        "openai",
+        "http://vllm:8000/v1",
+        "/cache/arms.sqlite3",
+        "8388608",
+        SECRET_TARGET,
+        "${ARM_MODEL:-deepseek-ai/DeepSeek-R1-Distill-Llama-8B}",
+    ):
         assert not _looks_like_key(value), value
 
 
 def test_secrets_file_is_ignored_by_git_and_docker() -> None:
     git = shutil.which("git")
     assert git is not None, "git is needed to check .gitignore"
-    result = subprocess.run(
-        [git, "check-ignore", "--no-index", "-q", "secrets/api_keys.txt"], cwd=REPO, check=False
-    )
+    result = subprocess.run([git, "check-ignore", "--no-index", "-q", "secrets/api_keys.txt"], cwd=REPO, check=False)
     assert result.returncode == 0, "secrets/api_keys.txt must be git-ignored: add `/secrets/*` to .gitignore"
     readme = subprocess.run([git, "check-ignore", "--no-index", "-q", "secrets/README.md"], cwd=REPO, check=False)
     assert readme.returncode == 1, "secrets/README.md must stay in git: add `!/secrets/README.md` to .gitignore"
@@ -188,6 +199,7 @@ def _ignored_by_docker() -> set[str]:
 
 # ---------------------------------------------------------------- Dockerfiles
 
+
 @pytest.mark.parametrize("path", [SERVICE_DOCKERFILE, TRAINER_DOCKERFILE], ids=["service", "trainer"])
 def test_dockerfiles_base_torch_arg_and_non_root(path: Path) -> None:
     instructions = _dockerfile_instructions(path)
@@ -199,9 +211,9 @@ def test_dockerfiles_base_torch_arg_and_non_root(path: Path) -> None:
     assert "download.pytorch.org/whl/${TORCH_INDEX}" in runs
     users = [a for i, a in instructions if i == "USER"]
     assert users and users[-1] not in {"root", "0"}, "the image must run as a non-root user"
-    assert [i for i, _ in instructions].index("USER") > max(
-        n for n, (i, _) in enumerate(instructions) if i == "RUN"
-    ), "USER comes after the last RUN"
+    assert [i for i, _ in instructions].index("USER") > max(n for n, (i, _) in enumerate(instructions) if i == "RUN"), (
+        "USER comes after the last RUN"
+    )
 
 
 def test_service_dockerfile_installs_the_service_extra() -> None:
@@ -235,6 +247,7 @@ def test_copied_paths_exist() -> None:
 
 
 # ---------------------------------------------------------------- scripts
+
 
 @pytest.mark.parametrize("script", [ENTRYPOINT, CURL_SH], ids=["entrypoint", "curl"])
 def test_scripts_parse_and_are_executable(script: Path) -> None:

@@ -23,8 +23,15 @@ from tests.support.tiny_model import build_tiny_model
 SYSTEM = "Solve step by step."
 
 
-def arm(question: str, *, temperature: float = 0.0, top_p: float = 1.0, max_tokens: int = 6, seed: int = 0,
-        name: str = "cot") -> ArmPrompt:
+def arm(
+    question: str,
+    *,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    max_tokens: int = 6,
+    seed: int = 0,
+    name: str = "cot",
+) -> ArmPrompt:
     return ArmPrompt(name, (("system", SYSTEM), ("user", question)), temperature, top_p, max_tokens, seed)
 
 
@@ -174,7 +181,7 @@ def test_thread_safe_concurrent_calls(backend: HFBackend) -> None:
     def worker() -> None:
         try:
             results.append(backend.generate(MIXED))
-        except BaseException as exc:  # noqa: BLE001 - collected and re-raised by the assertion below
+        except BaseException as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=worker) for _ in range(3)]

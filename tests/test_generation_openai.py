@@ -13,7 +13,6 @@ import pytest
 from reward_service.generation import (
     ArmPrompt,
     BackendConfig,
-    GenerationBackend,
     GenerationError,
     GenerationTimeout,
     create_backend,
@@ -25,9 +24,18 @@ API_KEY = "test-key"
 SERVED = "tiny-llama"
 
 
-def arm(question: str, *, temperature: float = 0.0, top_p: float = 1.0, max_tokens: int = 5, seed: int = 0,
-        name: str = "cot") -> ArmPrompt:
-    return ArmPrompt(name, (("system", "Solve step by step."), ("user", question)), temperature, top_p, max_tokens, seed)
+def arm(
+    question: str,
+    *,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    max_tokens: int = 5,
+    seed: int = 0,
+    name: str = "cot",
+) -> ArmPrompt:
+    return ArmPrompt(
+        name, (("system", "Solve step by step."), ("user", question)), temperature, top_p, max_tokens, seed
+    )
 
 
 @pytest.fixture(scope="module")
@@ -67,8 +75,9 @@ def test_model_id_from_v1_models(backend: OpenAIBackend) -> None:
 
 
 def test_create_backend_with_explicit_model(server: str, control: Control) -> None:
-    b = create_backend(BackendConfig("openai", model=SERVED, openai_base_url=server + "/", openai_api_key=API_KEY,
-                                     timeout_s=30))
+    b = create_backend(
+        BackendConfig("openai", model=SERVED, openai_base_url=server + "/", openai_api_key=API_KEY, timeout_s=30)
+    )
     try:
         assert b.model_id == SERVED
         assert b.count_tokens(["a b"]) is None

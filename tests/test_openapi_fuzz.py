@@ -24,16 +24,22 @@ import pytest
 
 from tests.support.servers import ServiceSpec
 
-CHECKS = ("not_a_server_error", "status_code_conformance", "content_type_conformance",
-          "response_schema_conformance", "response_headers_conformance")
+CHECKS = (
+    "not_a_server_error",
+    "status_code_conformance",
+    "content_type_conformance",
+    "response_schema_conformance",
+    "response_headers_conformance",
+)
 # cases per operation in the fuzzing phase (the coverage phase adds its own): fewer with a model,
 # whose every new question is a generation
 EXAMPLES = {"provided": 120, "hf": 60}
 KEY = "fuzz-test-key-0123456789abcdef"
 
 
-@pytest.fixture(scope="module", params=[ServiceSpec("provided", api_key=KEY), ServiceSpec("hf", api_key=KEY, max_tokens=4)],
-                ids=str)
+@pytest.fixture(
+    scope="module", params=[ServiceSpec("provided", api_key=KEY), ServiceSpec("hf", api_key=KEY, max_tokens=4)], ids=str
+)
 def service_spec(request: pytest.FixtureRequest) -> ServiceSpec:
     return request.param
 
@@ -45,11 +51,32 @@ def schemathesis_command() -> list[str]:
 
 
 def run_schemathesis(url: str, key: str, examples: int, report: Path) -> tuple[int, str]:
-    cmd = [*schemathesis_command(), "run", f"{url}/openapi.json", "--checks", ",".join(CHECKS),
-           "--max-examples", str(examples), "--seed", "0", "--workers", "2", "--no-color",
-           "--generation-database", "none", "--suppress-health-check", "all",
-           "--header", f"Authorization: Bearer {key}", "--request-timeout", "60",
-           "--report", "ndjson", "--report-ndjson-path", str(report)]
+    cmd = [
+        *schemathesis_command(),
+        "run",
+        f"{url}/openapi.json",
+        "--checks",
+        ",".join(CHECKS),
+        "--max-examples",
+        str(examples),
+        "--seed",
+        "0",
+        "--workers",
+        "2",
+        "--no-color",
+        "--generation-database",
+        "none",
+        "--suppress-health-check",
+        "all",
+        "--header",
+        f"Authorization: Bearer {key}",
+        "--request-timeout",
+        "60",
+        "--report",
+        "ndjson",
+        "--report-ndjson-path",
+        str(report),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=report.parent)
     return proc.returncode, proc.stdout + proc.stderr
 
@@ -88,8 +115,15 @@ def test_schemathesis_finds_nothing(live_service, service_spec: ServiceSpec, tmp
         print(f"{service_spec.backend} {label}: {cases[label]} cases, statuses {dict(sorted(statuses[label].items()))}")
     assert not failures, "\n".join(failures[:20])
     assert rc == 0, output[-4000:]
-    operations = {"POST /v1/score", "POST /v1/arms/precompute", "POST /get_reward", "GET /v1/info",
-                  "GET /healthz", "GET /readyz", "GET /metrics"}
+    operations = {
+        "POST /v1/score",
+        "POST /v1/arms/precompute",
+        "POST /get_reward",
+        "GET /v1/info",
+        "GET /healthz",
+        "GET /readyz",
+        "GET /metrics",
+    }
     assert operations <= set(cases), set(cases)
     for label in ("POST /v1/score", "POST /v1/arms/precompute", "POST /get_reward"):
         assert cases[label] >= EXAMPLES[service_spec.backend], (label, cases[label])

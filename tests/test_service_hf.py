@@ -125,9 +125,17 @@ def test_cache_survives_a_restart(hf_env, tmp_path):
 
 def test_offline_cli_scores_examples_batch():
     proc = subprocess.run(
-        [sys.executable, "-c", "from reward_service.cli import score_main; raise SystemExit(score_main())",
-         str(ROOT / "examples" / "batch.json"), "--backend", "provided"],
-        capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-c",
+            "from reward_service.cli import score_main; raise SystemExit(score_main())",
+            str(ROOT / "examples" / "batch.json"),
+            "--backend",
+            "provided",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
@@ -137,13 +145,23 @@ def test_offline_cli_scores_examples_batch():
 def test_precompute_cli_fills_the_cache_a_server_then_uses(hf_env, tmp_path):
     data = tmp_path / "train.jsonl"
     questions = [f"Ana has {n} marbles and gives away 2. How many are left?" for n in (9, 10)]
-    data.write_text("".join(json.dumps({"question": q, "answer": f"#### {n - 2}"}) + "\n"
-                            for q, n in zip(questions, (9, 10))))
+    data.write_text(
+        "".join(json.dumps({"question": q, "answer": f"#### {n - 2}"}) + "\n" for q, n in zip(questions, (9, 10)))
+    )
     env = {**hf_env, "REGIME_W_CACHE_PATH": str(tmp_path / "pre.sqlite3")}
     proc = subprocess.run(
-        [sys.executable, "-c", "from reward_service.cli import precompute_main; raise SystemExit(precompute_main())",
-         str(data), "--chunk", "1"],
-        capture_output=True, text=True, timeout=300, env={**__import__("os").environ, **env},
+        [
+            sys.executable,
+            "-c",
+            "from reward_service.cli import precompute_main; raise SystemExit(precompute_main())",
+            str(data),
+            "--chunk",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**__import__("os").environ, **env},
     )
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout.strip().splitlines()[-1])["generated"] == 2
@@ -157,17 +175,28 @@ def test_precompute_cli_rejects_a_bad_file(hf_env, tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"question": "ok?"}\nnot json\n')
     proc = subprocess.run(
-        [sys.executable, "-c", "from reward_service.cli import precompute_main; raise SystemExit(precompute_main())",
-         str(bad)], capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-c",
+            "from reward_service.cli import precompute_main; raise SystemExit(precompute_main())",
+            str(bad),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
         env={**__import__("os").environ, **hf_env},
     )
     assert proc.returncode == 2 and "bad.jsonl:2" in proc.stderr
 
 
 def test_deadline_504_then_overload_503_then_the_cache_serves_the_retry(hf_env, tmp_path):
-    env = {**hf_env, "REGIME_W_CONFIG_PATH": str(small_service_config(tmp_path, max_tokens=300)),
-           "REGIME_W_CACHE_PATH": str(tmp_path / "deadline.sqlite3"),
-           "REGIME_W_GENERATION_TIMEOUT_S": "0.05", "REGIME_W_MAX_PENDING_QUESTIONS": "1"}
+    env = {
+        **hf_env,
+        "REGIME_W_CONFIG_PATH": str(small_service_config(tmp_path, max_tokens=300)),
+        "REGIME_W_CACHE_PATH": str(tmp_path / "deadline.sqlite3"),
+        "REGIME_W_GENERATION_TIMEOUT_S": "0.05",
+        "REGIME_W_MAX_PENDING_QUESTIONS": "1",
+    }
     q1 = "Ben walks 3 km a day for 5 days. How many km does he walk?"
     q2 = "Ben walks 4 km a day for 5 days. How many km does he walk?"
     body = lambda q: {"items": [{"id": "q", "question": q, "trajectories": ["15 km. #### 15"]}]}  # noqa: E731

@@ -20,8 +20,14 @@ from tests.support.servers import free_port, running_service
 
 KEY = "test-key-0123456789abcdef"
 ARMS = [
-    "cot_greedy", "cot_sampled", "equations_first", "arithmetic_trace",
-    "solve_then_verify", "work_backwards", "critique_and_revise", "teach_and_check",
+    "cot_greedy",
+    "cot_sampled",
+    "equations_first",
+    "arithmetic_trace",
+    "solve_then_verify",
+    "work_backwards",
+    "critique_and_revise",
+    "teach_and_check",
 ]
 QUESTION = (
     "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. "
@@ -50,15 +56,20 @@ def item(**overrides):
     return base
 
 
-SERVICE_ENV = {"REGIME_W_API_KEYS": f"{KEY},second-key-abcdefabcdef", "REGIME_W_CACHE_PATH": "none",
-               "REGIME_W_MAX_BODY_BYTES": str(8 * 1024 * 1024), "REGIME_W_BACKEND": "provided"}
+SERVICE_ENV = {
+    "REGIME_W_API_KEYS": f"{KEY},second-key-abcdefabcdef",
+    "REGIME_W_CACHE_PATH": "none",
+    "REGIME_W_MAX_BODY_BYTES": str(8 * 1024 * 1024),
+    "REGIME_W_BACKEND": "provided",
+}
 
 
 @pytest.fixture(scope="module")
 def client():
     """The app in process, with the key; ``anonymous=True`` sends a request without it."""
-    settings = Settings(api_keys=f"{KEY},second-key-abcdefabcdef", cache_path="none", backend="provided",
-                        max_body_bytes=8 * 1024 * 1024)
+    settings = Settings(
+        api_keys=f"{KEY},second-key-abcdefabcdef", cache_path="none", backend="provided", max_body_bytes=8 * 1024 * 1024
+    )
     with InProcessService(settings, headers={"Authorization": f"Bearer {KEY}"}) as service:
         yield service
 
@@ -228,8 +239,11 @@ def test_body_over_limit_streamed_without_length_is_413(real_client):
 def test_trajectory_limit_names_the_field():
     env = {"REGIME_W_API_KEYS": KEY, "REGIME_W_MAX_TRAJECTORIES": "2", "REGIME_W_CACHE_PATH": "none"}
     with running_service("--backend", "provided", env=env, timeout=60) as server:
-        r = httpx.post(server.url + "/v1/score", json={"items": [item(trajectories=[RIGHT] * 3, num_tokens=None)]},
-                       headers={"Authorization": f"Bearer {KEY}"})
+        r = httpx.post(
+            server.url + "/v1/score",
+            json={"items": [item(trajectories=[RIGHT] * 3, num_tokens=None)]},
+            headers={"Authorization": f"Bearer {KEY}"},
+        )
         assert_error(r, 422, "invalid_request", "items[0].trajectories")
 
 
@@ -237,7 +251,10 @@ def test_refuses_to_start_without_a_key(tmp_path):
     env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("REGIME_W_")}
     proc = subprocess.run(
         [sys.executable, "-m", "reward_service.cli", "--port", str(free_port()), "--backend", "provided"],
-        capture_output=True, text=True, timeout=60, env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
     )
     assert proc.returncode == 2
     assert "--insecure-no-auth" in proc.stderr
@@ -255,8 +272,9 @@ def test_keys_from_file(tmp_path):
     keys.write_text("# service keys\nfile-key-1234567890\n\n")
     env = {"REGIME_W_API_KEYS_FILE": str(keys), "REGIME_W_CACHE_PATH": "none"}
     with running_service("--backend", "provided", env=env, timeout=60) as server:
-        ok = httpx.post(server.url + "/v1/score", json={"items": [item()]},
-                        headers={"Authorization": "Bearer file-key-1234567890"})
+        ok = httpx.post(
+            server.url + "/v1/score", json={"items": [item()]}, headers={"Authorization": "Bearer file-key-1234567890"}
+        )
         assert ok.status_code == 200, ok.text
         assert httpx.post(server.url + "/v1/score", json={"items": [item()]}).status_code == 401
         assert "file-key-1234567890" not in server.log()
@@ -278,7 +296,10 @@ def test_examples_batch_scores(client):
 
 
 def test_no_arm_text_or_prompt_in_the_log(real_client, provided_server):
-    r = real_client.post("/v1/score", json={"items": [item(), item(arm_outputs=arm_outputs() + [{"arm": "bogus", "text": SECRET_MARKER}])]})
+    r = real_client.post(
+        "/v1/score",
+        json={"items": [item(), item(arm_outputs=arm_outputs() + [{"arm": "bogus", "text": SECRET_MARKER}])]},
+    )
     assert r.status_code == 422
     assert SECRET_MARKER not in r.text
     real_client.post("/v1/score", json={"items": [item()]})
@@ -304,16 +325,24 @@ item_like = st.fixed_dictionaries(
         "gold_answer": json_values | st.sampled_from(["#### 72", "72", "", "seventy", "1/0", "#### "]),
         "trajectories": json_values | st.lists(st.text(max_size=50), max_size=3),
         "num_tokens": json_values | st.lists(st.integers(-5, 10**8), max_size=3),
-        "arm_outputs": json_values | st.lists(
-            st.fixed_dictionaries({"arm": st.sampled_from(ARMS + ["x"]), "text": st.text(max_size=40)}), max_size=9),
+        "arm_outputs": json_values
+        | st.lists(
+            st.fixed_dictionaries({"arm": st.sampled_from(ARMS + ["x"]), "text": st.text(max_size=40)}), max_size=9
+        ),
     },
 )
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(body=st.one_of(json_values, st.fixed_dictionaries(
-    {"items": st.lists(item_like, max_size=3) | json_values},
-    optional={"return_details": json_values, "extra": json_values})))
+@given(
+    body=st.one_of(
+        json_values,
+        st.fixed_dictionaries(
+            {"items": st.lists(item_like, max_size=3) | json_values},
+            optional={"return_details": json_values, "extra": json_values},
+        ),
+    )
+)
 def test_no_input_yields_a_500(client, body):
     r = client.post("/v1/score", json=body)
     assert r.status_code in {200, 400, 413, 422}, (r.status_code, r.text, body)

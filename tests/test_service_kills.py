@@ -24,18 +24,24 @@ QUESTIONS = [f"A shelf holds {n} books and {n + 3} more arrive. How many books?"
 
 @pytest.mark.slow
 def test_arm_cache_survives_repeated_sigkill(tiny_model_dir, tmp_path) -> None:
-    spec = ServiceSpec("hf", api_key="kill-test-key-0123456789", max_tokens=8,
-                       env={"REGIME_W_GENERATION_BATCH_SIZE": "2"})  # small batches: writes between kills
+    spec = ServiceSpec(
+        "hf", api_key="kill-test-key-0123456789", max_tokens=8, env={"REGIME_W_GENERATION_BATCH_SIZE": "2"}
+    )  # small batches: writes between kills
     env = service_env(spec, tmp_path, tiny_model_dir)
     headers = {"Authorization": f"Bearer {spec.api_key}"}
     rng = random.Random(0)
     for kill in range(KILLS):
         with running_service(env=env, timeout=180) as server:
+
             def precompute() -> None:
                 try:
                     for question in QUESTIONS:  # one question a request: the cache fills as it goes
-                        httpx.post(server.url + "/v1/arms/precompute", json={"questions": [question]},
-                                   headers=headers, timeout=300)
+                        httpx.post(
+                            server.url + "/v1/arms/precompute",
+                            json={"questions": [question]},
+                            headers=headers,
+                            timeout=300,
+                        )
                 except httpx.HTTPError:
                     pass  # the server is killed under it
 
@@ -58,8 +64,14 @@ def test_arm_cache_survives_repeated_sigkill(tiny_model_dir, tmp_path) -> None:
         r = httpx.post(server.url + "/v1/arms/precompute", json={"questions": QUESTIONS}, headers=headers, timeout=600)
         assert r.status_code == 200, r.text
         counts = r.json()
-        assert counts["questions"] == len(QUESTIONS) and counts["generated"] + counts["already_cached"] == len(QUESTIONS)
+        assert counts["questions"] == len(QUESTIONS) and counts["generated"] + counts["already_cached"] == len(
+            QUESTIONS
+        )
         print(f"after {KILLS} kills: {counts}")
-        score = httpx.post(server.url + "/v1/score", headers=headers, timeout=120, json={
-            "items": [{"id": "q", "question": QUESTIONS[0], "gold_answer": "3", "trajectories": ["#### 3"]}]})
+        score = httpx.post(
+            server.url + "/v1/score",
+            headers=headers,
+            timeout=120,
+            json={"items": [{"id": "q", "question": QUESTIONS[0], "gold_answer": "3", "trajectories": ["#### 3"]}]},
+        )
         assert score.status_code == 200 and score.json()["results"][0]["arms_from_cache"] is True

@@ -30,13 +30,13 @@ def test_memo_keeps_under_its_entry_and_byte_bounds() -> None:
     for i in range(50):  # 10x the entry bound, distinct questions
         q = f"Question {i}: how many?"
         texts = arm_texts(str(i), 2_000)
-        memo.get(q, texts, lambda: prepare_arms(q, texts, CONFIG))
+        memo.get(q, texts, lambda q=q, texts=texts: prepare_arms(q, texts, CONFIG))
         assert memo.items <= 5 and memo.bytes <= 200_000
     memo = PreparedMemo(max_items=100, max_bytes=200_000)
     for i in range(30):  # 10x the byte bound (~20 kB an entry)
         q = f"Question {i}?"
         texts = arm_texts(str(i), 2_500)
-        memo.get(q, texts, lambda: prepare_arms(q, texts, CONFIG))
+        memo.get(q, texts, lambda q=q, texts=texts: prepare_arms(q, texts, CONFIG))
         assert memo.bytes <= 200_000
     assert memo.items < 30
 
@@ -81,21 +81,36 @@ def test_live_server_memory_stays_flat_under_ten_times_the_memo_bound() -> None:
     pointing ``RSS_TEST_SERVICE_CHECKOUT`` at a checkout of commit 8f73e05)."""
     checkout = os.environ.get("RSS_TEST_SERVICE_CHECKOUT")  # serve another checkout's code (before/after)
     bound = 8 * 1024 * 1024
-    env = {"REGIME_W_API_KEYS": KEY, "REGIME_W_BACKEND": "provided", "REGIME_W_CACHE_PATH": "none",
-           "REGIME_W_PREPARED_MEMO_BYTES": str(bound), **({"PYTHONPATH": checkout} if checkout else {})}
+    env = {
+        "REGIME_W_API_KEYS": KEY,
+        "REGIME_W_BACKEND": "provided",
+        "REGIME_W_CACHE_PATH": "none",
+        "REGIME_W_PREPARED_MEMO_BYTES": str(bound),
+        **({"PYTHONPATH": checkout} if checkout else {}),
+    }
     per_request = 8 * 60_000
     requests = 10 * bound // per_request + 1
 
     def body(i: int) -> dict:
         texts = arm_texts(f"q{i}", 60_000)
-        return {"items": [{"id": f"q{i}", "question": f"Question {i}: what is 70 + 2?", "gold_answer": "72",
-                           "trajectories": ["70 + 2 = 72\n#### 72"], "num_tokens": [8],
-                           "arm_outputs": [{"arm": a.arm, "text": a.text} for a in texts]}],
-                "return_details": False}
+        return {
+            "items": [
+                {
+                    "id": f"q{i}",
+                    "question": f"Question {i}: what is 70 + 2?",
+                    "gold_answer": "72",
+                    "trajectories": ["70 + 2 = 72\n#### 72"],
+                    "num_tokens": [8],
+                    "arm_outputs": [{"arm": a.arm, "text": a.text} for a in texts],
+                }
+            ],
+            "return_details": False,
+        }
 
-    with running_service(env=env, timeout=60, cwd=checkout) as server, httpx.Client(
-        base_url=server.url, headers={"Authorization": f"Bearer {KEY}"}, timeout=60
-    ) as client:
+    with (
+        running_service(env=env, timeout=60, cwd=checkout) as server,
+        httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {KEY}"}, timeout=60) as client,
+    ):
         for i in range(5):  # warm up allocator and imports
             assert client.post("/v1/score", json=body(-1 - i)).status_code == 200
         time.sleep(0.2)

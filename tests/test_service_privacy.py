@@ -38,17 +38,29 @@ def test_the_prompt_lines_are_what_the_test_greps_for() -> None:
 
 @pytest.mark.parametrize("mode", ["error", "shape", "text"])
 def test_echoing_upstream_leaks_nothing(upstream: str, mode: str, tmp_path) -> None:
-    spec = ServiceSpec("provided", api_key=KEY, env={
-        "REGIME_W_BACKEND": "openai", "REGIME_W_OPENAI_BASE_URL": f"{upstream}/{mode}/v1", "REGIME_W_MODEL": "echo",
-        "REGIME_W_LOG_LEVEL": "debug", "REGIME_W_GENERATION_TIMEOUT_S": "30", "REGIME_W_BACKEND_TIMEOUT_S": "20",
-    })
+    spec = ServiceSpec(
+        "provided",
+        api_key=KEY,
+        env={
+            "REGIME_W_BACKEND": "openai",
+            "REGIME_W_OPENAI_BASE_URL": f"{upstream}/{mode}/v1",
+            "REGIME_W_MODEL": "echo",
+            "REGIME_W_LOG_LEVEL": "debug",
+            "REGIME_W_GENERATION_TIMEOUT_S": "30",
+            "REGIME_W_BACKEND_TIMEOUT_S": "20",
+        },
+    )
     question = "Ava has 3 boxes of 4 pens. How many pens?"
     body = {"items": [{"id": "q", "question": question, "trajectories": ["3*4 = 12\n#### 12"]}]}
     with start_live_service(spec, tmp_path) as server:
         responses = [
             httpx.post(server.url + "/v1/score", json=body, headers=server.headers, timeout=60),
-            httpx.post(server.url + "/v1/arms/precompute", json={"questions": [question + " Again."]},
-                       headers=server.headers, timeout=60),
+            httpx.post(
+                server.url + "/v1/arms/precompute",
+                json={"questions": [question + " Again."]},
+                headers=server.headers,
+                timeout=60,
+            ),
         ]
         log = server.log()
     for r in responses:

@@ -16,10 +16,22 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_runtime_takes_every_setting() -> None:
-    settings = Settings(backend="provided", cache_path="none", generation_batch_window_ms=40, max_pending_questions=7,
-                        generation_batch_size=3, generation_timeout_s=9, seed=5, max_items=11, max_trajectories=12,
-                        max_text_chars=1234, cache_memory_items=17, cache_memory_bytes=1000,
-                        prepared_memo_items=19, prepared_memo_bytes=2000)
+    settings = Settings(
+        backend="provided",
+        cache_path="none",
+        generation_batch_window_ms=40,
+        max_pending_questions=7,
+        generation_batch_size=3,
+        generation_timeout_s=9,
+        seed=5,
+        max_items=11,
+        max_trajectories=12,
+        max_text_chars=1234,
+        cache_memory_items=17,
+        cache_memory_bytes=1000,
+        prepared_memo_items=19,
+        prepared_memo_bytes=2000,
+    )
 
     async def built() -> Runtime:
         runtime = await Runtime.start(settings)
@@ -38,7 +50,9 @@ def test_runtime_takes_every_setting() -> None:
     assert runtime.info().backend == "provided" and runtime.info().limits["max_items"] == 11
 
 
-def test_offline_cli_builds_through_the_runtime(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_offline_cli_builds_through_the_runtime(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     seen: list[Settings] = []
     start = Runtime.start
 

@@ -50,8 +50,12 @@ def create_backend(config: BackendConfig) -> GenerationBackend | None:
         from reward_service.generation.hf import HFBackend
 
         return HFBackend(
-            config.model, device=config.device, dtype=config.dtype, batch_size=config.batch_size,
-            timeout_s=config.timeout_s, seed=config.seed,
+            config.model,
+            device=config.device,
+            dtype=config.dtype,
+            batch_size=config.batch_size,
+            timeout_s=config.timeout_s,
+            seed=config.seed,
         )
     if kind == "openai":
         if not config.openai_base_url:

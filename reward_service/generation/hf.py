@@ -49,7 +49,9 @@ _DTYPES = {
 
 def hub_offline() -> bool:
     """True when HF_HUB_OFFLINE (or TRANSFORMERS_OFFLINE) asks for local files only."""
-    return any(os.environ.get(v, "").lower() in {"1", "true", "yes", "on"} for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+    return any(
+        os.environ.get(v, "").lower() in {"1", "true", "yes", "on"} for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    )
 
 
 def resolve_device(device: str) -> torch.device:
@@ -200,7 +202,9 @@ class HFBackend:
             if value is not None and value not in ids:
                 ids.append(int(value))
         if not ids:
-            raise GenerationError(f"backend 'hf': model {self.model_id!r} has no eos token (tokenizer or generation config)")
+            raise GenerationError(
+                f"backend 'hf': model {self.model_id!r} has no eos token (tokenizer or generation config)"
+            )
         return ids
 
     def render(self, prompt: ArmPrompt) -> str:
@@ -250,13 +254,13 @@ class HFBackend:
                     texts[i] = text
                     counts[i] = count
                 batches += 1
-        self.last_stats = GenerationStats(
-            len(prompts), batches, sum(counts), time.monotonic() - started, tuple(counts)
-        )
+        self.last_stats = GenerationStats(len(prompts), batches, sum(counts), time.monotonic() - started, tuple(counts))
         return texts
 
     def _timeout(self, n: int) -> GenerationTimeout:
-        return GenerationTimeout(f"backend 'hf' ({self.model_id}): {n} prompts exceeded the {self.timeout_s:g} s deadline")
+        return GenerationTimeout(
+            f"backend 'hf' ({self.model_id}): {n} prompts exceeded the {self.timeout_s:g} s deadline"
+        )
 
     def _generate_chunk(
         self, prompts: list[ArmPrompt], encoded: list[list[int]], deadline: float, total: int

@@ -83,7 +83,8 @@ class OpenAIBackend:
         except (ValueError, KeyError, IndexError, TypeError) as exc:
             raise GenerationError(
                 f"backend 'openai': {url} did not list a model ({type(exc).__name__}); pass model= explicitly",
-                upstream_status=response.status_code, detail=response.text[:_BODY_EXCERPT],
+                upstream_status=response.status_code,
+                detail=response.text[:_BODY_EXCERPT],
             ) from exc
 
     # -- HTTP ----------------------------------------------------------------------------------
@@ -98,7 +99,8 @@ class OpenAIBackend:
             if remaining <= 0:
                 raise GenerationTimeout(
                     f"backend 'openai': {url} exceeded the {self.timeout_s:g} s deadline {last_problem}".rstrip(),
-                    upstream_status=last_status, detail=last_detail,
+                    upstream_status=last_status,
+                    detail=last_detail,
                 )
             timeout = httpx.Timeout(remaining, connect=min(10.0, remaining))
             retry_after: float | None = None
@@ -117,7 +119,8 @@ class OpenAIBackend:
                 if response.status_code not in RETRY_STATUSES:
                     raise GenerationError(
                         f"backend 'openai': {method} {url} returned HTTP {response.status_code}",
-                        upstream_status=last_status, detail=last_detail,
+                        upstream_status=last_status,
+                        detail=last_detail,
                     )
                 last_problem = f"HTTP {response.status_code}"
                 retry_after = _parse_retry_after(response.headers.get("retry-after"))
@@ -127,12 +130,15 @@ class OpenAIBackend:
             if time.monotonic() + pause > deadline:
                 raise GenerationTimeout(
                     f"backend 'openai': {url} would retry after {pause:.2f} s, past the {self.timeout_s:g} s deadline "
-                    f"(last: {last_problem})", upstream_status=last_status, detail=last_detail,
+                    f"(last: {last_problem})",
+                    upstream_status=last_status,
+                    detail=last_detail,
                 )
             time.sleep(pause)
         raise GenerationError(
             f"backend 'openai': {method} {url} failed after {MAX_RETRIES + 1} attempts: {last_problem}",
-            upstream_status=last_status, detail=last_detail,
+            upstream_status=last_status,
+            detail=last_detail,
         )
 
     def _complete(self, prompt: ArmPrompt, n: int, deadline: float) -> list[str]:
@@ -153,10 +159,13 @@ class OpenAIBackend:
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise GenerationError(
                 f"backend 'openai': {url} returned a malformed completion ({type(exc).__name__})",
-                upstream_status=response.status_code, detail=f"{exc}; body: {response.text[:_BODY_EXCERPT]}",
+                upstream_status=response.status_code,
+                detail=f"{exc}; body: {response.text[:_BODY_EXCERPT]}",
             ) from exc
         if not texts or len(texts) > n:
-            raise GenerationError(f"backend 'openai': {url} returned {len(texts)} choices for n={n} (arm {prompt.arm!r})")
+            raise GenerationError(
+                f"backend 'openai': {url} returned {len(texts)} choices for n={n} (arm {prompt.arm!r})"
+            )
         return texts
 
     def _complete_group(self, group: list[ArmPrompt], deadline: float) -> list[str]:
@@ -190,7 +199,9 @@ class OpenAIBackend:
         if pending:
             for other in pending:
                 other.cancel()
-            raise GenerationTimeout(f"backend 'openai': {len(pending)} of {len(futures)} requests exceeded the {self.timeout_s:g} s deadline")
+            raise GenerationTimeout(
+                f"backend 'openai': {len(pending)} of {len(futures)} requests exceeded the {self.timeout_s:g} s deadline"
+            )
         texts: list[str] = [""] * len(prompts)
         for future, idx in futures.items():
             for i, text in zip(idx, future.result()):

@@ -35,7 +35,9 @@ class VLLMBackend:
         try:
             self._llm: Any = vllm.LLM(model=model, dtype=dtype, seed=seed, **engine_kwargs)
         except Exception as exc:  # vLLM raises many types (ValueError, RuntimeError, OSError) on load
-            raise GenerationError(f"backend 'vllm' could not load model {model!r}: {type(exc).__name__}: {exc}") from exc
+            raise GenerationError(
+                f"backend 'vllm' could not load model {model!r}: {type(exc).__name__}: {exc}"
+            ) from exc
 
     def generate(self, prompts: Sequence[ArmPrompt]) -> list[str]:
         if not prompts:

@@ -121,9 +121,7 @@ def build_app() -> Any:
 
     def error(status: int, code: str, message: str, retry_after: float | None = None) -> JSONResponse:
         headers = {"Retry-After": f"{retry_after:g}"} if retry_after is not None else None
-        return JSONResponse(
-            {"error": {"code": code, "message": message}}, status_code=status, headers=headers
-        )
+        return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
 
     app = FastAPI()
 
@@ -230,9 +228,7 @@ def build_app() -> Any:
                     arms_from_cache=False,
                     label_free=item.gold_answer is None,
                     token_count_source="client" if item.num_tokens is not None else "whitespace",
-                    scores=[
-                        TrajectoryScore(**s) for s in toy_scores(item, parsed.return_details)
-                    ],
+                    scores=[TrajectoryScore(**s) for s in toy_scores(item, parsed.return_details)],
                 )
                 for item in parsed.items
             ]
@@ -255,8 +251,11 @@ def _drop_response() -> Any:
     class DropConnection(Response):
         async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
             await send(
-                {"type": "http.response.start", "status": 200,
-                 "headers": [(b"content-type", b"application/json"), (b"content-length", b"4096")]}
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", b"4096")],
+                }
             )
             await send({"type": "http.response.body", "body": b'{"api_version": "1", ', "more_body": True})
             raise ConnectionAbortedError("flaky server: dropping the connection on purpose")

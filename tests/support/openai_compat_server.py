@@ -62,8 +62,15 @@ class _Generator:
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.eos_id
         self.lock = threading.Lock()
 
-    def __call__(self, messages: list[dict[str, str]], n: int, temperature: float, top_p: float,
-                 max_tokens: int, seed: int | None) -> tuple[list[tuple[str, str]], int, int]:
+    def __call__(
+        self,
+        messages: list[dict[str, str]],
+        n: int,
+        temperature: float,
+        top_p: float,
+        max_tokens: int,
+        seed: int | None,
+    ) -> tuple[list[tuple[str, str]], int, int]:
         torch = self.torch
         if getattr(self.tokenizer, "chat_template", None):
             text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
@@ -73,8 +80,12 @@ class _Generator:
             ids = self.tokenizer(text, return_tensors="pt")["input_ids"]
         batch = ids.repeat(n, 1)
         sample = temperature > 0
-        kwargs: dict[str, Any] = {"do_sample": sample, "max_new_tokens": max_tokens,
-                                  "pad_token_id": self.pad_id, "eos_token_id": self.eos_id}
+        kwargs: dict[str, Any] = {
+            "do_sample": sample,
+            "max_new_tokens": max_tokens,
+            "pad_token_id": self.pad_id,
+            "eos_token_id": self.eos_id,
+        }
         if sample:
             kwargs.update(temperature=temperature, top_p=top_p)
         with self.lock, torch.inference_mode():
@@ -83,7 +94,7 @@ class _Generator:
             out = self.model.generate(input_ids=batch, attention_mask=torch.ones_like(batch), **kwargs)
         choices: list[tuple[str, str]] = []
         completion_tokens = 0
-        for row in out[:, ids.shape[1]:].tolist():
+        for row in out[:, ids.shape[1] :].tolist():
             finish = "length"
             if self.eos_id in row:
                 row = row[: row.index(self.eos_id)]
@@ -94,12 +105,25 @@ class _Generator:
 
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> Any:
-    body = {"error": {"message": message, "type": "invalid_request_error" if status < 500 else "server_error", "code": status}}
+    body = {
+        "error": {
+            "message": message,
+            "type": "invalid_request_error" if status < 500 else "server_error",
+            "code": status,
+        }
+    }
     return JSONResponse(body, status_code=status, headers=headers)
 
 
-def build_app(model_dir: str, *, served_model_name: str, fail_first: int = 0, delay: float = 0.0,
-              retry_after: float = 0.0, api_key: str | None = None) -> Any:
+def build_app(
+    model_dir: str,
+    *,
+    served_model_name: str,
+    fail_first: int = 0,
+    delay: float = 0.0,
+    retry_after: float = 0.0,
+    api_key: str | None = None,
+) -> Any:
     generator = _Generator(model_dir)
     state = _State(fail_first, delay, retry_after)
     app = FastAPI(title="openai-compatible test server")
@@ -156,11 +180,19 @@ def build_app(model_dir: str, *, served_model_name: str, fail_first: int = 0, de
             "created": int(time.time()),
             "model": served_model_name,
             "choices": [
-                {"index": i, "message": {"role": "assistant", "content": text}, "finish_reason": finish, "logprobs": None}
+                {
+                    "index": i,
+                    "message": {"role": "assistant", "content": text},
+                    "finish_reason": finish,
+                    "logprobs": None,
+                }
                 for i, (text, finish) in enumerate(choices)
             ],
-            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                      "total_tokens": prompt_tokens * n + completion_tokens},
+            "usage": {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion_tokens,
+                "total_tokens": prompt_tokens * n + completion_tokens,
+            },
         }
 
     @app.get("/_control/stats")
@@ -188,9 +220,18 @@ def running_server(model_dir: str | Path, *extra_args: str, startup_timeout_s: f
     import httpx
 
     port = free_port()
-    cmd = [sys.executable, "-m", "tests.support.openai_compat_server", "--model", str(model_dir), "--port", str(port), *extra_args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "tests.support.openai_compat_server",
+        "--model",
+        str(model_dir),
+        "--port",
+        str(port),
+        *extra_args,
+    ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    log = tempfile.TemporaryFile(mode="w+")
+    log = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 - outlives this block: closed in the finally below
     proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
     base_url = f"http://127.0.0.1:{port}/v1"
     try:
@@ -232,8 +273,14 @@ def main(argv: list[str] | None = None) -> None:
 
     import uvicorn
 
-    app = build_app(args.model, served_model_name=args.served_model_name or args.model, fail_first=args.fail_first,
-                    delay=args.delay, retry_after=args.retry_after, api_key=args.api_key)
+    app = build_app(
+        args.model,
+        served_model_name=args.served_model_name or args.model,
+        fail_first=args.fail_first,
+        delay=args.delay,
+        retry_after=args.retry_after,
+        api_key=args.api_key,
+    )
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
 
 

@@ -90,10 +90,15 @@ def wait_until_ready(server: ServerProcess, path: str = "/readyz", timeout: floa
 
 @contextlib.contextmanager
 def running_process(
-    argv: Sequence[str], port: int, *, env: dict[str, str] | None = None, ready_path: str = "/readyz",
-    timeout: float = 180.0, cwd: str | os.PathLike[str] | None = None,
+    argv: Sequence[str],
+    port: int,
+    *,
+    env: dict[str, str] | None = None,
+    ready_path: str = "/readyz",
+    timeout: float = 180.0,
+    cwd: str | os.PathLike[str] | None = None,
 ) -> Iterator[ServerProcess]:
-    log_file = tempfile.NamedTemporaryFile(prefix="server-", suffix=".log", delete=False)
+    log_file = tempfile.NamedTemporaryFile(prefix="server-", suffix=".log", delete=False)  # noqa: SIM115 - closed below
     full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", **(env or {})}
     proc = subprocess.Popen(list(argv), stdout=log_file, stderr=subprocess.STDOUT, env=full_env, cwd=cwd)
     server = ServerProcess(proc, f"http://127.0.0.1:{port}", Path(log_file.name))
@@ -107,7 +112,9 @@ def running_process(
 
 @contextlib.contextmanager
 def running_service(
-    *flags: str, env: dict[str, str] | None = None, timeout: float = 180.0,
+    *flags: str,
+    env: dict[str, str] | None = None,
+    timeout: float = 180.0,
     cwd: str | os.PathLike[str] | None = None,
 ) -> Iterator[ServerProcess]:
     """``regime-w-serve FLAGS --port <free>`` as a subprocess; yields once /readyz is 200."""
@@ -164,8 +171,9 @@ def service_spec() -> ServiceSpec:
 
 
 @pytest.fixture(scope="module")
-def live_service(service_spec: ServiceSpec, request: pytest.FixtureRequest,
-                 tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def live_service(
+    service_spec: ServiceSpec, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
     """A running ``regime-w-serve`` as ``service_spec`` says (one per module and spec)."""
     model_dir = request.getfixturevalue("tiny_model_dir") if service_spec.backend == "hf" else None
     tmp = tmp_path_factory.mktemp(f"live-{service_spec.backend}")
