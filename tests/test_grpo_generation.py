@@ -1,0 +1,84 @@
+"""The merged bf16 generation copy of a GRPO policy (trainer.grpo_generation)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.support.tiny_model import build_tiny_model
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_model(tmp_path_factory.mktemp("tiny"))
+
+
+def _policy(path: Path, quantization: str) -> tuple[object, object]:
+    from peft import get_peft_model
+
+    from trainer.configs import LoraArguments, ModelArguments
+    from trainer.modeling import load_base_model, load_tokenizer, lora_config
+
+    args = ModelArguments(model_name_or_path=str(path), quantization=quantization, torch_dtype="float32")
+    model = load_base_model(args, for_training=True)
+    policy = get_peft_model(model, lora_config(LoraArguments(lora_r=4, lora_alpha=8, lora_dropout=0.0)))
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for name, p in policy.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)  # a non-zero delta, so merging matters
+    policy.eval()
+    return policy, load_tokenizer(args)
+
+
+@pytest.mark.parametrize("quantization", ["none", "4bit"])
+def test_copy_computes_the_policy(tiny: Path, quantization: str) -> None:
+    from trainer.grpo_generation import FastGenerationConfig, MergedPolicyCopy
+
+    policy, _ = _policy(tiny, quantization)
+    copy = MergedPolicyCopy(policy, FastGenerationConfig(dtype=torch.float32, static_cache=False))
+    ids = torch.randint(0, 300, (2, 12))
+    with torch.no_grad():
+        want = policy(input_ids=ids).logits.float()
+        got = copy.model(input_ids=ids).logits.float()
+    assert torch.linalg.norm(got - want) / torch.linalg.norm(want) < 1e-4
+
+    # after an update of the adapter, sync() follows it; before, the copy is stale
+    with torch.no_grad():
+        for name, p in policy.named_parameters():
+            if "lora_A" in name:
+                p.mul_(-1.5)
+        want2 = policy(input_ids=ids).logits.float()
+        stale = copy.model(input_ids=ids).logits.float()
+        copy.sync()
+        got2 = copy.model(input_ids=ids).logits.float()
+    assert torch.linalg.norm(stale - want2) / torch.linalg.norm(want2) > 1e-3
+    assert torch.linalg.norm(got2 - want2) / torch.linalg.norm(want2) < 1e-4
+
+
+def test_generate_left_pads_and_cuts_at_eos(tiny: Path) -> None:
+    from trainer.grpo_generation import FastGenerationConfig, MergedPolicyCopy
+
+    policy, tok = _policy(tiny, "none")
+    copy = MergedPolicyCopy(policy, FastGenerationConfig(dtype=torch.float32, static_cache=True, pad_to_multiple_of=8))
+    # the training policy has use_cache=False; the copy must decode with a KV cache all the same
+    assert policy.config.use_cache is False and copy.model.generation_config.use_cache is True
+    prompts = [tok("What is 2+3?")["input_ids"], tok("Natalia sold 48 clips in April. How many?")["input_ids"]]
+    eos = tok.eos_token_id
+    greedy = {"max_new_tokens": 6, "do_sample": False}
+    out = copy.generate(prompts, greedy, tok.pad_token_id, [eos])
+    assert len(out) == 2 and all(1 <= len(c) <= 6 for c in out)
+    for c in out:
+        assert eos not in c[:-1]
+    # the same prompt alone gives the same greedy completion (padding does not change the result)
+    alone = copy.generate([prompts[0]], greedy, tok.pad_token_id, [eos])
+    assert alone[0] == out[0]
+    # and it matches the policy's own greedy decoding
+    with torch.no_grad():
+        ref = policy.generate(input_ids=torch.tensor([prompts[0]]), max_new_tokens=6, do_sample=False,
+                              pad_token_id=tok.pad_token_id, eos_token_id=eos)
+    ref_ids = ref[0, len(prompts[0]):].tolist()
+    cut = ref_ids.index(eos) + 1 if eos in ref_ids else len(ref_ids)
+    assert out[0] == ref_ids[:cut]

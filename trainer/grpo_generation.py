@@ -1,0 +1,191 @@
+"""Faster GRPO generation without vLLM: decode from a bf16 copy of the policy with a static KV cache.
+
+TRL's ``GRPOTrainer`` generates with the training model itself: on a QLoRA policy every decoding step
+dequantizes the NF4 base and runs the LoRA branches beside it, eagerly, which leaves a GPU mostly idle
+(issue 15: ~72 ms a token at batch 8 on an H100 for an 8B model). :class:`MergedPolicyCopy` keeps a
+plain bf16 copy of the policy on the same device instead: every base weight dequantized once from the
+policy's own 4-bit weights, the current LoRA delta merged into the target layers (re-merged after each
+optimizer step: dequantize + ``B @ A``, no weights copied from the host). The copy is the same function
+as the policy up to bf16 rounding, so the samples stay on-policy. It decodes with a static KV cache,
+with which transformers compiles the forward and replays it as CUDA graphs, prompts left-padded to a
+multiple of ``pad_to_multiple_of`` so few shapes are compiled.
+
+:class:`FastGenerationGRPOTrainer` is ``GRPOTrainer`` with its plain-transformers generation path
+replaced by the copy when ``generation_engine == "merged_bf16"``; vLLM, continuous batching, tools and
+multimodal inputs keep TRL's own path.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from trl import GRPOTrainer
+
+__all__ = ["GENERATION_ENGINES", "FastGenerationConfig", "MergedPolicyCopy", "FastGenerationGRPOTrainer"]
+
+log = logging.getLogger(__name__)
+
+#: "trl": TRL's generation with the training model; "merged_bf16": a merged bf16 copy (this module).
+GENERATION_ENGINES = ("trl", "merged_bf16")
+
+
+@dataclass(frozen=True, slots=True)
+class FastGenerationConfig:
+    """How the bf16 copy decodes."""
+
+    static_cache: bool = True  # static KV cache: transformers compiles the forward (CUDA graphs) on GPU
+    pad_to_multiple_of: int = 64  # prompt lengths rounded up, so the static cache has few shapes
+    dtype: torch.dtype = torch.bfloat16
+
+    def __post_init__(self) -> None:
+        if self.pad_to_multiple_of < 1:
+            raise ValueError(f"pad_to_multiple_of must be >= 1, got {self.pad_to_multiple_of}")
+
+
+def _dense_weight(module: Any, dtype: torch.dtype) -> torch.Tensor:
+    """A linear layer's weight as a new dense tensor (dequantized when bitsandbytes holds it); never the
+    layer's own storage, so callers may modify it."""
+    weight = module.weight
+    if type(weight).__name__ in ("Params4bit", "Int8Params"):
+        from peft.utils.integrations import dequantize_bnb_weight
+
+        state = getattr(weight, "quant_state", None) or getattr(module, "state", None)
+        return dequantize_bnb_weight(weight, state=state).to(dtype)
+    return weight.detach().to(dtype, copy=True)
+
+
+def _is_lora_layer(module: Any) -> bool:
+    return hasattr(module, "base_layer") and hasattr(module, "lora_A") and hasattr(module, "get_delta_weight")
+
+
+class MergedPolicyCopy:
+    """A bf16 copy of a (quantized, LoRA-wrapped) causal LM that tracks the policy's LoRA weights."""
+
+    def __init__(self, policy: Any, config: FastGenerationConfig | None = None) -> None:
+        from transformers import AutoModelForCausalLM
+
+        self.config = config or FastGenerationConfig()
+        base = policy.get_base_model() if hasattr(policy, "get_base_model") else policy
+        self._base = base
+        model_config = base.config.__class__.from_dict(base.config.to_dict())
+        for attr in ("quantization_config", "_pre_quantization_dtype"):
+            if hasattr(model_config, attr):
+                delattr(model_config, attr)
+        device = next(p.device for p in base.parameters())
+        with torch.device(device):
+            self.model = AutoModelForCausalLM.from_config(model_config, dtype=self.config.dtype)
+        self.model.requires_grad_(False)
+        self.model.eval()
+        # The training policy's config has use_cache=False (gradient checkpointing), and from_config copied it
+        # into the generation config too: without this, generate() re-reads the whole sequence every token.
+        self.model.config.use_cache = True
+        self.model.generation_config.use_cache = True
+        self._lora: list[tuple[torch.nn.Parameter, Any]] = []
+        self._fill()
+
+    @torch.no_grad()
+    def _fill(self) -> None:
+        source = dict(self._base.named_modules())
+        covered: set[str] = set()
+        for name, module in self.model.named_modules():
+            if not isinstance(module, torch.nn.Linear):
+                continue
+            src = source.get(name)
+            if src is None:
+                raise ValueError(f"the policy has no module {name!r}; cannot build its bf16 copy")
+            layer = src.base_layer if _is_lora_layer(src) else src
+            if _is_lora_layer(src):
+                if any(getattr(src, "use_dora", {}).get(a, False) for a in src.active_adapters):
+                    raise ValueError("merged_bf16 generation does not support DoRA adapters")
+                self._lora.append((module.weight, src))
+            module.weight.copy_(_dense_weight(layer, self.config.dtype))
+            if module.bias is not None and getattr(layer, "bias", None) is not None:
+                module.bias.copy_(layer.bias.to(self.config.dtype))
+            covered.update({f"{name}.weight", f"{name}.bias"})
+        params = dict(self._base.named_parameters())
+        buffers = dict(self._base.named_buffers())
+        for name, param in self.model.named_parameters():
+            if name in covered:
+                continue
+            if name not in params:
+                raise ValueError(f"the policy has no parameter {name!r}; cannot build its bf16 copy")
+            param.copy_(params[name].to(self.config.dtype))
+        for name, buf in self.model.named_buffers():
+            if name in buffers and buffers[name].shape == buf.shape:
+                buf.copy_(buffers[name].to(buf.dtype))
+        self.sync()
+
+    @torch.no_grad()
+    def sync(self) -> None:
+        """Re-merge the policy's current LoRA weights into the copy's target layers."""
+        for weight, lora in self._lora:
+            merged = _dense_weight(lora.base_layer, torch.float32)
+            for adapter in lora.active_adapters:
+                if adapter in lora.lora_A:
+                    merged += lora.get_delta_weight(adapter).float()
+            weight.copy_(merged.to(weight.dtype))
+
+    @torch.no_grad()
+    def generate(self, prompt_ids: list[list[int]], generation_kwargs: dict[str, Any], pad_token_id: int,
+                 eos_token_ids: list[int]) -> list[list[int]]:
+        """Sample one completion per prompt (token ids, cut after the first EOS, EOS kept)."""
+        from transformers import GenerationConfig
+
+        multiple = self.config.pad_to_multiple_of
+        width = -(-max(len(p) for p in prompt_ids) // multiple) * multiple
+        device = self.model.device
+        ids = torch.full((len(prompt_ids), width), pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(prompt_ids), width), dtype=torch.long)
+        for row, prompt in enumerate(prompt_ids):
+            ids[row, width - len(prompt):] = torch.tensor(prompt, dtype=torch.long)
+            mask[row, width - len(prompt):] = 1
+        kwargs = dict(generation_kwargs)
+        kwargs["cache_implementation"] = "static" if self.config.static_cache else None
+        kwargs["pad_token_id"] = pad_token_id
+        kwargs["use_cache"] = True
+        config = GenerationConfig(**kwargs, disable_compile=not self.config.static_cache)
+        out = self.model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), generation_config=config)
+        completions = out[:, width:].tolist()
+        eos = set(eos_token_ids)
+        result = []
+        for row in completions:
+            cut = next((i for i, t in enumerate(row) if t in eos), None)
+            result.append(row if cut is None else row[: cut + 1])
+        return result
+
+
+class FastGenerationGRPOTrainer(GRPOTrainer):
+    """``GRPOTrainer`` that samples from a merged bf16 copy of the policy (``generation_engine``)."""
+
+    def __init__(self, *args: Any, fast_generation: FastGenerationConfig | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._fast_config = fast_generation
+        self._fast_copy: MergedPolicyCopy | None = None
+        self._fast_synced_step = -1
+
+    def _fast_path(self, images: Any, multimodal_fields: Any, has_tool_images: bool) -> bool:
+        return (self._fast_config is not None and not self.use_vllm
+                and not getattr(self, "use_transformers_continuous_batching", False)
+                and not images and not multimodal_fields and not has_tool_images)
+
+    def _generate_single_turn(self, prompt_ids: Any, images: Any, multimodal_fields: Any, num_generations: Any,
+                              has_tool_images: bool = False) -> tuple[list[list[int]], Any]:
+        if not self._fast_path(images, multimodal_fields, has_tool_images):
+            return super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations,
+                                                 has_tool_images=has_tool_images)
+        policy = self.accelerator.unwrap_model(self.model)
+        if self._fast_copy is None:
+            self._fast_copy = MergedPolicyCopy(policy, self._fast_config)
+            self._fast_synced_step = self.state.global_step
+            log.info("merged bf16 copy of the policy built for generation")
+        elif self._fast_synced_step != self.state.global_step:
+            self._fast_copy.sync()
+            self._fast_synced_step = self.state.global_step
+        completion_ids = self._fast_copy.generate(
+            [list(p) for p in prompt_ids], self.generation_kwargs, self._tokenizer.pad_token_id,
+            list(self.eos_token_ids),
+        )
+        return completion_ids, None
