@@ -107,6 +107,8 @@ def summarize_stage(m: dict[str, Any]) -> dict[str, Any]:
         row["steps"] = len(m["step_s"])
         row["first_step_s"] = round(m["step_s"][0], 3)
         row["s_per_step"] = round(_median(steps) or 0.0, 3)
+        # fastest step: the steady state when compilation (GRPO's static-cache decode) or autotuning hit some steps
+        row["fastest_step_s"] = round(min(m["step_s"]), 3)
     logs = [entry for entry in m.get("logs", []) if "loss" in entry or "reward" in entry]
     stage = m.get("stage")
     if stage == "sft" and logs and steps:

@@ -122,6 +122,9 @@ probe() {  # probe STAGE [args...]: one stage through the real CLI, metrics to $
   echo "=== $stage: rc=$rc in $((SECONDS - t0)) s"
   [ $rc -eq 0 ] || tail -25 "$WORK/$stage.log"
   service_memory
+  # archive after every stage: a call killed at its time limit still brings back the stages it finished
+  # (the EXIT trap does not run while bash waits on a foreground child that outlives the limit)
+  collect >/dev/null 2>&1
   return $rc
 }
 
