@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 from transformers import (
@@ -102,12 +102,13 @@ class _RowLogitsProcessor(LogitsProcessor):
         self.banned = banned
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        logits: torch.Tensor = scores
         if self.banned is not None:  # generate hands us a fresh float32 copy: edit it in place
-            scores = scores.index_fill_(1, self.banned, float("-inf"))
-        chosen = self.sampler(scores, input_ids.shape[1] - self.prompt_len)
-        out = torch.full_like(scores, float("-inf"))
+            logits = logits.index_fill_(1, self.banned, float("-inf"))
+        chosen = self.sampler(logits, input_ids.shape[1] - self.prompt_len)
+        out = torch.full_like(logits, float("-inf"))
         out.scatter_(1, chosen[:, None], 0.0)
-        return out
+        return cast(torch.FloatTensor, out)
 
 
 class _RowBudget(StoppingCriteria):
@@ -121,7 +122,7 @@ class _RowBudget(StoppingCriteria):
     def __call__(self, input_ids: torch.LongTensor, scores: Any, **kwargs: Any) -> torch.BoolTensor:
         if time.monotonic() > self.deadline:
             raise _Deadline
-        return (input_ids.shape[1] - self.prompt_len) >= self.max_tokens
+        return cast(torch.BoolTensor, (input_ids.shape[1] - self.prompt_len) >= self.max_tokens)
 
 
 class HFBackend:
@@ -175,7 +176,7 @@ class HFBackend:
         pad = self.tokenizer.pad_token_id
         self.pad_id = pad if pad is not None else self.eos_ids[0]
         # A clean generation config: sampling is ours, nothing from the hub config may leak in.
-        self.model.generation_config = GenerationConfig(
+        self.model.generation_config = GenerationConfig(  # type: ignore[no-untyped-call]
             bos_token_id=self.tokenizer.bos_token_id,
             eos_token_id=self.eos_ids,
             pad_token_id=self.pad_id,
@@ -213,20 +214,21 @@ class HFBackend:
             return render_plain(prompt.messages)
         messages = prompt.message_dicts()
         try:
-            return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+            return str(self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False))
         except Exception as exc:  # jinja raises TemplateError, e.g. "System role not supported"
             merged = _merge_system(messages)
             if merged == messages:
                 raise GenerationError(
                     f"backend 'hf': chat template of {self.model_id!r} failed ({type(exc).__name__})", detail=str(exc)
                 ) from exc
-            return self.tokenizer.apply_chat_template(merged, add_generation_prompt=True, tokenize=False)
+            return str(self.tokenizer.apply_chat_template(merged, add_generation_prompt=True, tokenize=False))
 
     def encode_prompts(self, prompts: Sequence[ArmPrompt]) -> list[list[int]]:
         """Token ids of each rendered prompt (the template carries its own special tokens)."""
         texts = [self.render(p) for p in prompts]
         with self._tok_lock:
-            return self.tokenizer(texts, add_special_tokens=not self.has_chat_template)["input_ids"]
+            ids: list[list[int]] = self.tokenizer(texts, add_special_tokens=not self.has_chat_template)["input_ids"]
+            return ids
 
     # -- generation ----------------------------------------------------------------------------
 
@@ -285,7 +287,7 @@ class HFBackend:
         banned = torch.tensor(self.eos_ids, dtype=torch.long, device=device) if self.ignore_eos else None
         processor = _RowLogitsProcessor(sampler, prompt_len, banned)
         budget = _RowBudget(torch.tensor(budgets, dtype=torch.long, device=device), prompt_len, deadline)
-        config = GenerationConfig(
+        config = GenerationConfig(  # type: ignore[no-untyped-call]
             max_new_tokens=max(budgets),
             do_sample=False,
             bos_token_id=self.tokenizer.bos_token_id,
@@ -328,7 +330,7 @@ class HFBackend:
 
     def close(self) -> None:
         with self._lock:
-            self.model = None  # type: ignore[assignment]
+            self.model = None
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
 
