@@ -232,7 +232,13 @@ def precompute_main(argv: list[str] | None = None) -> int:
                     bar.update(got["questions"])
         return totals
 
-    totals = asyncio.run(fill())
+    from reward_service.errors import ServiceError
+
+    try:
+        totals = asyncio.run(fill())
+    except ServiceError as exc:  # e.g. overloaded: --chunk above REGIME_W_MAX_PENDING_QUESTIONS
+        print(f"regime-w-precompute: {exc.code}: {exc.message}", file=sys.stderr)
+        return 1
     print(json.dumps({**totals, "cache_path": settings.cache_path}))
     return 0
 

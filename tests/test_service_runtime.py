@@ -68,3 +68,26 @@ def test_offline_cli_builds_through_the_runtime(
     assert len(json.loads(capsys.readouterr().out)["results"]) >= 5
     (settings,) = seen
     assert settings.generation_batch_window_ms == 25 and settings.max_pending_questions == 3
+
+
+def test_precompute_cli_honours_max_pending_questions(tiny_model_dir, tmp_path: Path, monkeypatch, capsys) -> None:
+    """--chunk 3 with REGIME_W_MAX_PENDING_QUESTIONS=2: the setting holds offline too (exit 1, said why)."""
+    data = tmp_path / "questions.txt"
+    data.write_text("".join(f"What is {n} + 1?\n" for n in range(3)))
+    monkeypatch.setenv("REGIME_W_MAX_PENDING_QUESTIONS", "2")
+    code = cli.precompute_main(
+        [
+            str(data),
+            "--chunk",
+            "3",
+            "--backend",
+            "hf",
+            "--model",
+            str(tiny_model_dir),
+            "--device",
+            "cpu",
+            "--cache-path",
+            str(tmp_path / "arms.sqlite3"),
+        ]
+    )
+    assert code == 1 and "overloaded" in capsys.readouterr().err
