@@ -27,6 +27,7 @@ notes marker (the before/after record of formula changes lives there).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import random
 import statistics
@@ -277,6 +278,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, required=True, help="zeroeval_gsm8k_dev.jsonl (reward_dev)")
     parser.add_argument("--config", type=Path, default=None, help="scorer config TOML (default: the packaged one)")
+    parser.add_argument("--path-reference", choices=("all", "gold", "supporting"), default=None,
+                        help="override [path] reference of the config (label-free here: gold = all)")
+    parser.add_argument("--question-numbers", type=float, default=None, help="override [path] question_numbers (mu)")
+    parser.add_argument("--lambdas", type=float, nargs=3, default=None, metavar=("END", "PATH", "CF"),
+                        help="override [coherence] lambda_end lambda_path lambda_cf")
     parser.add_argument("--per-question", type=int, nargs="+", default=[13, 4],
                         help="solutions per question (default: 13 4)")
     parser.add_argument("--draws", type=int, default=3, help="draws of the subset when fewer than all (default 3)")
@@ -289,6 +295,16 @@ def main(argv: list[str] | None = None) -> int:
     if not args.data.is_file():
         parser.error(f"--data {args.data}: no such file")
     config = load_config(args.config) if args.config else default_config()
+    changes: dict[str, Any] = {}
+    if args.path_reference is not None:
+        changes["path_reference"] = args.path_reference
+    if args.question_numbers is not None:
+        changes["path_question_numbers"] = args.question_numbers
+    if args.lambdas is not None:
+        changes.update(lambda_end=args.lambdas[0], lambda_path=args.lambdas[1], lambda_cf=args.lambdas[2])
+    if changes:  # a variant of the config: its own (made-up) fingerprint, so it is never mistaken for the file
+        label = ",".join(f"{k}={v}" for k, v in sorted(changes.items()))
+        config = dataclasses.replace(config, fingerprint=f"variant:{label}", **changes)
     questions = load_questions(args.data)
     if args.questions:
         questions = questions[: args.questions]
@@ -298,7 +314,8 @@ def main(argv: list[str] | None = None) -> int:
         print(text, file=sys.stderr, flush=True)
 
     results = [run_setting(questions, config, n, args.draws, args.seed, args.bootstrap, say) for n in args.per_question]
-    meta = {"questions": len(questions), "config": str(args.config.name) if args.config else "default_config.toml",
+    meta = {"questions": len(questions), "config": (str(args.config.name) if args.config else "default_config.toml")
+            + (f" with {', '.join(f'{k} = {v}' for k, v in sorted(changes.items()))}" if changes else ""),
             "fingerprint": config.fingerprint, "seconds": time.monotonic() - started, "reps": args.bootstrap}
     print(format_table(results))
     if args.json is not None:

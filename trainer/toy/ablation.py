@@ -335,10 +335,9 @@ def write_report(results: dict[str, Any], page: Path, command: str, dataset: str
         "",
         "| reward | DPO mean ± sd | DPO per seed | GRPO mean ± sd | GRPO per seed | DPO − SFT | GRPO − SFT |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
-        f"| (toy base, before SFT) | {statistics.fmean(base.values()):.1f} | {_fmt_row(base)} | "
-        f"{statistics.fmean(base.values()):.1f} | {_fmt_row(base)} | | |",
+        f"| (base, before SFT) | {statistics.fmean(base.values()):.1f} | {_fmt_row(base)} | | | | |",
         f"| (SFT, before RL) | {statistics.fmean(sft.values()):.1f} ± {statistics.stdev(sft.values()) if len(sft) > 1 else 0:.1f} "
-        f"| {_fmt_row(sft)} | {statistics.fmean(sft.values()):.1f} | {_fmt_row(sft)} | | |",
+        f"| {_fmt_row(sft)} | | | | |",
     ]
     for name in order:
         r = rows[name]
@@ -346,6 +345,7 @@ def write_report(results: dict[str, Any], page: Path, command: str, dataset: str
             f"| `{name}` | {r['dpo_mean']:.1f} ± {r['dpo_sd']:.1f} | {_fmt_row(r['dpo'])} | "
             f"{r['grpo_mean']:.1f} ± {r['grpo_sd']:.1f} | {_fmt_row(r['grpo'])} | "
             f"{r['dpo_minus_sft']:+.1f} | {r['grpo_minus_sft']:+.1f} |")
+    lines += ["", *_criteria(rows, sft)]
     missing = [f"{name} (seeds {', '.join(str(s) for s in seeds if s not in rows[name]['grpo'])})"
                for name in order if len(rows[name]["grpo"]) < len(seeds)]
     if missing:
@@ -363,6 +363,34 @@ def write_report(results: dict[str, Any], page: Path, command: str, dataset: str
     page.parent.mkdir(parents=True, exist_ok=True)
     page.write_text(text, encoding="utf-8")
     return page
+
+
+def _criteria(rows: dict[str, dict[str, Any]], sft: dict[int, float]) -> list[str]:
+    """The issue's bar for each Regime W row, per stage: with gold, ≥ correctness + 2 points (mean) and ahead
+    on every seed; label-free, ≥ majority + 1 and ≥ SFT + 3 points (means)."""
+    out = ["The bar (issue 12), per RL stage: a Regime W row with gold must reach correctness + 2 points (mean of "
+           "the seeds) and be ahead on every seed; a label-free row must reach majority + 1 and SFT + 3 points "
+           "(means). Differences in points, per seed and mean:", "",
+           "| row | stage | control | difference per seed | mean | bar met |", "| --- | --- | --- | ---: | ---: | --- |"]
+    for name in (n for n in ALL_ROWS if n in rows):
+        r, row = rows[name], ALL_ROWS[name]
+        if row.reward != "regime_w":
+            continue
+        for col in ("dpo", "grpo"):
+            seeds = sorted(r[col])
+            if row.label_free:
+                checks = [("majority", rows.get("majority", {}).get(col), 1.0), ("SFT", sft, 3.0)]
+            else:
+                checks = [("correctness", rows.get("correctness", {}).get(col), 2.0)]
+            for control, values, bar in checks:
+                if not values or any(s not in values for s in seeds):
+                    continue
+                diffs = [r[col][s] - values[s] for s in seeds]
+                mean = statistics.fmean(diffs)
+                met = mean >= bar and (row.label_free or all(d > 0 for d in diffs))
+                out.append(f"| `{name}` | {col.upper()} | {control} | {' / '.join(f'{d:+.1f}' for d in diffs)} | "
+                           f"{mean:+.2f} | {'yes' if met else 'no'} |")
+    return out
 
 
 def _chart(rows: dict[str, dict[str, Any]], order: list[str], sft: dict[int, float], path: Path) -> None:
@@ -402,6 +430,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--report", type=Path, default=None, help="write the table here and the PNG beside it")
     parser.add_argument("--service-flags", default="", help="extra regime-w-serve flags (quoted), e.g. for a GPU")
     parser.add_argument("--all-datasets", action="store_true", help="evaluate on every eval dataset, not dev only")
+    parser.add_argument("--set", action="append", default=[], metavar="STAGE:--flag=value",
+                        help="extra flag for one stage of every cell, e.g. toy-base:--number_scale=1.0 (a world "
+                             "setting) or grpo:--max_steps=40 (repeatable)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -413,11 +444,27 @@ def main(argv: list[str] | None = None) -> int:
     return run_from_args(args, argv)
 
 
+def _overrides(items: Sequence[str]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for item in items:
+        stage, _, flag = item.partition(":")
+        name, _, value = flag.partition("=")
+        if not stage or not name.startswith("--"):
+            raise ValueError(f"--set {item!r}: expected STAGE:--flag=value")
+        out.setdefault(stage, []).extend([name, *value.split()] if value else [name])
+    return out
+
+
 def run_from_args(args: argparse.Namespace, argv: list[str] | None) -> int:
+    try:
+        overrides = _overrides(args.set)
+    except ValueError as exc:
+        print(f"ablation: {exc}", file=sys.stderr)
+        return 2
     settings = AblationSettings(
         workdir=args.workdir, recipes=args.recipes.resolve(), seeds=tuple(args.seeds), rewards=tuple(args.rewards),
         threads=args.threads, dev_only=not args.all_datasets, service_flags=tuple(shlex.split(args.service_flags)),
-        jobs=args.jobs)
+        jobs=args.jobs, overrides=overrides)
     try:
         results = run_ablation(settings)
     except LoopError as exc:
@@ -432,3 +479,35 @@ def run_from_args(args: argparse.Namespace, argv: list[str] | None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def grpo_controls(url: str, key: str, paths: Any, *, seed: int, rows: Sequence[str] = ("regime_w_label_free", "majority"),
+                  threads: int = 1, grpo_flags: Sequence[str] = (),
+                  say: Callable[[str], None] | None = None) -> dict[str, dict[str, Any]]:
+    """Inside a running toy loop (``run_toy_loop(before_stop=...)``): GRPO again from the same SFT adapter with
+    each of ``rows``' rewards, then their greedy dev accuracy. Returns ``{row: {accuracy, correct, n}}``.
+
+    This is the one-seed slice of the ablation that the learning tests check (tests/test_toy_learning.py).
+    """
+    from trainer.toy.loop import stage_flags
+
+    settings = AblationSettings(workdir=paths.workdir, threads=threads)
+    stages = _Stages(settings, say or (lambda _: None))
+    env = {"REGIME_W_URL": url, "REGIME_W_API_KEY": key}
+    adapters = {}
+    for name in rows:
+        row = ALL_ROWS[name]
+        if row.scorer_config:
+            raise ValueError(f"row {name!r} needs its own scorer config; the loop's service runs the toy config")
+        out = paths.workdir / "checkpoints" / f"lora_grpo_{name}"
+        flags = [f for f in stage_flags("grpo", paths, seed)]
+        flags[flags.index("--output_dir") + 1] = str(out)
+        stages.run("grpo", [*flags, *row.stage_flags(), "--reward_url", url, *grpo_flags],
+                   paths.logs / f"grpo-{name}.log", env)
+        adapters[name] = out
+    eval_dir = paths.workdir / "results" / "toy-eval-controls"
+    eval_flags = stage_flags("eval", paths, seed)
+    eval_flags = eval_flags[: eval_flags.index("--eval_output_dir")]
+    stages.run("eval", [*eval_flags, "--eval_datasets", "gsm8k_dev", "--eval_output_dir", str(eval_dir),
+                        "--eval_models", *(f"{n}={a}" for n, a in adapters.items())], paths.logs / "eval-controls.log")
+    return accuracy_table(eval_dir / "results.json")["gsm8k_dev"]
