@@ -9,7 +9,10 @@ then check, on the same dev problems, that
 (b) GRPO with the Regime W reward raises it over SFT,
 (c) DPO on the Regime W preference pairs raises it over SFT,
 (d) label-free ``s_wm`` (rollouts re-scored WITHOUT gold_answer) ranks correct trajectories above
-    wrong ones (AUROC).
+    wrong ones (AUROC),
+(e) the one-seed slice of the reward ablation (docs/reward-ablation.md): GRPO run again from the same
+    SFT adapter with label-free Regime W and with the majority vote (``trainer.toy.ablation.grpo_controls``,
+    while the loop's service is up): label-free Regime W beats the vote and raises accuracy over SFT.
 
 The margins were set from runs over several seeds (docs/toy-results.md lists them), below the
 smallest gain measured, so the tests do not flake but still fail when learning does not happen.
@@ -24,9 +27,10 @@ from typing import Any
 
 import pytest
 
-from trainer.toy.loop import label_free_auroc, run_toy_loop
+from trainer.toy.ablation import grpo_controls
+from trainer.toy.loop import Paths, label_free_auroc, run_toy_loop
 
-pytestmark = pytest.mark.timeout(1800)
+pytestmark = pytest.mark.timeout(2700)
 
 SEED = 0
 #: Minimum gains (absolute accuracy, 800 dev problems). Measured over training seeds 0, 1, 2
@@ -36,14 +40,24 @@ SFT_OVER_BASE = 0.005
 GRPO_OVER_SFT = 0.02
 DPO_OVER_SFT = 0.02
 MIN_AUROC = 0.80
+#: GRPO with label-free Regime W vs GRPO with the majority vote, same SFT adapter (docs/reward-ablation.md,
+#: seeds 0 / 1 / 2): label-free Regime W - majority = +6.6 / +5.0 / +3.9 points; label-free Regime W - SFT =
+#: +5.3 / +5.2 / +2.4 points.
+LABEL_FREE_OVER_MAJORITY = 0.025
+LABEL_FREE_OVER_SFT = 0.015
 MIN_DEV = 800
 
 
 @pytest.fixture(scope="module")
 def loop(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     workdir = tmp_path_factory.mktemp("toy-loop")
+
+    def while_the_service_is_up(url: str, key: str, paths: Paths) -> dict[str, Any]:
+        return {"auroc": label_free_auroc(url, key, paths),
+                "controls": grpo_controls(url, key, paths, seed=SEED, rows=("regime_w_label_free", "majority"))}
+
     return run_toy_loop(workdir, seed=SEED, quick=True, threads=1, verbose=False,
-                        before_stop=label_free_auroc, say=lambda _: None)
+                        before_stop=while_the_service_is_up, say=lambda _: None)
 
 
 def _dev(loop: dict[str, Any]) -> dict[str, dict[str, float | int]]:
@@ -88,9 +102,18 @@ def test_rl_removes_the_folded_answers_sft_learned(loop: dict[str, Any]) -> None
 
 
 def test_label_free_s_wm_ranks_correct_trajectories_above_wrong_ones(loop: dict[str, Any]) -> None:
-    measured = loop["before_stop"]
+    measured = loop["before_stop"]["auroc"]
     assert measured["trajectories"] >= 200 and 0 < measured["correct"] < measured["trajectories"], measured
     assert measured["auroc_s_wm"] >= MIN_AUROC, measured
+
+
+def test_label_free_regime_w_grpo_beats_the_majority_vote_and_sft(loop: dict[str, Any]) -> None:
+    controls, dev = loop["before_stop"]["controls"], _dev(loop)
+    assert set(controls) == {"regime_w_label_free", "majority"}, controls
+    assert all(cell["n"] >= MIN_DEV for cell in controls.values()), controls
+    label_free, majority = controls["regime_w_label_free"]["accuracy"], controls["majority"]["accuracy"]
+    assert label_free >= majority + LABEL_FREE_OVER_MAJORITY, (controls, dev["sft"])
+    assert label_free >= dev["sft"]["accuracy"] + LABEL_FREE_OVER_SFT, (controls, dev["sft"])
 
 
 def test_auroc_is_the_probability_a_positive_outranks_a_negative() -> None:
