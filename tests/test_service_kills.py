@@ -47,7 +47,7 @@ def test_arm_cache_survives_repeated_sigkill(tiny_model_dir, tmp_path) -> None:
 
             worker = threading.Thread(target=precompute)
             worker.start()
-            time.sleep(rng.uniform(0.5, 4.0))
+            time.sleep(rng.uniform(2.0, 12.0))
             server.proc.send_signal(signal.SIGKILL)
             server.proc.wait(timeout=30)
             worker.join(timeout=60)
