@@ -206,9 +206,11 @@ def run_setting(
             picked = sorted(rng.sample(range(len(q.solutions)), n))
             groups.append(score_question(q, picked, config, rng))
             if (qi + 1) % 200 == 0:
-                progress(f"  N={per_question} draw {d + 1}/{draws}: {qi + 1}/{len(questions)} questions "
-                         f"({time.monotonic() - started:.0f} s)")
-        res = {key: metrics(groups, key) for key in SCORES}
+                progress(
+                    f"  N={per_question} draw {d + 1}/{draws}: {qi + 1}/{len(questions)} questions "
+                    f"({time.monotonic() - started:.0f} s)"
+                )
+        res: dict[str, Any] = {key: metrics(groups, key) for key in SCORES}
         res["se_s_wm_minus_vote"] = bootstrap_se(groups, "s_wm", "vote", reps, seed + d)
         flat = [s for g in groups for s in g]
         res["solutions"] = len(flat)
@@ -225,7 +227,14 @@ def run_setting(
         m: statistics.fmean(r["se_s_wm_minus_vote"][m] for r in runs) / max(1, draws) ** 0.5
         for m in ("pairwise", "best_of_n")
     }
-    for k in ("solutions", "correct_share", "mixed_questions", "oracle_best_of_n", "vote_ties_at_top", "s_wm_ties_at_top"):
+    for k in (
+        "solutions",
+        "correct_share",
+        "mixed_questions",
+        "oracle_best_of_n",
+        "vote_ties_at_top",
+        "s_wm_ties_at_top",
+    ):
         out[k] = statistics.fmean(r[k] for r in runs)
     return out
 
@@ -236,19 +245,25 @@ def format_table(results: Sequence[dict[str, Any]]) -> str:
         for key in SCORES:
             m = res[key]
             name = f"**{key}**" if key == "s_wm" else key
-            lines.append(f"| {res['per_question']} | {name} | {m['pairwise']:.4f} | {m['auroc']:.4f} | "
-                         f"{100 * m['best_of_n']:.2f}% |")
+            lines.append(
+                f"| {res['per_question']} | {name} | {m['pairwise']:.4f} | {m['auroc']:.4f} | "
+                f"{100 * m['best_of_n']:.2f}% |"
+            )
     lines.append("")
-    lines.append("| solutions / question | draws | s_wm − vote, pairwise (± SE) | s_wm − vote, best-of-N (± SE) | "
-                 "mixed questions | top tie of right and wrong: vote / s_wm | oracle best-of-N |")
+    lines.append(
+        "| solutions / question | draws | s_wm − vote, pairwise (± SE) | s_wm − vote, best-of-N (± SE) | "
+        "mixed questions | top tie of right and wrong: vote / s_wm | oracle best-of-N |"
+    )
     lines.append("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for res in results:
         se = res["se_s_wm_minus_vote"]
         dpw = res["s_wm"]["pairwise"] - res["vote"]["pairwise"]
         dbo = res["s_wm"]["best_of_n"] - res["vote"]["best_of_n"]
-        lines.append(f"| {res['per_question']} | {res['draws']} | {dpw:+.4f} ± {se['pairwise']:.4f} | "
-                     f"{100 * dbo:+.2f} ± {100 * se['best_of_n']:.2f} pts | {res['mixed_questions']:.0f} | "
-                     f"{100 * res['vote_ties_at_top']:.1f}% / {100 * res['s_wm_ties_at_top']:.1f}% | {100 * res['oracle_best_of_n']:.2f}% |")
+        lines.append(
+            f"| {res['per_question']} | {res['draws']} | {dpw:+.4f} ± {se['pairwise']:.4f} | "
+            f"{100 * dbo:+.2f} ± {100 * se['best_of_n']:.2f} pts | {res['mixed_questions']:.0f} | "
+            f"{100 * res['vote_ties_at_top']:.1f}% / {100 * res['s_wm_ties_at_top']:.1f}% | {100 * res['oracle_best_of_n']:.2f}% |"
+        )
     return "\n".join(lines)
 
 
@@ -278,13 +293,24 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, required=True, help="zeroeval_gsm8k_dev.jsonl (reward_dev)")
     parser.add_argument("--config", type=Path, default=None, help="scorer config TOML (default: the packaged one)")
-    parser.add_argument("--path-reference", choices=("all", "gold", "supporting"), default=None,
-                        help="override [path] reference of the config (label-free here: gold = all)")
+    parser.add_argument(
+        "--path-reference",
+        choices=("all", "gold", "supporting"),
+        default=None,
+        help="override [path] reference of the config (label-free here: gold = all)",
+    )
     parser.add_argument("--question-numbers", type=float, default=None, help="override [path] question_numbers (mu)")
-    parser.add_argument("--lambdas", type=float, nargs=3, default=None, metavar=("END", "PATH", "CF"),
-                        help="override [coherence] lambda_end lambda_path lambda_cf")
-    parser.add_argument("--per-question", type=int, nargs="+", default=[13, 4],
-                        help="solutions per question (default: 13 4)")
+    parser.add_argument(
+        "--lambdas",
+        type=float,
+        nargs=3,
+        default=None,
+        metavar=("END", "PATH", "CF"),
+        help="override [coherence] lambda_end lambda_path lambda_cf",
+    )
+    parser.add_argument(
+        "--per-question", type=int, nargs="+", default=[13, 4], help="solutions per question (default: 13 4)"
+    )
     parser.add_argument("--draws", type=int, default=3, help="draws of the subset when fewer than all (default 3)")
     parser.add_argument("--questions", type=int, default=0, help="use only the first N questions (0: all)")
     parser.add_argument("--seed", type=int, default=0)
@@ -314,9 +340,14 @@ def main(argv: list[str] | None = None) -> int:
         print(text, file=sys.stderr, flush=True)
 
     results = [run_setting(questions, config, n, args.draws, args.seed, args.bootstrap, say) for n in args.per_question]
-    meta = {"questions": len(questions), "config": (str(args.config.name) if args.config else "default_config.toml")
-            + (f" with {', '.join(f'{k} = {v}' for k, v in sorted(changes.items()))}" if changes else ""),
-            "fingerprint": config.fingerprint, "seconds": time.monotonic() - started, "reps": args.bootstrap}
+    meta = {
+        "questions": len(questions),
+        "config": (str(args.config.name) if args.config else "default_config.toml")
+        + (f" with {', '.join(f'{k} = {v}' for k, v in sorted(changes.items()))}" if changes else ""),
+        "fingerprint": config.fingerprint,
+        "seconds": time.monotonic() - started,
+        "reps": args.bootstrap,
+    }
     print(format_table(results))
     if args.json is not None:
         args.json.write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n", encoding="utf-8")

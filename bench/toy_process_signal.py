@@ -34,8 +34,12 @@ from shared_schemas.answer import answers_equal, parse_answer
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cell", type=Path, required=True, help="an ablation cell with rl_rollouts.jsonl")
-    parser.add_argument("--cache", type=Path, default=None,
-                        help="its arm cache (default: the toy_config one beside the cell's seed directory)")
+    parser.add_argument(
+        "--cache",
+        type=Path,
+        default=None,
+        help="its arm cache (default: the toy_config one beside the cell's seed directory)",
+    )
     parser.add_argument("--data", type=Path, required=True, help="the toy train.jsonl (gold solutions)")
     parser.add_argument("--configs", type=Path, nargs="+", required=True)
     args = parser.parse_args(argv)
@@ -44,8 +48,11 @@ def main(argv: list[str] | None = None) -> int:
     db = sqlite3.connect(str(cache))
     model, fingerprint = db.execute("SELECT model, fingerprint FROM arms LIMIT 1").fetchone()
     configs = {p.stem: load_config(p) for p in args.configs}
-    records = [json.loads(line) for line in (args.cell / "rl_rollouts.jsonl").read_text(encoding="utf-8").splitlines()
-               if line.strip()]
+    records = [
+        json.loads(line)
+        for line in (args.cell / "rl_rollouts.jsonl").read_text(encoding="utf-8").splitlines()
+        if line.strip()
+    ]
     wrong_pairs = {k: [0.0, 0] for k in configs}
     right_pairs = {k: [0.0, 0] for k in configs}
     groups_all_wrong = groups_with_arm_right = correct = correct_bad_eq = 0
@@ -55,7 +62,9 @@ def main(argv: list[str] | None = None) -> int:
         ok = [answers_equal(parse_answer(o).value, r["gold_answer"]) for o in outs]
         gold_steps = scan_equations(train[int(r["id"].rsplit("-", 1)[1])]["answer"]).results
         part = [len(scan_equations(o).results & gold_steps) / len(gold_steps) for o in outs]
-        row = db.execute("SELECT payload FROM arms WHERE key = ?", (cache_key(model, fingerprint, r["question"]),)).fetchone()
+        row = db.execute(
+            "SELECT payload FROM arms WHERE key = ?", (cache_key(model, fingerprint, r["question"]),)
+        ).fetchone()
         if row is None:
             print(f"no arms cached for {r['id']}", file=sys.stderr)
             return 1
@@ -68,7 +77,9 @@ def main(argv: list[str] | None = None) -> int:
             pairs = [(i, j) for i in range(len(outs)) for j in range(len(outs)) if part[i] > part[j]]
             target = wrong_pairs
         else:
-            pairs = [(i, j) for i in range(len(outs)) for j in range(len(outs)) if ok[i] and ok[j] and part[i] > part[j]]
+            pairs = [
+                (i, j) for i in range(len(outs)) for j in range(len(outs)) if ok[i] and ok[j] and part[i] > part[j]
+            ]
             target = right_pairs
         for name, config in configs.items():
             prepared = prepare_arms(r["question"], arms, config)
@@ -76,9 +87,13 @@ def main(argv: list[str] | None = None) -> int:
             for i, j in pairs:
                 target[name][0] += 1.0 if rewards[i] > rewards[j] else 0.5 if rewards[i] == rewards[j] else 0.0
                 target[name][1] += 1
-    print(f"{len(records)} questions; all 8 samples wrong: {groups_all_wrong} ({groups_with_arm_right} of them with at "
-          f"least one arm right); correct samples with a wrong equation: {correct_bad_eq} of {correct}")
-    print("| config | all-wrong groups: pairs ordered by partial credit | correct samples: pairs ordered by gold steps |")
+    print(
+        f"{len(records)} questions; all 8 samples wrong: {groups_all_wrong} ({groups_with_arm_right} of them with at "
+        f"least one arm right); correct samples with a wrong equation: {correct_bad_eq} of {correct}"
+    )
+    print(
+        "| config | all-wrong groups: pairs ordered by partial credit | correct samples: pairs ordered by gold steps |"
+    )
     print("| --- | ---: | ---: |")
     print(f"| correctness (any 0/1 reward) | 0.5000 ({wrong_pairs[next(iter(configs))][1]} pairs) | 0.5000 |")
     for name in configs:

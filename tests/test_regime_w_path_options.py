@@ -18,16 +18,24 @@ from reward_service.regime_w.scorer import ArmText, coverage, prepare_arms, s_pa
 ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = ROOT / "reward_service" / "regime_w" / "toy_variants"
 
-QUESTION = ("Carla is 18 years old. Mia is 7 years older than Carla. Anna is three times as old as Mia. "
-            "How old will Anna be in 3 years?")
-GOOD = ("Mia is 18+7 = <<18+7=25>>25 years old.\nAnna is 25*3 = <<25*3=75>>75 years old.\n"
-        "In 3 years Anna will be 75+3 = <<75+3=78>>78 years old.\n#### 78")
+QUESTION = (
+    "Carla is 18 years old. Mia is 7 years older than Carla. Anna is three times as old as Mia. "
+    "How old will Anna be in 3 years?"
+)
+GOOD = (
+    "Mia is 18+7 = <<18+7=25>>25 years old.\nAnna is 25*3 = <<25*3=75>>75 years old.\n"
+    "In 3 years Anna will be 75+3 = <<75+3=78>>78 years old.\n#### 78"
+)
 # right first two steps, a slip in the last: wrong answer
-NEAR = ("Mia is 18+7 = <<18+7=25>>25 years old.\nAnna is 25*3 = <<25*3=75>>75 years old.\n"
-        "In 3 years Anna will be 75+3 = <<75+3=79>>79 years old.\n#### 79")
+NEAR = (
+    "Mia is 18+7 = <<18+7=25>>25 years old.\nAnna is 25*3 = <<25*3=75>>75 years old.\n"
+    "In 3 years Anna will be 75+3 = <<75+3=79>>79 years old.\n#### 79"
+)
 # wrong from the first step, but the answer most arms give
-POPULAR = ("Mia is 18-7 = <<18-7=11>>11 years old.\nAnna is 11*3 = <<11*3=33>>33 years old.\n"
-           "In 3 years Anna will be 33+3 = <<33+3=36>>36 years old.\n#### 36")
+POPULAR = (
+    "Mia is 18-7 = <<18-7=11>>11 years old.\nAnna is 11*3 = <<11*3=33>>33 years old.\n"
+    "In 3 years Anna will be 33+3 = <<33+3=36>>36 years old.\n#### 36"
+)
 FOLDED = "In 3 years Anna will be (18+7)*3+3 = <<(18+7)*3+3=78>>78 years old.\n#### 78"
 ARM_TEXTS = [GOOD, GOOD, GOOD, POPULAR, POPULAR, POPULAR, POPULAR, NEAR]
 
@@ -68,7 +76,8 @@ def test_gold_path_compares_with_the_arms_that_reached_the_gold_only() -> None:
 
 def test_label_free_gold_reference_is_scorer_1_0_and_supporting_uses_the_consensus() -> None:
     assert scores(with_options(path_reference="gold", gold_only_support=True), None) == pytest.approx(
-        scores(with_options(), None))
+        scores(with_options(), None)
+    )
     config = with_options(path_reference="supporting")
     arms = prepare_arms(QUESTION, [ArmText(n, t) for n, t in zip(config.arm_names, ARM_TEXTS)], config)
     assert arms.consensus_answer == "36"
@@ -83,7 +92,8 @@ def test_question_number_coverage() -> None:
     arms = prepare_arms(QUESTION, [ArmText(n, t) for n, t in zip(config.arm_names, ARM_TEXTS)], config)
     agreement = s_path(frozenset({"25", "75", "78"}), 1.0, arms)
     assert s_path(frozenset({"25", "75", "78"}), 1.0, arms, coverage=1.0, mu=0.3) == pytest.approx(
-        0.7 * agreement + 0.3)
+        0.7 * agreement + 0.3
+    )
     # a solution that skips a number of the question loses the coverage share
     skip = "Anna is 25*3 = <<25*3=75>>75 years old.\n#### 75"
     [full, part] = score_trajectories([GOOD, skip], [30, 30], arms, config, None)
@@ -99,8 +109,9 @@ def write_variant(tmp_path: Path, extra: str, coherence_extra: str = "") -> Path
 
 
 def test_options_load_strictly_and_move_the_fingerprint(tmp_path: Path) -> None:
-    cfg = load_config(write_variant(tmp_path, '\n[path]\nreference = "gold"\nquestion_numbers = 0.3\n',
-                                    "gold_only_support = true\n"))
+    cfg = load_config(
+        write_variant(tmp_path, '\n[path]\nreference = "gold"\nquestion_numbers = 0.3\n', "gold_only_support = true\n")
+    )
     assert (cfg.path_reference, cfg.path_question_numbers, cfg.gold_only_support) == ("gold", 0.3, True)
     assert cfg.fingerprint != default_config().fingerprint
     d = default_config()

@@ -21,14 +21,21 @@ SFT = {0: 0.44, 1: 0.43, 2: 0.45}
 
 def cell(row: str, seed: int, dpo: float, grpo: float) -> dict[str, Any]:
     acc = lambda a: {"accuracy": a, "correct": round(a * 800), "n": 800}  # noqa: E731
-    return {"row": row, "seed": seed,
-            "table": {"gsm8k_dev": {"rl-dpo": acc(dpo), "rl-grpo": acc(grpo)}},
-            "base_sft": {"gsm8k_dev": {"base": acc(0.42), "sft": acc(SFT[seed])}}}
+    return {
+        "row": row,
+        "seed": seed,
+        "table": {"gsm8k_dev": {"rl-dpo": acc(dpo), "rl-grpo": acc(grpo)}},
+        "base_sft": {"gsm8k_dev": {"base": acc(0.42), "sft": acc(SFT[seed])}},
+    }
 
 
 def results(rows: dict[str, tuple[list[float], list[float]]]) -> dict[str, Any]:
-    return {"recipes": "recipes/toy", "cells": {
-        f"seed{s}/{name}": cell(name, s, dpo[s], grpo[s]) for name, (dpo, grpo) in rows.items() for s in range(3)}}
+    return {
+        "recipes": "recipes/toy",
+        "cells": {
+            f"seed{s}/{name}": cell(name, s, dpo[s], grpo[s]) for name, (dpo, grpo) in rows.items() for s in range(3)
+        },
+    }
 
 
 def test_the_controls_and_their_stage_flags() -> None:
@@ -49,12 +56,14 @@ def test_summary_means_spread_and_gain_over_sft() -> None:
 
 
 def test_the_bar_needs_two_points_and_every_seed_with_gold(tmp_path: Path) -> None:
-    data = results({
-        "correctness": ([0.48, 0.48, 0.48], [0.49, 0.49, 0.49]),
-        "regime_w": ([0.51, 0.51, 0.51], [0.52, 0.52, 0.48]),  # DPO +3 on every seed; GRPO one seed behind
-        "majority": ([0.46, 0.46, 0.46], [0.43, 0.43, 0.43]),
-        "regime_w_label_free": ([0.46, 0.46, 0.47], [0.48, 0.48, 0.48]),
-    })
+    data = results(
+        {
+            "correctness": ([0.48, 0.48, 0.48], [0.49, 0.49, 0.49]),
+            "regime_w": ([0.51, 0.51, 0.51], [0.52, 0.52, 0.48]),  # DPO +3 on every seed; GRPO one seed behind
+            "majority": ([0.46, 0.46, 0.46], [0.43, 0.43, 0.43]),
+            "regime_w_label_free": ([0.46, 0.46, 0.47], [0.48, 0.48, 0.48]),
+        }
+    )
     page = write_report(data, tmp_path / "ablation.md", "python scripts/toy_loop.py --ablation")
     text = page.read_text(encoding="utf-8")
     assert "| `regime_w` | DPO | correctness | +3.0 / +3.0 / +3.0 | +3.00 | yes |" in text
@@ -85,6 +94,9 @@ def test_collect_reads_every_finished_cell(tmp_path: Path) -> None:
 
 def test_set_overrides_per_stage() -> None:
     assert _overrides(["toy-base:--number_scale=1.0", "grpo:--max_steps=4", "dpo:--loss_type=sigmoid sft"]) == {
-        "toy-base": ["--number_scale", "1.0"], "grpo": ["--max_steps", "4"], "dpo": ["--loss_type", "sigmoid", "sft"]}
+        "toy-base": ["--number_scale", "1.0"],
+        "grpo": ["--max_steps", "4"],
+        "dpo": ["--loss_type", "sigmoid", "sft"],
+    }
     with pytest.raises(ValueError, match="STAGE:--flag=value"):
         _overrides(["number_scale=1"])

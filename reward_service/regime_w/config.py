@@ -231,7 +231,9 @@ def _parse(data: Mapping[str, Any], fingerprint: str, source: str) -> RegimeWCon
     gold_only_support = coherence.get("gold_only_support", False)
     if not isinstance(gold_only_support, bool):
         raise check.fail("[coherence].gold_only_support", f"must be true or false, got {gold_only_support!r}")
-    lambdas = {k: check.number(coherence, k, "[coherence]", low=0.0) for k in ("lambda_end", "lambda_path", "lambda_cf")}
+    lambdas = {
+        k: check.number(coherence, k, "[coherence]", low=0.0) for k in ("lambda_end", "lambda_path", "lambda_cf")
+    }
     if sum(lambdas.values()) <= 0.0:
         raise check.fail("[coherence]", "lambda_end + lambda_path + lambda_cf must be > 0")
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from reward_service.regime_w.config import RegimeWConfig
 from reward_service.regime_w.derived import derived_from_scan, numbers_in, scan_equations
@@ -84,16 +85,16 @@ class PreparedArms:
     """The arms of one question, parsed once; scoring many trajectories then reuses them."""
 
     __slots__ = (
+        "_path_by_answer",
+        "_path_terms",
+        "_support",
+        "config_fingerprint",
+        "consensus_answer",
+        "family_totals",
         "question",
         "question_numbers",
         "samples",
         "total_weight",
-        "family_totals",
-        "consensus_answer",
-        "config_fingerprint",
-        "_path_terms",
-        "_path_by_answer",
-        "_support",
     )
 
     def __init__(self, question: str, samples: tuple[ArmSample, ...], config: RegimeWConfig) -> None:
@@ -102,7 +103,7 @@ class PreparedArms:
         self.samples = samples
         self.config_fingerprint = config.fingerprint
         self.total_weight = sum(s.weight for s in samples)
-        totals = {f: 0.0 for f in config.families}
+        totals = dict.fromkeys(config.families, 0.0)
         for s in samples:
             totals[s.family] += s.weight
         # families with no arm present are left out of s_cf's min
@@ -127,7 +128,9 @@ class PreparedArms:
                 terms = tuple(
                     (s.weight, s.derived, len(s.derived))
                     for s in self.samples
-                    if s.derived and s.answer is not None and (s.answer == reference or answers_equal(reference, s.answer))
+                    if s.derived
+                    and s.answer is not None
+                    and (s.answer == reference or answers_equal(reference, s.answer))
                 )
                 hit = (terms, supp)
             self._path_by_answer[reference] = hit
@@ -161,7 +164,7 @@ def _consensus(samples: tuple[ArmSample, ...], config: RegimeWConfig) -> str | N
     The tie-break family is the first of ``config.families`` ("compute" in the default config).
     """
     first_family = config.families[0]
-    groups: list[list] = []  # [representative answer, total weight, first-family weight, first arm index]
+    groups: list[list[Any]] = []  # [representative answer, total weight, first-family weight, first arm index]
     for s in samples:  # canonical order: config arm order
         if s.answer is None:
             continue
@@ -177,7 +180,7 @@ def _consensus(samples: tuple[ArmSample, ...], config: RegimeWConfig) -> str | N
     if not groups:
         return None
     best = max(groups, key=lambda g: (round(g[1], _TIE_DIGITS), round(g[2], _TIE_DIGITS), -g[3]))
-    return best[0]
+    return str(best[0])
 
 
 def prepare_arms(question: str, arm_texts: Sequence[ArmText], config: RegimeWConfig) -> PreparedArms:
@@ -186,8 +189,7 @@ def prepare_arms(question: str, arm_texts: Sequence[ArmText], config: RegimeWCon
     unknown = sorted({a.arm for a in arm_texts if a.arm not in index})
     if unknown:
         raise UnknownArmError(
-            f"unknown arm name(s) {', '.join(repr(u) for u in unknown)}; "
-            f"known arms: {', '.join(config.arm_names)}"
+            f"unknown arm name(s) {', '.join(repr(u) for u in unknown)}; known arms: {', '.join(config.arm_names)}"
         )
     counts: dict[str, int] = {}
     for a in arm_texts:

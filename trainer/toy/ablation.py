@@ -23,6 +23,7 @@ it; hand-written text after the notes marker of an existing page is kept.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import shlex
 import statistics
@@ -78,19 +79,45 @@ ROWS: tuple[Row, ...] = (
 _VARIANTS = "reward_service/regime_w/toy_variants"
 #: Scorer variants tried on the toy world (docs/reward-ablation.md): Regime W with another scorer config.
 EXTRA_ROWS: tuple[Row, ...] = (
-    Row("regime_w_v2", "regime_w", scorer_config=f"{_VARIANTS}/v2_bundle.toml",
-        description="Regime W, variant v2_bundle, with gold"),
-    Row("regime_w_v2_label_free", "regime_w", label_free=True, scorer_config=f"{_VARIANTS}/v2_bundle.toml",
-        description="Regime W, variant v2_bundle, gold left out"),
-    Row("regime_w_gold_path", "regime_w", scorer_config=f"{_VARIANTS}/gold_path.toml",
-        description="Regime W, variant gold_path, with gold"),
-    Row("regime_w_question_numbers", "regime_w", scorer_config=f"{_VARIANTS}/question_numbers.toml",
-        description="Regime W, variant question_numbers, with gold"),
-    Row("regime_w_question_numbers_label_free", "regime_w", label_free=True,
+    Row(
+        "regime_w_v2",
+        "regime_w",
+        scorer_config=f"{_VARIANTS}/v2_bundle.toml",
+        description="Regime W, variant v2_bundle, with gold",
+    ),
+    Row(
+        "regime_w_v2_label_free",
+        "regime_w",
+        label_free=True,
+        scorer_config=f"{_VARIANTS}/v2_bundle.toml",
+        description="Regime W, variant v2_bundle, gold left out",
+    ),
+    Row(
+        "regime_w_gold_path",
+        "regime_w",
+        scorer_config=f"{_VARIANTS}/gold_path.toml",
+        description="Regime W, variant gold_path, with gold",
+    ),
+    Row(
+        "regime_w_question_numbers",
+        "regime_w",
         scorer_config=f"{_VARIANTS}/question_numbers.toml",
-        description="Regime W, variant question_numbers, gold left out"),
-    Row("regime_w_beta1_label_free", "regime_w", label_free=True, scorer_config=f"{_VARIANTS}/beta1.toml",
-        description="Regime W, variant beta1, gold left out"),
+        description="Regime W, variant question_numbers, with gold",
+    ),
+    Row(
+        "regime_w_question_numbers_label_free",
+        "regime_w",
+        label_free=True,
+        scorer_config=f"{_VARIANTS}/question_numbers.toml",
+        description="Regime W, variant question_numbers, gold left out",
+    ),
+    Row(
+        "regime_w_beta1_label_free",
+        "regime_w",
+        label_free=True,
+        scorer_config=f"{_VARIANTS}/beta1.toml",
+        description="Regime W, variant beta1, gold left out",
+    ),
 )
 ALL_ROWS = {r.name: r for r in (*ROWS, *EXTRA_ROWS)}
 RL_MODELS = ("rl-dpo", "rl-grpo")
@@ -122,18 +149,35 @@ class _Stages:
 
     def run(self, stage: str, flags: Sequence[str], log: Path, env: dict[str, str] | None = None) -> dict[str, Any]:
         recipe = self.s.recipes / ("toy_base.yaml" if stage == "toy-base" else f"{stage}.yaml")
-        cmd = [sys.executable, "-m", "trainer.cli", stage, "--config", str(recipe), *flags,
-               *self.s.overrides.get(stage, [])]
+        cmd = [
+            sys.executable,
+            "-m",
+            "trainer.cli",
+            stage,
+            "--config",
+            str(recipe),
+            *flags,
+            *self.s.overrides.get(stage, []),
+        ]
         self.say(f"  $ regime-w-train {_rel(' '.join(cmd[3:]))}")
         log.parent.mkdir(parents=True, exist_ok=True)
         started = time.monotonic()
         with open(log, "w", encoding="utf-8") as fh:
-            proc = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=fh, text=True,
-                                  env=subprocess_env(self.s.threads, env), check=False)
+            proc = subprocess.run(
+                cmd,
+                cwd=ROOT,
+                stdout=subprocess.PIPE,
+                stderr=fh,
+                text=True,
+                env=subprocess_env(self.s.threads, env),
+                check=False,
+            )
             fh.write(proc.stdout)
         took = time.monotonic() - started
         if proc.returncode != 0:
-            raise LoopError(f"step {stage!r} failed (exit {proc.returncode}) after {took:.0f} s\nlog: {log}\n{_tail(log)}")
+            raise LoopError(
+                f"step {stage!r} failed (exit {proc.returncode}) after {took:.0f} s\nlog: {log}\n{_tail(log)}"
+            )
         self.say(f"    {stage} done in {took:.0f} s")
         summary = _last_json(proc.stdout)
         summary["_seconds"] = round(took, 1)
@@ -164,11 +208,30 @@ def run_ablation(settings: AblationSettings, say: Callable[[str], None] | None =
     data_dir, base_dir = w / "data" / "toy", w / "toy_base"
     if settings.toy:
         say(f"--- toy base (cached under {_rel(str(base_dir))})")
-        stages.run("toy-base", ["--toy_data_dir", str(data_dir), "--toy_base_dir", str(base_dir),
-                                "--eval_samples", "0", "--base_num_threads", str(settings.threads)], w / "logs" / "toy-base.log")
+        stages.run(
+            "toy-base",
+            [
+                "--toy_data_dir",
+                str(data_dir),
+                "--toy_base_dir",
+                str(base_dir),
+                "--eval_samples",
+                "0",
+                "--base_num_threads",
+                str(settings.threads),
+            ],
+            w / "logs" / "toy-base.log",
+        )
         model = ["--model_name_or_path", str(base_dir)]
-        common = [*model, "--dataset", str(data_dir / "train.jsonl"),
-                  "--test_dataset", str(data_dir / "test.jsonl"), "--split_file", str(data_dir / "split.json")]
+        common = [
+            *model,
+            "--dataset",
+            str(data_dir / "train.jsonl"),
+            "--test_dataset",
+            str(data_dir / "test.jsonl"),
+            "--split_file",
+            str(data_dir / "split.json"),
+        ]
         service_model = str(base_dir)
         service_base = ["--backend", "hf", "--model", service_model, "--device", "cpu", "--dtype", "float32"]
         default_scorer: str | None = str(ROOT / "reward_service" / "regime_w" / "toy_config.toml")
@@ -190,8 +253,11 @@ def run_ablation(settings: AblationSettings, say: Callable[[str], None] | None =
         if not ref.is_file():
             say(f"--- seed {seed}: eval base and SFT")
             out = sd / "eval-base-sft"
-            stages.run("eval", [*common, *eval_datasets, "--eval_output_dir", str(out),
-                                "--eval_models", "base", f"sft={sft}"], sd / "logs" / "eval-base-sft.log")
+            stages.run(
+                "eval",
+                [*common, *eval_datasets, "--eval_output_dir", str(out), "--eval_models", "base", f"sft={sft}"],
+                sd / "logs" / "eval-base-sft.log",
+            )
             ref.write_text(json.dumps(accuracy_table(out / "results.json"), indent=2) + "\n", encoding="utf-8")
 
     def run_cell(seed: int, name: str) -> None:
@@ -202,16 +268,18 @@ def run_ablation(settings: AblationSettings, say: Callable[[str], None] | None =
             return
         row = ALL_ROWS[name]
         say(f"--- seed{seed}/{name}: {row.description}")
-        cell = _run_cell(stages, settings, row, seed, sd, sd / "sft", model, common, eval_datasets, service_base,
-                         default_scorer)
+        cell = _run_cell(
+            stages, settings, row, seed, sd, sd / "sft", model, common, eval_datasets, service_base, default_scorer
+        )
         cell["base_sft"] = json.loads((sd / "base_sft.json").read_text(encoding="utf-8"))
         done.write_text(json.dumps(cell, indent=2) + "\n", encoding="utf-8")
         say(f"--- seed{seed}/{name}: finished in {cell['seconds']:.0f} s")
 
     # seeds first (one SFT each), then the cells in seed order (seed 0 of every reward first)
-    _parallel([lambda s=seed: prepare_seed(s) for seed in settings.seeds], settings.jobs)
-    _parallel([lambda s=seed, n=name: run_cell(s, n) for seed in settings.seeds for name in settings.rewards],
-              settings.jobs)
+    _parallel([functools.partial(prepare_seed, seed) for seed in settings.seeds], settings.jobs)
+    _parallel(
+        [functools.partial(run_cell, seed, name) for seed in settings.seeds for name in settings.rewards], settings.jobs
+    )
     results = collect(w)
     results["recipes"] = _rel(str(settings.recipes.resolve()))
     (w / "ablation.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
@@ -243,9 +311,19 @@ def collect(workdir: Path) -> dict[str, Any]:
     return {"cells": cells}
 
 
-def _run_cell(stages: _Stages, settings: AblationSettings, row: Row, seed: int, sd: Path, sft: Path,
-              model: list[str], common: list[str], eval_datasets: list[str], service_base: list[str],
-              default_scorer: str | None) -> dict[str, Any]:
+def _run_cell(
+    stages: _Stages,
+    settings: AblationSettings,
+    row: Row,
+    seed: int,
+    sd: Path,
+    sft: Path,
+    model: list[str],
+    common: list[str],
+    eval_datasets: list[str],
+    service_base: list[str],
+    default_scorer: str | None,
+) -> dict[str, Any]:
     cd = sd / row.name
     logs = cd / "logs"
     rollouts, prefs = cd / "rl_rollouts.jsonl", cd / "preferences.jsonl"
@@ -256,32 +334,65 @@ def _run_cell(stages: _Stages, settings: AblationSettings, row: Row, seed: int, 
 
     def rl_stages(env: dict[str, str] | None, url: list[str]) -> None:
         rf = row.stage_flags()
-        summaries["rollouts"] = stages.run("rollouts", [*common, "--adapter_path", str(sft), "--rollouts_file",
-                                                        str(rollouts), "--seed", str(seed), *rf, *url],
-                                           logs / "rollouts.log", env)
-        summaries["prefs"] = stages.run("prefs", ["--rollouts_file", str(rollouts), "--preferences_file", str(prefs),
-                                                  *rf], logs / "prefs.log", env)
-        summaries["dpo"] = stages.run("dpo", [*model, "--adapter_path", str(sft), "--preferences_file",
-                                              str(prefs), "--output_dir", str(dpo), "--seed", str(seed)],
-                                      logs / "dpo.log", env)
-        summaries["grpo"] = stages.run("grpo", [*common, "--adapter_path", str(sft), "--output_dir", str(grpo),
-                                                "--seed", str(seed), *rf, *url], logs / "grpo.log", env)
+        summaries["rollouts"] = stages.run(
+            "rollouts",
+            [*common, "--adapter_path", str(sft), "--rollouts_file", str(rollouts), "--seed", str(seed), *rf, *url],
+            logs / "rollouts.log",
+            env,
+        )
+        summaries["prefs"] = stages.run(
+            "prefs", ["--rollouts_file", str(rollouts), "--preferences_file", str(prefs), *rf], logs / "prefs.log", env
+        )
+        summaries["dpo"] = stages.run(
+            "dpo",
+            [
+                *model,
+                "--adapter_path",
+                str(sft),
+                "--preferences_file",
+                str(prefs),
+                "--output_dir",
+                str(dpo),
+                "--seed",
+                str(seed),
+            ],
+            logs / "dpo.log",
+            env,
+        )
+        summaries["grpo"] = stages.run(
+            "grpo",
+            [*common, "--adapter_path", str(sft), "--output_dir", str(grpo), "--seed", str(seed), *rf, *url],
+            logs / "grpo.log",
+            env,
+        )
 
     if row.needs_service:
         scorer = str(ROOT / row.scorer_config) if row.scorer_config else default_scorer
-        flags = [*service_base, *(["--config", scorer] if scorer else []),
-                 "--cache-path", str(sd / f"arm_cache-{Path(scorer).stem if scorer else 'default'}.sqlite"),
-                 "--seed", str(seed), *settings.service_flags]
-        with reward_service(*flags, log_path=logs / "reward-service.log",
-                            env=subprocess_env(settings.threads), say=stages.say) as (url, key):
+        flags = [
+            *service_base,
+            *(["--config", scorer] if scorer else []),
+            "--cache-path",
+            str(sd / f"arm_cache-{Path(scorer).stem if scorer else 'default'}.sqlite"),
+            "--seed",
+            str(seed),
+            *settings.service_flags,
+        ]
+        with reward_service(
+            *flags, log_path=logs / "reward-service.log", env=subprocess_env(settings.threads), say=stages.say
+        ) as (url, key):
             rl_stages({"REGIME_W_URL": url, "REGIME_W_API_KEY": key}, ["--reward_url", url])
     else:
         rl_stages(None, [])
     out = cd / "eval"
-    stages.run("eval", [*common, *eval_datasets, "--eval_output_dir", str(out),
-                        "--eval_models", f"rl-dpo={dpo}", f"rl-grpo={grpo}"], logs / "eval.log")
+    stages.run(
+        "eval",
+        [*common, *eval_datasets, "--eval_output_dir", str(out), "--eval_models", f"rl-dpo={dpo}", f"rl-grpo={grpo}"],
+        logs / "eval.log",
+    )
     return {
-        "row": row.name, "reward": row.reward, "label_free": row.label_free,
+        "row": row.name,
+        "reward": row.reward,
+        "label_free": row.label_free,
         "scorer_config": row.scorer_config or (default_scorer and _rel(default_scorer)),
         "seed": seed,
         "table": accuracy_table(out / "results.json"),
@@ -344,18 +455,25 @@ def write_report(results: dict[str, Any], page: Path, command: str, dataset: str
         lines.append(
             f"| `{name}` | {r['dpo_mean']:.1f} ± {r['dpo_sd']:.1f} | {_fmt_row(r['dpo'])} | "
             f"{r['grpo_mean']:.1f} ± {r['grpo_sd']:.1f} | {_fmt_row(r['grpo'])} | "
-            f"{r['dpo_minus_sft']:+.1f} | {r['grpo_minus_sft']:+.1f} |")
+            f"{r['dpo_minus_sft']:+.1f} | {r['grpo_minus_sft']:+.1f} |"
+        )
     lines += ["", *_criteria(rows, sft)]
-    missing = [f"{name} (seeds {', '.join(str(s) for s in seeds if s not in rows[name]['grpo'])})"
-               for name in order if len(rows[name]["grpo"]) < len(seeds)]
+    missing = [
+        f"{name} (seeds {', '.join(str(s) for s in seeds if s not in rows[name]['grpo'])})"
+        for name in order
+        if len(rows[name]["grpo"]) < len(seeds)
+    ]
     if missing:
         lines += ["", "Not run: " + "; ".join(missing) + "."]
     chart = page.with_suffix(".png")
     _chart(rows, order, sft, chart)
-    text = ("# Reward ablation\n\n"
-            f"Recipe set `{results.get('recipes', '?')}`; each row is one reward, every other setting equal "
-            "(same base, one SFT adapter per seed shared by every row).\n\n"
-            + "\n".join(lines) + f"\n\n![reward ablation]({chart.name})\n\nReproduce:\n\n```bash\n{command}\n```\n")
+    text = (
+        "# Reward ablation\n\n"
+        f"Recipe set `{results.get('recipes', '?')}`; each row is one reward, every other setting equal "
+        "(same base, one SFT adapter per seed shared by every row).\n\n"
+        + "\n".join(lines)
+        + f"\n\n![reward ablation]({chart.name})\n\nReproduce:\n\n```bash\n{command}\n```\n"
+    )
     if page.is_file():
         old = page.read_text(encoding="utf-8")
         if NOTES_MARKER in old:
@@ -368,10 +486,14 @@ def write_report(results: dict[str, Any], page: Path, command: str, dataset: str
 def _criteria(rows: dict[str, dict[str, Any]], sft: dict[int, float]) -> list[str]:
     """The issue's bar for each Regime W row, per stage: with gold, ≥ correctness + 2 points (mean) and ahead
     on every seed; label-free, ≥ majority + 1 and ≥ SFT + 3 points (means)."""
-    out = ["The bar (issue 12), per RL stage: a Regime W row with gold must reach correctness + 2 points (mean of "
-           "the seeds) and be ahead on every seed; a label-free row must reach majority + 1 and SFT + 3 points "
-           "(means). Differences in points, per seed and mean:", "",
-           "| row | stage | control | difference per seed | mean | bar met |", "| --- | --- | --- | ---: | ---: | --- |"]
+    out = [
+        "The bar (issue 12), per RL stage: a Regime W row with gold must reach correctness + 2 points (mean of "
+        "the seeds) and be ahead on every seed; a label-free row must reach majority + 1 and SFT + 3 points "
+        "(means). Differences in points, per seed and mean:",
+        "",
+        "| row | stage | control | difference per seed | mean | bar met |",
+        "| --- | --- | --- | ---: | ---: | --- |",
+    ]
     for name in (n for n in ALL_ROWS if n in rows):
         r, row = rows[name], ALL_ROWS[name]
         if row.reward != "regime_w":
@@ -388,8 +510,10 @@ def _criteria(rows: dict[str, dict[str, Any]], sft: dict[int, float]) -> list[st
                 diffs = [r[col][s] - values[s] for s in seeds]
                 mean = statistics.fmean(diffs)
                 met = mean >= bar and (row.label_free or all(d > 0 for d in diffs))
-                out.append(f"| `{name}` | {col.upper()} | {control} | {' / '.join(f'{d:+.1f}' for d in diffs)} | "
-                           f"{mean:+.2f} | {'yes' if met else 'no'} |")
+                out.append(
+                    f"| `{name}` | {col.upper()} | {control} | {' / '.join(f'{d:+.1f}' for d in diffs)} | "
+                    f"{mean:+.2f} | {'yes' if met else 'no'} |"
+                )
     return out
 
 
@@ -421,18 +545,32 @@ def _chart(rows: dict[str, dict[str, Any]], order: list[str], sft: dict[int, flo
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--recipes", type=Path, default=ROOT / "recipes" / "toy",
-                        help="recipe set (default recipes/toy; any set with sft/rollouts/prefs/dpo/grpo/eval.yaml)")
+    parser.add_argument(
+        "--recipes",
+        type=Path,
+        default=ROOT / "recipes" / "toy",
+        help="recipe set (default recipes/toy; any set with sft/rollouts/prefs/dpo/grpo/eval.yaml)",
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--jobs", type=int, default=1, help="cells at a time (default 1; CPU cores / threads)")
-    parser.add_argument("--rewards", nargs="*", default=[r.name for r in ROWS], choices=sorted(ALL_ROWS),
-                        help="rows of the matrix (default: the four controls)")
+    parser.add_argument(
+        "--rewards",
+        nargs="*",
+        default=[r.name for r in ROWS],
+        choices=sorted(ALL_ROWS),
+        help="rows of the matrix (default: the four controls)",
+    )
     parser.add_argument("--report", type=Path, default=None, help="write the table here and the PNG beside it")
     parser.add_argument("--service-flags", default="", help="extra regime-w-serve flags (quoted), e.g. for a GPU")
     parser.add_argument("--all-datasets", action="store_true", help="evaluate on every eval dataset, not dev only")
-    parser.add_argument("--set", action="append", default=[], metavar="STAGE:--flag=value",
-                        help="extra flag for one stage of every cell, e.g. toy-base:--number_scale=1.0 (a world "
-                             "setting) or grpo:--max_steps=40 (repeatable)")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="STAGE:--flag=value",
+        help="extra flag for one stage of every cell, e.g. toy-base:--number_scale=1.0 (a world "
+        "setting) or grpo:--max_steps=40 (repeatable)",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -462,9 +600,16 @@ def run_from_args(args: argparse.Namespace, argv: list[str] | None) -> int:
         print(f"ablation: {exc}", file=sys.stderr)
         return 2
     settings = AblationSettings(
-        workdir=args.workdir, recipes=args.recipes.resolve(), seeds=tuple(args.seeds), rewards=tuple(args.rewards),
-        threads=args.threads, dev_only=not args.all_datasets, service_flags=tuple(shlex.split(args.service_flags)),
-        jobs=args.jobs, overrides=overrides)
+        workdir=args.workdir,
+        recipes=args.recipes.resolve(),
+        seeds=tuple(args.seeds),
+        rewards=tuple(args.rewards),
+        threads=args.threads,
+        dev_only=not args.all_datasets,
+        service_flags=tuple(shlex.split(args.service_flags)),
+        jobs=args.jobs,
+        overrides=overrides,
+    )
     try:
         results = run_ablation(settings)
     except LoopError as exc:
@@ -472,7 +617,8 @@ def run_from_args(args: argparse.Namespace, argv: list[str] | None) -> int:
         return 1
     if args.report is not None:
         command = "python scripts/toy_loop.py --ablation " + " ".join(
-            _rel(a) for a in (argv if argv is not None else sys.argv[1:]) if a != "--ablation")
+            _rel(a) for a in (argv if argv is not None else sys.argv[1:]) if a != "--ablation"
+        )
         print(f"wrote {write_report(results, args.report, command)}")
     return 0
 
@@ -481,9 +627,17 @@ if __name__ == "__main__":
     sys.exit(main())
 
 
-def grpo_controls(url: str, key: str, paths: Any, *, seed: int, rows: Sequence[str] = ("regime_w_label_free", "majority"),
-                  threads: int = 1, grpo_flags: Sequence[str] = (),
-                  say: Callable[[str], None] | None = None) -> dict[str, dict[str, Any]]:
+def grpo_controls(
+    url: str,
+    key: str,
+    paths: Any,
+    *,
+    seed: int,
+    rows: Sequence[str] = ("regime_w_label_free", "majority"),
+    threads: int = 1,
+    grpo_flags: Sequence[str] = (),
+    say: Callable[[str], None] | None = None,
+) -> dict[str, dict[str, Any]]:
     """Inside a running toy loop (``run_toy_loop(before_stop=...)``): GRPO again from the same SFT adapter with
     each of ``rows``' rewards, then their greedy dev accuracy. Returns ``{row: {accuracy, correct, n}}``.
 
@@ -500,14 +654,26 @@ def grpo_controls(url: str, key: str, paths: Any, *, seed: int, rows: Sequence[s
         if row.scorer_config:
             raise ValueError(f"row {name!r} needs its own scorer config; the loop's service runs the toy config")
         out = paths.workdir / "checkpoints" / f"lora_grpo_{name}"
-        flags = [f for f in stage_flags("grpo", paths, seed)]
+        flags = list(stage_flags("grpo", paths, seed))
         flags[flags.index("--output_dir") + 1] = str(out)
-        stages.run("grpo", [*flags, *row.stage_flags(), "--reward_url", url, *grpo_flags],
-                   paths.logs / f"grpo-{name}.log", env)
+        stages.run(
+            "grpo", [*flags, *row.stage_flags(), "--reward_url", url, *grpo_flags], paths.logs / f"grpo-{name}.log", env
+        )
         adapters[name] = out
     eval_dir = paths.workdir / "results" / "toy-eval-controls"
     eval_flags = stage_flags("eval", paths, seed)
     eval_flags = eval_flags[: eval_flags.index("--eval_output_dir")]
-    stages.run("eval", [*eval_flags, "--eval_datasets", "gsm8k_dev", "--eval_output_dir", str(eval_dir),
-                        "--eval_models", *(f"{n}={a}" for n, a in adapters.items())], paths.logs / "eval-controls.log")
+    stages.run(
+        "eval",
+        [
+            *eval_flags,
+            "--eval_datasets",
+            "gsm8k_dev",
+            "--eval_output_dir",
+            str(eval_dir),
+            "--eval_models",
+            *(f"{n}={a}" for n, a in adapters.items()),
+        ],
+        paths.logs / "eval-controls.log",
+    )
     return accuracy_table(eval_dir / "results.json")["gsm8k_dev"]
