@@ -83,7 +83,7 @@ class MergedPolicyCopy:
         # into the generation config too: without this, generate() re-reads the whole sequence every token.
         self.model.config.use_cache = True
         self.model.generation_config.use_cache = True
-        self._lora: list[tuple[torch.nn.Parameter, Any]] = []
+        self._lora: list[tuple[torch.Tensor, Any]] = []
         self._fill()
 
     @torch.no_grad()

@@ -225,20 +225,21 @@ def _scan(text: str, rel_tol: float) -> EquationScan:
             if value is None:
                 continue
             results.add(value)
-            lhs = _segment(_plain(m.group(1)).strip())
-            rhs = _segment(m.group(2).strip())
-            if lhs is None or lhs[1] == 0:
+            calc_left = _segment(_plain(m.group(1)).strip())
+            calc_right = _segment(m.group(2).strip())
+            if calc_left is None or calc_left[1] == 0:
                 continue
             try:
-                lv = _evaluate(lhs[0], float)
-                rv = _evaluate(rhs[0], float) if rhs is not None else float(value)
+                lv = _evaluate(calc_left[0], float)
+                rv = _evaluate(calc_right[0], float) if calc_right is not None else float(value)
             except (ZeroDivisionError, ValueError, OverflowError):
                 continue
             if not (math.isfinite(lv) and math.isfinite(rv)):
                 continue
-            calc_keys.add("".join(lhs[0]))
+            calc_keys.add("".join(calc_left[0]))
             checked += 1
-            right += _agree(lv, rv, m.group(2).strip() if rhs is not None and rhs[1] == 0 else None, False, rel_tol)
+            plain_right = m.group(2).strip() if calc_right is not None and calc_right[1] == 0 else None
+            right += _agree(lv, rv, plain_right, False, rel_tol)
         text = _CALC.sub(" ", text)
     if "=" not in text and "≈" not in text and "\\approx" not in text:
         return EquationScan(frozenset(results), checked, right)
@@ -262,7 +263,7 @@ def _scan(text: str, rel_tol: float) -> EquationScan:
             else:
                 rm = right_expr(text, p + 1)
                 right_seg = _segment(rm.group(1)) if rm is not None else None
-                if right_seg is None or _NUMBER_GOES_ON.match(text, rm.end()):
+                if rm is None or right_seg is None or _NUMBER_GOES_ON.match(text, rm.end()):
                     continue
                 right_text = None
                 if right_seg[1] == 0:
@@ -310,7 +311,8 @@ def _scan(text: str, rel_tol: float) -> EquationScan:
         ) and not _left_context_ok(text, start, signed):
             continue
         if calc_keys:
-            if left_key is None:
+            if left_key is None:  # set on every path but "a OP b =", where bm matched
+                assert bm is not None
                 left_key = _tokens(bm.group()[::-1]) or []
             if "".join(left_key) in calc_keys:
                 continue  # the calculator annotation of this equation was already checked
