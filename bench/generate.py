@@ -31,10 +31,10 @@ from typing import Any
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-import torch  # noqa: E402
+import torch
 
-from reward_service.generation.base import ArmPrompt  # noqa: E402
-from reward_service.generation.hf import HFBackend, resolve_device, resolve_dtype  # noqa: E402
+from reward_service.generation.base import ArmPrompt
+from reward_service.generation.hf import HFBackend, resolve_device, resolve_dtype
 
 PRESETS = {"llama3-8b": (4096, 32, 32, 8, 14336, 128256)}
 
@@ -78,9 +78,15 @@ def load(args: argparse.Namespace) -> tuple[Any, Any, str]:
         tokenizer = AutoTokenizer.from_pretrained(tok_path)
         hidden, layers, heads, kv, inter, vocab = parse_random_config(args.random_config)
         config = LlamaConfig(
-            vocab_size=max(vocab, len(tokenizer)), hidden_size=hidden, intermediate_size=inter,
-            num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=kv,
-            max_position_embeddings=8192, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+            vocab_size=max(vocab, len(tokenizer)),
+            hidden_size=hidden,
+            intermediate_size=inter,
+            num_hidden_layers=layers,
+            num_attention_heads=heads,
+            num_key_value_heads=kv,
+            max_position_embeddings=8192,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
             pad_token_id=tokenizer.pad_token_id,
         )
         torch.manual_seed(0)
@@ -125,12 +131,15 @@ def plain_generate(backend: HFBackend, prompts: list[ArmPrompt], args: argparse.
     ids = torch.full((len(encoded), width), backend.pad_id, dtype=torch.long)
     mask = torch.zeros_like(ids)
     for r, row in enumerate(encoded):
-        ids[r, width - len(row):] = torch.tensor(row)
-        mask[r, width - len(row):] = 1
+        ids[r, width - len(row) :] = torch.tensor(row)
+        mask[r, width - len(row) :] = 1
     sample = args.temperature > 0
     kwargs: dict[str, Any] = dict(
-        max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens, do_sample=sample,
-        pad_token_id=backend.pad_id, eos_token_id=backend.eos_ids,
+        max_new_tokens=args.new_tokens,
+        min_new_tokens=args.new_tokens,
+        do_sample=sample,
+        pad_token_id=backend.pad_id,
+        eos_token_id=backend.eos_ids,
     )
     if sample:
         kwargs.update(temperature=args.temperature, top_p=args.top_p, top_k=0)
@@ -162,10 +171,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             plain_generate(backend, prompts, args)
         hf_times, plain_times, hf_tokens, plain_tokens = [], [], 0, 0
         for _ in range(args.repeats):  # interleaved so drift hits both sides alike
-            seconds, _ = timed(lambda: backend.generate(prompts), backend.device)
+            seconds, _ = timed(lambda: backend.generate(prompts), backend.device)  # noqa: B023 - called at once
             hf_times.append(seconds)
             hf_tokens = backend.last_stats.generated_tokens if backend.last_stats else 0
-            seconds, plain_tokens = timed(lambda: plain_generate(backend, prompts, args), backend.device)
+            seconds, plain_tokens = timed(lambda: plain_generate(backend, prompts, args), backend.device)  # noqa: B023
             plain_times.append(seconds)
         hf_s, plain_s = statistics.median(hf_times), statistics.median(plain_times)
         row = {
@@ -187,7 +196,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "model": name,
         "parameters": sum(p.numel() for p in model.parameters()),
         "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
+        "device_name": torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else platform.processor() or platform.machine(),
         "torch_threads": torch.get_num_threads(),
         "dtype": str(model.dtype).removeprefix("torch."),
         "compile": args.compile,
@@ -213,7 +224,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    parser.add_argument("--compile", action="store_true", help="static KV cache (+ torch.compile of the forward on GPU)")
+    parser.add_argument(
+        "--compile", action="store_true", help="static KV cache (+ torch.compile of the forward on GPU)"
+    )
     parser.add_argument("--out", default=None, help="write the JSON report here")
     args = parser.parse_args(argv)
     if args.model and args.random_config:

@@ -36,8 +36,7 @@ R1_LIKE_TEMPLATE = (
     "{% for m in messages %}"
     "{% if m['role'] == 'system' %}{{ m['content'] }}"
     "{% elif m['role'] == 'user' %}" + USER + "{{ m['content'] }}"
-    "{% elif m['role'] == 'assistant' %}" + ASSISTANT + "{{ m['content'] }}" + EOS +
-    "{% endif %}"
+    "{% elif m['role'] == 'assistant' %}" + ASSISTANT + "{{ m['content'] }}" + EOS + "{% endif %}"
     "{% endfor %}"
     "{% if add_generation_prompt %}" + ASSISTANT + "<think>\n{% endif %}"
 )
@@ -83,8 +82,9 @@ def build_tokenizer(out: Path, vocab_size: int = LLAMA3_VOCAB) -> dict[str, Any]
 
     tok = Tokenizer.from_str(json.dumps(state))
     fast = PreTrainedTokenizerFast(tokenizer_object=tok)
-    fast.add_special_tokens({"bos_token": BOS, "eos_token": EOS, "pad_token": EOS,
-                             "additional_special_tokens": specials[2:]})
+    fast.add_special_tokens(
+        {"bos_token": BOS, "eos_token": EOS, "pad_token": EOS, "additional_special_tokens": specials[2:]}
+    )
     if len(fast) != vocab_size:
         raise AssertionError(f"tokenizer has {len(fast)} ids, wanted {vocab_size}")
     bos_id = fast.convert_tokens_to_ids(BOS)
@@ -98,11 +98,20 @@ def build_tokenizer(out: Path, vocab_size: int = LLAMA3_VOCAB) -> dict[str, Any]
     # Check what the stages rely on, on the saved files.
     again = AutoTokenizer.from_pretrained(str(out))
     ids = again("Natalia sold 48/2 = 24 clips in May.")["input_ids"]
-    prompt = again.apply_chat_template([{"role": "user", "content": "1+1?"}], tokenize=False,
-                                       add_generation_prompt=True)
-    info = {"tokenizer": str(out), "built": True, "vocab": len(again), "bos_id": again.bos_token_id,
-            "eos_id": again.eos_token_id, "pad_id": again.pad_token_id, "first_ids": ids[:6],
-            "prompt": prompt, "decode_filler": again.decode([vocab_size - 1])}
+    prompt = again.apply_chat_template(
+        [{"role": "user", "content": "1+1?"}], tokenize=False, add_generation_prompt=True
+    )
+    info = {
+        "tokenizer": str(out),
+        "built": True,
+        "vocab": len(again),
+        "bos_id": again.bos_token_id,
+        "eos_id": again.eos_token_id,
+        "pad_id": again.pad_token_id,
+        "first_ids": ids[:6],
+        "prompt": prompt,
+        "decode_filler": again.decode([vocab_size - 1]),
+    }
     if ids[0] != again.bos_token_id or ids.count(again.bos_token_id) != 1:
         raise AssertionError(f"BOS not added exactly once: {ids[:6]}")
     return info

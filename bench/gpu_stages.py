@@ -38,11 +38,18 @@ def build(out: Path, tokenizer_dir: Path, preset: str) -> dict[str, Any]:
     tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
     hidden, layers, heads, kv, inter = PRESETS[preset]
     config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=inter, num_hidden_layers=layers,
-        num_attention_heads=heads, num_key_value_heads=kv, max_position_embeddings=131072,
-        rms_norm_eps=1e-5, tie_word_embeddings=False,
+        vocab_size=len(tokenizer),
+        hidden_size=hidden,
+        intermediate_size=inter,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=kv,
+        max_position_embeddings=131072,
+        rms_norm_eps=1e-5,
+        tie_word_embeddings=False,
         rope_parameters={"rope_type": "default", "rope_theta": 500000.0},
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
     )
     device = "cuda" if torch.cuda.is_available() else "cpu"
     torch.manual_seed(0)
@@ -54,9 +61,13 @@ def build(out: Path, tokenizer_dir: Path, preset: str) -> dict[str, Any]:
     finally:
         torch.set_default_dtype(previous)
     # R1-distill's generation config: sampling defaults, EOS; no pad (pad = EOS comes from the tokenizer)
-    model.generation_config = GenerationConfig(bos_token_id=tokenizer.bos_token_id,
-                                               eos_token_id=tokenizer.eos_token_id,
-                                               do_sample=True, temperature=0.6, top_p=0.95)
+    model.generation_config = GenerationConfig(
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        do_sample=True,
+        temperature=0.6,
+        top_p=0.95,
+    )
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out, max_shard_size="5GB")
     tokenizer.save_pretrained(out)
@@ -92,7 +103,9 @@ def _timed_steps(m: dict[str, Any]) -> list[float]:
 
 def summarize_stage(m: dict[str, Any]) -> dict[str, Any]:
     row: dict[str, Any] = {
-        "stage": m.get("stage"), "rc": m.get("rc"), "wall_s": round(m.get("wall_s", 0.0), 1),
+        "stage": m.get("stage"),
+        "rc": m.get("rc"),
+        "wall_s": round(m.get("wall_s", 0.0), 1),
         "peak_process_gb": round(m.get("peak_process_gb", 0.0), 2),
         "torch_max_allocated_gb": round(m.get("torch_max_allocated_gb", 0.0), 2),
         "torch_max_reserved_gb": round(m.get("torch_max_reserved_gb", 0.0), 2),
@@ -131,10 +144,14 @@ def summarize_stage(m: dict[str, Any]) -> dict[str, Any]:
         seconds = sum(c["seconds"] for c in calls)
         rows = sum(c["rows"] for c in calls)
         tokens = sum(c["tokens"] for c in calls)
-        row.update(generate_s=round(seconds, 1), completions=rows, generated_tokens=tokens,
-                   s_per_100_completions=round(100 * seconds / rows, 1) if rows else None,
-                   gen_tokens_per_s=round(tokens / seconds, 1) if seconds else None,
-                   finished_with_eos=sum(c["finished"] for c in calls))
+        row.update(
+            generate_s=round(seconds, 1),
+            completions=rows,
+            generated_tokens=tokens,
+            s_per_100_completions=round(100 * seconds / rows, 1) if rows else None,
+            gen_tokens_per_s=round(tokens / seconds, 1) if seconds else None,
+            finished_with_eos=sum(c["finished"] for c in calls),
+        )
     if m.get("score_calls_s"):
         row["score_s"] = round(sum(m["score_calls_s"]), 1)
     return row
@@ -178,9 +195,18 @@ def main(argv: list[str] | None = None) -> int:
         fmt = "{:<9} {:>3} {:>7} {:>7} {:>9} {:>10} {:>9} {:>10}"
         print(fmt.format("stage", "rc", "wall_s", "load_s", "s/step", "tok/s", "s/100c", "peak_GB"))
         for r in result["stages"]:
-            print(fmt.format(r["stage"], r["rc"], r["wall_s"], r.get("load_s", "-"), r.get("s_per_step", "-"),
-                             r.get("tokens_per_s", r.get("gen_tokens_per_s", "-")),
-                             r.get("s_per_100_completions", "-"), r["peak_process_gb"]))
+            print(
+                fmt.format(
+                    r["stage"],
+                    r["rc"],
+                    r["wall_s"],
+                    r.get("load_s", "-"),
+                    r.get("s_per_step", "-"),
+                    r.get("tokens_per_s", r.get("gen_tokens_per_s", "-")),
+                    r.get("s_per_100_completions", "-"),
+                    r["peak_process_gb"],
+                )
+            )
         return 0
     print(json.dumps(result))
     return 0

@@ -95,19 +95,34 @@ def run_one(spec: Spec, model_dir: str, data: Path, warmup: int, steps: int) -> 
     from trainer.configs import LoraArguments, ModelArguments
     from trainer.modeling import load_base_model, load_tokenizer, lora_config
 
-    model_args = ModelArguments(model_name_or_path=model_dir, quantization="4bit", torch_dtype="bfloat16",
-                                attn_implementation="sdpa")
-    lora = lora_config(LoraArguments(lora_r=LORA["r"], lora_alpha=LORA["alpha"], lora_dropout=LORA["dropout"],
-                                     lora_target_modules=list(LORA["targets"])))
+    model_args = ModelArguments(
+        model_name_or_path=model_dir, quantization="4bit", torch_dtype="bfloat16", attn_implementation="sdpa"
+    )
+    lora = lora_config(
+        LoraArguments(
+            lora_r=LORA["r"],
+            lora_alpha=LORA["alpha"],
+            lora_dropout=LORA["dropout"],
+            lora_target_modules=list(LORA["targets"]),
+        )
+    )
     t0 = time.perf_counter()
     tokenizer = load_tokenizer(model_args)
     total = warmup + steps
     dataset = _dataset(data, tokenizer, max(16, total * spec.batch * spec.accum // spec.generations))
     common = dict(
-        per_device_train_batch_size=spec.batch, gradient_accumulation_steps=spec.accum,
-        num_generations=spec.generations, max_completion_length=spec.tokens, max_steps=total,
-        bf16=cuda, gradient_checkpointing=True, logging_steps=1, save_strategy="no", report_to="none",
-        disable_tqdm=True, seed=42,
+        per_device_train_batch_size=spec.batch,
+        gradient_accumulation_steps=spec.accum,
+        num_generations=spec.generations,
+        max_completion_length=spec.tokens,
+        max_steps=total,
+        bf16=cuda,
+        gradient_checkpointing=True,
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        seed=42,
     )
     with tempfile.TemporaryDirectory() as out:
         if spec.path == "trl":
@@ -115,21 +130,41 @@ def run_one(spec: Spec, model_dir: str, data: Path, warmup: int, steps: int) -> 
 
             model = load_base_model(model_args, for_training=True)
             config = GRPOConfig(output_dir=out, **common)
-            trainer = GRPOTrainer(model=model, reward_funcs=[length_reward], args=config, train_dataset=dataset,
-                                  processing_class=tokenizer, peft_config=lora, callbacks=[Timer()])
+            trainer = GRPOTrainer(
+                model=model,
+                reward_funcs=[length_reward],
+                args=config,
+                train_dataset=dataset,
+                processing_class=tokenizer,
+                peft_config=lora,
+                callbacks=[Timer()],
+            )
         elif spec.path == "trainer":
             from trainer.grpo_generation import FastGenerationGRPOTrainer
             from trainer.stages.grpo import GRPOStageConfig, fast_generation_config
 
             model = load_base_model(model_args, for_training=True)
             config = GRPOStageConfig(
-                output_dir=out, loss_type="dapo", beta=0.0, optim="paged_adamw_8bit", temperature=0.6,
-                top_p=0.95, learning_rate=1e-6, generation_engine=spec.engine,
-                generation_static_cache=spec.static_cache, precompute_arms=False, **common,
+                output_dir=out,
+                loss_type="dapo",
+                beta=0.0,
+                optim="paged_adamw_8bit",
+                temperature=0.6,
+                top_p=0.95,
+                learning_rate=1e-6,
+                generation_engine=spec.engine,
+                generation_static_cache=spec.static_cache,
+                precompute_arms=False,
+                **common,
             )
             trainer = FastGenerationGRPOTrainer(
-                model=model, fast_generation=fast_generation_config(config), reward_funcs=[length_reward],
-                args=config, train_dataset=dataset, processing_class=tokenizer, peft_config=lora,
+                model=model,
+                fast_generation=fast_generation_config(config),
+                reward_funcs=[length_reward],
+                args=config,
+                train_dataset=dataset,
+                processing_class=tokenizer,
+                peft_config=lora,
                 callbacks=[Timer()],
             )
         else:
@@ -185,9 +220,23 @@ def suite(args: argparse.Namespace) -> int:
             print(f"[suite] budget spent; not started: {spec.name}", flush=True)
             continue
         out = results_dir / f"{spec.name}.json"
-        cmd = [sys.executable, __file__, "one", "--spec", json.dumps(asdict(spec)), "--model", args.model,
-               "--data", str(args.data), "--warmup", str(args.warmup), "--steps", str(args.steps),
-               "--json-out", str(out)]
+        cmd = [
+            sys.executable,
+            __file__,
+            "one",
+            "--spec",
+            json.dumps(asdict(spec)),
+            "--model",
+            args.model,
+            "--data",
+            str(args.data),
+            "--warmup",
+            str(args.warmup),
+            "--steps",
+            str(args.steps),
+            "--json-out",
+            str(out),
+        ]
         t0 = time.monotonic()
         proc = subprocess.run(cmd, capture_output=True, text=True)
         (results_dir / f"{spec.name}.log").write_text(proc.stdout[-20000:] + proc.stderr[-20000:])
@@ -196,9 +245,15 @@ def suite(args: argparse.Namespace) -> int:
         else:
             results[spec.name] = {**asdict(spec), "error": proc.stderr[-3000:]}
         r = results[spec.name]
-        print(f"[suite] {spec.name}: {time.monotonic() - t0:.0f} s: "
-              + (f"{r['s_per_step']} s/step {r['gen_tokens_per_s']} tok/s {r['peak_gb']} GB" if "error" not in r
-                 else "FAILED " + r["error"][-600:]), flush=True)
+        print(
+            f"[suite] {spec.name}: {time.monotonic() - t0:.0f} s: "
+            + (
+                f"{r['s_per_step']} s/step {r['gen_tokens_per_s']} tok/s {r['peak_gb']} GB"
+                if "error" not in r
+                else "FAILED " + r["error"][-600:]
+            ),
+            flush=True,
+        )
         summary_path.write_text(json.dumps(results, indent=1) + "\n")
     base = results.get("trl-b8", {}).get("s_per_step")
     for r in results.values():
@@ -239,8 +294,16 @@ def main(argv: list[str] | None = None) -> int:
     else:
         if args.path is None:
             parser.error("one needs --path or --spec")
-        spec = Spec(f"{args.path}-cli", args.path, engine=args.engine, static_cache=not args.no_static_cache,
-                    batch=args.batch, accum=args.accum, generations=args.generations, tokens=args.tokens)
+        spec = Spec(
+            f"{args.path}-cli",
+            args.path,
+            engine=args.engine,
+            static_cache=not args.no_static_cache,
+            batch=args.batch,
+            accum=args.accum,
+            generations=args.generations,
+            tokens=args.tokens,
+        )
     result = run_one(spec, args.model, args.data, args.warmup, args.steps)
     print(json.dumps(result))
     if args.json_out:

@@ -56,15 +56,11 @@ KEY = "bench-grpo-key-0123456789abcdef"
 SCENARIOS = ("cached", "cold")
 
 _TEMPLATES = (
-    ("A baker makes {a} loaves a day. How many loaves does she make in {b} days?", lambda a, b: a * b,
-     "{a}*{b}={r}"),
-    ("Tom has {a} marbles and buys {b} more. How many marbles does he have now?", lambda a, b: a + b,
-     "{a}+{b}={r}"),
-    ("A shelf holds {a} books. {b} books are taken away. How many books are left?", lambda a, b: a - b,
-     "{a}-{b}={r}"),
+    ("A baker makes {a} loaves a day. How many loaves does she make in {b} days?", lambda a, b: a * b, "{a}*{b}={r}"),
+    ("Tom has {a} marbles and buys {b} more. How many marbles does he have now?", lambda a, b: a + b, "{a}+{b}={r}"),
+    ("A shelf holds {a} books. {b} books are taken away. How many books are left?", lambda a, b: a - b, "{a}-{b}={r}"),
     ("Each box holds {b} pens. How many pens are in {a} boxes?", lambda a, b: a * b, "{a}*{b}={r}"),
-    ("Mia earns ${a} an hour and works {b} hours. How much does she earn?", lambda a, b: a * b,
-     "{a}*{b}={r}"),
+    ("Mia earns ${a} an hour and works {b} hours. How much does she earn?", lambda a, b: a * b, "{a}*{b}={r}"),
 )
 
 
@@ -87,7 +83,7 @@ def scrape(url: str) -> dict[str, float]:
         "regime_w_arm_generations_total": "arm_generations",
         "regime_w_generation_seconds_sum": "generation_s",
     }
-    out = {name: 0.0 for name in (*wanted.values(), "cache_hits", "score_requests", "score_server_s")}
+    out = dict.fromkeys((*wanted.values(), "cache_hits", "score_requests", "score_server_s"), 0.0)
     for line in httpx.get(url + "/metrics", timeout=10).text.splitlines():
         if line.startswith("#") or not line.strip():
             continue
@@ -114,8 +110,17 @@ def run_scenario(name: str, args: argparse.Namespace, model_dir: Path, data: Pat
         "REGIME_W_API_KEYS": KEY,
         "REGIME_W_LOG_LEVEL": "warning",
     }
-    with reward_service("--backend", "hf", "--model", str(model_dir), log_path=work / f"service-{name}.log",
-                        env={**os.environ, **env}, ready_timeout_s=300, say=lambda _: None, api_key=KEY) as (url, _key):
+    with reward_service(
+        "--backend",
+        "hf",
+        "--model",
+        str(model_dir),
+        log_path=work / f"service-{name}.log",
+        env={**os.environ, **env},
+        ready_timeout_s=300,
+        say=lambda _: None,
+        api_key=KEY,
+    ) as (url, _key):
         before = scrape(url)
         config = grpo.GRPOStageConfig(
             output_dir=str(work / f"lora_grpo-{name}"),
@@ -138,8 +143,7 @@ def run_scenario(name: str, args: argparse.Namespace, model_dir: Path, data: Pat
         summary = grpo.run(
             ModelArguments(model_name_or_path=str(model_dir), quantization="none", torch_dtype="float32"),
             LoraArguments(lora_r=8, lora_alpha=16),
-            DataArguments(dataset=str(data), split_file=str(work / "split.json"),
-                          max_train_samples=args.questions),
+            DataArguments(dataset=str(data), split_file=str(work / "split.json"), max_train_samples=args.questions),
             RewardServiceArguments(reward_url=url),
             config,
         )
@@ -182,22 +186,30 @@ def print_table(results: list[dict[str, Any]]) -> None:
     print(f"\n{'scenario':<8} {'step':>4} {'step_s':>8} {'wait_s':>8} {'share':>8}")
     for r in results:
         for s in r["steps"]:
-            print(f"{r['scenario']:<8} {s['step']:>4} {s['step_s']:>8.3f} {s['reward_wait_s']:>8.4f} "
-                  f"{100 * s['share']:>7.2f}%")
-    print(f"\n{'scenario':<8} {'precompute_s':>12} {'stage_wall_s':>12} {'steps 2..n s':>12} {'wait s':>8} "
-          f"{'share':>8} {'median':>8} {'misses':>7} {'hits':>6}")
+            print(
+                f"{r['scenario']:<8} {s['step']:>4} {s['step_s']:>8.3f} {s['reward_wait_s']:>8.4f} "
+                f"{100 * s['share']:>7.2f}%"
+            )
+    print(
+        f"\n{'scenario':<8} {'precompute_s':>12} {'stage_wall_s':>12} {'steps 2..n s':>12} {'wait s':>8} "
+        f"{'share':>8} {'median':>8} {'misses':>7} {'hits':>6}"
+    )
     for r in results:
         ex, pre = r["excluding_step_1"], r["precompute"] or {}
-        print(f"{r['scenario']:<8} {pre.get('seconds', 0.0):>12.2f} {r['stage_wall_s']:>12.2f} "
-              f"{ex['step_s_sum']:>12.2f} {ex['reward_wait_s_sum']:>8.3f} {100 * ex['share']:>7.2f}% "
-              f"{100 * ex['median_step_share']:>7.2f}% {r['service']['cache_misses']:>7.0f} {r['service']['cache_hits']:>6.0f}")
+        print(
+            f"{r['scenario']:<8} {pre.get('seconds', 0.0):>12.2f} {r['stage_wall_s']:>12.2f} "
+            f"{ex['step_s_sum']:>12.2f} {ex['reward_wait_s_sum']:>8.3f} {100 * ex['share']:>7.2f}% "
+            f"{100 * ex['median_step_share']:>7.2f}% {r['service']['cache_misses']:>7.0f} {r['service']['cache_hits']:>6.0f}"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=None, help="write the results JSON here")
     parser.add_argument("--steps", type=int, default=8)
-    parser.add_argument("--questions", type=int, default=32, help="training questions (the data set has 25%% more for the dev split)")
+    parser.add_argument(
+        "--questions", type=int, default=32, help="training questions (the data set has 25%% more for the dev split)"
+    )
     parser.add_argument("--num-generations", type=int, default=4)
     parser.add_argument("--batch", type=int, default=16, help="per_device_train_batch_size (completions per step)")
     parser.add_argument("--max-completion-length", type=int, default=48)
@@ -229,13 +241,19 @@ def main(argv: list[str] | None = None) -> int:
         "target": "reward wait < 2% of a GRPO step with arms cached (DESIGN §7)",
         "command": "python3 bench/grpo_wait.py " + " ".join(sys.argv[1:] if argv is None else argv),
         "total_s": round(time.perf_counter() - started, 1),
-        "settings": {**{k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-                     "policy": "tiny Llama, LoRA r=8 on q/k/v/o, float32, no quantization",
-                     "arm_backend": "hf (same tiny model), 8 arms"},
-        "machine": {"python": platform.python_version(), "torch": torch.__version__,
-                    "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-                    "loadavg_at_start": load_at_start,
-                    "loadavg_at_end": os.getloadavg() if hasattr(os, "getloadavg") else None},
+        "settings": {
+            **{k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+            "policy": "tiny Llama, LoRA r=8 on q/k/v/o, float32, no quantization",
+            "arm_backend": "hf (same tiny model), 8 arms",
+        },
+        "machine": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "cpu_count": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
+            "loadavg_at_start": load_at_start,
+            "loadavg_at_end": os.getloadavg() if hasattr(os, "getloadavg") else None,
+        },
         "results": results,
     }
     if args.out:

@@ -49,8 +49,11 @@ KEY = "bench-integrations-key-0123456789"
 
 def requests(url: str, route: str) -> float:
     text = httpx.get(url + "/metrics", timeout=30).text
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith("regime_w_requests_total{") and f'route="{route}"' in line)
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("regime_w_requests_total{") and f'route="{route}"' in line
+    )
 
 
 def problems(n: int, samples: int) -> list[tuple[str, str, list[str]]]:
@@ -70,26 +73,48 @@ def bench_trl(url: str, model_dir: Path, steps: int, prompts: int, samples: int,
 
     from trainer.rewards import AsyncRegimeWReward
 
-    rows = [{"prompt": [{"role": "user", "content": q}], "question": q, "gold_answer": g}
-            for q, g, _ in problems(prompts * steps, samples)]
+    rows = [
+        {"prompt": [{"role": "user", "content": q}], "question": q, "gold_answer": g}
+        for q, g, _ in problems(prompts * steps, samples)
+    ]
     reward = AsyncRegimeWReward(base_url=url, api_key=KEY)
-    config = GRPOConfig(output_dir=str(tmp / "trl"), per_device_train_batch_size=prompts * samples,
-                        num_generations=samples, max_completion_length=8, max_steps=steps, logging_steps=1,
-                        bf16=False, use_cpu=True, report_to=[], save_strategy="no", seed=0)
-    trainer = GRPOTrainer(model=transformers.AutoModelForCausalLM.from_pretrained(model_dir), reward_funcs=[reward],
-                          args=config, train_dataset=datasets.Dataset.from_list(rows),
-                          processing_class=transformers.AutoTokenizer.from_pretrained(model_dir))
+    config = GRPOConfig(
+        output_dir=str(tmp / "trl"),
+        per_device_train_batch_size=prompts * samples,
+        num_generations=samples,
+        max_completion_length=8,
+        max_steps=steps,
+        logging_steps=1,
+        bf16=False,
+        use_cpu=True,
+        report_to=[],
+        save_strategy="no",
+        seed=0,
+    )
+    trainer = GRPOTrainer(
+        model=transformers.AutoModelForCausalLM.from_pretrained(model_dir),
+        reward_funcs=[reward],
+        args=config,
+        train_dataset=datasets.Dataset.from_list(rows),
+        processing_class=transformers.AutoTokenizer.from_pretrained(model_dir),
+    )
     before = requests(url, "/v1/score")
     trainer.train()
     reward.close()
     sent = requests(url, "/v1/score") - before
     per_step = [e.get("regime_w/http_calls") for e in trainer.state.log_history if "reward" in e]
-    return {"framework": "TRL 1.16 GRPOTrainer + AsyncRegimeWReward", "steps": steps,
-            "responses_per_step": prompts * samples, "http_requests_total": sent, "http_requests_per_step": per_step}
+    return {
+        "framework": "TRL 1.16 GRPOTrainer + AsyncRegimeWReward",
+        "steps": steps,
+        "responses_per_step": prompts * samples,
+        "http_requests_total": sent,
+        "http_requests_per_step": per_step,
+    }
 
 
-def bench_openrlhf(url: str, tokenizer: Any, prompts: int, samples: int, spread_s: float, steps: int,
-                   http: bool = False) -> dict[str, Any]:
+def bench_openrlhf(
+    url: str, tokenizer: Any, prompts: int, samples: int, spread_s: float, steps: int, http: bool = False
+) -> dict[str, Any]:
     from openrlhf.utils.agent import SingleTurnAgentExecutor
 
     from trainer.integrations import integration_files, openrlhf_reward
@@ -106,8 +131,17 @@ def bench_openrlhf(url: str, tokenizer: Any, prompts: int, samples: int, spread_
         for q, gold, answers in problems(prompts, samples):
             engine = FakeEngine(tokenizer, answers, [rng.uniform(0, spread_s) for _ in answers])
             prompt = build_prompt(q, tokenizer)
-            jobs += [executor.execute(prompt=prompt, label=gold, sampling_params=params, max_length=512,
-                                      hf_tokenizer=tokenizer, llm_engine=engine) for _ in answers]
+            jobs += [
+                executor.execute(
+                    prompt=prompt,
+                    label=gold,
+                    sampling_params=params,
+                    max_length=512,
+                    hf_tokenizer=tokenizer,
+                    llm_engine=engine,
+                )
+                for _ in answers
+            ]
         return await asyncio.gather(*jobs)
 
     route = "/get_reward" if http else "/v1/score"
@@ -118,8 +152,12 @@ def bench_openrlhf(url: str, tokenizer: Any, prompts: int, samples: int, spread_
         sent.append(requests(url, route) - before)
         assert all(o["reward"] is not None for o in outputs), "a sample got no reward"
     how = "plain HTTP --reward.remote_url .../get_reward (keyless service)" if http else "openrlhf_reward.py"
-    return {"framework": f"OpenRLHF 0.11.2 SingleTurnAgentExecutor, {how}", "generation_spread_s": spread_s,
-            "responses_per_step": prompts * samples, "http_requests_per_step": sent}
+    return {
+        "framework": f"OpenRLHF 0.11.2 SingleTurnAgentExecutor, {how}",
+        "generation_spread_s": spread_s,
+        "responses_per_step": prompts * samples,
+        "http_requests_per_step": sent,
+    }
 
 
 def verl_batch(tokenizer: Any, prompts: int, samples: int) -> Any:
@@ -137,11 +175,16 @@ def verl_batch(tokenizer: Any, prompts: int, samples: int) -> Any:
     pl, rl, pad = max(map(len, p_ids)), max(map(len, r_ids)), tokenizer.pad_token_id
     prompts_t = torch.tensor([[pad] * (pl - len(p)) + p for p in p_ids])
     responses_t = torch.tensor([r + [pad] * (rl - len(r)) for r in r_ids])
-    mask = torch.tensor([[0] * (pl - len(p)) + [1] * (len(p) + len(r)) + [0] * (rl - len(r)) for p, r in zip(p_ids, r_ids)])
+    mask = torch.tensor(
+        [[0] * (pl - len(p)) + [1] * (len(p) + len(r)) + [0] * (rl - len(r)) for p, r in zip(p_ids, r_ids)]
+    )
     return DataProto.from_dict(
         tensors={"prompts": prompts_t, "responses": responses_t, "attention_mask": mask},
-        non_tensors={"data_source": np.array(["openai/gsm8k"] * len(p_ids), dtype=object),
-                     "reward_model": np.array(models, dtype=object), "extra_info": np.array(extras, dtype=object)},
+        non_tensors={
+            "data_source": np.array(["openai/gsm8k"] * len(p_ids), dtype=object),
+            "reward_model": np.array(models, dtype=object),
+            "extra_info": np.array(extras, dtype=object),
+        },
     )
 
 
@@ -157,35 +200,59 @@ def bench_verl(url: str, model_dir: Path, prompts: int, samples: int, steps: int
     out = []
     for name in ("compute_score", "compute_score_async"):
         verl_reward.reset()
-        worker = RewardLoopWorker(OmegaConf.create({
-            "actor_rollout_ref": {"model": {"path": str(model_dir), "tokenizer_path": None}},
-            "reward": {"num_workers": 1, "custom_reward_function": {"path": path, "name": name, "reward_kwargs": {}},
-                       "reward_manager": {"source": "register", "name": "naive", "module": {"path": None, "name": "x"}},
-                       "reward_model": {"enable": False, "model_path": None}, "sandbox_fusion": None}}))
+        worker = RewardLoopWorker(
+            OmegaConf.create(
+                {
+                    "actor_rollout_ref": {"model": {"path": str(model_dir), "tokenizer_path": None}},
+                    "reward": {
+                        "num_workers": 1,
+                        "custom_reward_function": {"path": path, "name": name, "reward_kwargs": {}},
+                        "reward_manager": {
+                            "source": "register",
+                            "name": "naive",
+                            "module": {"path": None, "name": "x"},
+                        },
+                        "reward_model": {"enable": False, "model_path": None},
+                        "sandbox_fusion": None,
+                    },
+                }
+            )
+        )
         data = verl_batch(worker.input_tokenizer, prompts, samples)
         sent = []
         for _ in range(steps):
             before = requests(url, "/v1/score")
             worker.loop.run_until_complete(worker.compute_score_batch(data))
             sent.append(requests(url, "/v1/score") - before)
-        out.append({"framework": f"verl 0.9.1 RewardLoopWorker (naive manager) + {name}", "responses_per_step": len(data),
-                    "http_requests_per_step": sent,
-                    "note": "per reward-loop worker: a step sends about reward.num_workers (default 8) times this"})
+        out.append(
+            {
+                "framework": f"verl 0.9.1 RewardLoopWorker (naive manager) + {name}",
+                "responses_per_step": len(data),
+                "http_requests_per_step": sent,
+                "note": "per reward-loop worker: a step sends about reward.num_workers (default 8) times this",
+            }
+        )
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     for manager, name in ((BatchRewardManager, "compute_score_batch"), (NaiveRewardManager, "compute_score")):
         verl_reward.reset()
-        fn = get_custom_reward_fn(OmegaConf.create({"reward": {"custom_reward_function": {
-            "path": path, "name": name, "reward_kwargs": {}}}}))
+        fn = get_custom_reward_fn(
+            OmegaConf.create({"reward": {"custom_reward_function": {"path": path, "name": name, "reward_kwargs": {}}}})
+        )
         data = verl_batch(tokenizer, prompts, samples)
         sent = []
         for _ in range(steps):
             before = requests(url, "/v1/score")
             manager(tokenizer, num_examine=0, compute_score=fn)(data)
             sent.append(requests(url, "/v1/score") - before)
-        out.append({"framework": f"verl 0.9.1 legacy {manager.__name__} + {name}", "responses_per_step": len(data),
-                    "http_requests_per_step": sent})
+        out.append(
+            {
+                "framework": f"verl 0.9.1 legacy {manager.__name__} + {name}",
+                "responses_per_step": len(data),
+                "http_requests_per_step": sent,
+            }
+        )
     return out
 
 
@@ -195,9 +262,15 @@ def main() -> int:
     parser.add_argument("--samples", type=int, default=4)
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--spread-s", type=float, default=2.0)
-    parser.add_argument("--coalesce-ms", type=float, default=None, help="REGIME_W_COALESCE_MS (default: the integrations')")
-    parser.add_argument("--frameworks", nargs="+", default=["trl", "openrlhf", "verl", "openrlhf-http"],
-                        choices=["trl", "openrlhf", "verl", "openrlhf-http"])
+    parser.add_argument(
+        "--coalesce-ms", type=float, default=None, help="REGIME_W_COALESCE_MS (default: the integrations')"
+    )
+    parser.add_argument(
+        "--frameworks",
+        nargs="+",
+        default=["trl", "openrlhf", "verl", "openrlhf-http"],
+        choices=["trl", "openrlhf", "verl", "openrlhf-http"],
+    )
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     for name in [k for k in os.environ if k.startswith("REGIME_W_")]:
@@ -225,15 +298,20 @@ def main() -> int:
                 results += bench_verl(keyed.url, model_dir, args.prompts, args.samples, args.steps)
         if "openrlhf-http" in todo:
             with start_live_service(ServiceSpec(api_key=None), tmp / "open", model_dir, timeout=300) as open_service:
-                results.append(bench_openrlhf(open_service.url, tokenizer, args.prompts, args.samples, 0.0,
-                                              args.steps, http=True))
+                results.append(
+                    bench_openrlhf(open_service.url, tokenizer, args.prompts, args.samples, 0.0, args.steps, http=True)
+                )
     for row in results:
         per_step = " ".join(f"{v:.0f}" for v in row["http_requests_per_step"])
-        print(f"requests per step: {per_step:<8}  responses per step: {row['responses_per_step']:>4}  {row['framework']}"
-              + (f"  (generation spread {row['generation_spread_s']} s)" if "generation_spread_s" in row else ""))
+        print(
+            f"requests per step: {per_step:<8}  responses per step: {row['responses_per_step']:>4}  {row['framework']}"
+            + (f"  (generation spread {row['generation_spread_s']} s)" if "generation_spread_s" in row else "")
+        )
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({"args": vars(args) | {"out": str(args.out)}, "results": results}, indent=2) + "\n")
+        args.out.write_text(
+            json.dumps({"args": vars(args) | {"out": str(args.out)}, "results": results}, indent=2) + "\n"
+        )
     return 0
 
 

@@ -26,6 +26,7 @@ over the training steps (reset after the model is loaded).
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import statistics
@@ -87,11 +88,18 @@ def build(out: Path, preset: str) -> dict[str, Any]:
     tiny = build_tiny_model(Path(tempfile.gettempdir()) / "regime-w-bench-tiny-llama")
     tokenizer = AutoTokenizer.from_pretrained(tiny)
     config = LlamaConfig(
-        vocab_size=vocab, hidden_size=hidden, intermediate_size=inter, num_hidden_layers=layers,
-        num_attention_heads=heads, num_key_value_heads=kv, max_position_embeddings=8192,
-        rms_norm_eps=1e-5, tie_word_embeddings=False,
+        vocab_size=vocab,
+        hidden_size=hidden,
+        intermediate_size=inter,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=kv,
+        max_position_embeddings=8192,
+        rms_norm_eps=1e-5,
+        tie_word_embeddings=False,
         rope_parameters={"rope_type": "default", "rope_theta": 500000.0},
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -120,10 +128,12 @@ def _sync() -> None:
         torch.cuda.synchronize()
 
 
-def _summary(spec: RunSpec, ends: list[float], warmup: int, losses: list[float], extra: dict[str, Any]) -> dict[str, Any]:
+def _summary(
+    spec: RunSpec, ends: list[float], warmup: int, losses: list[float], extra: dict[str, Any]
+) -> dict[str, Any]:
     import torch
 
-    diffs = [b - a for a, b in zip(ends, ends[1:])][warmup:]
+    diffs = [b - a for a, b in itertools.pairwise(ends)][warmup:]
     if not diffs:
         raise RuntimeError(f"{spec.name}: no timed steps (ends={len(ends)}, warmup={warmup})")
     s_step = statistics.median(diffs)
@@ -157,12 +167,18 @@ def run_plain(spec: RunSpec, model_dir: str, warmup: int, steps: int) -> dict[st
     cuda = torch.cuda.is_available()
     dtype = torch.bfloat16 if cuda else torch.float32
     qconfig = BitsAndBytesConfig(
-        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-        bnb_4bit_compute_dtype=dtype, bnb_4bit_quant_storage=dtype if cuda else torch.uint8,
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=dtype,
+        bnb_4bit_quant_storage=dtype if cuda else torch.uint8,
     )
     t0 = time.perf_counter()
     model = AutoModelForCausalLM.from_pretrained(
-        model_dir, quantization_config=qconfig, dtype=dtype, attn_implementation=spec.attn,
+        model_dir,
+        quantization_config=qconfig,
+        dtype=dtype,
+        attn_implementation=spec.attn,
         device_map={"": 0} if cuda else None,
     )
     model.config.use_cache = False
@@ -171,10 +187,17 @@ def run_plain(spec: RunSpec, model_dir: str, warmup: int, steps: int) -> dict[st
     elif spec.gradient_checkpointing:
         model.gradient_checkpointing_enable()
         model.enable_input_require_grads()
-    model = get_peft_model(model, LoraConfig(
-        r=LORA["r"], lora_alpha=LORA["alpha"], lora_dropout=LORA["dropout"],
-        target_modules=LORA["targets"], bias="none", task_type="CAUSAL_LM",
-    ))
+    model = get_peft_model(
+        model,
+        LoraConfig(
+            r=LORA["r"],
+            lora_alpha=LORA["alpha"],
+            lora_dropout=LORA["dropout"],
+            target_modules=LORA["targets"],
+            bias="none",
+            task_type="CAUSAL_LM",
+        ),
+    )
     model.train()
     load_s = time.perf_counter() - t0
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -194,11 +217,17 @@ def run_plain(spec: RunSpec, model_dir: str, warmup: int, steps: int) -> dict[st
         losses.append(float(loss.detach()))  # synchronizes, like the Trainer's per-step logging
         _sync()
         ends.append(time.perf_counter())
-    return _summary(spec, ends, warmup, losses, {
-        "load_s": round(load_s, 1),
-        "trainable_parameters": sum(p.numel() for p in trainable),
-        "optimizer": "torch.optim.AdamW",
-    })
+    return _summary(
+        spec,
+        ends,
+        warmup,
+        losses,
+        {
+            "load_s": round(load_s, 1),
+            "trainable_parameters": sum(p.numel() for p in trainable),
+            "optimizer": "torch.optim.AdamW",
+        },
+    )
 
 
 def run_trainer(spec: RunSpec, model_dir: str, warmup: int, steps: int) -> dict[str, Any]:
@@ -227,11 +256,17 @@ def run_trainer(spec: RunSpec, model_dir: str, warmup: int, steps: int) -> dict[
             self.ends.append(time.perf_counter())
 
     model_args = ModelArguments(
-        model_name_or_path=model_dir, quantization="4bit", bnb_4bit_quant_type="nf4",
-        bnb_4bit_use_double_quant=True, torch_dtype="bfloat16", attn_implementation=spec.attn,
+        model_name_or_path=model_dir,
+        quantization="4bit",
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        torch_dtype="bfloat16",
+        attn_implementation=spec.attn,
     )
     lora_args = LoraArguments(
-        lora_r=LORA["r"], lora_alpha=LORA["alpha"], lora_dropout=LORA["dropout"],
+        lora_r=LORA["r"],
+        lora_alpha=LORA["alpha"],
+        lora_dropout=LORA["dropout"],
         lora_target_modules=list(LORA["targets"]),
     )
     t0 = time.perf_counter()
@@ -244,27 +279,53 @@ def run_trainer(spec: RunSpec, model_dir: str, warmup: int, steps: int) -> dict[
     gc_kwargs: dict[str, Any] = {"selective": True} if spec.selective else {}
     with tempfile.TemporaryDirectory() as out:
         args = SFTStageConfig(
-            output_dir=out, per_device_train_batch_size=spec.batch, gradient_accumulation_steps=1,
+            output_dir=out,
+            per_device_train_batch_size=spec.batch,
+            gradient_accumulation_steps=1,
             # padding-free without packing: TRL wants max_length=None (the rows are exactly seq already)
-            max_steps=total, max_length=None if spec.padding_free else spec.seq, learning_rate=2e-4, lr_scheduler_type="constant",
-            optim=spec.optim, gradient_checkpointing=spec.gradient_checkpointing,
-            gradient_checkpointing_kwargs=gc_kwargs or None, bf16=torch.cuda.is_available(),
-            use_liger_kernel=spec.liger, padding_free=spec.padding_free, logging_steps=1,
-            save_strategy="no", report_to="none", eval_strategy="no", seed=42,
-            dataloader_drop_last=True, disable_tqdm=True, **spec.extra,
+            max_steps=total,
+            max_length=None if spec.padding_free else spec.seq,
+            learning_rate=2e-4,
+            lr_scheduler_type="constant",
+            optim=spec.optim,
+            gradient_checkpointing=spec.gradient_checkpointing,
+            gradient_checkpointing_kwargs=gc_kwargs or None,
+            bf16=torch.cuda.is_available(),
+            use_liger_kernel=spec.liger,
+            padding_free=spec.padding_free,
+            logging_steps=1,
+            save_strategy="no",
+            report_to="none",
+            eval_strategy="no",
+            seed=42,
+            dataloader_drop_last=True,
+            disable_tqdm=True,
+            **spec.extra,
         )
         timer = StepTimer()
         sft = SFTTrainer(
-            model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
-            peft_config=lora_config(lora_args), callbacks=[timer],
+            model=model,
+            args=args,
+            train_dataset=dataset,
+            processing_class=tokenizer,
+            peft_config=lora_config(lora_args),
+            callbacks=[timer],
         )
         load_s = time.perf_counter() - t0
         sft.train()
         losses = [h["loss"] for h in sft.state.log_history if "loss" in h]
         trainable, _ = sft.model.get_nb_trainable_parameters()
-    return _summary(spec, timer.ends, warmup, losses, {
-        "load_s": round(load_s, 1), "trainable_parameters": trainable, "optimizer": spec.optim,
-    })
+    return _summary(
+        spec,
+        timer.ends,
+        warmup,
+        losses,
+        {
+            "load_s": round(load_s, 1),
+            "trainable_parameters": trainable,
+            "optimizer": spec.optim,
+        },
+    )
 
 
 def run_one(spec: RunSpec, model_dir: str, warmup: int, steps: int) -> dict[str, Any]:
@@ -300,15 +361,18 @@ def _best_trainer(results: dict[str, dict[str, Any]]) -> RunSpec | None:
     """The fastest trainer configuration at batch 8 among those that stayed within 0.6x the plain
     loop's peak at batch 8 (the target's memory bound)."""
     plain = results.get("plain-b8")
-    candidates = [r for n, r in results.items() if r.get("path") == "trainer" and r.get("batch") == 8 and "error" not in r
-                  and "nogc" not in n]
+    candidates = [
+        r
+        for n, r in results.items()
+        if r.get("path") == "trainer" and r.get("batch") == 8 and "error" not in r and "nogc" not in n
+    ]
     if plain and "error" not in plain and plain.get("peak_gb"):
         within = [r for r in candidates if r["peak_gb"] <= 0.6 * plain["peak_gb"]]
         candidates = within or candidates
     if not candidates:
         return None
     best = max(candidates, key=lambda r: r["tokens_per_s"])
-    keys = {k for k in RunSpec.__dataclass_fields__}
+    keys = set(RunSpec.__dataclass_fields__)
     return RunSpec(**{k: v for k, v in best.items() if k in keys})
 
 
@@ -339,8 +403,21 @@ def suite(args: argparse.Namespace) -> dict[str, Any]:
             print(f"[suite] {spec.name}: skipped, {left:.0f} s left of the budget", flush=True)
             continue
         out = results_dir / f"{spec.name}.json"
-        cmd = [sys.executable, __file__, "one", "--model", args.model, "--warmup", str(args.warmup),
-               "--steps", str(args.steps), "--spec-json", json.dumps(asdict(spec)), "--json-out", str(out)]
+        cmd = [
+            sys.executable,
+            __file__,
+            "one",
+            "--model",
+            args.model,
+            "--warmup",
+            str(args.warmup),
+            "--steps",
+            str(args.steps),
+            "--spec-json",
+            json.dumps(asdict(spec)),
+            "--json-out",
+            str(out),
+        ]
         print(f"[suite] {spec.name}: {' '.join(cmd[2:4])} ...", flush=True)
         started = time.monotonic()
         try:
@@ -355,13 +432,26 @@ def suite(args: argparse.Namespace) -> dict[str, Any]:
             results[spec.name] = {**asdict(spec), "error": f"timed out after {left:.0f} s"}
             out.write_text(json.dumps(results[spec.name], indent=2) + "\n")
         r = results[spec.name]
-        print(f"[suite] {spec.name}: {time.monotonic() - started:.0f} s: "
-              + (r["error"][-800:] if "error" in r else f"{r['s_per_step']} s/step {r['tokens_per_s']} tok/s {r['peak_gb']} GB"),
-              flush=True)
-    summary = {"bench": "qlora_step", "seq": args.seq, "warmup": args.warmup, "steps": args.steps,
-               "issue_baseline": {str(b): dict(zip(("s_per_step", "tokens_per_s", "peak_gb"), v))
-                                  for b, v in ISSUE_BASELINE.items()},
-               "results": results, "versions": versions()}
+        print(
+            f"[suite] {spec.name}: {time.monotonic() - started:.0f} s: "
+            + (
+                r["error"][-800:]
+                if "error" in r
+                else f"{r['s_per_step']} s/step {r['tokens_per_s']} tok/s {r['peak_gb']} GB"
+            ),
+            flush=True,
+        )
+    summary = {
+        "bench": "qlora_step",
+        "seq": args.seq,
+        "warmup": args.warmup,
+        "steps": args.steps,
+        "issue_baseline": {
+            str(b): dict(zip(("s_per_step", "tokens_per_s", "peak_gb"), v)) for b, v in ISSUE_BASELINE.items()
+        },
+        "results": results,
+        "versions": versions(),
+    }
     (results_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(table(results))
     return summary
@@ -371,7 +461,17 @@ def versions() -> dict[str, str]:
     import importlib.metadata as md
 
     out = {}
-    for name in ("torch", "transformers", "trl", "peft", "bitsandbytes", "liger-kernel", "accelerate", "datasets", "triton"):
+    for name in (
+        "torch",
+        "transformers",
+        "trl",
+        "peft",
+        "bitsandbytes",
+        "liger-kernel",
+        "accelerate",
+        "datasets",
+        "triton",
+    ):
         try:
             out[name] = md.version(name)
         except md.PackageNotFoundError:
@@ -380,15 +480,19 @@ def versions() -> dict[str, str]:
 
 
 def table(results: dict[str, dict[str, Any]]) -> str:
-    lines = ["| config | batch | s/step | tokens/s | peak GB | issue baseline (s/step, tok/s, GB) |",
-             "| --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        "| config | batch | s/step | tokens/s | peak GB | issue baseline (s/step, tok/s, GB) |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
     for name, r in results.items():
         base = ISSUE_BASELINE.get(r.get("batch", 0))
         base_s = f"{base[0]}, {base[1]}, {base[2]}" if base else "-"
         if "error" in r:
             lines.append(f"| {name} | {r.get('batch')} | error | | | {base_s} |")
         else:
-            lines.append(f"| {name} | {r['batch']} | {r['s_per_step']} | {r['tokens_per_s']} | {r['peak_gb']} | {base_s} |")
+            lines.append(
+                f"| {name} | {r['batch']} | {r['s_per_step']} | {r['tokens_per_s']} | {r['peak_gb']} | {base_s} |"
+            )
     return "\n".join(lines)
 
 
@@ -433,9 +537,17 @@ def main(argv: list[str] | None = None) -> None:
             spec = RunSpec(**json.loads(args.spec_json))
         else:
             spec = RunSpec(
-                name=f"{args.path}-b{args.batch}", path=args.path, batch=args.batch, seq=args.seq,
-                attn=args.attn, gradient_checkpointing=not args.no_gc, kbit_prep=not args.no_kbit_prep,
-                liger=args.liger, padding_free=args.padding_free, selective=args.selective, optim=args.optim,
+                name=f"{args.path}-b{args.batch}",
+                path=args.path,
+                batch=args.batch,
+                seq=args.seq,
+                attn=args.attn,
+                gradient_checkpointing=not args.no_gc,
+                kbit_prep=not args.no_kbit_prep,
+                liger=args.liger,
+                padding_free=args.padding_free,
+                selective=args.selective,
+                optim=args.optim,
             )
         result = run_one(spec, args.model, args.warmup, args.steps)
         result["versions"] = versions()

@@ -30,8 +30,14 @@ from score_inprocess import build_workload  # noqa: E402
 def write_batch(path: Path, questions: int, per_question: int, seed: int) -> int:
     w = build_workload(questions, per_question, seed, None)
     items = [
-        {"id": f"bench-{i}", "question": p.question, "gold_answer": p.gold, "trajectories": ts, "num_tokens": nt,
-         "arm_outputs": [{"arm": a.arm, "text": a.text} for a in arms]}
+        {
+            "id": f"bench-{i}",
+            "question": p.question,
+            "gold_answer": p.gold,
+            "trajectories": ts,
+            "num_tokens": nt,
+            "arm_outputs": [{"arm": a.arm, "text": a.text} for a in arms],
+        }
         for i, (p, arms, ts, nt) in enumerate(zip(w.problems, w.arms, w.trajectories, w.num_tokens))
     ]
     path.write_text(json.dumps({"items": items, "return_details": True}))
@@ -49,8 +55,16 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         batch = Path(tmp) / "batch.json"
         n = write_batch(batch, args.questions, args.per_question, args.seed)
-        cmd = [sys.executable, "-c", "from reward_service.cli import score_main; raise SystemExit(score_main())",
-               str(batch), "--backend", "provided", "--cache-path", "none"]
+        cmd = [
+            sys.executable,
+            "-c",
+            "from reward_service.cli import score_main; raise SystemExit(score_main())",
+            str(batch),
+            "--backend",
+            "provided",
+            "--cache-path",
+            "none",
+        ]
         times = []
         for _ in range(args.repeats):
             t0 = time.perf_counter()
@@ -59,15 +73,31 @@ def main(argv: list[str] | None = None) -> int:
             assert sum(len(r["scores"]) for r in json.loads(out.stdout)["results"]) == n
         size_mb = batch.stat().st_size / 1e6
     med = statistics.median(times)
-    print(f"regime-w-score on {n} trajectories ({size_mb:.1f} MB batch, arms in the batch): "
-          f"median {med:.2f} s over {args.repeats} runs -> {n / med:,.0f} trajectories/s (whole command)")
+    print(
+        f"regime-w-score on {n} trajectories ({size_mb:.1f} MB batch, arms in the batch): "
+        f"median {med:.2f} s over {args.repeats} runs -> {n / med:,.0f} trajectories/s (whole command)"
+    )
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({
-            "benchmark": "score_cli", "trajectories": n, "batch_mb": size_mb, "seconds": times,
-            "median_s": med, "trajectories_per_s": n / med,
-            "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
-        }, indent=2) + "\n")
+        args.out.write_text(
+            json.dumps(
+                {
+                    "benchmark": "score_cli",
+                    "trajectories": n,
+                    "batch_mb": size_mb,
+                    "seconds": times,
+                    "median_s": med,
+                    "trajectories_per_s": n / med,
+                    "machine": {
+                        "cpus": os.cpu_count(),
+                        "platform": platform.platform(),
+                        "python": platform.python_version(),
+                    },
+                },
+                indent=2,
+            )
+            + "\n"
+        )
     return 0
 
 

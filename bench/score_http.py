@@ -54,14 +54,12 @@ def fill_cache(path: Path, workload) -> None:  # type: ignore[no-untyped-def]
 def request_bodies(workload) -> list[bytes]:  # type: ignore[no-untyped-def]
     bodies = []
     for i, (p, ts, nt) in enumerate(zip(workload.problems, workload.trajectories, workload.num_tokens)):
-        item = {"id": f"bench-{i}", "question": p.question, "gold_answer": p.gold, "trajectories": ts,
-                "num_tokens": nt}
+        item = {"id": f"bench-{i}", "question": p.question, "gold_answer": p.gold, "trajectories": ts, "num_tokens": nt}
         bodies.append(json.dumps({"items": [item], "return_details": True}).encode())
     return bodies
 
 
-async def drive(url: str, bodies: list[bytes], per_request: int, clients: int, duration: float,
-                warmup: float) -> dict:
+async def drive(url: str, bodies: list[bytes], per_request: int, clients: int, duration: float, warmup: float) -> dict:
     headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
     latencies: list[float] = []
     errors = 0
@@ -125,25 +123,52 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         cache_path = Path(tmp) / "arms.sqlite3"
         fill_cache(cache_path, workload)
-        env = {"REGIME_W_API_KEYS": KEY, "REGIME_W_CACHE_PATH": str(cache_path),
-               "REGIME_W_LOG_LEVEL": "warning", "REGIME_W_WORKERS": str(args.workers)}
-        with reward_service("--backend", "provided", log_path=Path(tmp) / "service.log", env={**os.environ, **env},
-                            ready_timeout_s=120, say=lambda _: None, api_key=KEY) as (url, _key):
-            rows = [asyncio.run(drive(url, bodies, args.batch, c, args.duration, args.warmup))
-                    for c in args.clients]
-    print(f"scoring over HTTP: {args.batch} trajectories/request, arms cached, {args.workers} worker(s), "
-          f"{os.cpu_count()} cores, {args.duration:g} s per level")
+        env = {
+            "REGIME_W_API_KEYS": KEY,
+            "REGIME_W_CACHE_PATH": str(cache_path),
+            "REGIME_W_LOG_LEVEL": "warning",
+            "REGIME_W_WORKERS": str(args.workers),
+        }
+        with reward_service(
+            "--backend",
+            "provided",
+            log_path=Path(tmp) / "service.log",
+            env={**os.environ, **env},
+            ready_timeout_s=120,
+            say=lambda _: None,
+            api_key=KEY,
+        ) as (url, _key):
+            rows = [asyncio.run(drive(url, bodies, args.batch, c, args.duration, args.warmup)) for c in args.clients]
+    print(
+        f"scoring over HTTP: {args.batch} trajectories/request, arms cached, {args.workers} worker(s), "
+        f"{os.cpu_count()} cores, {args.duration:g} s per level"
+    )
     print(f"{'clients':>7} {'traj/s':>9} {'req/s':>7} {'p50 ms':>7} {'p99 ms':>7} {'errors':>6}")
     for r in rows:
-        print(f"{r['clients']:>7} {r['trajectories_per_s']:>9.0f} {r['requests'] / args.duration:>7.1f} "
-              f"{r['p50_ms']:>7.1f} {r['p99_ms']:>7.1f} {r['errors']:>6}")
+        print(
+            f"{r['clients']:>7} {r['trajectories_per_s']:>9.0f} {r['requests'] / args.duration:>7.1f} "
+            f"{r['p50_ms']:>7.1f} {r['p99_ms']:>7.1f} {r['errors']:>6}"
+        )
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({
-            "benchmark": "score_http", "batch": args.batch, "workers": args.workers, "duration_s": args.duration,
-            "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
-            "levels": rows,
-        }, indent=2) + "\n")
+        args.out.write_text(
+            json.dumps(
+                {
+                    "benchmark": "score_http",
+                    "batch": args.batch,
+                    "workers": args.workers,
+                    "duration_s": args.duration,
+                    "machine": {
+                        "cpus": os.cpu_count(),
+                        "platform": platform.platform(),
+                        "python": platform.python_version(),
+                    },
+                    "levels": rows,
+                },
+                indent=2,
+            )
+            + "\n"
+        )
     return 0
 
 

@@ -51,7 +51,7 @@ class Workload:
 
 def _fmt(x: float) -> str:
     if abs(x - round(x)) < 1e-9:
-        return str(int(round(x)))
+        return str(round(x))
     return f"{x:.2f}".rstrip("0").rstrip(".")
 
 
@@ -62,22 +62,25 @@ def synthetic_problem(rng: random.Random) -> Problem:
     a, b, c, d = rng.randint(2, 60), rng.randint(2, 40), rng.randint(2, 12), rng.randint(1, 30)
     kind = rng.randrange(3)
     if kind == 0:
-        q = (f"{name} had {a} {item}. She bought {b} more, then each of her {c} friends gave her "
-             f"as many {item} again. How many {item} does she have if she then gives away {d}?")
+        q = (
+            f"{name} had {a} {item}. She bought {b} more, then each of her {c} friends gave her "
+            f"as many {item} again. How many {item} does she have if she then gives away {d}?"
+        )
         s1 = a + b
         s2 = s1 * c
         s3 = s2 - d
         steps = [(f"{a} + {b}", s1), (f"{s1} * {c}", s2), (f"{s2} - {d}", s3)]
     elif kind == 1:
         price = rng.choice([0.25, 0.5, 1.5, 2, 3.75, 12])
-        q = (f"{name} sells {a} {item} at ${price} each and {b} more at the same price. "
-             f"How much money does {name} make?")
+        q = f"{name} sells {a} {item} at ${price} each and {b} more at the same price. How much money does {name} make?"
         s1 = a + b
         s2 = s1 * price
         steps = [(f"{a} + {b}", s1), (f"{s1} x ${_fmt(price)}", s2)]
     else:
-        q = (f"{name} reads {a} pages a day for {c} days, then {b} pages a day for {d} days. "
-             f"How many pages does {name} read in total?")
+        q = (
+            f"{name} reads {a} pages a day for {c} days, then {b} pages a day for {d} days. "
+            f"How many pages does {name} read in total?"
+        )
         s1, s2 = a * c, b * d
         steps = [(f"{a} * {c}", s1), (f"{b} * {d}", s2), (f"{s1} + {s2}", s1 + s2)]
     return Problem(q, steps, f"#### {_fmt(steps[-1][1])}")
@@ -85,7 +88,8 @@ def synthetic_problem(rng: random.Random) -> Problem:
 
 def gsm8k_problems(path: str, rng: random.Random, count: int) -> list[Problem]:
     """Problems from a GSM8K JSONL: calculator annotations give the arithmetic path."""
-    rows = [json.loads(line) for line in open(path, encoding="utf-8") if line.strip()]
+    with open(path, encoding="utf-8") as f:
+        rows = [json.loads(line) for line in f if line.strip()]
     rng.shuffle(rows)
     out = []
     calc = re.compile(r"<<([^<>=]+)=([^<>]+)>>")
@@ -167,9 +171,7 @@ def trajectory(p: Problem, rng: random.Random) -> str:
 
 def build_workload(questions: int, per_question: int, seed: int, gsm8k: str | None) -> Workload:
     rng = random.Random(seed)
-    problems = (
-        gsm8k_problems(gsm8k, rng, questions) if gsm8k else [synthetic_problem(rng) for _ in range(questions)]
-    )
+    problems = gsm8k_problems(gsm8k, rng, questions) if gsm8k else [synthetic_problem(rng) for _ in range(questions)]
     config = default_config()
     arms = [[ArmText(name, arm_text(p, name, rng)) for name in config.arm_names] for p in problems]
     trajs = [[trajectory(p, rng) for _ in range(per_question)] for p in problems]

@@ -136,9 +136,16 @@ def install_hooks(record: dict[str, Any]) -> None:
         t0 = time.perf_counter()
         out = original_generate(model, tokenizer, prompts, specs, **kwargs)
         _sync()
-        calls.append({"seconds": time.perf_counter() - t0, "rows": len(out),
-                      "tokens": sum(g.num_tokens for g in out), "finished": sum(g.finished for g in out),
-                      "batch_size": kwargs.get("batch_size"), "max_new_tokens": kwargs.get("max_new_tokens")})
+        calls.append(
+            {
+                "seconds": time.perf_counter() - t0,
+                "rows": len(out),
+                "tokens": sum(g.num_tokens for g in out),
+                "finished": sum(g.finished for g in out),
+                "batch_size": kwargs.get("batch_size"),
+                "max_new_tokens": kwargs.get("max_new_tokens"),
+            }
+        )
         return out
 
     generation.generate_texts = generate_texts  # type: ignore[assignment]
@@ -167,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--metrics", type=Path, required=True)
     args = parser.parse_args(argv[:cut])
-    stage_argv = argv[cut + 1:]
+    stage_argv = argv[cut + 1 :]
     record: dict[str, Any] = {"argv": ["regime-w-train", *stage_argv], "stage": stage_argv[0] if stage_argv else None}
     poller = MemoryPoller().start()
     t0 = time.perf_counter()

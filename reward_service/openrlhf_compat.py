@@ -148,11 +148,15 @@ def chunk_items(groups: Sequence[Group], limits: CompatLimits) -> Iterator[tuple
     for group in groups:
         step = limits.max_trajectories
         for start in range(0, len(group.indices), step):
-            items.append(ScoreItem(
-                id=f"q{k}", question=group.question, gold_answer=group.label,
-                trajectories=group.responses[start:start + step],
-            ))
-            where.append(group.indices[start:start + step])
+            items.append(
+                ScoreItem(
+                    id=f"q{k}",
+                    question=group.question,
+                    gold_answer=group.label,
+                    trajectories=group.responses[start : start + step],
+                )
+            )
+            where.append(group.indices[start : start + step])
             k += 1
             if len(items) == limits.max_items:
                 yield items, where

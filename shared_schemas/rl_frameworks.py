@@ -33,9 +33,7 @@ __all__ = [
 
 #: The instruction the open trainer appends to every question (``trainer.prompts.INSTRUCTION``;
 #: a test keeps the two equal).
-INSTRUCTION_SUFFIXES: tuple[str, ...] = (
-    "Please reason step by step, and put your final answer within \\boxed{}.",
-)
+INSTRUCTION_SUFFIXES: tuple[str, ...] = ("Please reason step by step, and put your final answer within \\boxed{}.",)
 
 #: A label longer than this is reduced to its answer (the wire's ``gold_answer`` limit).
 MAX_LABEL_CHARS = 1024
@@ -53,8 +51,18 @@ _USER_TURNS: tuple[re.Pattern[str], ...] = (
 
 # Tokens a decoded query may end with after the response (skip_special_tokens=False).
 _END_TOKENS = (
-    "<|eot_id|>", "<|end_of_text|>", "<|finetune_right_pad_id|>", "<|im_end|>", "<|endoftext|>",
-    "<｜end▁of▁sentence｜>", "<|end|>", "</s>", "<end_of_turn>", "<eos>", "<pad>", "<|eos|>",
+    "<|eot_id|>",
+    "<|end_of_text|>",
+    "<|finetune_right_pad_id|>",
+    "<|im_end|>",
+    "<|endoftext|>",
+    "<｜end▁of▁sentence｜>",
+    "<|end|>",
+    "</s>",
+    "<end_of_turn>",
+    "<eos>",
+    "<pad>",
+    "<|eos|>",
 )
 
 
@@ -91,11 +99,11 @@ def question_from_prompt(prompt: str) -> str:
 def response_from_query(query: str, prompt: str) -> str:
     """The response part of ``query`` (= prompt + response), without trailing end/pad tokens."""
     if query.startswith(prompt):
-        response = query[len(prompt):]
+        response = query[len(prompt) :]
     else:
         stripped = prompt.strip()
         at = query.rfind(stripped) if stripped else -1
-        response = query[at + len(stripped):] if at != -1 else query
+        response = query[at + len(stripped) :] if at != -1 else query
     changed = True
     while changed:
         changed = False

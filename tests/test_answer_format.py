@@ -29,9 +29,14 @@ R1_RIGHT = (
 # (id, completion, value, format_ok, source)
 CASES: list[tuple[str, str, str | None, bool, str]] = [
     # --- GSM8K gold solutions and #### answers
-    ("gsm8k-gold", "Natalia sold 48/2 = <<48/2=24>>24 clips in May.\n"
-     "Natalia sold 48+24 = <<48+24=72>>72 clips altogether in April and May.\n#### 72",
-     "72", True, "hashes"),
+    (
+        "gsm8k-gold",
+        "Natalia sold 48/2 = <<48/2=24>>24 clips in May.\n"
+        "Natalia sold 48+24 = <<48+24=72>>72 clips altogether in April and May.\n#### 72",
+        "72",
+        True,
+        "hashes",
+    ),
     ("hashes-thousands", "Total cost: 1,000 + 234 = 1,234 dollars.\n#### 1,234", "1234", True, "hashes"),
     ("hashes-dollar", "She earned $10.\n#### $10", "10", True, "hashes"),
     ("hashes-negative", "The temperature fell below zero.\n#### -5", "-5", True, "hashes"),
@@ -40,8 +45,13 @@ CASES: list[tuple[str, str, str | None, bool, str]] = [
     ("hashes-last-wins", "#### 5\nwait, that was wrong.\n#### 7", "7", True, "hashes"),
     ("hashes-bold", "#### **42**", "42", True, "hashes"),
     ("hashes-equation", "#### 3 * 6 = 18", "18", True, "hashes"),
-    ("hashes-heading-is-not-an-answer",
-     "#### Step 2: Compute the eggs left\n16 - 3 - 4 = 9\nThe answer is 9.", "9", True, "answer_is"),
+    (
+        "hashes-heading-is-not-an-answer",
+        "#### Step 2: Compute the eggs left\n16 - 3 - 4 = 9\nThe answer is 9.",
+        "9",
+        True,
+        "answer_is",
+    ),
     ("hashes-empty-then-boxed", "####\n\\boxed{12}", "12", True, "boxed"),
     # --- \boxed{}
     ("boxed-plain", "So the total is \\boxed{72}.", "72", True, "boxed"),
@@ -66,8 +76,13 @@ CASES: list[tuple[str, str, str | None, bool, str]] = [
     ("answer-is-equation", "The answer is 9 * 2 = 18.", "18", True, "answer_is"),
     ("answer-is-sentence-cut", "The answer is 5, not 6 = 3 + 3.", "5", True, "answer_is"),
     ("answer-is-last-stated-wins", "I thought the answer is 5. Rechecking, the answer is 6.", "6", True, "answer_is"),
-    ("answer-is-without-number-skipped", "The answer is 8. Is the answer is clear? The answer is...",
-     "8", True, "answer_is"),
+    (
+        "answer-is-without-number-skipped",
+        "The answer is 8. Is the answer is clear? The answer is...",
+        "8",
+        True,
+        "answer_is",
+    ),
     ("answer-is-unicode-minus", "The answer is −7.", "-7", True, "answer_is"),
     ("answer-is-en-dash", "The final answer is –3", "-3", True, "answer_is"),
     ("answer-is-fraction", "The answer is 3/4 of a cup.", "0.75", True, "answer_is"),
@@ -78,21 +93,49 @@ CASES: list[tuple[str, str, str | None, bool, str]] = [
     ("answer-is-next-line", "The final answer is:\n\n42", "42", True, "answer_is"),
     # --- DeepSeek-R1 <think> blocks
     ("r1-boxed-after-think", R1_RIGHT, "18", True, "boxed"),
-    ("r1-think-holds-other-number",
-     "<think>\nThe answer is 20? 48 + 24 = 72.\n</think>\nThe answer is 72.", "72", True, "answer_is"),
+    (
+        "r1-think-holds-other-number",
+        "<think>\nThe answer is 20? 48 + 24 = 72.\n</think>\nThe answer is 72.",
+        "72",
+        True,
+        "answer_is",
+    ),
     # no marker after </think>: the whole text is the scope, and its last marker wins (DESIGN §2.1)
-    ("r1-after-think-no-marker",
-     "<think>I think the answer is 20.</think>\nShe earns 18 dollars a day", "20", True, "answer_is"),
-    ("r1-no-marker-anywhere", "<think>9 * 2 = 18</think>\nShe earns 18 dollars a day, 7 days", "7", False,
-     "last_number"),
-    ("r1-nothing-after-think",
-     "<think>16 - 3 - 4 = 9, 9 * 2 = 18, so the answer is 18.</think>", "18", True, "answer_is"),
-    ("r1-never-closed-last-number",
-     "<think>\nJanet has 16 eggs. She eats 3 and bakes with 4, so 16 - 3 - 4 = 9. Each costs $2, so 9 * 2",
-     "2", False, "last_number"),
-    ("r1-never-closed-stated",
-     "<think>\nSo 48 / 2 = 24 in May, and 48 + 24 = 72. The answer is 72. Let me double-check: 24 + 48",
-     "72", True, "answer_is"),
+    (
+        "r1-after-think-no-marker",
+        "<think>I think the answer is 20.</think>\nShe earns 18 dollars a day",
+        "20",
+        True,
+        "answer_is",
+    ),
+    (
+        "r1-no-marker-anywhere",
+        "<think>9 * 2 = 18</think>\nShe earns 18 dollars a day, 7 days",
+        "7",
+        False,
+        "last_number",
+    ),
+    (
+        "r1-nothing-after-think",
+        "<think>16 - 3 - 4 = 9, 9 * 2 = 18, so the answer is 18.</think>",
+        "18",
+        True,
+        "answer_is",
+    ),
+    (
+        "r1-never-closed-last-number",
+        "<think>\nJanet has 16 eggs. She eats 3 and bakes with 4, so 16 - 3 - 4 = 9. Each costs $2, so 9 * 2",
+        "2",
+        False,
+        "last_number",
+    ),
+    (
+        "r1-never-closed-stated",
+        "<think>\nSo 48 / 2 = 24 in May, and 48 + 24 = 72. The answer is 72. Let me double-check: 24 + 48",
+        "72",
+        True,
+        "answer_is",
+    ),
     ("r1-two-think-closes", "<think>a</think> 5 <think>b</think> #### 6", "6", True, "hashes"),
     ("r1-hashes-after-think", "<think>\n48/2 = 24\n</think>\n48 + 24 = 72\n#### 72", "72", True, "hashes"),
     # --- answer contract v2 (issue 9): the last marker wins, X alone on its line, X evaluated
@@ -102,8 +145,7 @@ CASES: list[tuple[str, str, str | None, bool, str]] = [
     ("heading-capitalized-word", "#### 3 Results\nSo \\boxed{12}", "12", True, "boxed"),
     ("hashes-not-alone", "#### 5 apples and then 3 more\nso 8", "8", False, "last_number"),
     ("hashes-unit-word", "#### 720 square feet", "720", True, "hashes"),
-    ("draft-hashes-corrected-by-box", "#### 105\nWait, that is wrong. Corrected:\n\\boxed{100}", "100", True,
-     "boxed"),
+    ("draft-hashes-corrected-by-box", "#### 105\nWait, that is wrong. Corrected:\n\\boxed{100}", "100", True, "boxed"),
     ("hashes-right-then-box-wrong", "#### 100\nTo summarize: \\boxed{104}", "104", True, "boxed"),
     ("box-then-answer-is", "\\boxed{6}\nSo the answer is 7.", "7", True, "answer_is"),
     ("boxed-sum-evaluated", "\\boxed{99 + 1}", "100", True, "boxed"),
@@ -115,14 +157,22 @@ CASES: list[tuple[str, str, str | None, bool, str]] = [
     ("boxed-in-display-math", "**Final Answer**\n\\[\n\\boxed{1{,}250}\n\\]", "1250", True, "boxed"),
     ("boxed-unreadable-left-out", "The answer is 12.\n\\boxed{12 + }", "12", True, "answer_is"),
     ("hashes-expression", "#### 99 + 1", "100", True, "hashes"),
-    ("chat-hope-correct", "Let's see: 8 * 9 = 72.\nThe final answer is $72$. I hope it is correct.", "72", True,
-     "answer_is"),
+    (
+        "chat-hope-correct",
+        "Let's see: 8 * 9 = 72.\nThe final answer is $72$. I hope it is correct.",
+        "72",
+        True,
+        "answer_is",
+    ),
     ("answer-is-expression", "The answer is 40 * 3 / 2.", "60", True, "answer_is"),
-    ("json-answer-then-prose",
-     '{"reasoning": "120 * 3 + 6 = 366", "answer": "366"}\n\n1. 60 * 3 = 180\n2. 180 * 2 = 360', "366", True,
-     "json"),
-    ("json-answer-number", 'Here it is:\n{"reasoning": "2 + 2", "answer": 4.5}\nSo, 12 in all.', "4.5", True,
-     "json"),
+    (
+        "json-answer-then-prose",
+        '{"reasoning": "120 * 3 + 6 = 366", "answer": "366"}\n\n1. 60 * 3 = 180\n2. 180 * 2 = 360',
+        "366",
+        True,
+        "json",
+    ),
+    ("json-answer-number", 'Here it is:\n{"reasoning": "2 + 2", "answer": 4.5}\nSo, 12 in all.', "4.5", True, "json"),
     ("json-answer-money", '```json\n{"answer": "$1,250.00"}\n```', "1250", True, "json"),
     ("json-answer-expression", '{"answer": "(11 * 3) + (8 * 4)"}', "65", True, "json"),
     ("json-answer-quoted", '{"answer": "\\"42\\""}', "42", True, "json"),
@@ -225,8 +275,12 @@ def test_answers_equal(a: str | None, b: str | None, equal: bool) -> None:
 
 @pytest.mark.parametrize(
     ("gold", "expected"),
-    [("#### 72", "72"), ("72", "72"), ("Weng earns 12/60 = $<<12/60=0.2>>0.2 per minute.\n#### 10", "10"),
-     ("#### 1,234", "1234")],
+    [
+        ("#### 72", "72"),
+        ("72", "72"),
+        ("Weng earns 12/60 = $<<12/60=0.2>>0.2 per minute.\n#### 10", "10"),
+        ("#### 1,234", "1234"),
+    ],
 )
 def test_gold_answer(gold: str, expected: str) -> None:
     assert gold_answer(gold) == expected
@@ -238,6 +292,7 @@ def test_gold_and_completion_go_through_the_same_path() -> None:
 
 
 # ---------------------------------------------------------------- properties
+
 
 def _number_strings() -> st.SearchStrategy[str]:
     ints = st.integers(min_value=-(10**15), max_value=10**15)
@@ -299,10 +354,50 @@ def test_normalized_number_has_the_same_value(d: Decimal) -> None:
 
 
 _ANSWERY = st.sampled_from(
-    ["####", "\\boxed{", "}", "{", "</think>", "<think>", "The answer is", "answer:", "=", "$",
-     "1,234", "-", "−", "3/4", "1e3", ".", ",", "%", "\\frac{", "\\text{", "\n", " ", "72", "0",
-     '"answer": ', '"', "\\times", "10^{", "+", "*", "**", "\\[", "\\dfrac{", "{,}", "^", "32", "9999999999",
-     "(", ")", "\\cdot", "Answer:", "dollars"]
+    [
+        "####",
+        "\\boxed{",
+        "}",
+        "{",
+        "</think>",
+        "<think>",
+        "The answer is",
+        "answer:",
+        "=",
+        "$",
+        "1,234",
+        "-",
+        "−",
+        "3/4",
+        "1e3",
+        ".",
+        ",",
+        "%",
+        "\\frac{",
+        "\\text{",
+        "\n",
+        " ",
+        "72",
+        "0",
+        '"answer": ',
+        '"',
+        "\\times",
+        "10^{",
+        "+",
+        "*",
+        "**",
+        "\\[",
+        "\\dfrac{",
+        "{,}",
+        "^",
+        "32",
+        "9999999999",
+        "(",
+        ")",
+        "\\cdot",
+        "Answer:",
+        "dollars",
+    ]
 )
 
 

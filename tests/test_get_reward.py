@@ -69,15 +69,26 @@ def test_an_untemplated_prompt_is_the_question():
     assert question_from_prompt(f"  {Q}  ") == Q
 
 
-@pytest.mark.parametrize("end", ["", "<|eot_id|>", "<|im_end|>", "<｜end▁of▁sentence｜>", "</s>", "<|eot_id|><|finetune_right_pad_id|>"])
+@pytest.mark.parametrize(
+    "end", ["", "<|eot_id|>", "<|im_end|>", "<｜end▁of▁sentence｜>", "</s>", "<|eot_id|><|finetune_right_pad_id|>"]
+)
 def test_response_is_the_query_minus_prompt_and_end_tokens(end):
     prompt = TEMPLATED["llama3"]
     assert response_from_query(prompt + "7+5 = 12. #### 12" + end, prompt) == "7+5 = 12. #### 12"
 
 
-@pytest.mark.parametrize(("label", "expected"), [
-    (None, None), ("", None), ("   ", None), (12, "12"), (12.0, "12"), (2.5, "2.5"), ("#### 12", "#### 12"),
-])
+@pytest.mark.parametrize(
+    ("label", "expected"),
+    [
+        (None, None),
+        ("", None),
+        ("   ", None),
+        (12, "12"),
+        (12.0, "12"),
+        (2.5, "2.5"),
+        ("#### 12", "#### 12"),
+    ],
+)
 def test_labels(label, expected):
     assert normalize_label(label, "labels[0]") == expected
 
@@ -95,12 +106,15 @@ def test_an_unreadable_label_names_the_field():
 
 def test_groups_and_chunks_respect_the_limits():
     prompts = [TEMPLATED["chatml_qwen"]] * 5 + [TEMPLATED["llama3"].replace("7 coins", "8 coins")] * 3
-    body = OpenRLHFRequest(query=[p + f" #### {i}" for i, p in enumerate(prompts)], prompts=prompts,
-                           labels=["12"] * 5 + [None] * 3)
+    body = OpenRLHFRequest(
+        query=[p + f" #### {i}" for i, p in enumerate(prompts)], prompts=prompts, labels=["12"] * 5 + [None] * 3
+    )
     limits = CompatLimits(max_queries=8, max_items=2, max_trajectories=2)
     groups = plan_groups(body, limits)
     assert [(g.question[:12], g.label, g.indices) for g in groups] == [
-        ("Sam has 7 co", "12", [0, 1, 2, 3, 4]), ("Sam has 8 co", None, [5, 6, 7])]
+        ("Sam has 7 co", "12", [0, 1, 2, 3, 4]),
+        ("Sam has 8 co", None, [5, 6, 7]),
+    ]
     chunks = list(chunk_items(groups, limits))
     assert [[len(i.trajectories) for i in items] for items, _ in chunks] == [[2, 2], [1, 2], [1]]
     assert sorted(i for _, where in chunks for idx in where for i in idx) == list(range(8))
@@ -193,13 +207,16 @@ def test_a_batch_of_8192_queries_is_scored_in_chunks(http):
 
 # A lone surrogate is refused where the body is parsed (the message says so) or, past the parser,
 # by /get_reward naming the field: either way a 422 saying what is wrong.
-@pytest.mark.parametrize(("name", "mutate"), [
-    ("surrogate", lambda b: b.update(metas=[{"question": "half \ud800 a pair"}])),
-    ("metas[0].question", lambda b: b.update(metas=[{"question": "q" * 100_001}])),
-    ("prompts[0]", lambda b: b.update(prompts=["p" * 100_001], query=["p" * 100_001 + " #### 1"])),
-    ("surrogate", lambda b: b.update(query=["\udfff #### 1"], prompts=["What is 1?"])),
-    ("labels[0]", lambda b: b.update(labels=["no answer in it"])),
-])
+@pytest.mark.parametrize(
+    ("name", "mutate"),
+    [
+        ("surrogate", lambda b: b.update(metas=[{"question": "half \ud800 a pair"}])),
+        ("metas[0].question", lambda b: b.update(metas=[{"question": "q" * 100_001}])),
+        ("prompts[0]", lambda b: b.update(prompts=["p" * 100_001], query=["p" * 100_001 + " #### 1"])),
+        ("surrogate", lambda b: b.update(query=["\udfff #### 1"], prompts=["What is 1?"])),
+        ("labels[0]", lambda b: b.update(labels=["no answer in it"])),
+    ],
+)
 def test_hostile_bodies_are_422_and_the_connection_stays_usable(http, name, mutate):
     body = {"query": ["What is 1? #### 1"], "prompts": ["What is 1?"], "labels": ["1"]}
     mutate(body)

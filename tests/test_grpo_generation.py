@@ -77,8 +77,13 @@ def test_generate_left_pads_and_cuts_at_eos(tiny: Path) -> None:
     assert alone[0] == out[0]
     # and it matches the policy's own greedy decoding
     with torch.no_grad():
-        ref = policy.generate(input_ids=torch.tensor([prompts[0]]), max_new_tokens=6, do_sample=False,
-                              pad_token_id=tok.pad_token_id, eos_token_id=eos)
-    ref_ids = ref[0, len(prompts[0]):].tolist()
+        ref = policy.generate(
+            input_ids=torch.tensor([prompts[0]]),
+            max_new_tokens=6,
+            do_sample=False,
+            pad_token_id=tok.pad_token_id,
+            eos_token_id=eos,
+        )
+    ref_ids = ref[0, len(prompts[0]) :].tolist()
     cut = ref_ids.index(eos) + 1 if eos in ref_ids else len(ref_ids)
     assert out[0] == ref_ids[:cut]

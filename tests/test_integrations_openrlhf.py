@@ -47,19 +47,30 @@ def rollout(executor, tokenizer, prompt, label, responses=RESPONSES):
     params = sampling_params()
 
     async def all_samples():
-        return await asyncio.gather(*[
-            executor.execute(prompt=prompt, label=label, sampling_params=params, max_length=512,
-                             hf_tokenizer=tokenizer, llm_engine=engine)
-            for _ in responses
-        ])
+        return await asyncio.gather(
+            *[
+                executor.execute(
+                    prompt=prompt,
+                    label=label,
+                    sampling_params=params,
+                    max_length=512,
+                    hf_tokenizer=tokenizer,
+                    llm_engine=engine,
+                )
+                for _ in responses
+            ]
+        )
 
     return asyncio.run(all_samples())
 
 
 def score_requests(url: str) -> float:
     text = httpx.get(url + "/metrics").text
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith("regime_w_requests_total{") and 'route="/v1/score"' in line)
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("regime_w_requests_total{") and 'route="/v1/score"' in line
+    )
 
 
 @pytest.fixture

@@ -25,8 +25,10 @@ from trainer.integrations import integration_files, verl_reward  # noqa: E402
 
 QUESTIONS = ["Tom has 3 apples and buys 4 more. How many apples?", "A pen costs $2. How much do 5 pens cost?"]
 GOLDS = ["7", "10"]
-RESPONSES = [["3+4 = 7. The answer is \\boxed{7}.", "3+4 = 8. #### 8"],
-             ["2*5 = 10. #### 10", "2*5 = 12. The answer is 12."]]
+RESPONSES = [
+    ["3+4 = 7. The answer is \\boxed{7}.", "3+4 = 8. #### 8"],
+    ["2*5 = 10. #### 10", "2*5 = 12. The answer is 12."],
+]
 
 
 @pytest.fixture(scope="module")
@@ -47,8 +49,11 @@ def service_env(service, monkeypatch):
 
 def requests_seen(service) -> float:
     text = httpx.get(service.url + "/metrics").text
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith("regime_w_requests_total{") and 'route="/v1/score"' in line and 'status="200"' in line)
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("regime_w_requests_total{") and 'route="/v1/score"' in line and 'status="200"' in line
+    )
 
 
 def batch(tokenizer, *, label_free: bool = False, with_question: bool = True):
@@ -67,28 +72,44 @@ def batch(tokenizer, *, label_free: bool = False, with_question: bool = True):
     pad = tokenizer.pad_token_id
     prompt_ids = torch.tensor([[pad] * (p_len - len(p)) + p for p in prompts])  # left-padded prompts
     response_ids = torch.tensor([r + [pad] * (r_len - len(r)) for r in responses])  # right-padded responses
-    mask = torch.tensor([[0] * (p_len - len(p)) + [1] * len(p) + [1] * len(r) + [0] * (r_len - len(r))
-                         for p, r in zip(prompts, responses)])
+    mask = torch.tensor(
+        [
+            [0] * (p_len - len(p)) + [1] * len(p) + [1] * len(r) + [0] * (r_len - len(r))
+            for p, r in zip(prompts, responses)
+        ]
+    )
     return DataProto.from_dict(
-        tensors={"prompts": prompt_ids, "responses": response_ids, "attention_mask": mask,
-                 "input_ids": torch.cat([prompt_ids, response_ids], dim=1)},
-        non_tensors={"data_source": np.array(sources, dtype=object), "reward_model": np.array(models, dtype=object),
-                     "extra_info": np.array(extras, dtype=object)},
+        tensors={
+            "prompts": prompt_ids,
+            "responses": response_ids,
+            "attention_mask": mask,
+            "input_ids": torch.cat([prompt_ids, response_ids], dim=1),
+        },
+        non_tensors={
+            "data_source": np.array(sources, dtype=object),
+            "reward_model": np.array(models, dtype=object),
+            "extra_info": np.array(extras, dtype=object),
+        },
     )
 
 
 def loop_config(tiny_model_dir, name: str):
-    return OmegaConf.create({
-        "actor_rollout_ref": {"model": {"path": str(tiny_model_dir), "tokenizer_path": None}},
-        "reward": {
-            "num_workers": 1,
-            "custom_reward_function": {"path": integration_files()["verl"], "name": name, "reward_kwargs": {}},
-            "reward_manager": {"source": "register", "name": "naive",
-                               "module": {"path": None, "name": "custom_reward_manager"}},
-            "reward_model": {"enable": False, "model_path": None},
-            "sandbox_fusion": None,
-        },
-    })
+    return OmegaConf.create(
+        {
+            "actor_rollout_ref": {"model": {"path": str(tiny_model_dir), "tokenizer_path": None}},
+            "reward": {
+                "num_workers": 1,
+                "custom_reward_function": {"path": integration_files()["verl"], "name": name, "reward_kwargs": {}},
+                "reward_manager": {
+                    "source": "register",
+                    "name": "naive",
+                    "module": {"path": None, "name": "custom_reward_manager"},
+                },
+                "reward_model": {"enable": False, "model_path": None},
+                "sandbox_fusion": None,
+            },
+        }
+    )
 
 
 @pytest.mark.parametrize("name", ["compute_score", "compute_score_async"])
@@ -123,8 +144,19 @@ def test_legacy_batch_manager_one_request_per_batch(tiny_model_dir, service):
     from verl.trainer.ppo.reward import get_custom_reward_fn
     from verl.workers.reward_manager import BatchRewardManager
 
-    fn = get_custom_reward_fn(OmegaConf.create({"reward": {"custom_reward_function": {
-        "path": integration_files()["verl"], "name": "compute_score_batch", "reward_kwargs": {}}}}))
+    fn = get_custom_reward_fn(
+        OmegaConf.create(
+            {
+                "reward": {
+                    "custom_reward_function": {
+                        "path": integration_files()["verl"],
+                        "name": "compute_score_batch",
+                        "reward_kwargs": {},
+                    }
+                }
+            }
+        )
+    )
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     manager = BatchRewardManager(tokenizer, num_examine=0, compute_score=fn)
     data = batch(tokenizer, label_free=True)
@@ -143,7 +175,8 @@ def test_a_missing_question_is_a_clear_error(tiny_model_dir, service):
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     data = batch(tokenizer, with_question=False)
     with pytest.raises(ValueError, match=r"extra_info\['question'\] is missing"):
-        verl_reward.compute_score_batch(data.non_tensor_batch["data_source"], ["#### 7"] * 4,
-                                        ["7"] * 4, list(data.non_tensor_batch["extra_info"]))
+        verl_reward.compute_score_batch(
+            data.non_tensor_batch["data_source"], ["#### 7"] * 4, ["7"] * 4, list(data.non_tensor_batch["extra_info"])
+        )
     with pytest.raises(ValueError, match="extra_info"):
         asyncio.run(verl_reward.compute_score_async("gsm8k", "#### 7", "7", {}))

@@ -24,9 +24,7 @@ PUBLIC_ARM_KEYS = {"name", "family", "style"}
 @pytest.fixture(scope="module")
 def dist(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     out = tmp_path_factory.mktemp("dist")
-    proc = subprocess.run(
-        [sys.executable, str(SCRIPT), str(out)], capture_output=True, text=True, timeout=300
-    )
+    proc = subprocess.run([sys.executable, str(SCRIPT), str(out)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, f"build-trainer-dist failed:\n{proc.stdout}\n{proc.stderr}"
     wheels = list(out.glob("regime_w_trainer-*.whl"))
     sdists = list(out.glob("regime_w_trainer-*.tar.gz"))
@@ -157,17 +155,38 @@ print(json.dumps({
 def test_wheel_runs_without_reward_service(dist: dict[str, Path], tmp_path: Path) -> None:
     target = tmp_path / "site"
     pip = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "--quiet",
-         "--disable-pip-version-check", "--target", str(target), str(dist["wheel"])],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--no-deps",
+            "--no-index",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--target",
+            str(target),
+            str(dist["wheel"]),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert pip.returncode == 0, pip.stderr
     assert not (target / "reward_service").exists()
     proc = subprocess.run(
         [sys.executable, "-c", PROBE, str(target)],
-        capture_output=True, text=True, timeout=300, cwd=tmp_path,
-        env={"PATH": os.environ.get("PATH", ""), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-             "TOKENIZERS_PARALLELISM": "false", "HOME": str(tmp_path)},  # no PYTHONPATH: the wheel only
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+        env={
+            "PATH": os.environ.get("PATH", ""),
+            "HF_HUB_OFFLINE": "1",
+            "TRANSFORMERS_OFFLINE": "1",
+            "TOKENIZERS_PARALLELISM": "false",
+            "HOME": str(tmp_path),
+        },  # no PYTHONPATH: the wheel only
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     report = json.loads(proc.stdout.strip().splitlines()[-1])

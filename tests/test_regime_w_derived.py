@@ -184,9 +184,7 @@ def test_evaluate_arithmetic(expr, value):
 
 def test_no_eval_exec_or_compile_anywhere_in_the_module():
     tree = ast.parse(inspect.getsource(derived))
-    called = {
-        node.func.id for node in ast.walk(tree) if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
-    }
+    called = {node.func.id for node in ast.walk(tree) if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)}
     assert not called & {"eval", "exec", "compile", "__import__"}
 
 

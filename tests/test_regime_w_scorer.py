@@ -50,7 +50,9 @@ def make_config(arms: list[tuple[str, str, float]]) -> RegimeWConfig:
 #   r2b: "3 * 4 = 13\n13 - 2 = 11\n#### 11"             ans 11, D = {13, 11}
 # consensus: 10 has 2 + 1 + 1.5 = 4.5 (5 has 1, 11 has 1.5) -> "10".
 QUESTION = "Tom has 3 boxes with 4 apples each. He eats 2 apples. How many apples are left?"
-CONFIG = make_config([("c1", "compute", 2.0), ("c2", "compute", 1.0), ("r1", "reflective", 1.0), ("r2", "reflective", 3.0)])
+CONFIG = make_config(
+    [("c1", "compute", 2.0), ("c2", "compute", 1.0), ("r1", "reflective", 1.0), ("r2", "reflective", 3.0)]
+)
 ARMS = [
     ArmText("r2", "There are 12 apples; minus 2 leaves 10.\n#### 10"),
     ArmText("c1", "3 * 4 = 12\n12 - 2 = 10\n#### 10"),
@@ -130,15 +132,23 @@ def test_pure_functions_match_the_equations():
 
 
 def test_consensus_ties_prefer_compute_then_arm_order():
-    cfg = make_config([("c1", "compute", 1.0), ("c2", "compute", 1.0), ("r1", "reflective", 1.0), ("r2", "reflective", 1.0)])
+    cfg = make_config(
+        [("c1", "compute", 1.0), ("c2", "compute", 1.0), ("r1", "reflective", 1.0), ("r2", "reflective", 1.0)]
+    )
     # 7: c2 + r1 = 2 (compute 1); 9: r2 + c1 = 2 (compute 1) -> tie on both: earliest arm (c1) -> 9
-    arms = prepare_arms("q", [ArmText("c2", "#### 7"), ArmText("r1", "#### 7"), ArmText("r2", "#### 9"), ArmText("c1", "#### 9")], cfg)
+    arms = prepare_arms(
+        "q", [ArmText("c2", "#### 7"), ArmText("r1", "#### 7"), ArmText("r2", "#### 9"), ArmText("c1", "#### 9")], cfg
+    )
     assert arms.consensus_answer == "9"
     # 7: r1 + r2 = 2 (compute 0); 9: c1 + c2 = 2 (compute 2) -> 9
-    arms = prepare_arms("q", [ArmText("r1", "#### 7"), ArmText("r2", "#### 7"), ArmText("c1", "#### 9"), ArmText("c2", "#### 9")], cfg)
+    arms = prepare_arms(
+        "q", [ArmText("r1", "#### 7"), ArmText("r2", "#### 7"), ArmText("c1", "#### 9"), ArmText("c2", "#### 9")], cfg
+    )
     assert arms.consensus_answer == "9"
     # 7 has more weight -> 7 even though 9 is compute-only
-    arms = prepare_arms("q", [ArmText("r1", "#### 7"), ArmText("r2", "#### 7"), ArmText("c2", "#### 7"), ArmText("c1", "#### 9")], cfg)
+    arms = prepare_arms(
+        "q", [ArmText("r1", "#### 7"), ArmText("r2", "#### 7"), ArmText("c2", "#### 7"), ArmText("c1", "#### 9")], cfg
+    )
     assert arms.consensus_answer == "7"
     assert prepare_arms("q", [ArmText("c1", "no idea")], cfg).consensus_answer is None
     assert prepare_arms("q", [], cfg).consensus_answer is None
@@ -186,7 +196,13 @@ def test_default_config_scores_a_realistic_batch():
 # --- (b) properties ------------------------------------------------------------------------------
 
 PROP_CONFIG = make_config(
-    [("c1", "compute", 1.0), ("c2", "compute", 2.5), ("c3", "compute", 0.5), ("r1", "reflective", 1.0), ("r2", "reflective", 3.0)]
+    [
+        ("c1", "compute", 1.0),
+        ("c2", "compute", 2.5),
+        ("c3", "compute", 0.5),
+        ("r1", "reflective", 1.0),
+        ("r2", "reflective", 3.0),
+    ]
 )
 small = st.integers(min_value=0, max_value=30)
 
@@ -208,9 +224,7 @@ def math_text(draw) -> str:
     return "\n".join(parts)
 
 
-arm_texts = st.lists(
-    st.builds(ArmText, st.sampled_from(PROP_CONFIG.arm_names), math_text()), min_size=0, max_size=9
-)
+arm_texts = st.lists(st.builds(ArmText, st.sampled_from(PROP_CONFIG.arm_names), math_text()), min_size=0, max_size=9)
 PROP_Q = "A farmer has 3 fields and 12 cows. How many?"
 
 
@@ -234,7 +248,9 @@ def test_scores_do_not_depend_on_arm_order(texts, trajectory, rnd):
     a = prepare_arms(PROP_Q, texts, PROP_CONFIG)
     b = prepare_arms(PROP_Q, shuffled, PROP_CONFIG)
     assert a.consensus_answer == b.consensus_answer
-    assert score_trajectory(trajectory, 10, a, PROP_CONFIG, "12") == score_trajectory(trajectory, 10, b, PROP_CONFIG, "12")
+    assert score_trajectory(trajectory, 10, a, PROP_CONFIG, "12") == score_trajectory(
+        trajectory, 10, b, PROP_CONFIG, "12"
+    )
 
 
 @settings(max_examples=150, deadline=None)

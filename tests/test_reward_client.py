@@ -219,8 +219,9 @@ def test_info_and_ready(srv: FlakyServer) -> None:
 
 
 def test_from_args(srv: FlakyServer) -> None:
-    args = RewardServiceArguments(reward_url=srv.url, reward_batch_items=2, reward_max_retries=1,
-                                  reward_patience_s=42.0, reward_timeout_s=7.0)
+    args = RewardServiceArguments(
+        reward_url=srv.url, reward_batch_items=2, reward_max_retries=1, reward_patience_s=42.0, reward_timeout_s=7.0
+    )
     settings = ClientSettings.from_args(args, backoff_base_s=0.01)
     assert (settings.batch_items, settings.max_retries, settings.patience_s, settings.timeout_s) == (2, 1, 42.0, 7.0)
     assert settings.backoff_base_s == 0.01 and settings.base_url == srv.url
@@ -258,8 +259,13 @@ def test_settings_are_frozen_validated_and_keep_the_key_out_of_repr(monkeypatch:
 
 
 def test_504_is_retried_and_served_on_the_retry(srv: FlakyServer) -> None:
-    srv.configure(script=[{"status": 504, "code": "deadline_exceeded", "message": "retry: served from cache"},
-                          {"status": 503, "retry_after": 0.3}, {"status": 504}])
+    srv.configure(
+        script=[
+            {"status": 504, "code": "deadline_exceeded", "message": "retry: served from cache"},
+            {"status": 503, "retry_after": 0.3},
+            {"status": 504},
+        ]
+    )
     with RewardClient(srv.url, **FAST) as client:  # no max_retries: the patience budget decides
         start = time.monotonic()
         assert client.score(make_items(1)).results[0].id == "q0"
@@ -303,8 +309,13 @@ def test_an_outage_shorter_than_the_patience_is_survived(monkeypatch: pytest.Mon
     worker.start()
     time.sleep(3.0)
     assert worker.is_alive(), f"the client gave up during a 3 s outage: {outcome}"
-    proc = subprocess.Popen([sys.executable, "-m", "tests.support.flaky_server", "--port", str(port)],
-                            cwd=str(ROOT), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.support.flaky_server", "--port", str(port)],
+        cwd=str(ROOT),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
     try:
         worker.join(timeout=60)
         assert not worker.is_alive()
@@ -458,8 +469,11 @@ def arm_service(live_service):
 
 
 def test_precompute_fills_the_real_service_cache(arm_service) -> None:
-    q1, q2, q3 = ("A bag has 3 apples. How many in 4 bags?", "Tom has 9 pens and gives 2 away. How many left?",
-                  "What is 12 divided by 4?")
+    q1, q2, q3 = (
+        "A bag has 3 apples. How many in 4 bags?",
+        "Tom has 9 pens and gives 2 away. How many left?",
+        "What is 12 divided by 4?",
+    )
     with RewardClient(arm_service.url, api_key="precompute-key-0123456789", **FAST) as client:
         first = client.precompute([q1, q2, q1], chunk_size=1)  # deduplicated: two requests of one question
         assert first.model_dump() == {"questions": 2, "generated": 2, "already_cached": 0}

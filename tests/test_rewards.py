@@ -214,8 +214,13 @@ def test_components_go_to_log_metric(srv: FlakyServer) -> None:
     logged: dict[str, float] = {}
     extra: dict[str, list] = {}
     with RegimeWReward(base_url=srv.url) as reward:
-        reward(prompts=prompts, completions=completions, log_metric=logged.__setitem__,
-               log_extra=extra.__setitem__, **columns)
+        reward(
+            prompts=prompts,
+            completions=completions,
+            log_metric=logged.__setitem__,
+            log_extra=extra.__setitem__,
+            **columns,
+        )
     for name in COMPONENTS:
         assert logged[f"regime_w/{name}"] == pytest.approx(sum(toy(c)[name] for c in completions) / 6)
     assert logged["regime_w/correctness"] == pytest.approx(3 / 6)
@@ -261,8 +266,11 @@ def test_controls_need_no_service() -> None:
     assert MajorityReward()(prompts=prompts, completions=completions, question=prompts) == [1, 1, 0, 0, 1, 1]
     with pytest.raises(ValueError, match="needs a gold answer"):
         CorrectnessReward()(prompts=[Q1], completions=["#### 1"])
-    assert [f.__name__ for mode in ("correctness", "majority")
-            for f in build_reward_functions(RewardServiceArguments(reward=mode))] == ["correctness", "majority"]
+    assert [
+        f.__name__
+        for mode in ("correctness", "majority")
+        for f in build_reward_functions(RewardServiceArguments(reward=mode))
+    ] == ["correctness", "majority"]
 
 
 def test_a_real_grpo_run_against_regime_w_serve(live_service, tiny_model_dir, tmp_path) -> None:
@@ -274,19 +282,31 @@ def test_a_real_grpo_run_against_regime_w_serve(live_service, tiny_model_dir, tm
 
     model = transformers.AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     tokenizer = transformers.AutoTokenizer.from_pretrained(tiny_model_dir)
-    data = datasets.Dataset.from_list([
-        {"prompt": [{"role": "user", "content": Q1}], "question": Q1, "gold_answer": "72"},
-        {"prompt": [{"role": "user", "content": Q2}], "question": Q2, "gold_answer": "10"},
-    ])
+    data = datasets.Dataset.from_list(
+        [
+            {"prompt": [{"role": "user", "content": Q1}], "question": Q1, "gold_answer": "72"},
+            {"prompt": [{"role": "user", "content": Q2}], "question": Q2, "gold_answer": "10"},
+        ]
+    )
     reward = AsyncRegimeWReward(base_url=live_service.url, api_key=live_service.api_key)
     config = GRPOConfig(
-        output_dir=str(tmp_path / "grpo"), per_device_train_batch_size=4, num_generations=2,
-        max_completion_length=8, max_steps=2, logging_steps=1, learning_rate=1e-4, bf16=False, use_cpu=True,
-        report_to=[], save_strategy="no", seed=0,
+        output_dir=str(tmp_path / "grpo"),
+        per_device_train_batch_size=4,
+        num_generations=2,
+        max_completion_length=8,
+        max_steps=2,
+        logging_steps=1,
+        learning_rate=1e-4,
+        bf16=False,
+        use_cpu=True,
+        report_to=[],
+        save_strategy="no",
+        seed=0,
     )
     before = httpx.get(live_service.url + "/metrics").text
-    trainer = GRPOTrainer(model=model, reward_funcs=[reward], args=config, train_dataset=data,
-                          processing_class=tokenizer)
+    trainer = GRPOTrainer(
+        model=model, reward_funcs=[reward], args=config, train_dataset=data, processing_class=tokenizer
+    )
     trainer.train()
     reward.close()
     steps = [entry for entry in trainer.state.log_history if "reward" in entry]
@@ -300,7 +320,10 @@ def test_a_real_grpo_run_against_regime_w_serve(live_service, tiny_model_dir, tm
     after = httpx.get(live_service.url + "/metrics").text
 
     def scored(text: str) -> float:
-        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-                   if line.startswith("regime_w_trajectories_scored_total"))
+        return sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith("regime_w_trajectories_scored_total")
+        )
 
     assert scored(after) - scored(before) == 8  # 2 steps x 2 questions x 2 generations

@@ -28,10 +28,21 @@ def _fast_args(tmp_path, **overrides) -> ToyBaseArguments:
     settings = dict(
         toy_data_dir=str(tmp_path / "data"),
         toy_base_dir=str(tmp_path / "base"),
-        n_train=40, n_dev=8, n_test=8, n_pretrain=160,
-        vocab_size=400, hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64,
-        base_max_steps=6, base_batch_size=8, base_warmup_steps=2,
-        eval_samples=4, eval_max_new_tokens=12, eval_batch_size=4,
+        n_train=40,
+        n_dev=8,
+        n_test=8,
+        n_pretrain=160,
+        vocab_size=400,
+        hidden_size=32,
+        num_layers=1,
+        num_heads=2,
+        intermediate_size=64,
+        base_max_steps=6,
+        base_batch_size=8,
+        base_warmup_steps=2,
+        eval_samples=4,
+        eval_max_new_tokens=12,
+        eval_batch_size=4,
     )
     settings.update(overrides)
     return ToyBaseArguments(**settings)
@@ -108,8 +119,10 @@ def test_a_new_style_share_rewrites_the_trainers_files_but_keeps_the_cached_base
     args, result = fast_base
     train = Path(args.toy_data_dir) / "train.jsonl"
 
-    steps = [len(p.steps) for p in make_splits(args.problems_seed, n_train=args.n_train, n_dev=args.n_dev,
-                                                 n_test=args.n_test).train]
+    steps = [
+        len(p.steps)
+        for p in make_splits(args.problems_seed, n_train=args.n_train, n_dev=args.n_dev, n_test=args.n_test).train
+    ]
 
     def folded_share() -> float:
         """Share of the multi-step problems of train.jsonl whose solution is one line + '#### N'."""
@@ -164,8 +177,9 @@ def test_invalid_settings_fail_clearly(tmp_path) -> None:
 @pytest.mark.slow
 def test_full_toy_base_trains_to_a_weak_but_useful_base(tmp_path) -> None:
     """The default configuration: minutes on 2 CPU cores, 20–60% greedy dev accuracy."""
-    args = ToyBaseArguments(toy_data_dir=str(tmp_path / "data"), toy_base_dir=str(tmp_path / "base"),
-                            base_num_threads=2)
+    args = ToyBaseArguments(
+        toy_data_dir=str(tmp_path / "data"), toy_base_dir=str(tmp_path / "base"), base_num_threads=2
+    )
     t0 = time.perf_counter()
     result = build_toy_base(args)
     seconds = time.perf_counter() - t0
@@ -188,8 +202,16 @@ def test_toy_regime_w_config_matches_the_trainer_prompt_and_default_constants() 
         assert arm.family == ref.family and arm.temperature == ref.temperature
         # The toy model knows one prompt: every arm renders exactly the trainer's prompt messages.
         assert arm.render_messages("Anna has 3 apples. How many?") == build_messages("Anna has 3 apples. How many?")
-    for constant in ("lambda_end", "lambda_path", "lambda_cf", "alpha", "beta", "gamma", "length_scale",
-                     "equation_rel_tol"):
+    for constant in (
+        "lambda_end",
+        "lambda_path",
+        "lambda_cf",
+        "alpha",
+        "beta",
+        "gamma",
+        "length_scale",
+        "equation_rel_tol",
+    ):
         assert getattr(toy, constant) == getattr(default, constant), constant
     assert toy.fingerprint != default.fingerprint
 

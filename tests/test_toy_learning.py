@@ -53,11 +53,20 @@ def loop(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     workdir = tmp_path_factory.mktemp("toy-loop")
 
     def while_the_service_is_up(url: str, key: str, paths: Paths) -> dict[str, Any]:
-        return {"auroc": label_free_auroc(url, key, paths),
-                "controls": grpo_controls(url, key, paths, seed=SEED, rows=("regime_w_label_free", "majority"))}
+        return {
+            "auroc": label_free_auroc(url, key, paths),
+            "controls": grpo_controls(url, key, paths, seed=SEED, rows=("regime_w_label_free", "majority")),
+        }
 
-    return run_toy_loop(workdir, seed=SEED, quick=True, threads=1, verbose=False,
-                        before_stop=while_the_service_is_up, say=lambda _: None)
+    return run_toy_loop(
+        workdir,
+        seed=SEED,
+        quick=True,
+        threads=1,
+        verbose=False,
+        before_stop=while_the_service_is_up,
+        say=lambda _: None,
+    )
 
 
 def _dev(loop: dict[str, Any]) -> dict[str, dict[str, float | int]]:

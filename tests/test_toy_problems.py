@@ -114,8 +114,25 @@ def test_splits_are_disjoint_and_stable() -> None:
 
 def test_cli_writes_gsm8k_jsonl_that_the_trainer_loads(tmp_path) -> None:
     out = tmp_path / "toy"
-    assert main(["--out", str(out), "--seed", "4", "--n-train", "50", "--n-dev", "10",
-                 "--n-test", "10", "--n-pretrain", "20"]) == 0
+    assert (
+        main(
+            [
+                "--out",
+                str(out),
+                "--seed",
+                "4",
+                "--n-train",
+                "50",
+                "--n-dev",
+                "10",
+                "--n-test",
+                "10",
+                "--n-pretrain",
+                "20",
+            ]
+        )
+        == 0
+    )
     for name, n in (("train", 50), ("dev", 10), ("test", 10), ("pretrain", 20)):
         rows = [json.loads(line) for line in (out / f"{name}.jsonl").read_text().splitlines()]
         assert len(rows) == n
@@ -169,8 +186,7 @@ def test_folded_expression_parenthesises_only_where_precedence_needs_it() -> Non
     assert folded_expression([Step(3, "*", 4, "{eq}"), Step(12, "+", 2, "{eq}")]) == "3*4+2"
     assert folded_expression([Step(3, "+", 4, "{eq}"), Step(20, "-", 7, "{eq}")]) == "20-(3+4)"
     assert folded_expression([Step(6, "*", 4, "{eq}"), Step(48, "/", 24, "{eq}")]) == "48/(6*4)"
-    assert folded_expression([Step(2, "*", 5, "{eq}"), Step(3, "*", 4, "{eq}"),
-                              Step(10, "+", 12, "{eq}")]) == "2*5+3*4"
+    assert folded_expression([Step(2, "*", 5, "{eq}"), Step(3, "*", 4, "{eq}"), Step(10, "+", 12, "{eq}")]) == "2*5+3*4"
     # a value used once is not substituted twice
     assert folded_expression([Step(2, "+", 3, "{eq}"), Step(5, "+", 5, "{eq}")]) == "2+3+5"
 
@@ -183,8 +199,9 @@ def test_styles_are_assigned_at_the_share_asked_for_without_changing_the_questio
     share = sum(p.style == "one_line" for p in mixed.train) / len(mixed.train)
     assert 0.45 < share < 0.55
     assert mixed.train == make_splits(5, n_train=2000, n_dev=50, n_test=50, one_line_share=0.5).train
-    separate = make_splits(5, n_train=2000, n_dev=50, n_test=50, n_pretrain=300, one_line_share=0.5,
-                           pretrain_one_line_share=0.0)
+    separate = make_splits(
+        5, n_train=2000, n_dev=50, n_test=50, n_pretrain=300, one_line_share=0.5, pretrain_one_line_share=0.0
+    )
     assert separate.train == mixed.train and {p.style for p in separate.pretrain} == {"steps"}
     assert {p.style for p in assign_styles(plain.train[:50], 1.0, 0)} == {"one_line"}
     with pytest.raises(ValueError, match="one_line_share"):
@@ -194,8 +211,25 @@ def test_styles_are_assigned_at_the_share_asked_for_without_changing_the_questio
 
 
 def test_cli_writes_the_style_share(tmp_path) -> None:
-    assert main(["--out", str(tmp_path), "--seed", "1", "--n-train", "400", "--n-dev", "5",
-                 "--n-test", "5", "--one-line-share", "1.0"]) == 0
+    assert (
+        main(
+            [
+                "--out",
+                str(tmp_path),
+                "--seed",
+                "1",
+                "--n-train",
+                "400",
+                "--n-dev",
+                "5",
+                "--n-test",
+                "5",
+                "--one-line-share",
+                "1.0",
+            ]
+        )
+        == 0
+    )
     rows = [json.loads(line) for line in (tmp_path / "train.jsonl").read_text().splitlines()]
     assert all(len(r["answer"].split("\n")) == 2 for r in rows)
     assert json.loads((tmp_path / "TOY_PROBLEMS.json").read_text())["one_line_share"] == 1.0

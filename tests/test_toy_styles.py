@@ -32,8 +32,18 @@ def test_style_report_counts_folded_answers_on_multi_step_problems(tmp_path: Pat
     preds = []
 
     def pred(model: str, i: int, output: str, correct: bool, dataset: str = "gsm8k_dev") -> None:
-        preds.append({"model": model, "dataset": dataset, "id": f"gsm8k-train-{i}", "gold": "0",
-                      "prediction": "0", "correct": correct, "format_ok": True, "output": output})
+        preds.append(
+            {
+                "model": model,
+                "dataset": dataset,
+                "id": f"gsm8k-train-{i}",
+                "gold": "0",
+                "prediction": "0",
+                "correct": correct,
+                "format_ok": True,
+                "output": output,
+            }
+        )
 
     for i, p in enumerate(problems):
         # sft: two folded (one right), two stepwise (both right); rl: all stepwise, three right
@@ -45,8 +55,15 @@ def test_style_report_counts_folded_answers_on_multi_step_problems(tmp_path: Pat
     path.write_text("".join(json.dumps(r) + "\n" for r in preds))
 
     report = style_report(path, train)
-    assert report["sft"] == {"multi_step": 4, "folded": 2, "folded_correct": 1, "stepwise_correct": 2,
-                             "folded_share": 0.5, "folded_accuracy": 0.5, "stepwise_accuracy": 1.0}
+    assert report["sft"] == {
+        "multi_step": 4,
+        "folded": 2,
+        "folded_correct": 1,
+        "stepwise_correct": 2,
+        "folded_share": 0.5,
+        "folded_accuracy": 0.5,
+        "stepwise_accuracy": 1.0,
+    }
     assert report["rl-grpo"]["folded_share"] == 0.0 and report["rl-grpo"]["folded_accuracy"] is None
     assert report["rl-grpo"]["stepwise_accuracy"] == 0.75
     text = format_styles(report)

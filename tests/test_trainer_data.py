@@ -45,10 +45,8 @@ GSM8K_LINES = [
         "<<32+16=48>>48\n#### 48",
     },
     {
-        "question": "Tina makes $18.00 an hour. If she works 8 hours a day for 5 days, how much money "
-        "does she make?",
-        "answer": "She makes 8*18 = $<<8*18=144>>144 a day\nIn 5 days she makes 144*5 = "
-        "$<<144*5=720>>720\n#### 720",
+        "question": "Tina makes $18.00 an hour. If she works 8 hours a day for 5 days, how much money does she make?",
+        "answer": "She makes 8*18 = $<<8*18=144>>144 a day\nIn 5 days she makes 144*5 = $<<144*5=720>>720\n#### 720",
     },
 ]
 
@@ -110,7 +108,7 @@ def test_split_is_seeded_reproducible_and_disjoint(tmp_path: Path) -> None:
     args_b = DataArguments(dataset="x.jsonl", split_file=str(tmp_path / "b.json"), split_seed=7)
     args_c = DataArguments(dataset="x.jsonl", split_file=str(tmp_path / "c.json"), split_seed=8)
     train_a, dev_a = train_dev_split(problems, args_a)
-    train_b, dev_b = train_dev_split(problems, args_b)
+    _, dev_b = train_dev_split(problems, args_b)
     _, dev_c = train_dev_split(problems, args_c)
     assert len(dev_a) == 10 and len(train_a) == 40
     assert {p.id for p in train_a}.isdisjoint({p.id for p in dev_a})

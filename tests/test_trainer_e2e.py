@@ -22,29 +22,62 @@ from shared_schemas.answer import answers_equal
 from tests.support.servers import ServiceSpec
 
 API_KEY = "e2e-test-key-0123456789abcdef"
-ROLLOUT_KEYS = {"id", "question", "gold_answer", "consensus_answer", "trajectories", "scorer", "reward_mode", "label_free"}
-TRAJECTORY_KEYS = {
-    "output", "reward", "correctness", "s_end", "s_path", "s_cf", "s_wm", "length_penalty",
-    "final_answer", "format_ok", "num_tokens", "seed", "temperature",
+ROLLOUT_KEYS = {
+    "id",
+    "question",
+    "gold_answer",
+    "consensus_answer",
+    "trajectories",
+    "scorer",
+    "reward_mode",
+    "label_free",
 }
-PREF_KEYS = {"id", "question", "better", "worse", "better_reward", "worse_reward", "margin", "reward_mode", "label_free"}
+TRAJECTORY_KEYS = {
+    "output",
+    "reward",
+    "correctness",
+    "s_end",
+    "s_path",
+    "s_cf",
+    "s_wm",
+    "length_penalty",
+    "final_answer",
+    "format_ok",
+    "num_tokens",
+    "seed",
+    "temperature",
+}
+PREF_KEYS = {
+    "id",
+    "question",
+    "better",
+    "worse",
+    "better_reward",
+    "worse_reward",
+    "margin",
+    "reward_mode",
+    "label_free",
+}
 PREDICTION_KEYS = {"model", "dataset", "id", "gold", "prediction", "correct", "format_ok", "output"}
 ROLLOUT_QUESTIONS = 4
 NUM_SAMPLES = 6
 
 
-
 def write_data(workdir: Path) -> None:
     (workdir / "data").mkdir(parents=True, exist_ok=True)
     train = [
-        {"question": f"Tom has {10 + i} apples and buys {i + 2} more. How many apples does he have?",
-         "answer": f"Tom has {10 + i} + {i + 2} = <<{10 + i}+{i + 2}={12 + 2 * i}>>{12 + 2 * i} apples.\n#### {12 + 2 * i}"}
+        {
+            "question": f"Tom has {10 + i} apples and buys {i + 2} more. How many apples does he have?",
+            "answer": f"Tom has {10 + i} + {i + 2} = <<{10 + i}+{i + 2}={12 + 2 * i}>>{12 + 2 * i} apples.\n#### {12 + 2 * i}",
+        }
         for i in range(10)
     ]
     platinum = [
-        {"question": f"A box holds {3 + i} pens. How many pens are in 2 boxes?",
-         "answer": f"{3 + i}*2=<<{3 + i}*2={6 + 2 * i}>>{6 + 2 * i}\n#### {6 + 2 * i}",
-         "cleaning_status": status}
+        {
+            "question": f"A box holds {3 + i} pens. How many pens are in 2 boxes?",
+            "answer": f"{3 + i}*2=<<{3 + i}*2={6 + 2 * i}>>{6 + 2 * i}\n#### {6 + 2 * i}",
+            "cleaning_status": status,
+        }
         for i, status in enumerate(["consensus", "rejected", "verified"])
     ]
     for name, rows in (("train.jsonl", train), ("platinum.jsonl", platinum)):
@@ -53,35 +86,100 @@ def write_data(workdir: Path) -> None:
 
 def recipes(workdir: Path, model: Path, url: str) -> dict[str, Path]:
     base = {"model_name_or_path": str(model), "quantization": "4bit"}
-    data = {"dataset": "data/train.jsonl", "split_file": "data/gsm8k_split.json", "dev_fraction": 0.2,
-            "platinum": "data/platinum.jsonl"}
+    data = {
+        "dataset": "data/train.jsonl",
+        "split_file": "data/gsm8k_split.json",
+        "dev_fraction": 0.2,
+        "platinum": "data/platinum.jsonl",
+    }
     lora = {"lora_r": 4, "lora_alpha": 8, "lora_dropout": 0.0}
-    train = {"bf16": False, "report_to": "none", "save_strategy": "no", "logging_steps": 1,
-             "gradient_checkpointing": False, "optim": "adamw_torch", "seed": 0}
+    train = {
+        "bf16": False,
+        "report_to": "none",
+        "save_strategy": "no",
+        "logging_steps": 1,
+        "gradient_checkpointing": False,
+        "optim": "adamw_torch",
+        "seed": 0,
+    }
     stages = {
-        "sft": {**base, **lora, **data, **train, "output_dir": "checkpoints/lora_sft", "max_length": 96,
-                "max_steps": 2, "per_device_train_batch_size": 2, "learning_rate": 1e-3},
-        "rollouts": {**base, **data, "adapter_path": "checkpoints/lora_sft", "reward_url": url,
-                     "max_train_samples": ROLLOUT_QUESTIONS, "rollouts_file": "data/rl_rollouts.jsonl",
-                     "num_samples": NUM_SAMPLES, "temperatures": [0.6, 1.0, 1.4], "top_p": 0.95,
-                     "max_new_tokens": 16, "generation_batch_size": 24},
-        "prefs": {"rollouts_file": "data/rl_rollouts.jsonl", "preferences_file": "data/preferences.jsonl",
-                  "min_margin": 0.0},
-        "dpo": {**base, "adapter_path": "checkpoints/lora_sft", "preferences_file": "data/preferences.jsonl",
-                **train, "output_dir": "checkpoints/lora_rl", "max_length": 96, "max_steps": 1,
-                "per_device_train_batch_size": 1, "learning_rate": 1e-3},
-        "grpo": {**base, **data, "adapter_path": "checkpoints/lora_sft", "reward_url": url,
-                 "max_train_samples": 2, **train, "output_dir": "checkpoints/lora_grpo", "num_generations": 2,
-                 "per_device_train_batch_size": 2, "max_completion_length": 8, "max_steps": 1,
-                 "learning_rate": 1e-3, "use_vllm": False},
-        "eval": {**base, **data, "max_eval_samples": 2, "eval_output_dir": "results/eval",
-                 "eval_models": [{"name": "base", "adapter_path": None},
-                                 {"name": "sft", "adapter_path": "checkpoints/lora_sft"},
-                                 {"name": "rl", "adapter_path": "checkpoints/lora_rl"},
-                                 {"name": "grpo", "adapter_path": "checkpoints/lora_grpo"}],
-                 "eval_datasets": ["gsm8k_dev", "platinum"], "max_new_tokens": 8, "eval_batch_size": 8},
-        "export": {"model_name_or_path": str(model), "adapter_path": "checkpoints/lora_rl",
-                   "output_dir": "checkpoints/merged", "export_dtype": "float32", "export_quantization": "none"},
+        "sft": {
+            **base,
+            **lora,
+            **data,
+            **train,
+            "output_dir": "checkpoints/lora_sft",
+            "max_length": 96,
+            "max_steps": 2,
+            "per_device_train_batch_size": 2,
+            "learning_rate": 1e-3,
+        },
+        "rollouts": {
+            **base,
+            **data,
+            "adapter_path": "checkpoints/lora_sft",
+            "reward_url": url,
+            "max_train_samples": ROLLOUT_QUESTIONS,
+            "rollouts_file": "data/rl_rollouts.jsonl",
+            "num_samples": NUM_SAMPLES,
+            "temperatures": [0.6, 1.0, 1.4],
+            "top_p": 0.95,
+            "max_new_tokens": 16,
+            "generation_batch_size": 24,
+        },
+        "prefs": {
+            "rollouts_file": "data/rl_rollouts.jsonl",
+            "preferences_file": "data/preferences.jsonl",
+            "min_margin": 0.0,
+        },
+        "dpo": {
+            **base,
+            "adapter_path": "checkpoints/lora_sft",
+            "preferences_file": "data/preferences.jsonl",
+            **train,
+            "output_dir": "checkpoints/lora_rl",
+            "max_length": 96,
+            "max_steps": 1,
+            "per_device_train_batch_size": 1,
+            "learning_rate": 1e-3,
+        },
+        "grpo": {
+            **base,
+            **data,
+            "adapter_path": "checkpoints/lora_sft",
+            "reward_url": url,
+            "max_train_samples": 2,
+            **train,
+            "output_dir": "checkpoints/lora_grpo",
+            "num_generations": 2,
+            "per_device_train_batch_size": 2,
+            "max_completion_length": 8,
+            "max_steps": 1,
+            "learning_rate": 1e-3,
+            "use_vllm": False,
+        },
+        "eval": {
+            **base,
+            **data,
+            "max_eval_samples": 2,
+            "eval_output_dir": "results/eval",
+            "eval_models": [
+                {"name": "base", "adapter_path": None},
+                {"name": "sft", "adapter_path": "checkpoints/lora_sft"},
+                {"name": "rl", "adapter_path": "checkpoints/lora_rl"},
+                {"name": "grpo", "adapter_path": "checkpoints/lora_grpo"},
+            ],
+            "eval_datasets": ["gsm8k_dev", "platinum"],
+            "max_new_tokens": 8,
+            "eval_batch_size": 8,
+        },
+        "export": {
+            "model_name_or_path": str(model),
+            "adapter_path": "checkpoints/lora_rl",
+            "output_dir": "checkpoints/merged",
+            "export_dtype": "float32",
+            "export_quantization": "none",
+        },
     }
     paths = {}
     (workdir / "recipes").mkdir(exist_ok=True)
@@ -97,8 +195,9 @@ def train_cli(stage: str, recipe: Path, workdir: Path) -> dict:
     exe = shutil.which("regime-w-train")
     argv = [exe] if exe else [sys.executable, "-m", "trainer.cli"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "REGIME_W_API_KEY": API_KEY, "TOKENIZERS_PARALLELISM": "false"}
-    proc = subprocess.run([*argv, stage, "--config", str(recipe)], cwd=workdir, env=env,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [*argv, stage, "--config", str(recipe)], cwd=workdir, env=env, capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, f"{stage} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
     start = proc.stdout.rfind('{\n  "stage"')
     assert start != -1, f"{stage}: no JSON summary in\n{proc.stdout[-2000:]}"
@@ -204,7 +303,7 @@ def test_every_stage_in_order(service, tiny_model_dir, tmp_path):
     results = json.loads((out / "results.json").read_text())
     table = (out / "results.md").read_text()
     assert {(c["model"], c["dataset"]): [c["n"], c["correct"]] for c in results["results"]} == counts
-    for (model, dataset), (n, correct) in counts.items():
+    for (model, _dataset), (n, correct) in counts.items():
         assert re.search(rf"^\| {model} \|.*{100 * correct / n:.1f}% \({correct}/{n}\)", table, re.M)
     assert (out / "accuracy.png").read_bytes().startswith(b"\x89PNG")
 

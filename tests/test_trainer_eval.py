@@ -86,8 +86,9 @@ def make_args(tmp_path: Path, tiny_model_dir: Path, adapter_dir: Path, train_row
     platinum_rows[0]["cleaning_status"] = "consensus"
     platinum = write_jsonl(tmp_path / "platinum.jsonl", platinum_rows)
     model_args = ModelArguments(model_name_or_path=str(tiny_model_dir), quantization="none", torch_dtype="float32")
-    data_args = DataArguments(dataset=str(train), platinum=str(platinum), split_file=str(tmp_path / "split.json"),
-                              dev_fraction=0.3)
+    data_args = DataArguments(
+        dataset=str(train), platinum=str(platinum), split_file=str(tmp_path / "split.json"), dev_fraction=0.3
+    )
     eval_args = EvalArguments(
         eval_models=[{"name": "base", "adapter_path": None}, {"name": "sft", "adapter_path": str(adapter_dir)}],
         eval_output_dir=str(tmp_path / "eval"),
@@ -219,7 +220,10 @@ def test_cli_dry_run_reads_model_list_from_recipe(tmp_path):
     )
     proc = subprocess.run(
         [sys.executable, "-m", "trainer.cli", "eval", "--config", str(recipe), "--dry-run"],
-        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr
     planned = json.loads(proc.stdout)
@@ -239,14 +243,19 @@ def test_adapters_share_one_base_and_switch_cleanly(digit_model_dir, adapter_dir
     model_args, data_args, _ = make_args(tmp_path, digit_model_dir, adapter_dir, gsm8k_rows(10))
 
     def outputs(models: list, name: str) -> dict:
-        args = EvalArguments(eval_models=models, eval_output_dir=str(tmp_path / name), max_new_tokens=12,
-                             eval_batch_size=4, progress=False)
+        args = EvalArguments(
+            eval_models=models,
+            eval_output_dir=str(tmp_path / name),
+            max_new_tokens=12,
+            eval_batch_size=4,
+            progress=False,
+        )
         run(model_args, data_args, args)
         return {(p["model"], p["dataset"], p["id"]): p["output"] for p in read_predictions(tmp_path / name)}
 
     alone = outputs(["base"], "alone")
     mixed = outputs([f"a={adapter_dir}", "base", f"b={adapter_dir}"], "mixed")
     assert {k: v for k, v in mixed.items() if k[0] == "base"} == alone
-    for model, dataset, qid in [k for k in mixed if k[0] == "a"]:
+    for _model, dataset, qid in [k for k in mixed if k[0] == "a"]:
         assert mixed[("a", dataset, qid)] == mixed[("b", dataset, qid)]
     assert [v for k, v in mixed.items() if k[0] == "a"] != [v for k, v in mixed.items() if k[0] == "base"]

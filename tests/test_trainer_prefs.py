@@ -101,8 +101,17 @@ def test_run_writes_pairs_and_summary(tmp_path):
     lines = [json.loads(x) for x in out.read_text().splitlines()]
     assert [x["id"] for x in lines] == ["a", "e"]
     for line in lines:
-        assert set(line) == {"id", "question", "better", "worse", "better_reward", "worse_reward", "margin",
-                             "reward_mode", "label_free"}
+        assert set(line) == {
+            "id",
+            "question",
+            "better",
+            "worse",
+            "better_reward",
+            "worse_reward",
+            "margin",
+            "reward_mode",
+            "label_free",
+        }
         assert (line["reward_mode"], line["label_free"]) == ("regime_w", False)  # what rollouts without a mode had
         assert line["margin"] == pytest.approx(line["better_reward"] - line["worse_reward"])
         assert line["margin"] >= 0.1
@@ -145,7 +154,9 @@ def test_cli_dry_run_and_run(tmp_path):
     recipe.write_text(f"rollouts_file: {rollouts}\npreferences_file: {tmp_path / 'p.jsonl'}\nmin_margin: 0.5\n")
     dry = subprocess.run(
         [sys.executable, "-m", "trainer.cli", "prefs", "--config", str(recipe), "--dry-run", "--min_margin", "0.25"],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert dry.returncode == 0, dry.stderr
     planned = json.loads(dry.stdout)
@@ -153,7 +164,9 @@ def test_cli_dry_run_and_run(tmp_path):
     assert not (tmp_path / "p.jsonl").exists()
     real = subprocess.run(
         [sys.executable, "-m", "trainer.cli", "prefs", "--config", str(recipe)],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert real.returncode == 0, real.stderr
     assert "1 pairs" in real.stdout
@@ -169,26 +182,33 @@ def test_plan_names_the_files():
 
 
 def texts_record(qid: str, outputs: list[str], rewards: list[float], **extra) -> dict:
-    return {"id": qid, "question": f"question {qid}", "gold_answer": "#### 5",
-            "trajectories": [{"output": o, "reward": r} for o, r in zip(outputs, rewards)], **extra}
+    return {
+        "id": qid,
+        "question": f"question {qid}",
+        "gold_answer": "#### 5",
+        "trajectories": [{"output": o, "reward": r} for o, r in zip(outputs, rewards)],
+        **extra,
+    }
 
 
 OUTPUTS = ["2+3=5\n#### 5", "2+3=6\n#### 6", "2+3=6\n#### 6", "no answer here"]
 SERVICE_REWARDS = [0.2, 0.9, 0.5, 0.1]  # the service (made up) prefers a wrong answer
 
 
-@pytest.mark.parametrize("mode,better,worse,label_free", [
-    (None, OUTPUTS[1], OUTPUTS[3], False),              # the rollouts' own (regime_w) rewards
-    ("regime_w", OUTPUTS[1], OUTPUTS[3], False),
-    ("correctness", OUTPUTS[0], OUTPUTS[1], False),     # recomputed from the gold: 1, 0, 0, 0
-    ("majority", OUTPUTS[1], OUTPUTS[0], True),         # recomputed by vote: 6 wins twice
-])
+@pytest.mark.parametrize(
+    "mode,better,worse,label_free",
+    [
+        (None, OUTPUTS[1], OUTPUTS[3], False),  # the rollouts' own (regime_w) rewards
+        ("regime_w", OUTPUTS[1], OUTPUTS[3], False),
+        ("correctness", OUTPUTS[0], OUTPUTS[1], False),  # recomputed from the gold: 1, 0, 0, 0
+        ("majority", OUTPUTS[1], OUTPUTS[0], True),  # recomputed by vote: 6 wins twice
+    ],
+)
 def test_prefs_rank_by_the_reward_asked_for(tmp_path, mode, better, worse, label_free):
     rollouts = tmp_path / "r.jsonl"
     write_rollouts(rollouts, [texts_record("a", OUTPUTS, SERVICE_REWARDS, scorer={"name": "regime-w"})])
     out = tmp_path / "p.jsonl"
-    summary = run(PrefsArguments(rollouts_file=str(rollouts), preferences_file=str(out), min_margin=0.0,
-                                 reward=mode))
+    summary = run(PrefsArguments(rollouts_file=str(rollouts), preferences_file=str(out), min_margin=0.0, reward=mode))
     [pair] = [json.loads(x) for x in out.read_text().splitlines()]
     assert (pair["better"], pair["worse"]) == (better, worse)
     expected_mode = mode or "regime_w"
@@ -209,12 +229,15 @@ def test_prefs_keep_the_reward_of_control_rollouts_and_refuse_mismatches(tmp_pat
     # regime_w rollouts scored WITH the gold cannot make label-free pairs
     write_rollouts(rollouts, [texts_record("a", OUTPUTS, SERVICE_REWARDS)])
     with pytest.raises(ValueError, match="scored WITH the gold"):
-        run(PrefsArguments(rollouts_file=str(rollouts), preferences_file=str(out), reward="regime_w",
-                           label_free=True))
+        run(PrefsArguments(rollouts_file=str(rollouts), preferences_file=str(out), reward="regime_w", label_free=True))
     # a file mixing rewards is refused
-    write_rollouts(rollouts, [texts_record("a", OUTPUTS, SERVICE_REWARDS),
-                              texts_record("b", OUTPUTS, [0.0, 1.0, 1.0, 0.0], reward_mode="majority",
-                                           label_free=True)])
+    write_rollouts(
+        rollouts,
+        [
+            texts_record("a", OUTPUTS, SERVICE_REWARDS),
+            texts_record("b", OUTPUTS, [0.0, 1.0, 1.0, 0.0], reward_mode="majority", label_free=True),
+        ],
+    )
     with pytest.raises(ValueError, match="mixes rollouts scored with different rewards"):
         run(PrefsArguments(rollouts_file=str(rollouts), preferences_file=str(out)))
     with pytest.raises(ValueError, match="label_free applies"):

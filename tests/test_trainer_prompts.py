@@ -16,7 +16,9 @@ from trainer.prompts import (
     format_target,
 )
 
-QUESTION = "Weng earns $12 an hour for babysitting. Yesterday, she just did 50 minutes of babysitting. How much did she earn?"
+QUESTION = (
+    "Weng earns $12 an hour for babysitting. Yesterday, she just did 50 minutes of babysitting. How much did she earn?"
+)
 SOLUTION = (
     "Weng earns 12/60 = $<<12/60=0.2>>0.2 per minute.\n"
     "Working 50 minutes, she earned 0.2 x 50 = $<<0.2*50=10>>10.\n#### 10"
@@ -66,10 +68,7 @@ def test_prompt_carries_exactly_one_bos_when_template_and_tokenizer_both_add_it(
 
 def test_target_drops_calculator_annotations_and_keeps_the_answer_line() -> None:
     target = format_target(SOLUTION)
-    assert target == (
-        "Weng earns 12/60 = $0.2 per minute.\n"
-        "Working 50 minutes, she earned 0.2 x 50 = $10.\n#### 10"
-    )
+    assert target == ("Weng earns 12/60 = $0.2 per minute.\nWorking 50 minutes, she earned 0.2 x 50 = $10.\n#### 10")
     assert "<<" not in target and ">>" not in target
     assert target.splitlines()[-1] == "#### 10"
 

@@ -31,12 +31,22 @@ from trainer.stages.rollouts import (
 )
 
 TRAJECTORY_KEYS = {
-    "output", "reward", "correctness", "s_end", "s_path", "s_cf", "s_wm", "length_penalty",
-    "final_answer", "format_ok", "num_tokens", "seed", "temperature",
+    "output",
+    "reward",
+    "correctness",
+    "s_end",
+    "s_path",
+    "s_cf",
+    "s_wm",
+    "length_penalty",
+    "final_answer",
+    "format_ok",
+    "num_tokens",
+    "seed",
+    "temperature",
 }
 NUM_QUESTIONS = 6
 NUM_SAMPLES = 3
-
 
 
 @pytest.fixture(scope="module")
@@ -52,8 +62,10 @@ def service(live_service):
 
 def write_train(path: Path, n: int = 10) -> Path:
     rows = [
-        {"question": f"Tom has {10 + i} apples and buys {i + 1} more. How many apples does he have?",
-         "answer": f"{10 + i}+{i + 1}={11 + 2 * i}\n#### {11 + 2 * i}"}
+        {
+            "question": f"Tom has {10 + i} apples and buys {i + 1} more. How many apples does he have?",
+            "answer": f"{10 + i}+{i + 1}={11 + 2 * i}\n#### {11 + 2 * i}",
+        }
         for i in range(n)
     ]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -117,13 +129,14 @@ def test_killed_run_resumes_with_every_question_once(service, tiny_model_dir, tm
     recipe = write_recipe(tmp_path, tiny_model_dir, service.url, "data/rl_rollouts.jsonl")
     out = tmp_path / "data" / "rl_rollouts.jsonl"
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.Popen(cli(recipe), cwd=tmp_path, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(cli(recipe), cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 240
     try:
         while not complete_lines(out):
             if proc.poll() is not None:
-                pytest.fail(f"rollouts exited ({proc.returncode}) before writing: {proc.stderr.read().decode()[-3000:]}")
+                pytest.fail(
+                    f"rollouts exited ({proc.returncode}) before writing: {proc.stderr.read().decode()[-3000:]}"
+                )
             if time.monotonic() > deadline:
                 pytest.fail("no rollout line appeared in time")
             time.sleep(0.01)
@@ -140,24 +153,28 @@ def test_killed_run_resumes_with_every_question_once(service, tiny_model_dir, tm
     with out.open("ab") as f:
         f.write(b'{"id": "gsm8k-train-999", "question": "unfini')
 
-    resumed = subprocess.run(cli(recipe), cwd=tmp_path, env=env, capture_output=True, text=True,
-                             timeout=300)
+    resumed = subprocess.run(cli(recipe), cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    summary = json.loads(resumed.stdout[resumed.stdout.index("{"):])
+    summary = json.loads(resumed.stdout[resumed.stdout.index("{") :])
     assert summary["already_done"] == len(before)
     assert summary["written"] == NUM_QUESTIONS - len(before)
     assert complete_lines(out)[: len(before)] == before, "lines written before the kill changed"
     records = check_file(out, tmp_path / "split.json")
 
     # Same command again: nothing to do, file untouched.
-    again = subprocess.run(cli(recipe), cwd=tmp_path, env=env, capture_output=True, text=True,
-                           timeout=300)
+    again = subprocess.run(cli(recipe), cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and "nothing to do" in again.stdout
     assert [json.loads(x) for x in out.read_bytes().splitlines()] == records
 
     # An uninterrupted run gives the same trajectories: per-sample seeds, not run history, decide them.
-    fresh = subprocess.run(cli(recipe, "--rollouts_file", "data/fresh.jsonl"), cwd=tmp_path,
-                           env=env, capture_output=True, text=True, timeout=300)
+    fresh = subprocess.run(
+        cli(recipe, "--rollouts_file", "data/fresh.jsonl"),
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert fresh.returncode == 0, fresh.stderr[-3000:]
     fresh_records = {r["id"]: r for r in check_file(tmp_path / "data" / "fresh.jsonl", tmp_path / "split.json")}
     for r in records:
@@ -169,10 +186,15 @@ def test_service_failure_stops_clearly_and_keeps_lines(service, tiny_model_dir, 
     monkeypatch.chdir(tmp_path)
     write_train(tmp_path / "train.jsonl")
     model_args = ModelArguments(model_name_or_path=str(tiny_model_dir), quantization="none")
-    args = RolloutArguments(rollouts_file="r.jsonl", num_samples=2, max_new_tokens=8,
-                            generation_batch_size=4, progress=False)
-    first = run(model_args, DataArguments(dataset="train.jsonl", split_file="split.json", max_train_samples=2),
-                RewardServiceArguments(reward_url=service.url), args)
+    args = RolloutArguments(
+        rollouts_file="r.jsonl", num_samples=2, max_new_tokens=8, generation_batch_size=4, progress=False
+    )
+    first = run(
+        model_args,
+        DataArguments(dataset="train.jsonl", split_file="split.json", max_train_samples=2),
+        RewardServiceArguments(reward_url=service.url),
+        args,
+    )
     assert first["written"] == 2
     kept = Path("r.jsonl").read_bytes()
 
@@ -189,20 +211,30 @@ def test_resume_refuses_a_file_with_another_sample_count(tmp_path, tiny_model_di
     Path("r.jsonl").write_text(json.dumps({"id": "gsm8k-train-0", "question": "q", "trajectories": five}) + "\n")
     args = RolloutArguments(rollouts_file="r.jsonl", num_samples=2, progress=False)
     with pytest.raises(ValueError, match="num_samples=2"):
-        run(ModelArguments(model_name_or_path=str(tiny_model_dir), quantization="none"),
-            DataArguments(dataset="train.jsonl", split_file="split.json"), RewardServiceArguments(), args)
+        run(
+            ModelArguments(model_name_or_path=str(tiny_model_dir), quantization="none"),
+            DataArguments(dataset="train.jsonl", split_file="split.json"),
+            RewardServiceArguments(),
+            args,
+        )
 
 
 def test_resume_refuses_a_file_with_other_seeds(tmp_path, tiny_model_dir, monkeypatch):
     monkeypatch.chdir(tmp_path)
     write_train(tmp_path / "train.jsonl")
     args = RolloutArguments(rollouts_file="r.jsonl", num_samples=2, seed=1, progress=False)
-    other = [{"output": "x", "reward": 0.0, "seed": s.seed, "temperature": s.temperature}
-             for s in sampling_specs(RolloutArguments(num_samples=2, seed=2), "gsm8k-train-0")]
+    other = [
+        {"output": "x", "reward": 0.0, "seed": s.seed, "temperature": s.temperature}
+        for s in sampling_specs(RolloutArguments(num_samples=2, seed=2), "gsm8k-train-0")
+    ]
     Path("r.jsonl").write_text(json.dumps({"id": "gsm8k-train-0", "question": "q", "trajectories": other}) + "\n")
     with pytest.raises(ValueError, match="other seeds/temperatures"):
-        run(ModelArguments(model_name_or_path=str(tiny_model_dir), quantization="none"),
-            DataArguments(dataset="train.jsonl", split_file="split.json"), RewardServiceArguments(), args)
+        run(
+            ModelArguments(model_name_or_path=str(tiny_model_dir), quantization="none"),
+            DataArguments(dataset="train.jsonl", split_file="split.json"),
+            RewardServiceArguments(),
+            args,
+        )
 
 
 def test_spec_sampler_is_per_row_and_batch_independent(tiny_model_dir):
@@ -278,8 +310,10 @@ def test_sampling_specs_distinct_seeds_and_temperatures():
     assert [s.temperature for s in sampling_specs(RolloutArguments(num_samples=2), "x")] == [0.6, 0.6]
 
 
-@pytest.mark.parametrize("bad", [{"num_samples": 0}, {"rollout_split": "val"}, {"top_p": 0.0},
-                                 {"temperatures": []}, {"generation_backend": "tgi"}])
+@pytest.mark.parametrize(
+    "bad",
+    [{"num_samples": 0}, {"rollout_split": "val"}, {"top_p": 0.0}, {"temperatures": []}, {"generation_backend": "tgi"}],
+)
 def test_bad_arguments(bad):
     with pytest.raises(ValueError):
         RolloutArguments(**bad)
@@ -287,8 +321,9 @@ def test_bad_arguments(bad):
 
 def test_dry_run_loads_nothing(tmp_path, tiny_model_dir):
     recipe = write_recipe(tmp_path, tiny_model_dir, "http://127.0.0.1:9", "data/r.jsonl")
-    proc = subprocess.run(cli(recipe, "--dry-run", "--num_samples", "4"), cwd=tmp_path,
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        cli(recipe, "--dry-run", "--num_samples", "4"), cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0, proc.stderr
     planned = json.loads(proc.stdout)
     assert planned["sampling"]["num_samples"] == 4
@@ -299,8 +334,14 @@ def test_dry_run_loads_nothing(tmp_path, tiny_model_dir):
 
 def test_cli_reports_a_dead_service_without_a_traceback(tiny_model_dir, tmp_path):
     recipe = write_recipe(tmp_path, tiny_model_dir, "http://127.0.0.1:9", "r.jsonl", reward_timeout_s=5)
-    proc = subprocess.run(cli(recipe), cwd=tmp_path, env={**os.environ, "HF_HUB_OFFLINE": "1"},
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        cli(recipe),
+        cwd=tmp_path,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 1, proc.stderr[-2000:]
     assert "regime-w-train rollouts:" in proc.stderr and "rerun the same command" in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -309,13 +350,19 @@ def test_cli_reports_a_dead_service_without_a_traceback(tiny_model_dir, tmp_path
 # ---------------------------------------------------------------------------------- reward controls
 
 
-def control_run(tmp_path: Path, tiny_model_dir: Path, reward_args: RewardServiceArguments, name: str) -> tuple[dict, list]:
+def control_run(
+    tmp_path: Path, tiny_model_dir: Path, reward_args: RewardServiceArguments, name: str
+) -> tuple[dict, list]:
     write_train(tmp_path / "train.jsonl")
-    args = RolloutArguments(rollouts_file=f"{name}.jsonl", num_samples=4, max_new_tokens=8,
-                            generation_batch_size=8, progress=False)
-    summary = run(ModelArguments(model_name_or_path=str(tiny_model_dir), quantization="none"),
-                  DataArguments(dataset="train.jsonl", split_file="split.json", max_train_samples=3),
-                  reward_args, args)
+    args = RolloutArguments(
+        rollouts_file=f"{name}.jsonl", num_samples=4, max_new_tokens=8, generation_batch_size=8, progress=False
+    )
+    summary = run(
+        ModelArguments(model_name_or_path=str(tiny_model_dir), quantization="none"),
+        DataArguments(dataset="train.jsonl", split_file="split.json", max_train_samples=3),
+        reward_args,
+        args,
+    )
     return summary, list(read_records(f"{name}.jsonl", RolloutRecord))
 
 
@@ -350,7 +397,8 @@ def test_controls_score_without_a_service(tmp_path, tiny_model_dir, monkeypatch,
 def test_label_free_regime_w_leaves_the_gold_out(service, tiny_model_dir, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     summary, records = control_run(
-        tmp_path, tiny_model_dir, RewardServiceArguments(reward_url=service.url, label_free=True), "lf")
+        tmp_path, tiny_model_dir, RewardServiceArguments(reward_url=service.url, label_free=True), "lf"
+    )
     assert summary["written"] == 3 and summary["label_free"] is True
     for r in records:
         assert (r.reward_mode, r.label_free) == ("regime_w", True)

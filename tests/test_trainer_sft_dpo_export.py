@@ -15,30 +15,50 @@ from trainer.configs import LoraArguments, ModelArguments
 from trainer.modeling import load_policy, lora_config, quantization_config
 
 GSM8K_LINES = [
-    ("Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in "
-     "May. How many clips did Natalia sell altogether in April and May?",
-     "Natalia sold 48/2 = <<48/2=24>>24 clips in May.\nNatalia sold 48+24 = <<48+24=72>>72 clips "
-     "altogether in April and May.\n#### 72"),
-    ("Weng earns $12 an hour for babysitting. Yesterday, she just did 50 minutes of babysitting. "
-     "How much did she earn?",
-     "Weng earns 12/60 = $<<12/60=0.2>>0.2 per minute.\nWorking 50 minutes, she earned 0.2 x 50 = "
-     "$<<0.2*50=10>>10.\n#### 10"),
-    ("James writes a 3-page letter to 2 different friends twice a week.  How many pages does he "
-     "write a year?",
-     "He writes each friend 3*2=<<3*2=6>>6 pages a week\nSo he writes 6*2=<<6*2=12>>12 pages every "
-     "week\nThat means he writes 12*52=<<12*52=624>>624 pages a year\n#### 624"),
-    ("Albert buys 2 large pizzas and 2 small pizzas. A large pizza has 16 slices and a small pizza "
-     "has 8 slices. If he eats it all, how many pieces does he eat that day?",
-     "He eats 2 x 16 = <<2*16=32>>32 from the large pizzas\nHe eats 2 x 8 = <<2*8=16>>16 from the "
-     "small pizzas\nHe eats 32 + 16 = <<32+16=48>>48 pieces\n#### 48"),
-    ("Tina makes $18.00 an hour. If she works 8 hours a day for 5 days, how much money does she "
-     "make?",
-     "She makes 8*18 = $<<8*18=144>>144 a day\nIn 5 days she makes 144*5 = $<<144*5=720>>720\n#### 720"),
+    (
+        "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in "
+        "May. How many clips did Natalia sell altogether in April and May?",
+        "Natalia sold 48/2 = <<48/2=24>>24 clips in May.\nNatalia sold 48+24 = <<48+24=72>>72 clips "
+        "altogether in April and May.\n#### 72",
+    ),
+    (
+        "Weng earns $12 an hour for babysitting. Yesterday, she just did 50 minutes of babysitting. "
+        "How much did she earn?",
+        "Weng earns 12/60 = $<<12/60=0.2>>0.2 per minute.\nWorking 50 minutes, she earned 0.2 x 50 = "
+        "$<<0.2*50=10>>10.\n#### 10",
+    ),
+    (
+        "James writes a 3-page letter to 2 different friends twice a week.  How many pages does he write a year?",
+        "He writes each friend 3*2=<<3*2=6>>6 pages a week\nSo he writes 6*2=<<6*2=12>>12 pages every "
+        "week\nThat means he writes 12*52=<<12*52=624>>624 pages a year\n#### 624",
+    ),
+    (
+        "Albert buys 2 large pizzas and 2 small pizzas. A large pizza has 16 slices and a small pizza "
+        "has 8 slices. If he eats it all, how many pieces does he eat that day?",
+        "He eats 2 x 16 = <<2*16=32>>32 from the large pizzas\nHe eats 2 x 8 = <<2*8=16>>16 from the "
+        "small pizzas\nHe eats 32 + 16 = <<32+16=48>>48 pieces\n#### 48",
+    ),
+    (
+        "Tina makes $18.00 an hour. If she works 8 hours a day for 5 days, how much money does she make?",
+        "She makes 8*18 = $<<8*18=144>>144 a day\nIn 5 days she makes 144*5 = $<<144*5=720>>720\n#### 720",
+    ),
 ]
 PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj")
 TINY_TRAINING = [
-    "--max_steps", "2", "--per_device_train_batch_size", "2", "--gradient_accumulation_steps", "1",
-    "--max_length", "192", "--logging_steps", "1", "--save_strategy", "no", "--report_to", "none",
+    "--max_steps",
+    "2",
+    "--per_device_train_batch_size",
+    "2",
+    "--gradient_accumulation_steps",
+    "1",
+    "--max_length",
+    "192",
+    "--logging_steps",
+    "1",
+    "--save_strategy",
+    "no",
+    "--report_to",
+    "none",
 ]
 
 
@@ -66,11 +86,26 @@ def workdir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def sft_dir(workdir: Path, tiny_model_dir: Path) -> Path:
     out = workdir / "lora_sft"
-    rc = cli.main([
-        "sft", "--model_name_or_path", str(tiny_model_dir), "--dataset", str(workdir / "train.jsonl"),
-        "--split_file", str(workdir / "split.json"), "--output_dir", str(out),
-        "--lora_r", "8", "--lora_alpha", "16", "--learning_rate", "2e-2", *TINY_TRAINING,
-    ])
+    rc = cli.main(
+        [
+            "sft",
+            "--model_name_or_path",
+            str(tiny_model_dir),
+            "--dataset",
+            str(workdir / "train.jsonl"),
+            "--split_file",
+            str(workdir / "split.json"),
+            "--output_dir",
+            str(out),
+            "--lora_r",
+            "8",
+            "--lora_alpha",
+            "16",
+            "--learning_rate",
+            "2e-2",
+            *TINY_TRAINING,
+        ]
+    )
     assert rc == 0
     return out
 
@@ -78,17 +113,27 @@ def sft_dir(workdir: Path, tiny_model_dir: Path) -> Path:
 @pytest.fixture(scope="module")
 def dpo_dir(workdir: Path, tiny_model_dir: Path, sft_dir: Path) -> Path:
     out = workdir / "lora_rl"
-    rc = cli.main([
-        "dpo", "--model_name_or_path", str(tiny_model_dir), "--adapter_path", str(sft_dir),
-        "--preferences_file", str(workdir / "preferences.jsonl"), "--output_dir", str(out),
-        "--learning_rate", "5e-3", *TINY_TRAINING,
-    ])
+    rc = cli.main(
+        [
+            "dpo",
+            "--model_name_or_path",
+            str(tiny_model_dir),
+            "--adapter_path",
+            str(sft_dir),
+            "--preferences_file",
+            str(workdir / "preferences.jsonl"),
+            "--output_dir",
+            str(out),
+            "--learning_rate",
+            "5e-3",
+            *TINY_TRAINING,
+        ]
+    )
     assert rc == 0
     return out
 
 
-def test_sft_saves_a_lora_adapter_on_q_k_v_o_and_the_split(sft_dir: Path, workdir: Path,
-                                                           tiny_model_dir: Path) -> None:
+def test_sft_saves_a_lora_adapter_on_q_k_v_o_and_the_split(sft_dir: Path, workdir: Path, tiny_model_dir: Path) -> None:
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
@@ -145,15 +190,24 @@ def test_policy_loads_the_adapter_trainable_or_frozen(tiny_model_dir: Path, sft_
         load_policy(missing, trainable=False)
 
 
-def test_export_merges_into_a_loadable_model_that_generates(workdir: Path, tiny_model_dir: Path,
-                                                            dpo_dir: Path) -> None:
+def test_export_merges_into_a_loadable_model_that_generates(workdir: Path, tiny_model_dir: Path, dpo_dir: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     out = workdir / "merged"
-    assert cli.main([
-        "export", "--model_name_or_path", str(tiny_model_dir), "--adapter_path", str(dpo_dir),
-        "--output_dir", str(out),
-    ]) == 0
+    assert (
+        cli.main(
+            [
+                "export",
+                "--model_name_or_path",
+                str(tiny_model_dir),
+                "--adapter_path",
+                str(dpo_dir),
+                "--output_dir",
+                str(out),
+            ]
+        )
+        == 0
+    )
     model = AutoModelForCausalLM.from_pretrained(out)
     tokenizer = AutoTokenizer.from_pretrained(out)
     assert model.dtype == torch.bfloat16
@@ -167,20 +221,42 @@ def test_export_merges_into_a_loadable_model_that_generates(workdir: Path, tiny_
     q_base = base.model.layers[0].self_attn.q_proj.weight
     assert not torch.equal(q_merged, q_base)
     # Refuses to overwrite unless asked.
-    assert cli.main([
-        "export", "--model_name_or_path", str(tiny_model_dir), "--adapter_path", str(dpo_dir),
-        "--output_dir", str(out),
-    ]) == 2
+    assert (
+        cli.main(
+            [
+                "export",
+                "--model_name_or_path",
+                str(tiny_model_dir),
+                "--adapter_path",
+                str(dpo_dir),
+                "--output_dir",
+                str(out),
+            ]
+        )
+        == 2
+    )
 
 
 def test_export_can_save_a_4bit_model(workdir: Path, tiny_model_dir: Path, dpo_dir: Path) -> None:
     from transformers import AutoModelForCausalLM
 
     out = workdir / "merged-4bit"
-    assert cli.main([
-        "export", "--model_name_or_path", str(tiny_model_dir), "--adapter_path", str(dpo_dir),
-        "--output_dir", str(out), "--export_quantization", "4bit",
-    ]) == 0
+    assert (
+        cli.main(
+            [
+                "export",
+                "--model_name_or_path",
+                str(tiny_model_dir),
+                "--adapter_path",
+                str(dpo_dir),
+                "--output_dir",
+                str(out),
+                "--export_quantization",
+                "4bit",
+            ]
+        )
+        == 0
+    )
     config = json.loads((out / "config.json").read_text())
     assert config["quantization_config"]["load_in_4bit"] is True
     assert config["quantization_config"]["bnb_4bit_quant_type"] == "nf4"

@@ -69,8 +69,14 @@ DESIGN_RESPONSE = """
 ADDED_RESULT_FIELDS = {"label_free": False, "token_count_source": "client"}
 
 ARM_NAMES = {
-    "cot_greedy", "cot_sampled", "equations_first", "arithmetic_trace",
-    "solve_then_verify", "work_backwards", "critique_and_revise", "teach_and_check",
+    "cot_greedy",
+    "cot_sampled",
+    "equations_first",
+    "arithmetic_trace",
+    "solve_then_verify",
+    "work_backwards",
+    "critique_and_revise",
+    "teach_and_check",
 }
 
 
@@ -90,6 +96,7 @@ def _error_locs(exc: pytest.ExceptionInfo[ValidationError]) -> list[tuple[Any, .
 
 
 # ---------------------------------------------------------------- requests
+
 
 def test_design_request_is_accepted_verbatim() -> None:
     request = ScoreRequest.model_validate_json(DESIGN_REQUEST)
@@ -121,8 +128,10 @@ def test_arm_outputs_accepted_and_repeated_arms_allowed() -> None:
     [
         (("return_details_typo",), {"items": [_item()], "return_details_typo": True}),
         (("items", 0, "trajectory"), {"items": [_item(trajectory="x")]}),
-        (("items", 0, "arm_outputs", 0, "prompt"),
-         {"items": [_item(arm_outputs=[{"arm": "cot_greedy", "text": "#### 1", "prompt": "secret"}])]}),
+        (
+            ("items", 0, "arm_outputs", 0, "prompt"),
+            {"items": [_item(arm_outputs=[{"arm": "cot_greedy", "text": "#### 1", "prompt": "secret"}])]},
+        ),
     ],
 )
 def test_extra_fields_are_rejected(where: tuple[Any, ...], body: dict[str, Any]) -> None:
@@ -195,6 +204,7 @@ def test_limits_are_accepted_at_the_boundary() -> None:
 
 # ---------------------------------------------------------------- responses
 
+
 def _design_response_with_added_fields() -> dict[str, Any]:
     body = json.loads(DESIGN_RESPONSE)
     for result in body["results"]:
@@ -245,8 +255,12 @@ def test_error_info_and_openrlhf_models() -> None:
     with pytest.raises(ValidationError):
         ErrorResponse.model_validate({"error": {"code": "x"}})
     info = InfoResponse.model_validate(
-        {"scorer": {"name": "regime-w", "version": "1.0.0", "config_fingerprint": "sha256:ab", "model": "m"},
-         "backend": "openai", "arms": sorted(ARM_NAMES), "limits": {"max_items": 256}}
+        {
+            "scorer": {"name": "regime-w", "version": "1.0.0", "config_fingerprint": "sha256:ab", "model": "m"},
+            "backend": "openai",
+            "arms": sorted(ARM_NAMES),
+            "limits": {"max_items": 256},
+        }
     )
     assert info.api_version == API_VERSION
     request = OpenRLHFRequest.model_validate(
@@ -267,6 +281,7 @@ def test_json_schema_is_generated() -> None:
 
 
 # ---------------------------------------------------------------- examples/batch.json
+
 
 def test_example_batch_is_a_realistic_valid_request() -> None:
     request = ScoreRequest.model_validate_json((REPO / "examples" / "batch.json").read_text(encoding="utf-8"))

@@ -31,8 +31,7 @@ def _top_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="regime-w-train",
         description="Regime W trainer: QLoRA SFT, rollouts, preference pairs, DPO, GRPO, eval, export.",
-        epilog=epilog
-        + "\n\nRun `regime-w-train <stage> --help` for a stage's arguments.",
+        epilog=epilog + "\n\nRun `regime-w-train <stage> --help` for a stage's arguments.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -47,11 +46,10 @@ def parse_stage_args(stage: str, argv: Sequence[str]) -> tuple[Any, ...]:
     module = load_stage(stage)
     parser = TrlParser(module.ARG_CLASSES, prog=f"regime-w-train {stage}")
     parser.add_argument("--config", help="recipe YAML (flags given here override it)")
+    parser.add_argument(*_DRY_RUN_FLAGS, action="store_true", help="print the resolved plan; load no weights or data")
     parser.add_argument(
-        *_DRY_RUN_FLAGS, action="store_true", help="print the resolved plan; load no weights or data"
-    )
-    parser.add_argument(
-        _RESUME_FLAG, action="store_true",
+        _RESUME_FLAG,
+        action="store_true",
         help="continue from the newest checkpoint under output_dir (stages that train: sft, dpo, grpo)",
     )
     args = [a for a in argv if a not in (*_DRY_RUN_FLAGS, _RESUME_FLAG)]

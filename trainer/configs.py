@@ -58,17 +58,11 @@ class ModelArguments:
 
     def __post_init__(self) -> None:
         if self.quantization not in QUANTIZATION_CHOICES:
-            raise ValueError(
-                f"quantization must be one of {QUANTIZATION_CHOICES}, got {self.quantization!r}"
-            )
+            raise ValueError(f"quantization must be one of {QUANTIZATION_CHOICES}, got {self.quantization!r}")
         if self.torch_dtype not in TORCH_DTYPE_CHOICES:
-            raise ValueError(
-                f"torch_dtype must be one of {TORCH_DTYPE_CHOICES}, got {self.torch_dtype!r}"
-            )
+            raise ValueError(f"torch_dtype must be one of {TORCH_DTYPE_CHOICES}, got {self.torch_dtype!r}")
         if self.bnb_4bit_quant_type not in ("nf4", "fp4"):
-            raise ValueError(
-                f"bnb_4bit_quant_type must be 'nf4' or 'fp4', got {self.bnb_4bit_quant_type!r}"
-            )
+            raise ValueError(f"bnb_4bit_quant_type must be 'nf4' or 'fp4', got {self.bnb_4bit_quant_type!r}")
 
 
 @dataclass
@@ -105,9 +99,7 @@ class DataArguments:
         default=None,
         metadata={"help": "Local test JSONL; when None the hub dataset's 'test' split is used."},
     )
-    dev_fraction: float = field(
-        default=0.2, metadata={"help": "Share of the train file held out as the dev set."}
-    )
+    dev_fraction: float = field(default=0.2, metadata={"help": "Share of the train file held out as the dev set."})
     split_seed: int = field(default=42, metadata={"help": "Seed of the train/dev split."})
     split_file: str = field(
         default="data/gsm8k_split.json",
@@ -120,9 +112,7 @@ class DataArguments:
     max_train_samples: int | None = field(
         default=None, metadata={"help": "Cap on training problems (after the split)."}
     )
-    max_eval_samples: int | None = field(
-        default=None, metadata={"help": "Cap on evaluation problems."}
-    )
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Cap on evaluation problems."})
 
     def __post_init__(self) -> None:
         if not 0.0 < self.dev_fraction < 1.0:
@@ -151,15 +141,15 @@ class RewardServiceArguments:
     reward_timeout_s: float = field(default=120.0, metadata={"help": "Per-request timeout (s)."})
     reward_patience_s: float = field(
         default=600.0,
-        metadata={"help": "How long one request keeps retrying an unavailable service (connection errors, "
-                          "429, 503 with Retry-After, 504) before the stage stops (s)."},
+        metadata={
+            "help": "How long one request keeps retrying an unavailable service (connection errors, "
+            "429, 503 with Retry-After, 504) before the stage stops (s)."
+        },
     )
     reward_max_retries: int | None = field(
         default=None, metadata={"help": "Optional cap on retries within reward_patience_s (unset: no cap)."}
     )
-    reward_batch_items: int = field(
-        default=32, metadata={"help": "Questions (items) per /v1/score request."}
-    )
+    reward_batch_items: int = field(default=32, metadata={"help": "Questions (items) per /v1/score request."})
     reward: str = field(
         default="regime_w",
         metadata={

@@ -113,9 +113,7 @@ def load_test_problems(data_args: DataArguments) -> list[Problem]:
     """The GSM8K test set: ``test_dataset`` when set, else the hub dataset's ``test`` split."""
     source = data_args.test_dataset or data_args.dataset
     if data_args.test_dataset is None and is_local_source(source):
-        raise ValueError(
-            "dataset is a local file, so the test set must be named too: set test_dataset to a JSONL path"
-        )
+        raise ValueError("dataset is a local file, so the test set must be named too: set test_dataset to a JSONL path")
     return load_problems(source, config=data_args.dataset_config, split="test")
 
 
@@ -124,9 +122,7 @@ def _draw_split(ids: list[str], dev_fraction: float, seed: int) -> tuple[list[st
     random.Random(seed).shuffle(order)
     n_dev = max(1, round(len(order) * dev_fraction))
     if n_dev >= len(order):
-        raise ValueError(
-            f"cannot hold out {n_dev} of {len(order)} problems as dev (dev_fraction={dev_fraction})"
-        )
+        raise ValueError(f"cannot hold out {n_dev} of {len(order)} problems as dev (dev_fraction={dev_fraction})")
     dev = set(order[:n_dev])
     # Keep the data's own order inside each part: readable files, stable batches.
     return [i for i in ids if i not in dev], [i for i in ids if i in dev]
@@ -142,9 +138,7 @@ def _read_split_file(path: Path) -> dict[str, Any]:
     return saved
 
 
-def train_dev_split(
-    problems: list[Problem], data_args: DataArguments
-) -> tuple[list[Problem], list[Problem]]:
+def train_dev_split(problems: list[Problem], data_args: DataArguments) -> tuple[list[Problem], list[Problem]]:
     """The seeded train/dev split of ``problems``; saved to ``split_file`` first, reused after.
 
     Raises ``SplitFileError`` when an existing split file does not cover exactly these problems or

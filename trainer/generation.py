@@ -124,7 +124,7 @@ class SpecSampler:
             chosen = torch.where(self._greedy.to(device), chosen, sampled)
         out = torch.full_like(scores, float("-inf"))
         out.scatter_(1, chosen.unsqueeze(1), 0.0)
-        return out
+        return out  # type: ignore[return-value]  # a float tensor: transformers annotates FloatTensor
 
     #: Nucleus sampling looks at the top ``CANDIDATES`` tokens first; a full sort of a 128k vocabulary
     #: every step is slow, and with top_p < 1 the nucleus is almost always far smaller.
@@ -219,9 +219,7 @@ def generate_texts(
             enc = tokenizer([texts[i] for i in rows], return_tensors="pt", padding=True)
             enc = {k: v.to(device) for k, v in enc.items() if k in ("input_ids", "attention_mask")}
             sampler = SpecSampler([specs[i] for i in rows])
-            out = model.generate(
-                **enc, generation_config=config, logits_processor=LogitsProcessorList([sampler])
-            )
+            out = model.generate(**enc, generation_config=config, logits_processor=LogitsProcessorList([sampler]))
             new_tokens = out[:, enc["input_ids"].shape[1] :].tolist()
             for row, ids in zip(rows, new_tokens, strict=True):
                 results[row] = _to_generation(ids, tokenizer, eos_ids)
@@ -257,8 +255,15 @@ def vllm_available() -> bool:
 class VLLMGenerator:
     """Optional fast path: in-process vLLM with per-request seeds and an optional LoRA adapter."""
 
-    def __init__(self, model_name_or_path: str, *, enable_lora: bool = True, max_model_len: int = 4096,
-                 gpu_memory_utilization: float = 0.85, max_lora_rank: int = 64) -> None:
+    def __init__(
+        self,
+        model_name_or_path: str,
+        *,
+        enable_lora: bool = True,
+        max_model_len: int = 4096,
+        gpu_memory_utilization: float = 0.85,
+        max_lora_rank: int = 64,
+    ) -> None:
         if not vllm_available():
             raise RuntimeError("vLLM is not installed or no GPU is present; use backend='transformers'")
         from vllm import LLM  # type: ignore[import-not-found]
@@ -272,8 +277,14 @@ class VLLMGenerator:
             gpu_memory_utilization=gpu_memory_utilization,
         )
 
-    def generate(self, prompts: Sequence[str], specs: Sequence[SamplingSpec], *, max_new_tokens: int,
-                 adapter_path: str | None = None) -> list[Generation]:
+    def generate(
+        self,
+        prompts: Sequence[str],
+        specs: Sequence[SamplingSpec],
+        *,
+        max_new_tokens: int,
+        adapter_path: str | None = None,
+    ) -> list[Generation]:
         """Generate with the base model, or with the LoRA adapter at ``adapter_path``."""
         from vllm import SamplingParams  # type: ignore[import-not-found]
         from vllm.lora.request import LoRARequest  # type: ignore[import-not-found]
@@ -292,7 +303,10 @@ class VLLMGenerator:
         texts = [strip_duplicate_bos(p, tokenizer) for p in prompts]
         outputs = self._llm.generate(texts, params, lora_request=lora, use_tqdm=False)
         return [
-            Generation(text=o.outputs[0].text, num_tokens=len(o.outputs[0].token_ids),
-                       finished=o.outputs[0].finish_reason == "stop")
+            Generation(
+                text=o.outputs[0].text,
+                num_tokens=len(o.outputs[0].token_ids),
+                finished=o.outputs[0].finish_reason == "stop",
+            )
             for o in outputs
         ]

@@ -129,8 +129,13 @@ class MergedPolicyCopy:
             weight.copy_(merged.to(weight.dtype))
 
     @torch.no_grad()
-    def generate(self, prompt_ids: list[list[int]], generation_kwargs: dict[str, Any], pad_token_id: int,
-                 eos_token_ids: list[int]) -> list[list[int]]:
+    def generate(
+        self,
+        prompt_ids: list[list[int]],
+        generation_kwargs: dict[str, Any],
+        pad_token_id: int,
+        eos_token_ids: list[int],
+    ) -> list[list[int]]:
         """Sample one completion per prompt (token ids, cut after the first EOS, EOS kept)."""
         from transformers import GenerationConfig
 
@@ -140,8 +145,8 @@ class MergedPolicyCopy:
         ids = torch.full((len(prompt_ids), width), pad_token_id, dtype=torch.long)
         mask = torch.zeros((len(prompt_ids), width), dtype=torch.long)
         for row, prompt in enumerate(prompt_ids):
-            ids[row, width - len(prompt):] = torch.tensor(prompt, dtype=torch.long)
-            mask[row, width - len(prompt):] = 1
+            ids[row, width - len(prompt) :] = torch.tensor(prompt, dtype=torch.long)
+            mask[row, width - len(prompt) :] = 1
         kwargs = dict(generation_kwargs)
         kwargs["cache_implementation"] = "static" if self.config.static_cache else None
         kwargs["pad_token_id"] = pad_token_id
@@ -167,15 +172,22 @@ class FastGenerationGRPOTrainer(GRPOTrainer):
         self._fast_synced_step = -1
 
     def _fast_path(self, images: Any, multimodal_fields: Any, has_tool_images: bool) -> bool:
-        return (self._fast_config is not None and not self.use_vllm
-                and not getattr(self, "use_transformers_continuous_batching", False)
-                and not images and not multimodal_fields and not has_tool_images)
+        return (
+            self._fast_config is not None
+            and not self.use_vllm
+            and not getattr(self, "use_transformers_continuous_batching", False)
+            and not images
+            and not multimodal_fields
+            and not has_tool_images
+        )
 
-    def _generate_single_turn(self, prompt_ids: Any, images: Any, multimodal_fields: Any, num_generations: Any,
-                              has_tool_images: bool = False) -> tuple[list[list[int]], Any]:
+    def _generate_single_turn(
+        self, prompt_ids: Any, images: Any, multimodal_fields: Any, num_generations: Any, has_tool_images: bool = False
+    ) -> tuple[list[list[int]], Any]:
         if not self._fast_path(images, multimodal_fields, has_tool_images):
-            return super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations,
-                                                 has_tool_images=has_tool_images)
+            return super()._generate_single_turn(
+                prompt_ids, images, multimodal_fields, num_generations, has_tool_images=has_tool_images
+            )
         policy = self.accelerator.unwrap_model(self.model)
         if self._fast_copy is None:
             self._fast_copy = MergedPolicyCopy(policy, self._fast_config)
@@ -185,7 +197,9 @@ class FastGenerationGRPOTrainer(GRPOTrainer):
             self._fast_copy.sync()
             self._fast_synced_step = self.state.global_step
         completion_ids = self._fast_copy.generate(
-            [list(p) for p in prompt_ids], self.generation_kwargs, self._tokenizer.pad_token_id,
+            [list(p) for p in prompt_ids],
+            self.generation_kwargs,
+            self._tokenizer.pad_token_id,
             list(self.eos_token_ids),
         )
         return completion_ids, None

@@ -58,9 +58,7 @@ def load_tokenizer(model_args: ModelArguments, *, padding_side: str | None = Non
     tokenizer = AutoTokenizer.from_pretrained(model_args.model_name_or_path)
     if tokenizer.pad_token is None:
         if tokenizer.eos_token is None:
-            raise ValueError(
-                f"tokenizer of {model_args.model_name_or_path!r} has neither a pad nor an EOS token"
-            )
+            raise ValueError(f"tokenizer of {model_args.model_name_or_path!r} has neither a pad nor an EOS token")
         tokenizer.pad_token = tokenizer.eos_token
     if padding_side is not None:
         tokenizer.padding_side = padding_side

@@ -49,9 +49,7 @@ def build_prompt(question: str, tokenizer: Any) -> str:
     """The prompt text for ``question``: the chat template with the generation prompt when the
     tokenizer has one, else ``"Question: {question}\\nAnswer:"``."""
     if getattr(tokenizer, "chat_template", None):
-        text = tokenizer.apply_chat_template(
-            build_messages(question), tokenize=False, add_generation_prompt=True
-        )
+        text = tokenizer.apply_chat_template(build_messages(question), tokenize=False, add_generation_prompt=True)
         bos = getattr(tokenizer, "bos_token", None)
         if bos and text.startswith(bos) and _adds_bos(tokenizer):
             text = text[len(bos) :]

@@ -86,9 +86,7 @@ def _content_text(content: Any) -> str:
 
 
 def _is_messages(value: Any) -> bool:
-    return isinstance(value, Sequence) and not isinstance(value, str) and all(
-        isinstance(m, Mapping) for m in value
-    )
+    return isinstance(value, Sequence) and not isinstance(value, str) and all(isinstance(m, Mapping) for m in value)
 
 
 def _turn_text(message: Mapping[str, Any]) -> str:
@@ -109,9 +107,7 @@ def completion_text(completion: Any) -> str:
     if _is_messages(completion):
         turns = [m for m in completion if m.get("role", "assistant") == "assistant"] or list(completion)
         return "\n".join(_turn_text(m) for m in turns)
-    raise TypeError(
-        "a completion must be a string or a list of message dicts, got " f"{type(completion).__name__}"
-    )
+    raise TypeError(f"a completion must be a string or a list of message dicts, got {type(completion).__name__}")
 
 
 def question_text(prompt: Any) -> str:
@@ -203,11 +199,15 @@ def build_items(batch: RewardBatch) -> tuple[list[ScoreItem], list[list[int]]]:
             k += 1
             item_id = f"{base}#{k}"
         used_ids.add(item_id)
-        items.append(ScoreItem(
-            id=item_id, question=q, gold_answer=gold,
-            trajectories=[batch.texts[i] for i in members],
-            num_tokens=[batch.num_tokens[i] for i in members] if batch.num_tokens is not None else None,
-        ))
+        items.append(
+            ScoreItem(
+                id=item_id,
+                question=q,
+                gold_answer=gold,
+                trajectories=[batch.texts[i] for i in members],
+                num_tokens=[batch.num_tokens[i] for i in members] if batch.num_tokens is not None else None,
+            )
+        )
         positions.append(members)
     return items, positions
 
@@ -318,15 +318,24 @@ class _RegimeWBase:
         state["_owns_client"] = True
         return state
 
-    def _prepare(self, prompts: Sequence[Any], completions: Sequence[Any], columns: Mapping[str, Any]
-                 ) -> tuple[RewardBatch, list[ScoreItem], list[list[int]]]:
-        batch = read_batch(prompts, completions, columns, label_free=self.label_free,
-                           use_completion_ids=self.use_completion_ids)
+    def _prepare(
+        self, prompts: Sequence[Any], completions: Sequence[Any], columns: Mapping[str, Any]
+    ) -> tuple[RewardBatch, list[ScoreItem], list[list[int]]]:
+        batch = read_batch(
+            prompts, completions, columns, label_free=self.label_free, use_completion_ids=self.use_completion_ids
+        )
         items, positions = build_items(batch)
         return batch, items, positions
 
-    def _finish(self, columns: Mapping[str, Any], n: int, positions: list[list[int]], response: ScoreResponse,
-                waited: float, requests: int) -> list[float | None]:
+    def _finish(
+        self,
+        columns: Mapping[str, Any],
+        n: int,
+        positions: list[list[int]],
+        response: ScoreResponse,
+        waited: float,
+        requests: int,
+    ) -> list[float | None]:
         scores = scatter_scores(n, positions, response)
         self.last_scores = scores
         log_scores(columns, scores, waited, requests)
@@ -335,17 +344,24 @@ class _RegimeWBase:
     def _requests(self, items: Sequence[ScoreItem]) -> int:
         return math.ceil(len(items) / self.batch_items)
 
-    def _outside_trl(self, questions: Sequence[str], completions: Sequence[Any],
-                     gold_answers: Sequence[str | None] | None, ids: Sequence[str] | None,
-                     num_tokens: Sequence[int] | None) -> tuple[RewardBatch, list[ScoreItem], list[list[int]]]:
+    def _outside_trl(
+        self,
+        questions: Sequence[str],
+        completions: Sequence[Any],
+        gold_answers: Sequence[str | None] | None,
+        ids: Sequence[str] | None,
+        num_tokens: Sequence[int] | None,
+    ) -> tuple[RewardBatch, list[ScoreItem], list[list[int]]]:
         n = len(completions)
         qs = _column("questions", questions, n)
         assert qs is not None
         golds = _column("gold_answers", gold_answers, n)
         batch = RewardBatch(
-            questions=qs, texts=[completion_text(c) for c in completions],
+            questions=qs,
+            texts=[completion_text(c) for c in completions],
             golds=[None] * n if self.label_free or golds is None else golds,
-            ids=_column("ids", ids, n), num_tokens=_column("num_tokens", num_tokens, n),
+            ids=_column("ids", ids, n),
+            num_tokens=_column("num_tokens", num_tokens, n),
         )
         items, positions = build_items(batch)
         return batch, items, positions
@@ -390,8 +406,15 @@ class RegimeWReward(_RegimeWBase):
         response, waited = self._send(items)
         return self._finish(columns, len(completions), positions, response, waited, self._requests(items))
 
-    def score(self, questions: Sequence[str], completions: Sequence[Any], gold_answers: Sequence[str | None] | None = None,
-              *, ids: Sequence[str] | None = None, num_tokens: Sequence[int] | None = None) -> list[TrajectoryScore]:
+    def score(
+        self,
+        questions: Sequence[str],
+        completions: Sequence[Any],
+        gold_answers: Sequence[str | None] | None = None,
+        *,
+        ids: Sequence[str] | None = None,
+        num_tokens: Sequence[int] | None = None,
+    ) -> list[TrajectoryScore]:
         """Outside TRL: the full score of each completion of ``questions[i]`` (same order)."""
         _, items, positions = self._outside_trl(questions, completions, gold_answers, ids, num_tokens)
         if not items:
@@ -461,9 +484,15 @@ class AsyncRegimeWReward(_RegimeWBase):
         response, waited = await self._send(items)
         return self._finish(columns, len(completions), positions, response, waited, self._requests(items))
 
-    async def score(self, questions: Sequence[str], completions: Sequence[Any],
-                    gold_answers: Sequence[str | None] | None = None, *, ids: Sequence[str] | None = None,
-                    num_tokens: Sequence[int] | None = None) -> list[TrajectoryScore]:
+    async def score(
+        self,
+        questions: Sequence[str],
+        completions: Sequence[Any],
+        gold_answers: Sequence[str | None] | None = None,
+        *,
+        ids: Sequence[str] | None = None,
+        num_tokens: Sequence[int] | None = None,
+    ) -> list[TrajectoryScore]:
         """Outside TRL: the full score of each completion of ``questions[i]`` (same order)."""
         _, items, positions = self._outside_trl(questions, completions, gold_answers, ids, num_tokens)
         if not items:

@@ -178,9 +178,7 @@ def _left_context_ok(text: str, start: int, signed: bool) -> bool:
     word_letter = j > 0 and text[j - 1].isalpha()
     if c in "xX)":
         return c != ")" and word_letter  # "Box 3 x 4" is fine, "x 3" is not
-    if signed and c.isalpha() and not word_letter:
-        return False
-    return True
+    return not (signed and c.isalpha() and not word_letter)
 
 
 def _segment(seg: str) -> tuple[list[str], int] | None:
@@ -247,7 +245,10 @@ def _scan(text: str, rel_tol: float) -> EquationScan:
     rev = text[::-1]
     n = len(text)
     right_number, right_expr, left_binary, left_expr = (
-        _RIGHT_NUMBER.match, _RIGHT.match, _LEFT_BINARY_REV.match, _LEFT_REV.match
+        _RIGHT_NUMBER.match,
+        _RIGHT.match,
+        _LEFT_BINARY_REV.match,
+        _LEFT_REV.match,
     )
     for p in _signs(text):
         if (p > 0 and text[p - 1] in "<>!=") or (p + 1 < n and text[p + 1] in "=>"):

@@ -63,8 +63,11 @@ def compat_limits(settings: Settings) -> CompatLimits:
 
 
 @router.post(
-    "/get_reward", response_model=OpenRLHFResponse, responses=_ERRORS,
-    summary="OpenRLHF remote reward model API", description=_DESCRIPTION,
+    "/get_reward",
+    response_model=OpenRLHFResponse,
+    responses=_ERRORS,
+    summary="OpenRLHF remote reward model API",
+    description=_DESCRIPTION,
 )
 async def get_reward(body: OpenRLHFRequest, runtime: RuntimeDep) -> OpenRLHFResponse:
     if not runtime.provider.can_generate:

@@ -128,7 +128,9 @@ def _batch(samples: Sequence[Sample], label_free: bool) -> RewardBatch:
     )
 
 
-def score_samples(client: RewardClient, samples: Sequence[Sample], *, label_free: bool = False) -> list[TrajectoryScore]:
+def score_samples(
+    client: RewardClient, samples: Sequence[Sample], *, label_free: bool = False
+) -> list[TrajectoryScore]:
     """Every sample's score in one ``client.score`` call (``ceil(questions / batch_items)`` requests)."""
     if not samples:
         return []
@@ -237,7 +239,7 @@ class SyncCoalescer:
             self.requests += 1
         at = 0
         for samples, future in taken:
-            future.set_result(scores[at:at + len(samples)])
+            future.set_result(scores[at : at + len(samples)])
             at += len(samples)
 
 
@@ -314,5 +316,5 @@ class AsyncCoalescer:
         at = 0
         for samples, future in taken:
             if not future.done():
-                future.set_result(scores[at:at + len(samples)])
+                future.set_result(scores[at : at + len(samples)])
             at += len(samples)

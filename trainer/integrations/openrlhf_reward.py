@@ -68,8 +68,7 @@ def reset() -> None:
         old.close()
 
 
-def samples_from_openrlhf(queries: Sequence[str], prompts: Sequence[str], labels: Sequence[Any] | None
-                          ) -> list[Sample]:
+def samples_from_openrlhf(queries: Sequence[str], prompts: Sequence[str], labels: Sequence[Any] | None) -> list[Sample]:
     """OpenRLHF's lists as ``Sample``s (question from the prompt, response from the query, gold)."""
     if len(prompts) != len(queries) or (labels is not None and len(labels) != len(queries)):
         raise IntegrationError(
@@ -94,8 +93,9 @@ def _as_tensor(values: list[float]) -> Any:
     return torch.tensor(values, dtype=torch.float32)
 
 
-def reward_func(queries: Sequence[str], prompts: Sequence[str], labels: Sequence[Any] | None = None,
-                **kwargs: Any) -> dict[str, Any]:
+def reward_func(
+    queries: Sequence[str], prompts: Sequence[str], labels: Sequence[Any] | None = None, **kwargs: Any
+) -> dict[str, Any]:
     """OpenRLHF's reward-function convention (see the module docstring)."""
     try:
         samples = samples_from_openrlhf(queries, prompts, labels)

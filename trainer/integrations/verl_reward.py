@@ -83,8 +83,9 @@ def reset() -> None:
         old.close()
 
 
-def sample_from_verl(solution_str: str, ground_truth: Any, extra_info: Mapping[str, Any] | None, where: str = "sample"
-                     ) -> Sample:
+def sample_from_verl(
+    solution_str: str, ground_truth: Any, extra_info: Mapping[str, Any] | None, where: str = "sample"
+) -> Sample:
     """One verl sample as a ``Sample``: question from ``extra_info["question"]``, gold from ``ground_truth``."""
     question = extra_info.get("question") if isinstance(extra_info, Mapping) else None
     if not isinstance(question, str) or not question.strip():
@@ -110,8 +111,9 @@ def _result(samples: Sequence[Sample], scores: Sequence[Any], label_free: bool) 
     return out
 
 
-def compute_score(data_source: Any, solution_str: str, ground_truth: Any, extra_info: Mapping[str, Any] | None = None,
-                  **kwargs: Any) -> dict[str, float]:
+def compute_score(
+    data_source: Any, solution_str: str, ground_truth: Any, extra_info: Mapping[str, Any] | None = None, **kwargs: Any
+) -> dict[str, float]:
     """One response's Regime W reward (concurrent calls share an HTTP request)."""
     sample = sample_from_verl(solution_str, ground_truth, extra_info)
     coalescer = _sync_coalescer()
@@ -123,8 +125,9 @@ def compute_score(data_source: Any, solution_str: str, ground_truth: Any, extra_
     return _result([sample], [score], coalescer.settings.label_free)[0]
 
 
-async def compute_score_async(data_source: Any, solution_str: str, ground_truth: Any,
-                              extra_info: Mapping[str, Any] | None = None, **kwargs: Any) -> dict[str, float]:
+async def compute_score_async(
+    data_source: Any, solution_str: str, ground_truth: Any, extra_info: Mapping[str, Any] | None = None, **kwargs: Any
+) -> dict[str, float]:
     """``compute_score`` as a coroutine for verl's reward loop (calls on one loop share a request)."""
     sample = sample_from_verl(solution_str, ground_truth, extra_info)
     coalescer = _async_coalescer()
@@ -136,16 +139,23 @@ async def compute_score_async(data_source: Any, solution_str: str, ground_truth:
     return _result([sample], [score], coalescer.settings.label_free)[0]
 
 
-def compute_score_batch(data_sources: Sequence[Any], solution_strs: Sequence[str], ground_truths: Sequence[Any],
-                        extra_infos: Sequence[Mapping[str, Any] | None], **kwargs: Any) -> list[dict[str, float]]:
+def compute_score_batch(
+    data_sources: Sequence[Any],
+    solution_strs: Sequence[str],
+    ground_truths: Sequence[Any],
+    extra_infos: Sequence[Mapping[str, Any] | None],
+    **kwargs: Any,
+) -> list[dict[str, float]]:
     """verl's ``batch`` reward manager: every response of the batch in one HTTP request."""
     n = len(solution_strs)
     if not (len(ground_truths) == len(extra_infos) == n):
         raise IntegrationError(
             f"got {n} solution_strs, {len(ground_truths)} ground_truths and {len(extra_infos)} extra_infos"
         )
-    samples = [sample_from_verl(s, g, e, f"sample {i}")
-               for i, (s, g, e) in enumerate(zip(solution_strs, ground_truths, extra_infos))]
+    samples = [
+        sample_from_verl(s, g, e, f"sample {i}")
+        for i, (s, g, e) in enumerate(zip(solution_strs, ground_truths, extra_infos))
+    ]
     coalescer = _sync_coalescer()
     try:
         scores = score_samples(coalescer.client, samples, label_free=coalescer.settings.label_free)

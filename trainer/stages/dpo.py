@@ -57,9 +57,7 @@ class PreferenceArguments:
 class DPOStageConfig(DPOConfig):
     """TRL's ``DPOConfig`` with this stage's defaults (output dir, beta 0.1)."""
 
-    output_dir: str = field(
-        default="checkpoints/lora_rl", metadata={"help": "Where the DPO adapter + tokenizer go."}
-    )
+    output_dir: str = field(default="checkpoints/lora_rl", metadata={"help": "Where the DPO adapter + tokenizer go."})
     beta: float = field(default=0.1, metadata={"help": "DPO beta (strength of the KL anchor)."})
 
     def __post_init__(self) -> None:
@@ -72,16 +70,12 @@ ARG_CLASSES: tuple[type, ...] = (ModelArguments, PreferenceArguments, DPOStageCo
 
 def _check(model_args: ModelArguments, args: DPOStageConfig) -> None:
     if model_args.adapter_path is None:
-        raise ValueError(
-            "dpo starts from the SFT adapter: set adapter_path (e.g. checkpoints/lora_sft)"
-        )
+        raise ValueError("dpo starts from the SFT adapter: set adapter_path (e.g. checkpoints/lora_sft)")
     if args.sync_ref_model:
         raise ValueError("dpo keeps the SFT reference frozen: sync_ref_model must be false")
 
 
-def plan(
-    model_args: ModelArguments, pref_args: PreferenceArguments, args: DPOStageConfig
-) -> dict[str, Any]:
+def plan(model_args: ModelArguments, pref_args: PreferenceArguments, args: DPOStageConfig) -> dict[str, Any]:
     """The resolved DPO plan; loads no weights and no data."""
     import torch
 
@@ -118,9 +112,7 @@ def load_preferences(path: str, *, max_pairs: int | None = None) -> list[Prefere
     from trainer.jsonl import read_records
 
     if not Path(path).is_file():
-        raise FileNotFoundError(
-            f"preferences file not found: {path} (run `regime-w-train prefs` first)"
-        )
+        raise FileNotFoundError(f"preferences file not found: {path} (run `regime-w-train prefs` first)")
     rows = list(islice(read_records(path, PreferenceRecord), max_pairs))
     if not rows:
         raise ValueError(f"no preference pairs in {path}")
@@ -142,9 +134,7 @@ def build_dpo_records(rows: list[PreferenceRecord], tokenizer: Any) -> list[dict
     ]
 
 
-def run(
-    model_args: ModelArguments, pref_args: PreferenceArguments, args: DPOStageConfig
-) -> dict[str, Any]:
+def run(model_args: ModelArguments, pref_args: PreferenceArguments, args: DPOStageConfig) -> dict[str, Any]:
     """Train the policy adapter with DPO against the frozen SFT adapter; save it."""
     from datasets import Dataset
     from trl import DPOTrainer
@@ -158,9 +148,7 @@ def run(
     dataset = Dataset.from_list(build_dpo_records(rows, tokenizer))
 
     policy = load_policy(model_args, trainable=True, adapter_name=POLICY_ADAPTER)
-    trainer = DPOTrainer(
-        model=policy, ref_model=None, args=args, train_dataset=dataset, processing_class=tokenizer
-    )
+    trainer = DPOTrainer(model=policy, ref_model=None, args=args, train_dataset=dataset, processing_class=tokenizer)
     peft_model = trainer.model
     adapters = set(getattr(peft_model, "peft_config", {}))
     if REF_ADAPTER not in adapters:
@@ -171,9 +159,7 @@ def run(
     result = trainer.train(resume_from_checkpoint=resume_path(args))
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    trainer.accelerator.unwrap_model(peft_model).save_pretrained(
-        str(out), selected_adapters=[POLICY_ADAPTER]
-    )
+    trainer.accelerator.unwrap_model(peft_model).save_pretrained(str(out), selected_adapters=[POLICY_ADAPTER])
     tokenizer.save_pretrained(str(out))
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     summary = {

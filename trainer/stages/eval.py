@@ -54,7 +54,9 @@ def parse_eval_models(entries: list[Any]) -> list[EvalModel]:
         elif isinstance(entry, dict):
             unknown = set(entry) - {"name", "adapter_path"}
             if "name" not in entry or unknown:
-                raise ValueError(f"eval_models entry {entry!r} must be {{name, adapter_path}} (unknown: {sorted(unknown)})")
+                raise ValueError(
+                    f"eval_models entry {entry!r} must be {{name, adapter_path}} (unknown: {sorted(unknown)})"
+                )
             path = entry.get("adapter_path")
             model = EvalModel(str(entry["name"]), None if path in (None, "", "null", "none") else str(path))
         elif isinstance(entry, str):
@@ -77,8 +79,10 @@ def parse_eval_models(entries: list[Any]) -> list[EvalModel]:
 class EvalArguments:
     eval_models: list[str] = field(
         default_factory=_default_models,
-        metadata={"help": "Models to evaluate: recipe mappings {name, adapter_path|null}, or on the CLI "
-                          "'name' / 'name=ADAPTER_DIR' strings."},
+        metadata={
+            "help": "Models to evaluate: recipe mappings {name, adapter_path|null}, or on the CLI "
+            "'name' / 'name=ADAPTER_DIR' strings."
+        },
     )
     eval_datasets: list[str] = field(
         default_factory=lambda: ["gsm8k_dev", "platinum"],
@@ -139,8 +143,14 @@ def _score(model_name: str, dataset: str, problem: Any, text: str) -> dict[str, 
 
     parsed = parse_answer(text)
     return EvalPrediction(
-        model=model_name, dataset=dataset, id=problem.id, gold=problem.gold, prediction=parsed.value,
-        correct=answers_equal(parsed.value, problem.gold), format_ok=parsed.format_ok, output=text,
+        model=model_name,
+        dataset=dataset,
+        id=problem.id,
+        gold=problem.gold,
+        prediction=parsed.value,
+        correct=answers_equal(parsed.value, problem.gold),
+        format_ok=parsed.format_ok,
+        output=text,
     ).model_dump()
 
 
@@ -212,19 +222,37 @@ def run(model_args: ModelArguments, data_args: DataArguments, args: EvalArgument
     records: list[dict[str, Any]] = []
     with predictions_path.open("w", encoding="utf-8") as f:
         for m in args.models:
-            bar = tqdm(total=len(prompts), unit="q", desc=f"eval {m.name}", disable=not args.progress,
-                       dynamic_ncols=True, file=sys.stderr)
+            bar = tqdm(
+                total=len(prompts),
+                unit="q",
+                desc=f"eval {m.name}",
+                disable=not args.progress,
+                dynamic_ncols=True,
+                file=sys.stderr,
+            )
             try:
                 if vllm is not None:
                     from trainer.generation import SamplingSpec
 
-                    gens = vllm.generate(prompts, [SamplingSpec()] * len(prompts),
-                                         max_new_tokens=args.max_new_tokens, adapter_path=m.adapter_path)
+                    gens = vllm.generate(
+                        prompts,
+                        [SamplingSpec()] * len(prompts),
+                        max_new_tokens=args.max_new_tokens,
+                        adapter_path=m.adapter_path,
+                    )
                     bar.update(len(prompts))
                 else:
+                    assert policies is not None  # built whenever vLLM is not
                     with policies.use(m) as model:
-                        gens = generate_texts(model, tokenizer, prompts, None, max_new_tokens=args.max_new_tokens,
-                                              batch_size=args.eval_batch_size, on_batch=bar.update)
+                        gens = generate_texts(
+                            model,
+                            tokenizer,
+                            prompts,
+                            None,
+                            max_new_tokens=args.max_new_tokens,
+                            batch_size=args.eval_batch_size,
+                            on_batch=bar.update,
+                        )
             finally:
                 bar.close()
             for (dataset, problem), g in zip(questions, gens, strict=True):

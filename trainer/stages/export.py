@@ -31,9 +31,7 @@ class ExportArguments:
     output_dir: str = field(
         default="checkpoints/merged", metadata={"help": "Directory of the merged model + tokenizer."}
     )
-    export_dtype: str = field(
-        default="bfloat16", metadata={"help": "dtype of the merge and the saved weights."}
-    )
+    export_dtype: str = field(default="bfloat16", metadata={"help": "dtype of the merge and the saved weights."})
     export_quantization: str = field(
         default="none",
         metadata={"help": "'none' (plain weights), '4bit' (NF4) or '8bit' (bitsandbytes)."},
@@ -47,8 +45,7 @@ class ExportArguments:
             raise ValueError(f"export_dtype must be one of {_EXPORT_DTYPES}, got {self.export_dtype!r}")
         if self.export_quantization not in QUANTIZATION_CHOICES:
             raise ValueError(
-                f"export_quantization must be one of {QUANTIZATION_CHOICES}, "
-                f"got {self.export_quantization!r}"
+                f"export_quantization must be one of {QUANTIZATION_CHOICES}, got {self.export_quantization!r}"
             )
 
 
@@ -60,9 +57,7 @@ def _check(model_args: ModelArguments, export_args: ExportArguments) -> None:
         raise ValueError("export merges an adapter: set adapter_path (e.g. checkpoints/lora_rl)")
     out = Path(export_args.output_dir)
     if (out / "config.json").exists() and not export_args.overwrite_output_dir:
-        raise FileExistsError(
-            f"{out} already holds a model; pass --overwrite_output_dir true to replace it"
-        )
+        raise FileExistsError(f"{out} already holds a model; pass --overwrite_output_dir true to replace it")
 
 
 def plan(model_args: ModelArguments, export_args: ExportArguments) -> dict[str, Any]:

@@ -42,8 +42,17 @@ from trainer.configs import (
     apply_cpu_precision_rule,
 )
 
-__all__ = ["ARG_CLASSES", "GRPOStageConfig", "RewardModeCallback", "build_dataset", "plan", "precompute_arms",
-           "questions_in_run_order", "reward_record", "run"]
+__all__ = [
+    "ARG_CLASSES",
+    "GRPOStageConfig",
+    "RewardModeCallback",
+    "build_dataset",
+    "plan",
+    "precompute_arms",
+    "questions_in_run_order",
+    "reward_record",
+    "run",
+]
 
 
 @dataclass
@@ -55,13 +64,17 @@ class GRPOStageConfig(GRPOConfig):
     )
     precompute_arms: bool = field(
         default=True,
-        metadata={"help": "Before training, have the service generate and cache the arms of every question the "
-                          "run will draw (POST /v1/arms/precompute), so no GRPO step waits on arm generation."},
+        metadata={
+            "help": "Before training, have the service generate and cache the arms of every question the "
+            "run will draw (POST /v1/arms/precompute), so no GRPO step waits on arm generation."
+        },
     )
     generation_engine: str = field(
         default="trl",
-        metadata={"help": "Without vLLM: 'trl' (TRL generates with the training model) or 'merged_bf16' (a bf16 "
-                          "copy of the policy, LoRA merged after each step, static KV cache; trainer.grpo_generation)."},
+        metadata={
+            "help": "Without vLLM: 'trl' (TRL generates with the training model) or 'merged_bf16' (a bf16 "
+            "copy of the policy, LoRA merged after each step, static KV cache; trainer.grpo_generation)."
+        },
     )
     generation_static_cache: bool = field(
         default=True,
@@ -135,11 +148,12 @@ def build_dataset(problems: list[Any], tokenizer: Any) -> Any:
 
     if not problems:
         raise ValueError("no training problems for GRPO")
-    return Dataset.from_list([
-        {"prompt": build_prompt(p.question, tokenizer), "question": p.question,
-         "gold_answer": p.gold, "id": p.id}
-        for p in problems
-    ])
+    return Dataset.from_list(
+        [
+            {"prompt": build_prompt(p.question, tokenizer), "question": p.question, "gold_answer": p.gold, "id": p.id}
+            for p in problems
+        ]
+    )
 
 
 def questions_in_run_order(trainer: Any, config: GRPOConfig) -> list[str]:
@@ -189,28 +203,47 @@ def precompute_arms(client: Any, questions: list[str]) -> dict[str, Any]:
     return summary
 
 
-def plan(model_args: ModelArguments, lora_args: LoraArguments, data_args: DataArguments,
-         reward_args: RewardServiceArguments, config: GRPOConfig) -> dict[str, Any]:
+def plan(
+    model_args: ModelArguments,
+    lora_args: LoraArguments,
+    data_args: DataArguments,
+    reward_args: RewardServiceArguments,
+    config: GRPOConfig,
+) -> dict[str, Any]:
     _check(config)
     record = reward_record(reward_args)
     return {
         "stage": "grpo",
-        "policy": {"base": model_args.model_name_or_path, "quantization": model_args.quantization,
-                   "adapter_path": model_args.adapter_path,
-                   "fresh_lora": None if model_args.adapter_path else {"r": lora_args.lora_r,
-                                                                      "alpha": lora_args.lora_alpha}},
-        "data": {"dataset": data_args.dataset, "split": "train", "split_file": data_args.split_file,
-                 "max_train_samples": data_args.max_train_samples,
-                 "columns": ["prompt", "question", "gold_answer", "id"]},
+        "policy": {
+            "base": model_args.model_name_or_path,
+            "quantization": model_args.quantization,
+            "adapter_path": model_args.adapter_path,
+            "fresh_lora": None if model_args.adapter_path else {"r": lora_args.lora_r, "alpha": lora_args.lora_alpha},
+        },
+        "data": {
+            "dataset": data_args.dataset,
+            "split": "train",
+            "split_file": data_args.split_file,
+            "max_train_samples": data_args.max_train_samples,
+            "columns": ["prompt", "question", "gold_answer", "id"],
+        },
         "reward": {**record, "precompute_arms": config.precompute_arms and reward_args.reward == "regime_w"},
-        "grpo": {"num_generations": config.num_generations,
-                 "per_device_train_batch_size": config.per_device_train_batch_size,
-                 "gradient_accumulation_steps": config.gradient_accumulation_steps,
-                 "max_completion_length": config.max_completion_length, "temperature": config.temperature,
-                 "top_p": config.top_p, "beta": config.beta, "loss_type": config.loss_type,
-                 "learning_rate": config.learning_rate, "max_steps": config.max_steps,
-                 "num_train_epochs": config.num_train_epochs, "use_vllm": config.use_vllm, "bf16": config.bf16,
-                 "generation_engine": getattr(config, "generation_engine", "trl")},
+        "grpo": {
+            "num_generations": config.num_generations,
+            "per_device_train_batch_size": config.per_device_train_batch_size,
+            "gradient_accumulation_steps": config.gradient_accumulation_steps,
+            "max_completion_length": config.max_completion_length,
+            "temperature": config.temperature,
+            "top_p": config.top_p,
+            "beta": config.beta,
+            "loss_type": config.loss_type,
+            "learning_rate": config.learning_rate,
+            "max_steps": config.max_steps,
+            "num_train_epochs": config.num_train_epochs,
+            "use_vllm": config.use_vllm,
+            "bf16": config.bf16,
+            "generation_engine": getattr(config, "generation_engine", "trl"),
+        },
         "writes": config.output_dir,
     }
 
@@ -224,11 +257,16 @@ def fast_generation_config(config: Any) -> Any:
     return FastGenerationConfig(static_cache=config.generation_static_cache)
 
 
-def run(model_args: ModelArguments, lora_args: LoraArguments, data_args: DataArguments,
-        reward_args: RewardServiceArguments, config: GRPOConfig) -> dict[str, Any]:
+def run(
+    model_args: ModelArguments,
+    lora_args: LoraArguments,
+    data_args: DataArguments,
+    reward_args: RewardServiceArguments,
+    config: GRPOConfig,
+) -> dict[str, Any]:
     from trainer.checkpoints import resume_path
-    from trainer.grpo_generation import FastGenerationGRPOTrainer
     from trainer.data import load_train_dev
+    from trainer.grpo_generation import FastGenerationGRPOTrainer
     from trainer.modeling import load_policy, load_tokenizer, lora_config
     from trainer.reward_client import RewardClient
     from trainer.rewards import AsyncRegimeWReward, build_reward_functions
@@ -271,10 +309,14 @@ def run(model_args: ModelArguments, lora_args: LoraArguments, data_args: DataArg
         if service_reward is not None:
             service_reward.close()
     logs = [entry for entry in trainer.state.log_history if "reward" in entry]
-    components = {
-        name: [entry.get(f"regime_w/{name}") for entry in logs]
-        for name in ("s_end", "s_path", "s_cf", "s_wm", "correctness")
-    } if service_reward is not None else {}
+    components = (
+        {
+            name: [entry.get(f"regime_w/{name}") for entry in logs]
+            for name in ("s_end", "s_path", "s_cf", "s_wm", "correctness")
+        }
+        if service_reward is not None
+        else {}
+    )
     return {
         "stage": "grpo",
         "adapter": str(out),

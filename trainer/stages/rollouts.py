@@ -31,6 +31,7 @@ from trainer.configs import DataArguments, ModelArguments, RewardServiceArgument
 from trainer.errors import StageError
 from trainer.jsonl import JsonlAppender, iter_jsonl, read_records, write_json_atomic
 from trainer.records import RolloutRecord, RunInfo, TrajectoryRecord, reward_label_free
+from trainer.reward_modes import check_reward_mode
 
 __all__ = [
     "RolloutArguments",
@@ -129,8 +130,9 @@ def sampling_specs(args: RolloutArguments, question_id: str) -> list[Any]:
 
     temps = args.temperatures or [args.temperature]
     return [
-        SamplingSpec(temperature=float(temps[k % len(temps)]), top_p=args.top_p,
-                     seed=sample_seed(args.seed, question_id, k))
+        SamplingSpec(
+            temperature=float(temps[k % len(temps)]), top_p=args.top_p, seed=sample_seed(args.seed, question_id, k)
+        )
         for k in range(args.num_samples)
     ]
 
@@ -179,43 +181,73 @@ class _Sampler:
         from trainer.generation import generate_texts
 
         if self.vllm is not None:
-            return self.vllm.generate(prompts, specs, max_new_tokens=self.args.max_new_tokens,
-                                      adapter_path=self.adapter_path)
+            return self.vllm.generate(
+                prompts, specs, max_new_tokens=self.args.max_new_tokens, adapter_path=self.adapter_path
+            )
         return generate_texts(
-            self.model, self.tokenizer, prompts, specs,
-            max_new_tokens=self.args.max_new_tokens, batch_size=self.args.generation_batch_size,
+            self.model,
+            self.tokenizer,
+            prompts,
+            specs,
+            max_new_tokens=self.args.max_new_tokens,
+            batch_size=self.args.generation_batch_size,
         )
 
 
 # ----------------------------------------------------------------------------------------- the stage
 
 
-def plan(model_args: ModelArguments, data_args: DataArguments, reward_args: RewardServiceArguments,
-         args: RolloutArguments) -> dict[str, Any]:
+def plan(
+    model_args: ModelArguments, data_args: DataArguments, reward_args: RewardServiceArguments, args: RolloutArguments
+) -> dict[str, Any]:
     uses_service = reward_args.reward == "regime_w"
     return {
         "stage": "rollouts",
-        "policy": {"base": model_args.model_name_or_path, "adapter_path": model_args.adapter_path,
-                   "quantization": model_args.quantization},
-        "problems": {"dataset": data_args.dataset, "split": args.rollout_split,
-                     "split_file": data_args.split_file, "max_train_samples": data_args.max_train_samples},
-        "sampling": {"num_samples": args.num_samples,
-                     "temperatures": args.temperatures or [args.temperature] * args.num_samples,
-                     "top_p": args.top_p, "seed": args.seed, "per_sample_seed": "hash(seed, question id, k)",
-                     "max_new_tokens": args.max_new_tokens},
-        "batching": {"generation_batch_size": args.generation_batch_size,
-                     "questions_per_chunk": args.questions_per_chunk, "backend": args.generation_backend},
-        "reward": {"mode": reward_args.reward,
-                   "label_free": reward_label_free(reward_args.reward, reward_args.label_free),
-                   "service": ({"url": reward_args.reward_url, "batch_items": reward_args.reward_batch_items,
-                                "patience_s": reward_args.reward_patience_s} if uses_service else None)},
+        "policy": {
+            "base": model_args.model_name_or_path,
+            "adapter_path": model_args.adapter_path,
+            "quantization": model_args.quantization,
+        },
+        "problems": {
+            "dataset": data_args.dataset,
+            "split": args.rollout_split,
+            "split_file": data_args.split_file,
+            "max_train_samples": data_args.max_train_samples,
+        },
+        "sampling": {
+            "num_samples": args.num_samples,
+            "temperatures": args.temperatures or [args.temperature] * args.num_samples,
+            "top_p": args.top_p,
+            "seed": args.seed,
+            "per_sample_seed": "hash(seed, question id, k)",
+            "max_new_tokens": args.max_new_tokens,
+        },
+        "batching": {
+            "generation_batch_size": args.generation_batch_size,
+            "questions_per_chunk": args.questions_per_chunk,
+            "backend": args.generation_backend,
+        },
+        "reward": {
+            "mode": reward_args.reward,
+            "label_free": reward_label_free(reward_args.reward, reward_args.label_free),
+            "service": (
+                {
+                    "url": reward_args.reward_url,
+                    "batch_items": reward_args.reward_batch_items,
+                    "patience_s": reward_args.reward_patience_s,
+                }
+                if uses_service
+                else None
+            ),
+        },
         "writes": [args.rollouts_file, RunInfo.path_for(args.rollouts_file)],
         "resume": "existing complete lines are kept; done ids are skipped; a torn last line is cut",
     }
 
 
-def _check_existing(records: list[RolloutRecord], args: RolloutArguments,
-                    reward_args: RewardServiceArguments) -> set[str]:
+def _check_existing(
+    records: list[RolloutRecord], args: RolloutArguments, reward_args: RewardServiceArguments
+) -> set[str]:
     """Ids already in the file; an error when they were made with another reward or other sampling
     settings than this run's."""
     label_free = reward_label_free(reward_args.reward, reward_args.label_free)
@@ -265,8 +297,13 @@ class _ServiceReward:
         from shared_schemas.wire import ScoreItem
 
         items = [
-            ScoreItem(id=p.id, question=p.question, gold_answer=None if self.label_free else p.gold,
-                      trajectories=[g.text for g in gens], num_tokens=[g.num_tokens for g in gens])
+            ScoreItem(
+                id=p.id,
+                question=p.question,
+                gold_answer=None if self.label_free else p.gold,
+                trajectories=[g.text for g in gens],
+                num_tokens=[g.num_tokens for g in gens],
+            )
             for p, gens in zip(chunk, generations, strict=True)
         ]
         response = self.client.score(items, return_details=True)
@@ -278,12 +315,27 @@ class _ServiceReward:
             if result is None:
                 raise RolloutsStopped(f"reward service response has no result for {p.id!r}")
             if len(result.scores) != len(gens):
-                raise RolloutsStopped(f"reward service returned {len(result.scores)} scores for {p.id!r} but "
-                                      f"{len(gens)} trajectories were sent")
-            out.append(_Scores([{"reward": s.reward, "correctness": s.correctness, "s_end": s.s_end,
-                                 "s_path": s.s_path, "s_cf": s.s_cf, "s_wm": s.s_wm,
-                                 "length_penalty": s.length_penalty} for s in result.scores],
-                               result.consensus_answer))
+                raise RolloutsStopped(
+                    f"reward service returned {len(result.scores)} scores for {p.id!r} but "
+                    f"{len(gens)} trajectories were sent"
+                )
+            out.append(
+                _Scores(
+                    [
+                        {
+                            "reward": s.reward,
+                            "correctness": s.correctness,
+                            "s_end": s.s_end,
+                            "s_path": s.s_path,
+                            "s_cf": s.s_cf,
+                            "s_wm": s.s_wm,
+                            "length_penalty": s.length_penalty,
+                        }
+                        for s in result.scores
+                    ],
+                    result.consensus_answer,
+                )
+            )
         return out
 
     def close(self) -> None:
@@ -317,26 +369,47 @@ class _LocalReward:
         pass
 
 
-def _record(problem: Any, gens: Sequence[Any], specs: Sequence[Any], scores: _Scores, *,
-            scorer: dict[str, Any] | None, reward_mode: str, label_free: bool) -> RolloutRecord:
+def _record(
+    problem: Any,
+    gens: Sequence[Any],
+    specs: Sequence[Any],
+    scores: _Scores,
+    *,
+    scorer: dict[str, Any] | None,
+    reward_mode: str,
+    label_free: bool,
+) -> RolloutRecord:
     from shared_schemas.answer import parse_answer
 
     trajectories = []
     for g, spec, fields in zip(gens, specs, scores.fields, strict=True):
         parsed = parse_answer(g.text)  # the one source of final_answer / format_ok (trainer.records)
-        trajectories.append(TrajectoryRecord(
-            output=g.text, **fields, final_answer=parsed.value, format_ok=parsed.format_ok,
-            num_tokens=g.num_tokens, seed=spec.seed, temperature=spec.temperature,
-        ))
+        trajectories.append(
+            TrajectoryRecord(
+                output=g.text,
+                **fields,
+                final_answer=parsed.value,
+                format_ok=parsed.format_ok,
+                num_tokens=g.num_tokens,
+                seed=spec.seed,
+                temperature=spec.temperature,
+            )
+        )
     return RolloutRecord(
-        id=problem.id, question=problem.question, gold_answer=problem.gold,
-        consensus_answer=scores.consensus_answer, trajectories=trajectories, scorer=scorer,
-        reward_mode=reward_mode, label_free=label_free,  # type: ignore[arg-type]
+        id=problem.id,
+        question=problem.question,
+        gold_answer=problem.gold,
+        consensus_answer=scores.consensus_answer,
+        trajectories=trajectories,
+        scorer=scorer,
+        reward_mode=check_reward_mode(reward_mode),
+        label_free=label_free,
     )
 
 
-def run(model_args: ModelArguments, data_args: DataArguments, reward_args: RewardServiceArguments,
-        args: RolloutArguments) -> dict[str, Any]:
+def run(
+    model_args: ModelArguments, data_args: DataArguments, reward_args: RewardServiceArguments, args: RolloutArguments
+) -> dict[str, Any]:
     from tqdm.auto import tqdm
 
     from trainer.prompts import build_prompt
@@ -348,9 +421,15 @@ def run(model_args: ModelArguments, data_args: DataArguments, reward_args: Rewar
     todo = [p for p in problems if p.id not in done]
     already = len(problems) - len(todo)
     label_free = reward_label_free(reward_args.reward, reward_args.label_free)
-    summary: dict[str, Any] = {"stage": "rollouts", "rollouts_file": args.rollouts_file,
-                               "reward": reward_args.reward, "label_free": label_free,
-                               "questions": len(problems), "already_done": already, "written": 0}
+    summary: dict[str, Any] = {
+        "stage": "rollouts",
+        "rollouts_file": args.rollouts_file,
+        "reward": reward_args.reward,
+        "label_free": label_free,
+        "questions": len(problems),
+        "already_done": already,
+        "written": 0,
+    }
     scorer: dict[str, Any] | None = next((r.scorer for r in existing if r.scorer), None)
     if not todo:
         print(f"rollouts: all {len(problems)} questions already in {args.rollouts_file}; nothing to do")
@@ -358,20 +437,29 @@ def run(model_args: ModelArguments, data_args: DataArguments, reward_args: Rewar
         return summary
 
     reward: _ServiceReward | _LocalReward = (
-        _ServiceReward(reward_args) if reward_args.reward == "regime_w" else _LocalReward(reward_args.reward))
+        _ServiceReward(reward_args) if reward_args.reward == "regime_w" else _LocalReward(reward_args.reward)
+    )
     rewards: list[float] = []
     try:
         sampler = _Sampler(model_args, args)
-        bar = tqdm(total=len(problems), initial=already, unit="q", desc=f"rollouts ({reward_args.reward})",
-                   disable=not args.progress, dynamic_ncols=True, file=sys.stderr)
+        bar = tqdm(
+            total=len(problems),
+            initial=already,
+            unit="q",
+            desc=f"rollouts ({reward_args.reward})",
+            disable=not args.progress,
+            dynamic_ncols=True,
+            file=sys.stderr,
+        )
         try:
             with JsonlAppender(args.rollouts_file) as out:
                 for start in range(0, len(todo), args.questions_per_chunk):
                     chunk = todo[start : start + args.questions_per_chunk]
                     specs = [sampling_specs(args, p.id) for p in chunk]
                     prompts = [build_prompt(p.question, sampler.tokenizer) for p in chunk]
-                    flat = sampler([pr for pr in prompts for _ in range(args.num_samples)],
-                                   [s for per_q in specs for s in per_q])
+                    flat = sampler(
+                        [pr for pr in prompts for _ in range(args.num_samples)], [s for per_q in specs for s in per_q]
+                    )
                     gens = [flat[i * args.num_samples : (i + 1) * args.num_samples] for i in range(len(chunk))]
                     try:
                         scored = reward.score(chunk, gens)
@@ -384,8 +472,9 @@ def run(model_args: ModelArguments, data_args: DataArguments, reward_args: Rewar
                         ) from exc
                     scorer = reward.scorer or scorer
                     for p, g, s, sc in zip(chunk, gens, specs, scored, strict=True):
-                        record = _record(p, g, s, sc, scorer=reward.scorer, reward_mode=reward_args.reward,
-                                         label_free=label_free)
+                        record = _record(
+                            p, g, s, sc, scorer=reward.scorer, reward_mode=reward_args.reward, label_free=label_free
+                        )
                         out.append(record)
                         summary["written"] += 1
                         rewards.extend(t.reward for t in record.trajectories)
@@ -396,18 +485,28 @@ def run(model_args: ModelArguments, data_args: DataArguments, reward_args: Rewar
         reward.close()
     summary["mean_reward"] = sum(rewards) / len(rewards) if rewards else None
     _write_run_info(args, reward_args, data_args, summary, scorer)
-    print(f"rollouts: wrote {summary['written']} questions ({already} were already done) to {args.rollouts_file} "
-          f"(reward {reward_args.reward}{', label-free' if label_free else ''})")
+    print(
+        f"rollouts: wrote {summary['written']} questions ({already} were already done) to {args.rollouts_file} "
+        f"(reward {reward_args.reward}{', label-free' if label_free else ''})"
+    )
     return summary
 
 
-def _write_run_info(args: RolloutArguments, reward_args: RewardServiceArguments, data_args: DataArguments,
-                    summary: dict[str, Any], scorer: dict[str, Any] | None) -> None:
+def _write_run_info(
+    args: RolloutArguments,
+    reward_args: RewardServiceArguments,
+    data_args: DataArguments,
+    summary: dict[str, Any],
+    scorer: dict[str, Any] | None,
+) -> None:
     info = RunInfo(
-        stage="rollouts", reward_mode=reward_args.reward,  # type: ignore[arg-type]
-        label_free=reward_label_free(reward_args.reward, reward_args.label_free), scorer=scorer,
+        stage="rollouts",
+        reward_mode=reward_args.reward,  # type: ignore[arg-type]
+        label_free=reward_label_free(reward_args.reward, reward_args.label_free),
+        scorer=scorer,
         service_url=reward_args.reward_url if reward_args.reward == "regime_w" else None,
         inputs={"dataset": data_args.dataset, "split": args.rollout_split},
-        outputs={"rollouts_file": args.rollouts_file}, summary=summary,
+        outputs={"rollouts_file": args.rollouts_file},
+        summary=summary,
     )
     summary["run_info"] = str(write_json_atomic(RunInfo.path_for(args.rollouts_file), info))

@@ -27,9 +27,7 @@ __all__ = ["ARG_CLASSES", "SFTStageConfig", "plan", "run", "build_sft_records"]
 class SFTStageConfig(SFTConfig):
     """TRL's ``SFTConfig`` with this stage's defaults (adapter dir, completion-only loss)."""
 
-    output_dir: str = field(
-        default="checkpoints/lora_sft", metadata={"help": "Where the SFT adapter + tokenizer go."}
-    )
+    output_dir: str = field(default="checkpoints/lora_sft", metadata={"help": "Where the SFT adapter + tokenizer go."})
     completion_only_loss: bool | None = field(
         default=True, metadata={"help": "Loss on the completion (the solution) only."}
     )
@@ -56,8 +54,7 @@ def _plain(value: Any) -> Any:
 def _check(model_args: ModelArguments, args: SFTStageConfig) -> None:
     if model_args.adapter_path is not None:
         raise ValueError(
-            "sft trains a fresh LoRA adapter on the base; unset adapter_path "
-            f"(got {model_args.adapter_path!r})"
+            f"sft trains a fresh LoRA adapter on the base; unset adapter_path (got {model_args.adapter_path!r})"
         )
     if args.completion_only_loss is False:
         raise ValueError("sft trains on the answer only: completion_only_loss must not be false")

@@ -24,15 +24,22 @@ def plan(args: ToyBaseArguments) -> dict[str, Any]:
         "toy_base_dir": args.toy_base_dir,
         "cache_key": cache_key(args),
         "cached": load_cached(args) is not None and not args.force,
-        "splits": {"train": args.n_train, "dev": args.n_dev, "test": args.n_test,
-                   "pretrain": args.n_pretrain},
-        "model": {"hidden_size": args.hidden_size, "num_layers": args.num_layers,
-                  "num_heads": args.num_heads, "intermediate_size": args.intermediate_size,
-                  "vocab_size": args.vocab_size},
-        "training": {"max_steps": args.base_max_steps, "batch_size": args.base_batch_size,
-                     "learning_rate": args.base_learning_rate, "seed": args.base_seed,
-                     "noise_wrong_step": args.noise_wrong_step,
-                     "noise_other_format": args.noise_other_format},
+        "splits": {"train": args.n_train, "dev": args.n_dev, "test": args.n_test, "pretrain": args.n_pretrain},
+        "model": {
+            "hidden_size": args.hidden_size,
+            "num_layers": args.num_layers,
+            "num_heads": args.num_heads,
+            "intermediate_size": args.intermediate_size,
+            "vocab_size": args.vocab_size,
+        },
+        "training": {
+            "max_steps": args.base_max_steps,
+            "batch_size": args.base_batch_size,
+            "learning_rate": args.base_learning_rate,
+            "seed": args.base_seed,
+            "noise_wrong_step": args.noise_wrong_step,
+            "noise_other_format": args.noise_other_format,
+        },
     }
 
 

@@ -68,9 +68,7 @@ class ToyBaseArguments:
         default="data/toy",
         metadata={"help": "Where the generated problems are written (train/dev/test/pretrain.jsonl)."},
     )
-    toy_base_dir: str = field(
-        default="checkpoints/toy_base", metadata={"help": "Where the toy base model is saved."}
-    )
+    toy_base_dir: str = field(default="checkpoints/toy_base", metadata={"help": "Where the toy base model is saved."})
     problems_seed: int = field(default=0, metadata={"help": "Seed of the problem generator."})
     n_train: int = field(default=4000, metadata={"help": "Problems in train.jsonl (the trainer's GSM8K train file)."})
     n_dev: int = field(default=300, metadata={"help": "Problems in dev.jsonl (held out)."})
@@ -78,8 +76,10 @@ class ToyBaseArguments:
     n_pretrain: int = field(default=20000, metadata={"help": "Problems in the base model's own corpus."})
     one_line_share: float = field(
         default=0.5,
-        metadata={"help": "Share of the trainer's solutions (train/dev/test.jsonl) written as one folded "
-                          "expression instead of one line per step (trainer.toy.problems.STYLES)."},
+        metadata={
+            "help": "Share of the trainer's solutions (train/dev/test.jsonl) written as one folded "
+            "expression instead of one line per step (trainer.toy.problems.STYLES)."
+        },
     )
     number_scale: float = field(
         default=0.5, metadata={"help": "Shrink every number range of the problem templates by this factor (0, 1]."}
@@ -92,7 +92,9 @@ class ToyBaseArguments:
     num_layers: int = field(default=3)
     num_heads: int = field(default=4)
     intermediate_size: int = field(default=256)
-    base_max_steps: int = field(default=800, metadata={"help": "Optimizer steps of pre-training (stopped early on purpose)."})
+    base_max_steps: int = field(
+        default=800, metadata={"help": "Optimizer steps of pre-training (stopped early on purpose)."}
+    )
     base_batch_size: int = field(default=32)
     base_learning_rate: float = field(default=3e-3)
     base_warmup_steps: int = field(default=50)
@@ -122,14 +124,23 @@ class ToyBaseArguments:
     force: bool = field(default=False, metadata={"help": "Retrain even when the cache matches."})
 
     def __post_init__(self) -> None:
-        for name in ("n_train", "n_dev", "n_test", "vocab_size", "hidden_size", "num_layers",
-                     "num_heads", "intermediate_size", "base_max_steps", "base_batch_size"):
+        for name in (
+            "n_train",
+            "n_dev",
+            "n_test",
+            "vocab_size",
+            "hidden_size",
+            "num_layers",
+            "num_heads",
+            "intermediate_size",
+            "base_max_steps",
+            "base_batch_size",
+        ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if self.hidden_size % self.num_heads:
             raise ValueError(f"hidden_size ({self.hidden_size}) must be divisible by num_heads ({self.num_heads})")
-        for name in ("noise_wrong_step", "noise_other_format", "one_line_share",
-                     "corpus_one_line_share"):
+        for name in ("noise_wrong_step", "noise_other_format", "one_line_share", "corpus_one_line_share"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if not 0.0 < self.number_scale <= 1.0:
@@ -140,8 +151,17 @@ class ToyBaseArguments:
 
 # Settings that do not change the trained weights are left out of the cache key (the base is trained
 # on the pretrain corpus only, so the style share of the trainer's files is not in it).
-_NOT_IN_KEY = {"one_line_share", "toy_data_dir", "toy_base_dir", "base_max_seconds", "base_num_threads", "eval_samples",
-               "eval_max_new_tokens", "eval_batch_size", "force"}
+_NOT_IN_KEY = {
+    "one_line_share",
+    "toy_data_dir",
+    "toy_base_dir",
+    "base_max_seconds",
+    "base_num_threads",
+    "eval_samples",
+    "eval_max_new_tokens",
+    "eval_batch_size",
+    "force",
+}
 
 
 def cache_key(args: ToyBaseArguments) -> str:
@@ -164,12 +184,12 @@ class ToyBaseResult:
     meta: dict[str, Any]
 
     def summary(self) -> dict[str, Any]:
-        return {"model_dir": str(self.model_dir), "data_dir": str(self.data_dir), "cached": self.cached,
-                **self.meta}
+        return {"model_dir": str(self.model_dir), "data_dir": str(self.data_dir), "cached": self.cached, **self.meta}
 
 
 # --------------------------------------------------------------------------------------------
 # Corpus
+
 
 def _step_line(a: int, op: str, b: int, value: int, text: str) -> str:
     return text.format(eq=f"{a}{op}{b} = {value}")
@@ -227,6 +247,7 @@ def corpus_solution(problem: ToyProblem, rng: random.Random, args: ToyBaseArgume
 # --------------------------------------------------------------------------------------------
 # Tokenizer
 
+
 def train_tokenizer(texts: list[str], vocab_size: int) -> Any:
     """A byte-level BPE over ``texts`` with single-digit tokens, as a ``PreTrainedTokenizerFast``."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -245,7 +266,11 @@ def train_tokenizer(texts: list[str], vocab_size: int) -> Any:
     )
     tok.train_from_iterator(texts, trainer=trainer)
     fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>",
+        tokenizer_object=tok,
+        bos_token="<s>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        pad_token="<pad>",
     )
     fast.chat_template = CHAT_TEMPLATE
     return fast
@@ -254,7 +279,10 @@ def train_tokenizer(texts: list[str], vocab_size: int) -> Any:
 # --------------------------------------------------------------------------------------------
 # Training
 
-def _encode(tokenizer: Any, prompts: list[str], targets: list[str], loss_on_prompt: bool) -> list[tuple[list[int], int]]:
+
+def _encode(
+    tokenizer: Any, prompts: list[str], targets: list[str], loss_on_prompt: bool
+) -> list[tuple[list[int], int]]:
     """Token ids of prompt + target + EOS, and where the loss starts."""
     eos = tokenizer.eos_token_id
     p_ids = tokenizer(prompts, add_special_tokens=False)["input_ids"]
@@ -281,8 +309,9 @@ def _train(model: Any, rows: list[tuple[list[int], int]], pad_id: int, args: Toy
     import torch
 
     rng = random.Random(args.base_seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=args.base_learning_rate,
-                            weight_decay=args.base_weight_decay, betas=(0.9, 0.98))
+    opt = torch.optim.AdamW(
+        model.parameters(), lr=args.base_learning_rate, weight_decay=args.base_weight_decay, betas=(0.9, 0.98)
+    )
 
     def lr_at(step: int) -> float:
         if step < args.base_warmup_steps:
@@ -317,17 +346,27 @@ def _train(model: Any, rows: list[tuple[list[int], int]], pad_id: int, args: Toy
         tokens += int(attention.sum())
         steps_done = step + 1
         if steps_done % 100 == 0:
-            log.info("toy base: step %d loss %.4f (%.0f s)", steps_done, sum(losses[-100:]) / len(losses[-100:]),
-                     time.perf_counter() - start)
+            log.info(
+                "toy base: step %d loss %.4f (%.0f s)",
+                steps_done,
+                sum(losses[-100:]) / len(losses[-100:]),
+                time.perf_counter() - start,
+            )
     model.eval()
     seconds = time.perf_counter() - start
     tail = losses[-50:] or [float("nan")]
-    return {"train_steps": steps_done, "train_seconds": round(seconds, 1), "train_tokens": tokens,
-            "final_loss": round(sum(tail) / len(tail), 4), "stopped_by_time_limit": stopped_early}
+    return {
+        "train_steps": steps_done,
+        "train_seconds": round(seconds, 1),
+        "train_tokens": tokens,
+        "final_loss": round(sum(tail) / len(tail), 4),
+        "stopped_by_time_limit": stopped_early,
+    }
 
 
-def evaluate_accuracy(model: Any, tokenizer: Any, problems: list[ToyProblem], *, max_new_tokens: int = 160,
-                      batch_size: int = 64) -> dict[str, Any]:
+def evaluate_accuracy(
+    model: Any, tokenizer: Any, problems: list[ToyProblem], *, max_new_tokens: int = 160, batch_size: int = 64
+) -> dict[str, Any]:
     """Greedy accuracy with THE prompt and the answer-format contract, as the eval stage scores."""
     from shared_schemas.answer import answers_equal, extract_answer, gold_answer
     from trainer.generation import generate_texts
@@ -352,6 +391,7 @@ def evaluate_accuracy(model: Any, tokenizer: Any, problems: list[ToyProblem], *,
 # --------------------------------------------------------------------------------------------
 # Entry points
 
+
 def load_cached(args: ToyBaseArguments) -> dict[str, Any] | None:
     """The saved metadata when ``toy_base_dir`` holds a base built with these settings, else None."""
     marker = Path(args.toy_base_dir) / MARKER_FILE
@@ -369,10 +409,17 @@ def _data_is_current(args: ToyBaseArguments) -> bool:
     if not meta_file.is_file():
         return False
     meta = json.loads(meta_file.read_text())
-    want = {"generator_version": GENERATOR_VERSION, "seed": args.problems_seed, "n_train": args.n_train,
-            "n_dev": args.n_dev, "n_test": args.n_test, "n_pretrain": args.n_pretrain,
-            "one_line_share": args.one_line_share, "pretrain_one_line_share": args.corpus_one_line_share,
-            "number_scale": args.number_scale}
+    want = {
+        "generator_version": GENERATOR_VERSION,
+        "seed": args.problems_seed,
+        "n_train": args.n_train,
+        "n_dev": args.n_dev,
+        "n_test": args.n_test,
+        "n_pretrain": args.n_pretrain,
+        "one_line_share": args.one_line_share,
+        "pretrain_one_line_share": args.corpus_one_line_share,
+        "number_scale": args.number_scale,
+    }
     return all(meta.get(k) == v for k, v in want.items())
 
 
@@ -381,9 +428,17 @@ def build_toy_base(args: ToyBaseArguments) -> ToyBaseResult:
     data_dir, model_dir = Path(args.toy_data_dir), Path(args.toy_base_dir)
     splits = None
     if not _data_is_current(args):
-        write_splits(data_dir, args.problems_seed, n_train=args.n_train, n_dev=args.n_dev,
-                     n_test=args.n_test, n_pretrain=args.n_pretrain, one_line_share=args.one_line_share,
-                     pretrain_one_line_share=args.corpus_one_line_share, number_scale=args.number_scale)
+        write_splits(
+            data_dir,
+            args.problems_seed,
+            n_train=args.n_train,
+            n_dev=args.n_dev,
+            n_test=args.n_test,
+            n_pretrain=args.n_pretrain,
+            one_line_share=args.one_line_share,
+            pretrain_one_line_share=args.corpus_one_line_share,
+            number_scale=args.number_scale,
+        )
     if not args.force:
         meta = load_cached(args)
         if meta is not None:
@@ -394,9 +449,16 @@ def build_toy_base(args: ToyBaseArguments) -> ToyBaseResult:
 
     from trainer.prompts import build_messages, build_prompt
 
-    splits = make_splits(args.problems_seed, n_train=args.n_train, n_dev=args.n_dev, n_test=args.n_test,
-                         n_pretrain=args.n_pretrain, one_line_share=args.one_line_share,
-                     pretrain_one_line_share=args.corpus_one_line_share, number_scale=args.number_scale)
+    splits = make_splits(
+        args.problems_seed,
+        n_train=args.n_train,
+        n_dev=args.n_dev,
+        n_test=args.n_test,
+        n_pretrain=args.n_pretrain,
+        one_line_share=args.one_line_share,
+        pretrain_one_line_share=args.corpus_one_line_share,
+        number_scale=args.number_scale,
+    )
     corpus_rng = random.Random(args.base_seed * 1_000_003 + 17)
     targets = [corpus_solution(p, corpus_rng, args) for p in splits.pretrain]
     tok_texts = [m["content"] for p in splits.pretrain for m in build_messages(p.question)] + targets
@@ -431,9 +493,13 @@ def build_toy_base(args: ToyBaseArguments) -> ToyBaseResult:
         evaluation: dict[str, Any] = {}
         if args.eval_samples > 0:
             t0 = time.perf_counter()
-            evaluation = evaluate_accuracy(model, tokenizer, splits.dev[: args.eval_samples],
-                                           max_new_tokens=args.eval_max_new_tokens,
-                                           batch_size=args.eval_batch_size)
+            evaluation = evaluate_accuracy(
+                model,
+                tokenizer,
+                splits.dev[: args.eval_samples],
+                max_new_tokens=args.eval_max_new_tokens,
+                batch_size=args.eval_batch_size,
+            )
             evaluation["eval_seconds"] = round(time.perf_counter() - t0, 1)
     finally:
         torch.set_num_threads(old_threads)

@@ -72,17 +72,27 @@ def subprocess_env(threads: int, extra: dict[str, str] | None = None) -> dict[st
     """Offline, deterministic thread count, no tokenizer fork warnings."""
     return {
         **os.environ,
-        "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
-        "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1", "PYTHONHASHSEED": "0",
-        "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "PYTHONUNBUFFERED": "1",
+        "PYTHONHASHSEED": "0",
+        "OMP_NUM_THREADS": str(threads),
+        "MKL_NUM_THREADS": str(threads),
         **(extra or {}),
     }
 
 
 @contextlib.contextmanager
-def reward_service(*flags: str, log_path: Path, env: dict[str, str] | None = None,
-                   ready_timeout_s: float = 300.0, say: Callable[[str], None] = print,
-                   api_key: str | None = None) -> Iterator[tuple[str, str]]:
+def reward_service(
+    *flags: str,
+    log_path: Path,
+    env: dict[str, str] | None = None,
+    ready_timeout_s: float = 300.0,
+    say: Callable[[str], None] = print,
+    api_key: str | None = None,
+) -> Iterator[tuple[str, str]]:
     """Start ``regime-w-serve FLAGS`` on a free loopback port with ``api_key`` (default: a fresh key);
     yield (url, key); stop it (SIGTERM, then SIGKILL) on exit, also when the body raises. ``env`` is
     the whole environment of the service (default: this process's)."""
@@ -93,14 +103,17 @@ def reward_service(*flags: str, log_path: Path, env: dict[str, str] | None = Non
     say("$ REGIME_W_API_KEYS=<fresh key> regime-w-serve " + " ".join(cmd[3:]))
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
-                                env={**(env or os.environ), "REGIME_W_API_KEYS": key})
+        proc = subprocess.Popen(
+            cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env={**(env or os.environ), "REGIME_W_API_KEYS": key}
+        )
         try:
             deadline = time.monotonic() + ready_timeout_s
             while True:
                 if proc.poll() is not None:
-                    raise LoopError(f"the reward service exited ({proc.returncode}) before it was ready; "
-                                    f"log: {log_path}\n{_tail(log_path)}")
+                    raise LoopError(
+                        f"the reward service exited ({proc.returncode}) before it was ready; "
+                        f"log: {log_path}\n{_tail(log_path)}"
+                    )
                 try:
                     if httpx.get(url + "/readyz", timeout=2).status_code == 200:
                         break
@@ -161,8 +174,14 @@ class Paths:
 
 def stage_flags(stage: str, p: Paths, seed: int) -> list[str]:
     """The recipe path overrides that put a stage's inputs and outputs under the workdir."""
-    data = ["--dataset", str(p.data / "train.jsonl"), "--test_dataset", str(p.data / "test.jsonl"),
-            "--split_file", str(p.split)]
+    data = [
+        "--dataset",
+        str(p.data / "train.jsonl"),
+        "--test_dataset",
+        str(p.data / "test.jsonl"),
+        "--split_file",
+        str(p.split),
+    ]
     base = ["--model_name_or_path", str(p.base)]
     if stage == "toy-base":
         return ["--toy_data_dir", str(p.data), "--toy_base_dir", str(p.base)]
@@ -173,14 +192,31 @@ def stage_flags(stage: str, p: Paths, seed: int) -> list[str]:
     if stage == "prefs":
         return ["--rollouts_file", str(p.rollouts), "--preferences_file", str(p.prefs)]
     if stage == "dpo":
-        return [*base, "--adapter_path", str(p.sft), "--preferences_file", str(p.prefs), "--output_dir", str(p.dpo),
-                "--seed", str(seed)]
+        return [
+            *base,
+            "--adapter_path",
+            str(p.sft),
+            "--preferences_file",
+            str(p.prefs),
+            "--output_dir",
+            str(p.dpo),
+            "--seed",
+            str(seed),
+        ]
     if stage == "grpo":
         return [*base, *data, "--adapter_path", str(p.sft), "--output_dir", str(p.grpo), "--seed", str(seed)]
     if stage == "eval":
         models = ["base", f"sft={p.sft}", f"rl-dpo={p.dpo}", f"rl-grpo={p.grpo}"]
-        return [*base, *data, "--platinum", str(p.data / "dev.jsonl"), "--eval_output_dir", str(p.eval),
-                "--eval_models", *models]
+        return [
+            *base,
+            *data,
+            "--platinum",
+            str(p.data / "dev.jsonl"),
+            "--eval_output_dir",
+            str(p.eval),
+            "--eval_models",
+            *models,
+        ]
     raise ValueError(f"unknown stage {stage!r}")
 
 
@@ -204,13 +240,22 @@ class Runner:
         started = time.monotonic()
         with open(log_path, "w", encoding="utf-8") as log:
             err: TextIO | int = sys.stderr if self.verbose else log
-            proc = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=err, text=True,
-                                  env=subprocess_env(self.threads, env), check=False)
+            proc = subprocess.run(
+                cmd,
+                cwd=ROOT,
+                stdout=subprocess.PIPE,
+                stderr=err,
+                text=True,
+                env=subprocess_env(self.threads, env),
+                check=False,
+            )
             log.write(proc.stdout)
         self.timings[stage] = round(time.monotonic() - started, 1)
         if proc.returncode != 0:
-            raise LoopError(f"step {stage!r} failed (exit {proc.returncode}) after {self.timings[stage]} s: "
-                            f"{' '.join(cmd[3:])}\nlog: {log_path}\n{_tail(log_path)}")
+            raise LoopError(
+                f"step {stage!r} failed (exit {proc.returncode}) after {self.timings[stage]} s: "
+                f"{' '.join(cmd[3:])}\nlog: {log_path}\n{_tail(log_path)}"
+            )
         summary = _last_json(proc.stdout)
         self.summaries[stage] = summary
         self.say(f"  {stage} done in {self.timings[stage]:.0f} s")
@@ -231,7 +276,9 @@ def accuracy_table(results_json: Path) -> dict[str, dict[str, dict[str, float | 
     table: dict[str, dict[str, dict[str, float | int]]] = {}
     for cell in data["results"]:
         table.setdefault(cell["dataset"], {})[cell["model"]] = {
-            "accuracy": round(float(cell["accuracy"]), 4), "correct": int(cell["correct"]), "n": int(cell["n"]),
+            "accuracy": round(float(cell["accuracy"]), 4),
+            "correct": int(cell["correct"]),
+            "n": int(cell["n"]),
         }
     return table
 
@@ -242,8 +289,10 @@ def format_table(table: dict[str, dict[str, dict[str, float | int]]]) -> str:
     lines = [head, "-" * len(head)]
     for dataset, row in table.items():
         n = next(iter(row.values()))["n"]
-        lines.append(f"{dataset + f' ({n})':<18}" + "".join(
-            f"{100 * float(row[m]['accuracy']):>9.1f}%" if m in row else f"{'-':>10}" for m in models))
+        lines.append(
+            f"{dataset + f' ({n})':<18}"
+            + "".join(f"{100 * float(row[m]['accuracy']):>9.1f}%" if m in row else f"{'-':>10}" for m in models)
+        )
     return "\n".join(lines)
 
 
@@ -291,17 +340,33 @@ def run_toy_loop(
     started = time.monotonic()
     say(f"--- toy base (cached under {_short(str(paths.base))})")
     base = runner.stage("toy-base", [*flags("toy-base"), "--base_num_threads", str(threads)])
-    say(f"  toy base: {'cached' if base.get('cached') else 'trained'}; "
-        f"dev accuracy at build time: {base.get('dev_accuracy', 'not measured')}")
+    say(
+        f"  toy base: {'cached' if base.get('cached') else 'trained'}; "
+        f"dev accuracy at build time: {base.get('dev_accuracy', 'not measured')}"
+    )
     if "sft" in todo:
         say("--- SFT")
         runner.stage("sft", flags("sft"))
     say("--- reward service on the toy base (arms generated live by the toy model)")
-    service_flags = ("--backend", "hf", "--model", str(paths.base), "--device", "cpu", "--dtype", "float32",
-                     "--config", str(TOY_CONFIG), "--cache-path", str(workdir / "arm_cache.sqlite"),
-                     "--seed", str(seed))
-    with reward_service(*service_flags, log_path=paths.logs / "reward-service.log",
-                        env=subprocess_env(threads), say=say) as (url, key):
+    service_flags = (
+        "--backend",
+        "hf",
+        "--model",
+        str(paths.base),
+        "--device",
+        "cpu",
+        "--dtype",
+        "float32",
+        "--config",
+        str(TOY_CONFIG),
+        "--cache-path",
+        str(workdir / "arm_cache.sqlite"),
+        "--seed",
+        str(seed),
+    )
+    with reward_service(
+        *service_flags, log_path=paths.logs / "reward-service.log", env=subprocess_env(threads), say=say
+    ) as (url, key):
         if on_service is not None:
             on_service(url, key, paths)
         service_env = {"REGIME_W_URL": url, "REGIME_W_API_KEY": key}
@@ -339,7 +404,10 @@ def run_toy_loop(
     (workdir / "toy_loop.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     say("\n" + format_table(table))
     say("\n" + format_styles(styles))
-    say(f"\nloop finished in {result['total_s']:.0f} s: " + ", ".join(f"{k} {v:.0f} s" for k, v in runner.timings.items()))
+    say(
+        f"\nloop finished in {result['total_s']:.0f} s: "
+        + ", ".join(f"{k} {v:.0f} s" for k, v in runner.timings.items())
+    )
     return result
 
 
@@ -385,8 +453,10 @@ def format_styles(styles: dict[str, dict[str, Any]]) -> str:
     lines = ["multi-step dev problems: share answered in ONE folded line (accuracy folded / one line per step)"]
     for model in [m for m in MODELS if m in styles]:
         c = styles[model]
-        lines.append(f"  {model:<8} {pct(c['folded_share']):>6} of {c['multi_step']}   "
-                     f"({pct(c['folded_accuracy'])} / {pct(c['stepwise_accuracy'])})")
+        lines.append(
+            f"  {model:<8} {pct(c['folded_share']):>6} of {c['multi_step']}   "
+            f"({pct(c['folded_accuracy'])} / {pct(c['stepwise_accuracy'])})"
+        )
     return "\n".join(lines)
 
 
@@ -430,8 +500,12 @@ def label_free_auroc(url: str, key: str, paths: Paths, *, max_questions: int = 2
                 raise LoopError("the service returned no s_wm although details were asked for")
             s_wm.append(score.s_wm)
             correct.append(answers_equal(parse_answer(t.output).value, r.gold_answer))
-    return {"auroc_s_wm": round(auroc(s_wm, correct), 4), "trajectories": len(s_wm),
-            "correct": sum(correct), "questions": len(rows)}
+    return {
+        "auroc_s_wm": round(auroc(s_wm, correct), 4),
+        "trajectories": len(s_wm),
+        "correct": sum(correct),
+        "questions": len(rows),
+    }
 
 
 def write_results_page(result: dict[str, Any], page: Path, *, command: str, notes: str = "") -> Path:
@@ -446,15 +520,21 @@ def write_results_page(result: dict[str, Any], page: Path, *, command: str, note
     models = [m for m in MODELS if any(m in row for row in table.values())]
     lines = ["| dataset | " + " | ".join(models) + " |", "| --- |" + " ---: |" * len(models)]
     for dataset, row in table.items():
-        lines.append(f"| {dataset} | " + " | ".join(
-            f"{100 * float(row[m]['accuracy']):.1f}% ({row[m]['correct']}/{row[m]['n']})" for m in models) + " |")
+        lines.append(
+            f"| {dataset} | "
+            + " | ".join(f"{100 * float(row[m]['accuracy']):.1f}% ({row[m]['correct']}/{row[m]['n']})" for m in models)
+            + " |"
+        )
     timings = ", ".join(f"{k} {v:.0f} s" for k, v in result["timings_s"].items())
-    text = (f"# Toy world results\n\nGreedy accuracy (one generation per question, `trainer.prompts.build_prompt`, "
-            f"answers checked by `shared_schemas.answer`) of the toy base, SFT, DPO (`rl-dpo`) and GRPO "
-            f"(`rl-grpo`), training seed {result['seed']}.\n\n" + "\n".join(lines) +
-            f"\n\n![accuracy]({chart.name})\n\nWall time {result['total_s']:.0f} s ({timings}); "
-            f"{result['threads']} torch thread(s) per process.\n\nReproduce (table and chart):\n\n```bash\n{command}\n```\n"
-            + (f"\n{notes.strip()}\n" if notes.strip() else ""))
+    text = (
+        f"# Toy world results\n\nGreedy accuracy (one generation per question, `trainer.prompts.build_prompt`, "
+        f"answers checked by `shared_schemas.answer`) of the toy base, SFT, DPO (`rl-dpo`) and GRPO "
+        f"(`rl-grpo`), training seed {result['seed']}.\n\n"
+        + "\n".join(lines)
+        + f"\n\n![accuracy]({chart.name})\n\nWall time {result['total_s']:.0f} s ({timings}); "
+        f"{result['threads']} torch thread(s) per process.\n\nReproduce (table and chart):\n\n```bash\n{command}\n```\n"
+        + (f"\n{notes.strip()}\n" if notes.strip() else "")
+    )
     if page.is_file():
         old = page.read_text(encoding="utf-8")
         if NOTES_MARKER in old:
@@ -474,13 +554,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="the learning tests' settings")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per process (1: deterministic)")
     parser.add_argument("--base-dir", type=Path, default=None, help="a shared toy base directory (cached)")
-    parser.add_argument("--only", nargs="+", choices=STAGES, default=None,
-                        help="run only these stages (experiments; the others' artifacts must exist)")
-    parser.add_argument("--results-page", type=Path, default=None,
-                        help="also write this markdown page (table + timings + command) and the chart beside it")
-    parser.add_argument("--set", action="append", default=[], metavar="STAGE:--flag=value",
-                        help="extra flag for one stage, e.g. grpo:--max_steps=40 (repeatable; a value with spaces "
-                             "becomes several arguments: 'dpo:--loss_type=sigmoid sft')")
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        choices=STAGES,
+        default=None,
+        help="run only these stages (experiments; the others' artifacts must exist)",
+    )
+    parser.add_argument(
+        "--results-page",
+        type=Path,
+        default=None,
+        help="also write this markdown page (table + timings + command) and the chart beside it",
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="STAGE:--flag=value",
+        help="extra flag for one stage, e.g. grpo:--max_steps=40 (repeatable; a value with spaces "
+        "becomes several arguments: 'dpo:--loss_type=sigmoid sft')",
+    )
     args = parser.parse_args(argv)
     overrides: dict[str, list[str]] = {}
     for item in args.set:
@@ -490,14 +584,20 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--set {item!r}: expected STAGE:--flag=value")
         overrides.setdefault(stage, []).extend([name, *value.split()] if value else [name])
     try:
-        result = run_toy_loop(args.workdir, seed=args.seed, quick=args.quick, threads=args.threads,
-                              base_dir=args.base_dir, overrides=overrides, only=args.only)
+        result = run_toy_loop(
+            args.workdir,
+            seed=args.seed,
+            quick=args.quick,
+            threads=args.threads,
+            base_dir=args.base_dir,
+            overrides=overrides,
+            only=args.only,
+        )
     except LoopError as exc:
         print(f"toy loop failed: {exc}", file=sys.stderr)
         return 1
     if args.results_page is not None:
-        command = "python scripts/toy_loop.py " + " ".join(
-            a for a in (argv if argv is not None else sys.argv[1:]))
+        command = "python scripts/toy_loop.py " + " ".join(a for a in (argv if argv is not None else sys.argv[1:]))
         print(f"wrote {write_results_page(result, args.results_page, command=command)}")
     return 0
 

@@ -147,14 +147,45 @@ class ToyProblem:
 # Vocabulary of the stories
 
 _PEOPLE = [
-    ("Anna", "she", "her"), ("Ben", "he", "his"), ("Carla", "she", "her"), ("David", "he", "his"),
-    ("Emma", "she", "her"), ("Felix", "he", "his"), ("Grace", "she", "her"), ("Hugo", "he", "his"),
-    ("Ivy", "she", "her"), ("Jack", "he", "his"), ("Kate", "she", "her"), ("Leo", "he", "his"),
-    ("Mia", "she", "her"), ("Noah", "he", "his"), ("Olivia", "she", "her"), ("Paul", "he", "his"),
-    ("Rosa", "she", "her"), ("Sam", "he", "his"), ("Tina", "she", "her"), ("Victor", "he", "his"),
+    ("Anna", "she", "her"),
+    ("Ben", "he", "his"),
+    ("Carla", "she", "her"),
+    ("David", "he", "his"),
+    ("Emma", "she", "her"),
+    ("Felix", "he", "his"),
+    ("Grace", "she", "her"),
+    ("Hugo", "he", "his"),
+    ("Ivy", "she", "her"),
+    ("Jack", "he", "his"),
+    ("Kate", "she", "her"),
+    ("Leo", "he", "his"),
+    ("Mia", "she", "her"),
+    ("Noah", "he", "his"),
+    ("Olivia", "she", "her"),
+    ("Paul", "he", "his"),
+    ("Rosa", "she", "her"),
+    ("Sam", "he", "his"),
+    ("Tina", "she", "her"),
+    ("Victor", "he", "his"),
 ]
-_GOODS = ["apples", "pencils", "notebooks", "oranges", "stickers", "candles", "cookies", "toy cars",
-          "books", "marbles", "balloons", "cupcakes", "muffins", "shirts", "plates", "cards"]
+_GOODS = [
+    "apples",
+    "pencils",
+    "notebooks",
+    "oranges",
+    "stickers",
+    "candles",
+    "cookies",
+    "toy cars",
+    "books",
+    "marbles",
+    "balloons",
+    "cupcakes",
+    "muffins",
+    "shirts",
+    "plates",
+    "cards",
+]
 _VEHICLES = ["car", "bus", "train", "cyclist", "truck", "boat", "runner", "van"]
 _CONTAINERS = ["boxes", "bags", "baskets", "jars", "crates", "packs"]
 _BAKED = ["cookies", "muffins", "rolls", "tarts", "cupcakes", "pies"]
@@ -188,7 +219,7 @@ _Template = Callable[[_Ctx, int], tuple[str, list[Step]]]
 
 
 def _shopping(c: _Ctx, k: int) -> tuple[str, list[Step]]:
-    name, he, his = c.person()
+    name, he, _his = c.person()
     g1 = c.pick(_GOODS)
     a, p = c.n(2, 12), c.n(2, 15)
     cost = a * p
@@ -197,17 +228,19 @@ def _shopping(c: _Ctx, k: int) -> tuple[str, list[Step]]:
         return q, [Step(a, "*", p, f"{name} spends {{eq}} dollars on {g1}.")]
     if k == 2:
         bill = c.rng.choice([b for b in (20, 50, 100, 200) if b > cost] or [cost + 10])
-        q = (f"{name} buys {a} {g1} at ${p} each and pays with a ${bill} bill. "
-             f"How much change does {he} get?")
-        return q, [Step(a, "*", p, f"The {g1} cost {{eq}} dollars."),
-                   Step(bill, "-", cost, f"{_cap(he)} gets {{eq}} dollars in change.")]
+        q = f"{name} buys {a} {g1} at ${p} each and pays with a ${bill} bill. How much change does {he} get?"
+        return q, [
+            Step(a, "*", p, f"The {g1} cost {{eq}} dollars."),
+            Step(bill, "-", cost, f"{_cap(he)} gets {{eq}} dollars in change."),
+        ]
     g2 = c.pick([g for g in _GOODS if g != g1])
     b, r = c.n(2, 12), c.n(2, 15)
-    q = (f"{name} buys {a} {g1} at ${p} each and {b} {g2} at ${r} each. "
-         f"How much does {he} spend in total?")
-    return q, [Step(a, "*", p, f"The {g1} cost {{eq}} dollars."),
-               Step(b, "*", r, f"The {g2} cost {{eq}} dollars."),
-               Step(cost, "+", b * r, f"In total {he} spends {{eq}} dollars.")]
+    q = f"{name} buys {a} {g1} at ${p} each and {b} {g2} at ${r} each. How much does {he} spend in total?"
+    return q, [
+        Step(a, "*", p, f"The {g1} cost {{eq}} dollars."),
+        Step(b, "*", r, f"The {g2} cost {{eq}} dollars."),
+        Step(cost, "+", b * r, f"In total {he} spends {{eq}} dollars."),
+    ]
 
 
 def _ages(c: _Ctx, k: int) -> tuple[str, list[Step]]:
@@ -226,12 +259,13 @@ def _ages(c: _Ctx, k: int) -> tuple[str, list[Step]]:
     word = {2: "twice", 3: "three times", 4: "four times"}[m]
     s2 = Step(b, "*", m, f"{n3} is {{eq}} years old.")
     if k == 2:
-        q = (f"{n1} is {a} years old. {n2} is {d} years {rel} than {n1}. "
-             f"{n3} is {word} as old as {n2}. How old is {n3}?")
+        q = f"{n1} is {a} years old. {n2} is {d} years {rel} than {n1}. {n3} is {word} as old as {n2}. How old is {n3}?"
         return q, [s1, s2]
     y = c.n(2, 20)
-    q = (f"{n1} is {a} years old. {n2} is {d} years {rel} than {n1}. "
-         f"{n3} is {word} as old as {n2}. How old will {n3} be in {y} years?")
+    q = (
+        f"{n1} is {a} years old. {n2} is {d} years {rel} than {n1}. "
+        f"{n3} is {word} as old as {n2}. How old will {n3} be in {y} years?"
+    )
     return q, [s1, s2, Step(b * m, "+", y, f"In {y} years {n3} will be {{eq}} years old.")]
 
 
@@ -245,14 +279,21 @@ def _distances(c: _Ctx, k: int) -> tuple[str, list[Step]]:
         return q, [Step(s, "*", h, f"The {v} travels {{eq}} miles.")]
     if k == 2:
         e = c.n(5, 90)
-        q = (f"A {v} travels at {s} miles per hour for {h} hours and then {e} more miles. "
-             "How many miles does it travel in all?")
+        q = (
+            f"A {v} travels at {s} miles per hour for {h} hours and then {e} more miles. "
+            "How many miles does it travel in all?"
+        )
         return q, [s1, Step(d1, "+", e, "In all it travels {eq} miles.")]
     s2, h2 = c.n(3, 60), c.n(2, 9)
-    q = (f"A {v} travels at {s} miles per hour for {h} hours, then at {s2} miles per hour "
-         f"for {h2} hours. How many miles does it travel in all?")
-    return q, [s1, Step(s2, "*", h2, "Then it covers {eq} miles."),
-               Step(d1, "+", s2 * h2, "In all it travels {eq} miles.")]
+    q = (
+        f"A {v} travels at {s} miles per hour for {h} hours, then at {s2} miles per hour "
+        f"for {h2} hours. How many miles does it travel in all?"
+    )
+    return q, [
+        s1,
+        Step(s2, "*", h2, "Then it covers {eq} miles."),
+        Step(d1, "+", s2 * h2, "In all it travels {eq} miles."),
+    ]
 
 
 def _sharing(c: _Ctx, k: int) -> tuple[str, list[Step]]:
@@ -262,8 +303,7 @@ def _sharing(c: _Ctx, k: int) -> tuple[str, list[Step]]:
     if k == 1:
         each = c.n(2, 15)
         total = each * f
-        q = (f"{name} has {total} {g} and shares them equally among {f} friends. "
-             f"How many {g} does each friend get?")
+        q = f"{name} has {total} {g} and shares them equally among {f} friends. How many {g} does each friend get?"
         return q, [Step(total, "/", f, f"Each friend gets {{eq}} {g}.")]
     box = c.pick(_CONTAINERS)
     if k == 2:
@@ -271,20 +311,28 @@ def _sharing(c: _Ctx, k: int) -> tuple[str, list[Step]]:
         total = each * f
         per = c.rng.choice([d for d in range(2, 13) if total % d == 0] or [1])
         boxes = total // per
-        q = (f"{name} has {boxes} {box} with {per} {g} in each. {_cap(he)} shares all the {g} "
-             f"equally among {f} friends. How many {g} does each friend get?")
-        return q, [Step(boxes, "*", per, f"{_cap(he)} has {{eq}} {g}."),
-                   Step(total, "/", f, f"Each friend gets {{eq}} {g}.")]
+        q = (
+            f"{name} has {boxes} {box} with {per} {g} in each. {_cap(he)} shares all the {g} "
+            f"equally among {f} friends. How many {g} does each friend get?"
+        )
+        return q, [
+            Step(boxes, "*", per, f"{_cap(he)} has {{eq}} {g}."),
+            Step(total, "/", f, f"Each friend gets {{eq}} {g}."),
+        ]
     each = c.n(2, 12)
     final = each * f
     gone = c.n(2, 20)
     extra = c.n(1, min(30, final - 1))
     start = final - extra + gone
-    q = (f"{name} has {start} {g}. {_cap(he)} gives away {gone} of them and then buys {extra} more. "
-         f"{_cap(he)} puts all of {his} {g} equally into {f} {box}. How many {g} are in each of the {box}?")
-    return q, [Step(start, "-", gone, f"After giving some away {he} has {{eq}} {g}."),
-               Step(start - gone, "+", extra, f"After buying more {he} has {{eq}} {g}."),
-               Step(final, "/", f, f"Each of the {box} holds {{eq}} {g}.")]
+    q = (
+        f"{name} has {start} {g}. {_cap(he)} gives away {gone} of them and then buys {extra} more. "
+        f"{_cap(he)} puts all of {his} {g} equally into {f} {box}. How many {g} are in each of the {box}?"
+    )
+    return q, [
+        Step(start, "-", gone, f"After giving some away {he} has {{eq}} {g}."),
+        Step(start - gone, "+", extra, f"After buying more {he} has {{eq}} {g}."),
+        Step(final, "/", f, f"Each of the {box} holds {{eq}} {g}."),
+    ]
 
 
 def _baking(c: _Ctx, k: int) -> tuple[str, list[Step]]:
@@ -298,18 +346,25 @@ def _baking(c: _Ctx, k: int) -> tuple[str, list[Step]]:
     if k == 2:
         eaten = c.n(1, made - 1)
         s2 = Step(made, "-", eaten, f"{{eq}} {item} are left.")
-        q = (f"{name} bakes {t} trays of {item} with {per} {item} on each tray. "
-             f"{_cap(his)} family eats {eaten} of them. How many {item} are left?")
+        q = (
+            f"{name} bakes {t} trays of {item} with {per} {item} on each tray. "
+            f"{_cap(his)} family eats {eaten} of them. How many {item} are left?"
+        )
         return q, [Step(t, "*", per, f"{_cap(he)} bakes {{eq}} {item}."), s2]
     d = c.n(2, min(9, made - 1))
     left = d * c.n(1, (made - 1) // d)
     eaten = made - left
     s2 = Step(made, "-", eaten, f"{{eq}} {item} are left.")
-    q = (f"{name} bakes {t} trays of {item} with {per} {item} on each tray. {_cap(his)} family eats "
-         f"{eaten} of them. {_cap(he)} packs the rest equally into {d} boxes. "
-         f"How many {item} are in each box?")
-    return q, [Step(t, "*", per, f"{_cap(he)} bakes {{eq}} {item}."), s2,
-               Step(left, "/", d, f"Each box holds {{eq}} {item}.")]
+    q = (
+        f"{name} bakes {t} trays of {item} with {per} {item} on each tray. {_cap(his)} family eats "
+        f"{eaten} of them. {_cap(he)} packs the rest equally into {d} boxes. "
+        f"How many {item} are in each box?"
+    )
+    return q, [
+        Step(t, "*", per, f"{_cap(he)} bakes {{eq}} {item}."),
+        s2,
+        Step(left, "/", d, f"Each box holds {{eq}} {item}."),
+    ]
 
 
 def _savings(c: _Ctx, k: int) -> tuple[str, list[Step]]:
@@ -322,15 +377,22 @@ def _savings(c: _Ctx, k: int) -> tuple[str, list[Step]]:
     gift = c.n(5, 60)
     s2 = Step(saved, "+", gift, f"Now {he} has {{eq}} dollars.")
     if k == 2:
-        q = (f"{name} saves ${s} every week for {w} weeks. Then {his} aunt gives {him(he)} ${gift}. "
-             f"How much money does {he} have?")
+        q = (
+            f"{name} saves ${s} every week for {w} weeks. Then {his} aunt gives {him(he)} ${gift}. "
+            f"How much money does {he} have?"
+        )
         return q, [Step(s, "*", w, f"{_cap(he)} saves {{eq}} dollars."), s2]
     total = saved + gift
     spend = c.n(1, total - 1)
-    q = (f"{name} saves ${s} every week for {w} weeks. Then {his} aunt gives {him(he)} ${gift}. "
-         f"{_cap(he)} spends ${spend} on a bike. How much money does {he} have left?")
-    return q, [Step(s, "*", w, f"{_cap(he)} saves {{eq}} dollars."), s2,
-               Step(total, "-", spend, f"{_cap(he)} has {{eq}} dollars left.")]
+    q = (
+        f"{name} saves ${s} every week for {w} weeks. Then {his} aunt gives {him(he)} ${gift}. "
+        f"{_cap(he)} spends ${spend} on a bike. How much money does {he} have left?"
+    )
+    return q, [
+        Step(s, "*", w, f"{_cap(he)} saves {{eq}} dollars."),
+        s2,
+        Step(total, "-", spend, f"{_cap(he)} has {{eq}} dollars left."),
+    ]
 
 
 def him(he: str) -> str:
@@ -347,8 +409,9 @@ TEMPLATES: dict[str, _Template] = {
 }
 
 
-def generate_problem(rng: random.Random, *, steps: int | None = None,
-                     template: str | None = None, number_scale: float = 1.0) -> ToyProblem:
+def generate_problem(
+    rng: random.Random, *, steps: int | None = None, template: str | None = None, number_scale: float = 1.0
+) -> ToyProblem:
     """One problem from ``rng``; ``steps`` (1–3) and ``template`` are drawn when not given.
     ``number_scale`` (0, 1] shrinks every number range of the templates (smaller numbers)."""
     if not 0.0 < number_scale <= 1.0:
@@ -397,8 +460,7 @@ class ToySplits:
     test: list[ToyProblem] = field(default_factory=list)
 
     def items(self) -> Iterable[tuple[str, list[ToyProblem]]]:
-        return (("pretrain", self.pretrain), ("train", self.train), ("dev", self.dev),
-                ("test", self.test))
+        return (("pretrain", self.pretrain), ("train", self.train), ("dev", self.dev), ("test", self.test))
 
 
 def assign_styles(problems: Sequence[ToyProblem], one_line_share: float, seed: int) -> list[ToyProblem]:
@@ -407,13 +469,20 @@ def assign_styles(problems: Sequence[ToyProblem], one_line_share: float, seed: i
     if not 0.0 <= one_line_share <= 1.0:
         raise ValueError(f"one_line_share must be in [0, 1], got {one_line_share}")
     rng = random.Random(seed * 1_000_003 + 7919)
-    return [dataclasses.replace(p, style="one_line" if rng.random() < one_line_share else "steps")
-            for p in problems]
+    return [dataclasses.replace(p, style="one_line" if rng.random() < one_line_share else "steps") for p in problems]
 
 
-def make_splits(seed: int, *, n_train: int = 4000, n_dev: int = 300, n_test: int = 300,
-                n_pretrain: int = 0, one_line_share: float = 0.0,
-                pretrain_one_line_share: float | None = None, number_scale: float = 1.0) -> ToySplits:
+def make_splits(
+    seed: int,
+    *,
+    n_train: int = 4000,
+    n_dev: int = 300,
+    n_test: int = 300,
+    n_pretrain: int = 0,
+    one_line_share: float = 0.0,
+    pretrain_one_line_share: float | None = None,
+    number_scale: float = 1.0,
+) -> ToySplits:
     """Disjoint splits: distinct questions are generated once, then cut in the order
     train, dev, test, pretrain (so adding pretraining problems leaves the other splits unchanged).
     ``one_line_share`` of the train/dev/test solutions and ``pretrain_one_line_share`` (default:
@@ -438,24 +507,47 @@ def write_jsonl(problems: Iterable[ToyProblem], path: str | Path, *, annotate: b
     return path
 
 
-def write_splits(out_dir: str | Path, seed: int, *, n_train: int = 4000, n_dev: int = 300,
-                 n_test: int = 300, n_pretrain: int = 0, annotate: bool = True,
-                 one_line_share: float = 0.0, pretrain_one_line_share: float | None = None,
-                 number_scale: float = 1.0) -> dict[str, Path]:
+def write_splits(
+    out_dir: str | Path,
+    seed: int,
+    *,
+    n_train: int = 4000,
+    n_dev: int = 300,
+    n_test: int = 300,
+    n_pretrain: int = 0,
+    annotate: bool = True,
+    one_line_share: float = 0.0,
+    pretrain_one_line_share: float | None = None,
+    number_scale: float = 1.0,
+) -> dict[str, Path]:
     """Write ``train.jsonl``, ``dev.jsonl``, ``test.jsonl`` (and ``pretrain.jsonl`` when
     ``n_pretrain`` > 0) under ``out_dir``; return their paths."""
     if pretrain_one_line_share is None:
         pretrain_one_line_share = one_line_share
-    splits = make_splits(seed, n_train=n_train, n_dev=n_dev, n_test=n_test, n_pretrain=n_pretrain,
-                         one_line_share=one_line_share, pretrain_one_line_share=pretrain_one_line_share,
-                         number_scale=number_scale)
+    splits = make_splits(
+        seed,
+        n_train=n_train,
+        n_dev=n_dev,
+        n_test=n_test,
+        n_pretrain=n_pretrain,
+        one_line_share=one_line_share,
+        pretrain_one_line_share=pretrain_one_line_share,
+        number_scale=number_scale,
+    )
     out = Path(out_dir)
-    paths = {name: write_jsonl(ps, out / f"{name}.jsonl", annotate=annotate)
-             for name, ps in splits.items() if ps}
-    meta = {"generator_version": GENERATOR_VERSION, "seed": seed, "n_train": n_train,
-            "n_dev": n_dev, "n_test": n_test, "n_pretrain": n_pretrain, "annotate": annotate,
-            "one_line_share": one_line_share, "pretrain_one_line_share": pretrain_one_line_share,
-            "number_scale": number_scale}
+    paths = {name: write_jsonl(ps, out / f"{name}.jsonl", annotate=annotate) for name, ps in splits.items() if ps}
+    meta = {
+        "generator_version": GENERATOR_VERSION,
+        "seed": seed,
+        "n_train": n_train,
+        "n_dev": n_dev,
+        "n_test": n_test,
+        "n_pretrain": n_pretrain,
+        "annotate": annotate,
+        "one_line_share": one_line_share,
+        "pretrain_one_line_share": pretrain_one_line_share,
+        "number_scale": number_scale,
+    }
     (out / "TOY_PROBLEMS.json").write_text(json.dumps(meta, indent=2) + "\n")
     return paths
 
@@ -467,21 +559,44 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--n-train", type=int, default=4000)
     ap.add_argument("--n-dev", type=int, default=300)
     ap.add_argument("--n-test", type=int, default=300)
-    ap.add_argument("--n-pretrain", type=int, default=0,
-                    help="also write pretrain.jsonl (the toy base model's corpus, disjoint from the rest)")
-    ap.add_argument("--one-line-share", type=float, default=0.0,
-                    help="share of solutions written as one folded expression instead of one line per step")
-    ap.add_argument("--pretrain-one-line-share", type=float, default=None,
-                    help="the same for pretrain.jsonl (default: --one-line-share)")
-    ap.add_argument("--number-scale", type=float, default=1.0,
-                    help="shrink every number range of the templates by this factor (0, 1]")
+    ap.add_argument(
+        "--n-pretrain",
+        type=int,
+        default=0,
+        help="also write pretrain.jsonl (the toy base model's corpus, disjoint from the rest)",
+    )
+    ap.add_argument(
+        "--one-line-share",
+        type=float,
+        default=0.0,
+        help="share of solutions written as one folded expression instead of one line per step",
+    )
+    ap.add_argument(
+        "--pretrain-one-line-share",
+        type=float,
+        default=None,
+        help="the same for pretrain.jsonl (default: --one-line-share)",
+    )
+    ap.add_argument(
+        "--number-scale",
+        type=float,
+        default=1.0,
+        help="shrink every number range of the templates by this factor (0, 1]",
+    )
     ap.add_argument("--no-annotations", action="store_true", help="omit the <<a*b=c>> calculator annotations")
     args = ap.parse_args(argv)
-    paths = write_splits(args.out, args.seed, n_train=args.n_train, n_dev=args.n_dev,
-                         n_test=args.n_test, n_pretrain=args.n_pretrain, annotate=not args.no_annotations,
-                         one_line_share=args.one_line_share,
-                         pretrain_one_line_share=args.pretrain_one_line_share,
-                         number_scale=args.number_scale)
+    paths = write_splits(
+        args.out,
+        args.seed,
+        n_train=args.n_train,
+        n_dev=args.n_dev,
+        n_test=args.n_test,
+        n_pretrain=args.n_pretrain,
+        annotate=not args.no_annotations,
+        one_line_share=args.one_line_share,
+        pretrain_one_line_share=args.pretrain_one_line_share,
+        number_scale=args.number_scale,
+    )
     print(json.dumps({k: str(v) for k, v in paths.items()}))
     return 0
 
