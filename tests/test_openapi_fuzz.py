@@ -34,6 +34,10 @@ CHECKS = (
 # cases per operation in the fuzzing phase (the coverage phase adds its own): fewer with a model,
 # whose every new question is a generation
 EXAMPLES = {"provided": 120, "hf": 60}
+# the floor of recorded cases per POST operation: hypothesis stops an operation early once it finds no
+# new distinct inputs (a fresh CI clone recorded 40 for precompute with max 120), so the floor only
+# proves the operation was fuzzed in earnest, not that the maximum was reached
+MIN_CASES = 25
 KEY = "fuzz-test-key-0123456789abcdef"
 
 
@@ -126,7 +130,7 @@ def test_schemathesis_finds_nothing(live_service, service_spec: ServiceSpec, tmp
     }
     assert operations <= set(cases), set(cases)
     for label in ("POST /v1/score", "POST /v1/arms/precompute", "POST /get_reward"):
-        assert cases[label] >= EXAMPLES[service_spec.backend], (label, cases[label])
+        assert cases[label] >= MIN_CASES, (label, cases[label])
         assert not any(s >= 500 for s in statuses[label]), (label, statuses[label])
     if service_spec.backend == "hf":  # the model scores: some generated requests are accepted
         assert statuses["POST /v1/score"][200] > 0 and statuses["POST /v1/arms/precompute"][200] > 0
