@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
+import re
 import subprocess
 import sys
 import time
@@ -207,10 +208,17 @@ def test_deadline_504_then_overload_503_then_the_cache_serves_the_retry(hf_env, 
         busy = httpx.post(server.url + "/v1/score", json=body(q2), headers=HEADERS, timeout=60)
         assert busy.status_code == 503, busy.text
         assert busy.json()["error"]["code"] == "overloaded" and int(busy.headers["retry-after"]) >= 1
-        # the generation of q1 went on in the background and filled the cache: the retry is served from it
+        # the generation of q1 went on in the background and filled the cache: the retry is served from it.
+        # A retry that lands while that generation is finishing joins it in flight (200, not from the cache);
+        # either way q1's arms are generated once, and the next request reads them from the cache.
         for _ in range(600):
             again = httpx.post(server.url + "/v1/score", json=body(q1), headers=HEADERS, timeout=60)
             if again.status_code == 200:
                 break
             time.sleep(0.1)
-        assert again.status_code == 200 and again.json()["results"][0]["arms_from_cache"] is True
+        assert again.status_code == 200, again.text
+        cached = httpx.post(server.url + "/v1/score", json=body(q1), headers=HEADERS, timeout=60)
+        assert cached.status_code == 200 and cached.json()["results"][0]["arms_from_cache"] is True
+        assert cached.json()["results"][0]["scores"] == again.json()["results"][0]["scores"]
+        generated = re.search(r"^regime_w_arm_generations_total (\S+)$", httpx.get(server.url + "/metrics").text, re.M)
+        assert generated is not None and float(generated.group(1)) == 8.0  # q1's 8 arms, once; q2 was refused
