@@ -46,6 +46,9 @@ MIN_AUROC = 0.80
 LABEL_FREE_OVER_MAJORITY = 0.025
 LABEL_FREE_OVER_SFT = 0.015
 MIN_DEV = 800
+#: DPO and GRPO, and the two control GRPO runs, side by side (1 torch thread each): the same adapters as one
+#: after the other, in less time on 2 cores.
+JOBS = 2
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +58,7 @@ def loop(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     def while_the_service_is_up(url: str, key: str, paths: Paths) -> dict[str, Any]:
         return {
             "auroc": label_free_auroc(url, key, paths),
-            "controls": grpo_controls(url, key, paths, seed=SEED, rows=("regime_w_label_free", "majority")),
+            "controls": grpo_controls(url, key, paths, seed=SEED, rows=("regime_w_label_free", "majority"), jobs=JOBS),
         }
 
     return run_toy_loop(
@@ -63,6 +66,7 @@ def loop(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         seed=SEED,
         quick=True,
         threads=1,
+        jobs=JOBS,
         verbose=False,
         before_stop=while_the_service_is_up,
         say=lambda _: None,

@@ -43,6 +43,7 @@ from trainer.toy.loop import (
     _tail,
     accuracy_table,
     reward_service,
+    run_parallel,
     subprocess_env,
 )
 
@@ -276,31 +277,14 @@ def run_ablation(settings: AblationSettings, say: Callable[[str], None] | None =
         say(f"--- seed{seed}/{name}: finished in {cell['seconds']:.0f} s")
 
     # seeds first (one SFT each), then the cells in seed order (seed 0 of every reward first)
-    _parallel([functools.partial(prepare_seed, seed) for seed in settings.seeds], settings.jobs)
-    _parallel(
+    run_parallel([functools.partial(prepare_seed, seed) for seed in settings.seeds], settings.jobs)
+    run_parallel(
         [functools.partial(run_cell, seed, name) for seed in settings.seeds for name in settings.rewards], settings.jobs
     )
     results = collect(w)
     results["recipes"] = _rel(str(settings.recipes.resolve()))
     (w / "ablation.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     return results
-
-
-def _parallel(tasks: Sequence[Callable[[], None]], jobs: int) -> None:
-    """Run ``tasks`` (each a chain of subprocesses) ``jobs`` at a time, in order; the first failure is raised
-    once every started task has ended."""
-    if jobs <= 1:
-        for task in tasks:
-            task()
-        return
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
-        futures = [pool.submit(task) for task in tasks]
-        errors = [f.exception() for f in futures]
-    for err in errors:
-        if err is not None:
-            raise err
 
 
 def collect(workdir: Path) -> dict[str, Any]:
@@ -635,11 +619,13 @@ def grpo_controls(
     seed: int,
     rows: Sequence[str] = ("regime_w_label_free", "majority"),
     threads: int = 1,
+    jobs: int = 1,
     grpo_flags: Sequence[str] = (),
     say: Callable[[str], None] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Inside a running toy loop (``run_toy_loop(before_stop=...)``): GRPO again from the same SFT adapter with
-    each of ``rows``' rewards, then their greedy dev accuracy. Returns ``{row: {accuracy, correct, n}}``.
+    each of ``rows``' rewards (``jobs`` of them side by side), then their greedy dev accuracy. Returns
+    ``{row: {accuracy, correct, n}}``.
 
     This is the one-seed slice of the ablation that the learning tests check (tests/test_toy_learning.py).
     """
@@ -649,6 +635,7 @@ def grpo_controls(
     stages = _Stages(settings, say or (lambda _: None))
     env = {"REGIME_W_URL": url, "REGIME_W_API_KEY": key}
     adapters = {}
+    tasks = []
     for name in rows:
         row = ALL_ROWS[name]
         if row.scorer_config:
@@ -656,10 +643,10 @@ def grpo_controls(
         out = paths.workdir / "checkpoints" / f"lora_grpo_{name}"
         flags = list(stage_flags("grpo", paths, seed))
         flags[flags.index("--output_dir") + 1] = str(out)
-        stages.run(
-            "grpo", [*flags, *row.stage_flags(), "--reward_url", url, *grpo_flags], paths.logs / f"grpo-{name}.log", env
-        )
+        cmd = [*flags, *row.stage_flags(), "--reward_url", url, *grpo_flags]
+        tasks.append(functools.partial(stages.run, "grpo", cmd, paths.logs / f"grpo-{name}.log", env))
         adapters[name] = out
+    run_parallel(tasks, jobs)
     eval_dir = paths.workdir / "results" / "toy-eval-controls"
     eval_flags = stage_flags("eval", paths, seed)
     eval_flags = eval_flags[: eval_flags.index("--eval_output_dir")]

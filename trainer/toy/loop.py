@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import os
 import re
@@ -33,6 +34,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -133,6 +135,21 @@ def reward_service(
                     proc.kill()
                     proc.wait()
             say(f"reward service stopped (exit {proc.returncode})")
+
+
+def run_parallel(tasks: Sequence[Callable[[], Any]], jobs: int) -> None:
+    """Run ``tasks`` (each a chain of subprocesses) ``jobs`` at a time, in order; the first failure is raised
+    once every started task has ended."""
+    if jobs <= 1:
+        for task in tasks:
+            task()
+        return
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        futures = [pool.submit(task) for task in tasks]
+        errors = [f.exception() for f in futures]
+    for err in errors:
+        if err is not None:
+            raise err
 
 
 def _tail(path: Path, chars: int = 3000) -> str:
@@ -309,6 +326,7 @@ def run_toy_loop(
     before_stop: Callable[[str, str, Paths], Any] | None = None,
     say: Callable[[str], None] | None = None,
     only: Sequence[str] | None = None,
+    jobs: int = 1,
 ) -> dict[str, Any]:
     """Run the whole loop under ``workdir``; return the accuracy table, timings and step summaries.
 
@@ -318,7 +336,9 @@ def run_toy_loop(
     workdirs; ``on_service(url, key, paths)`` runs once the service is up (the demo curl-scores there),
     ``before_stop(url, key, paths)`` after GRPO while it is still up (its return value is kept as
     ``result["before_stop"]``). ``only`` runs just those stages (the others' artifacts must already
-    be in ``workdir``: for experiments on one stage).
+    be in ``workdir``: for experiments on one stage). ``jobs`` 2 runs DPO and GRPO side by side (each
+    from the SFT adapter, each its own process of ``threads`` threads; only GRPO calls the service), which
+    gives the same adapters as one after the other on a machine with two free cores.
     """
     say = say or (lambda text: print(text, flush=True))
     workdir = Path(workdir).resolve()
@@ -370,14 +390,19 @@ def run_toy_loop(
         if on_service is not None:
             on_service(url, key, paths)
         service_env = {"REGIME_W_URL": url, "REGIME_W_API_KEY": key}
-        for stage in ("rollouts", "prefs", "dpo", "grpo"):
-            if stage not in todo:
-                continue
+
+        def run(stage: str) -> None:
             say(f"--- {stage}")
             if stage == "rollouts":
                 paths.rollouts.unlink(missing_ok=True)  # the stage resumes a file it finds; this run starts fresh
             extra_flags = ["--reward_url", url] if stage in ("rollouts", "grpo") else []
             runner.stage(stage, [*flags(stage), *extra_flags], env=service_env)
+
+        for stage in ("rollouts", "prefs"):
+            if stage in todo:
+                run(stage)
+        # DPO and GRPO both start from the SFT adapter: independent, so they may run side by side
+        run_parallel([functools.partial(run, stage) for stage in ("dpo", "grpo") if stage in todo], jobs)
         hook_result = before_stop(url, key, paths) if before_stop is not None else None
     if "eval" in todo:
         say("--- eval: base / sft / rl-dpo / rl-grpo")
@@ -389,6 +414,7 @@ def run_toy_loop(
         "seed": seed,
         "quick": quick,
         "threads": threads,
+        "jobs": jobs,
         "table": table,
         "styles": styles,
         "timings_s": runner.timings,
@@ -553,6 +579,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="the learning tests' settings")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per process (1: deterministic)")
+    parser.add_argument(
+        "--jobs", type=int, default=1, help="2: DPO and GRPO side by side (same results; needs 2 free cores)"
+    )
     parser.add_argument("--base-dir", type=Path, default=None, help="a shared toy base directory (cached)")
     parser.add_argument(
         "--only",
@@ -592,6 +621,7 @@ def main(argv: list[str] | None = None) -> int:
             base_dir=args.base_dir,
             overrides=overrides,
             only=args.only,
+            jobs=args.jobs,
         )
     except LoopError as exc:
         print(f"toy loop failed: {exc}", file=sys.stderr)
