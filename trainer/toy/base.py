@@ -328,7 +328,12 @@ def _train(model: Any, rows: list[tuple[list[int], int]], pad_id: int, args: Toy
     for step in range(args.base_max_steps):
         if time.perf_counter() - start > args.base_max_seconds:
             stopped_early = True
-            log.warning("toy base: stopped at step %d by base_max_seconds=%.0f", step, args.base_max_seconds)
+            log.warning(
+                "toy base: stopped at step %d by base_max_seconds=%.0f; it is not reused as the cached base "
+                "of these settings (the next build trains again)",
+                step,
+                args.base_max_seconds,
+            )
             break
         if len(order) < args.base_batch_size:
             more = list(range(len(rows)))
@@ -401,6 +406,8 @@ def load_cached(args: ToyBaseArguments) -> dict[str, Any] | None:
         meta = json.loads(marker.read_text())
     except (OSError, json.JSONDecodeError):
         return None
+    if meta.get("stopped_by_time_limit"):
+        return None  # cut short by base_max_seconds (a wall-clock limit): not the base these settings describe
     return meta if meta.get("cache_key") == cache_key(args) else None
 
 
