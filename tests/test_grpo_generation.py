@@ -33,6 +33,13 @@ def _policy(path: Path, quantization: str) -> tuple[object, object]:
     return policy, load_tokenizer(args)
 
 
+#: How close the copy's logits must be to the policy's (relative norm). Unquantized, the two are the same
+#: float32 function. 4-bit: bitsandbytes' CPU forward dequantizes NF4 to bfloat16 before the matmul (the
+#: weights it implies are bf16 values: measured 2.5e-3 relative from the exact float32 dequantization the
+#: copy holds, 2.4e-3 on the logits), so the copy matches up to bf16 rounding (2**-8 = 3.9e-3) only.
+TOLERANCE = {"none": 1e-4, "4bit": 1e-2}
+
+
 @pytest.mark.parametrize("quantization", ["none", "4bit"])
 def test_copy_computes_the_policy(tiny: Path, quantization: str) -> None:
     from trainer.grpo_generation import FastGenerationConfig, MergedPolicyCopy
@@ -43,7 +50,8 @@ def test_copy_computes_the_policy(tiny: Path, quantization: str) -> None:
     with torch.no_grad():
         want = policy(input_ids=ids).logits.float()
         got = copy.model(input_ids=ids).logits.float()
-    assert torch.linalg.norm(got - want) / torch.linalg.norm(want) < 1e-4
+    tol = TOLERANCE[quantization]
+    assert torch.linalg.norm(got - want) / torch.linalg.norm(want) < tol
 
     # after an update of the adapter, sync() follows it; before, the copy is stale
     with torch.no_grad():
@@ -54,8 +62,8 @@ def test_copy_computes_the_policy(tiny: Path, quantization: str) -> None:
         stale = copy.model(input_ids=ids).logits.float()
         copy.sync()
         got2 = copy.model(input_ids=ids).logits.float()
-    assert torch.linalg.norm(stale - want2) / torch.linalg.norm(want2) > 1e-3
-    assert torch.linalg.norm(got2 - want2) / torch.linalg.norm(want2) < 1e-4
+    assert torch.linalg.norm(stale - want2) / torch.linalg.norm(want2) > 10 * tol
+    assert torch.linalg.norm(got2 - want2) / torch.linalg.norm(want2) < tol
 
 
 def test_generate_left_pads_and_cuts_at_eos(tiny: Path) -> None:
@@ -87,3 +95,26 @@ def test_generate_left_pads_and_cuts_at_eos(tiny: Path) -> None:
     ref_ids = ref[0, len(prompts[0]) :].tolist()
     cut = ref_ids.index(eos) + 1 if eos in ref_ids else len(ref_ids)
     assert out[0] == ref_ids[:cut]
+
+
+def test_dense_weight_survives_bitsandbytes_cpu_repacking() -> None:
+    """bitsandbytes repacks a 4-bit weight into a CPU layout at its first eval-mode forward (on CPUs with
+    AVX512-BF16); the copy's dequantization must read the same weight before and after."""
+    import bitsandbytes as bnb
+
+    from trainer.grpo_generation import _dense_weight
+
+    torch.manual_seed(0)
+    dense = torch.randn(64, 128) * 0.02
+    layer = bnb.nn.Linear4bit(128, 64, bias=False, compute_dtype=torch.float32, quant_type="nf4")
+    layer.weight = bnb.nn.Params4bit(dense.clone(), requires_grad=False, quant_type="nf4")
+    layer = layer.to("cpu").eval()
+    before = _dense_weight(layer, torch.float32)
+    assert torch.linalg.norm(before - dense) / torch.linalg.norm(dense) < 0.15  # NF4 keeps the weight
+    x = torch.randn(3, 128)
+    with torch.no_grad():
+        y = layer(x)  # may repack layer.weight in place
+    after = _dense_weight(layer, torch.float32)
+    # the repacking keeps the block scales in bfloat16, so the unpacked weight equals the first up to bf16 rounding
+    assert torch.linalg.norm(after - before) / torch.linalg.norm(before) < 1e-2
+    assert torch.linalg.norm(y - x @ after.T) / torch.linalg.norm(y) < 1e-2  # the forward's weight, up to bf16

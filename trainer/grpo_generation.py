@@ -53,6 +53,16 @@ def _dense_weight(module: Any, dtype: torch.dtype) -> torch.Tensor:
         from peft.utils.integrations import dequantize_bnb_weight
 
         state = getattr(weight, "quant_state", None) or getattr(module, "state", None)
+        if getattr(state, "packing_format_for_cpu", False):
+            # On a CPU with AVX512-BF16, bitsandbytes repacks a 4-bit weight into its own CPU layout at the
+            # first eval-mode forward; dequantizing that layout as NF4 reads garbage. Unpack a copy first
+            # (the module keeps its packed weight).
+            import copy
+
+            from bitsandbytes.functional import _convert_weight_packed_for_cpu_inverse, dequantize_4bit
+
+            data, state = _convert_weight_packed_for_cpu_inverse(weight.data.clone(), copy.deepcopy(state))
+            return dequantize_4bit(data, state).to(dtype)
         return dequantize_bnb_weight(weight, state=state).to(dtype)
     return weight.detach().to(dtype, copy=True)
 
