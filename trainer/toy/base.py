@@ -29,11 +29,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from trainer.errors import StageError
 from trainer.toy.problems import GENERATOR_VERSION, Step, ToyProblem, make_splits, write_splits
 
 __all__ = [
     "ToyBaseArguments",
     "ToyBaseResult",
+    "ToyBaseTimeLimit",
     "CHAT_TEMPLATE",
     "MARKER_FILE",
     "cache_key",
@@ -109,8 +111,13 @@ class ToyBaseArguments:
     loss_on_prompt: bool = field(
         default=False, metadata={"help": "Also train on the prompt tokens (default: solution only)."}
     )
-    base_max_seconds: float = field(
-        default=600.0, metadata={"help": "Safety limit on training time; hitting it is reported."}
+    base_max_seconds: float | None = field(
+        default=None,
+        metadata={
+            "help": "Optional limit on training time: a build that reaches it FAILS (nothing is saved) instead of "
+            "saving a base trained for fewer steps than base_max_steps, so a loaded machine never yields another "
+            "model. None: no limit."
+        },
     )
     base_num_threads: int | None = field(
         default=None, metadata={"help": "torch.set_num_threads for training (None: leave as is)."}
@@ -172,6 +179,10 @@ def cache_key(args: ToyBaseArguments) -> str:
         sort_keys=True,
     )
     return hashlib.sha256(blob.encode()).hexdigest()
+
+
+class ToyBaseTimeLimit(StageError):
+    """Pre-training reached ``base_max_seconds`` before ``base_max_steps``: nothing was saved."""
 
 
 @dataclass(frozen=True)
@@ -324,17 +335,14 @@ def _train(model: Any, rows: list[tuple[list[int], int]], pad_id: int, args: Toy
     order: list[int] = []
     losses: list[float] = []
     start = time.perf_counter()
-    steps_done, tokens, stopped_early = 0, 0, False
+    steps_done, tokens = 0, 0
     for step in range(args.base_max_steps):
-        if time.perf_counter() - start > args.base_max_seconds:
-            stopped_early = True
-            log.warning(
-                "toy base: stopped at step %d by base_max_seconds=%.0f; it is not reused as the cached base "
-                "of these settings (the next build trains again)",
-                step,
-                args.base_max_seconds,
+        if args.base_max_seconds is not None and time.perf_counter() - start > args.base_max_seconds:
+            raise ToyBaseTimeLimit(
+                f"toy base: base_max_seconds={args.base_max_seconds:g} reached after {step} of "
+                f"{args.base_max_steps} steps; nothing saved (raise or drop the limit: the steps, not the clock, "
+                "define the base)"
             )
-            break
         if len(order) < args.base_batch_size:
             more = list(range(len(rows)))
             rng.shuffle(more)
@@ -365,7 +373,6 @@ def _train(model: Any, rows: list[tuple[list[int], int]], pad_id: int, args: Toy
         "train_seconds": round(seconds, 1),
         "train_tokens": tokens,
         "final_loss": round(sum(tail) / len(tail), 4),
-        "stopped_by_time_limit": stopped_early,
     }
 
 
@@ -406,8 +413,8 @@ def load_cached(args: ToyBaseArguments) -> dict[str, Any] | None:
         meta = json.loads(marker.read_text())
     except (OSError, json.JSONDecodeError):
         return None
-    if meta.get("stopped_by_time_limit"):
-        return None  # cut short by base_max_seconds (a wall-clock limit): not the base these settings describe
+    if meta.get("stopped_by_time_limit") or meta.get("train_steps") != args.base_max_steps:
+        return None  # a base of older builds cut short by a wall-clock limit: not the base these settings describe
     return meta if meta.get("cache_key") == cache_key(args) else None
 
 
