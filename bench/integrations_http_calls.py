@@ -4,17 +4,21 @@ Starts the real ``regime-w-serve`` (backend ``hf`` on the tiny test model, short
 and, with the integrations' DEFAULT settings (``REGIME_W_COALESCE_MS=20``), drives each framework's
 own reward code for ``--steps`` "steps" of ``--prompts`` questions x ``--samples`` responses:
 
-- TRL 1.16 ``GRPOTrainer`` (real training, ``AsyncRegimeWReward``), ``--steps`` steps;
+- TRL 1.16 ``GRPOTrainer`` (real training, ``AsyncRegimeWReward``), ``--steps`` steps, three data sets:
+  conversational with a ``question`` column; conversational without it (the user turn carries the
+  trainer's instruction); plain chat-templated strings (``trainer.prompts.build_prompt``) without it;
 - OpenRLHF 0.11.2 ``SingleTurnAgentExecutor`` with ``trainer/integrations/openrlhf_reward.py``: every
   sample of every prompt dispatched at once (as ``_dispatch_prompts_to_vllm`` does), generation
   finishing (a) all together and (b) spread uniformly over ``--spread-s`` seconds; and OpenRLHF's
   plain HTTP path (``--reward.remote_url .../get_reward``) against a second, keyless service;
 - verl 0.9.1 ``RewardLoopWorker`` (one worker's share of a batch) with ``compute_score`` and
-  ``compute_score_async`` through the ``naive`` manager; the legacy ``BatchRewardManager`` with
-  ``compute_score_batch``; the legacy (sequential) ``NaiveRewardManager`` with ``compute_score``.
+  ``compute_score_async`` through the ``naive`` manager (0.9.1's reward loop has no ``batch`` manager).
 
-The count is the service's ``regime_w_requests_total`` for ``/v1/score`` (or ``/get_reward``) before
-and after, so retries and batching splits are included.
+Every question is precomputed first (``POST /v1/arms/precompute`` with the raw questions, as
+``regime-w-precompute`` does before a run). The counts are the service's own: HTTP requests
+(``regime_w_requests_total`` for ``/v1/score`` or ``/get_reward``, so retries and batching splits are
+included) and arm texts generated (``regime_w_arm_generations_total``: 0 when every question the
+integration sent found its precomputed arms).
 
     python3 bench/integrations_http_calls.py --out bench/results/integrations_http_calls.json
 """
@@ -56,6 +60,15 @@ def requests(url: str, route: str) -> float:
     )
 
 
+def metric(url: str, name: str) -> float:
+    text = httpx.get(url + "/metrics", timeout=30).text
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))
+
+
+def generations(url: str) -> float:
+    return metric(url, "regime_w_arm_generations_total")
+
+
 def problems(n: int, samples: int) -> list[tuple[str, str, list[str]]]:
     out = []
     for i in range(n):
@@ -66,20 +79,40 @@ def problems(n: int, samples: int) -> list[tuple[str, str, list[str]]]:
     return out
 
 
-def bench_trl(url: str, model_dir: Path, steps: int, prompts: int, samples: int, tmp: Path) -> dict[str, Any]:
+TRL_DATASETS = {
+    "conversational, question column": "question",
+    "conversational with the instruction, no question column": "messages",
+    "plain chat-templated string (build_prompt), no question column": "templated",
+}
+
+
+def trl_rows(kind: str, prompts: int, tokenizer: Any) -> list[dict[str, Any]]:
+    from trainer.prompts import build_messages, build_prompt
+
+    rows: list[dict[str, Any]] = []
+    for q, g, _ in problems(prompts, 1):
+        if kind == "question":
+            rows.append({"prompt": [{"role": "user", "content": q}], "question": q, "gold_answer": g})
+        elif kind == "messages":
+            rows.append({"prompt": build_messages(q), "gold_answer": g})
+        else:
+            rows.append({"prompt": build_prompt(q, tokenizer), "gold_answer": g})
+    return rows
+
+
+def bench_trl(
+    url: str, model_dir: Path, steps: int, prompts: int, samples: int, tmp: Path, label: str
+) -> dict[str, Any]:
     import datasets
     import transformers
     from trl import GRPOConfig, GRPOTrainer
 
     from trainer.rewards import AsyncRegimeWReward
 
-    rows = [
-        {"prompt": [{"role": "user", "content": q}], "question": q, "gold_answer": g}
-        for q, g, _ in problems(prompts * steps, samples)
-    ]
+    rows = trl_rows(TRL_DATASETS[label], prompts * steps, transformers.AutoTokenizer.from_pretrained(model_dir))
     reward = AsyncRegimeWReward(base_url=url, api_key=KEY)
     config = GRPOConfig(
-        output_dir=str(tmp / "trl"),
+        output_dir=str(tmp / f"trl-{TRL_DATASETS[label]}"),
         per_device_train_batch_size=prompts * samples,
         num_generations=samples,
         max_completion_length=8,
@@ -98,17 +131,18 @@ def bench_trl(url: str, model_dir: Path, steps: int, prompts: int, samples: int,
         train_dataset=datasets.Dataset.from_list(rows),
         processing_class=transformers.AutoTokenizer.from_pretrained(model_dir),
     )
-    before = requests(url, "/v1/score")
+    before, generated = requests(url, "/v1/score"), generations(url)
     trainer.train()
     reward.close()
     sent = requests(url, "/v1/score") - before
     per_step = [e.get("regime_w/http_calls") for e in trainer.state.log_history if "reward" in e]
     return {
-        "framework": "TRL 1.16 GRPOTrainer + AsyncRegimeWReward",
+        "framework": f"TRL 1.16 GRPOTrainer + AsyncRegimeWReward, {label}",
         "steps": steps,
         "responses_per_step": prompts * samples,
         "http_requests_total": sent,
         "http_requests_per_step": per_step,
+        "arm_generations_total": generations(url) - generated,
     }
 
 
@@ -145,11 +179,12 @@ def bench_openrlhf(
         return await asyncio.gather(*jobs)
 
     route = "/get_reward" if http else "/v1/score"
-    sent = []
+    sent, generated = [], []
     for _ in range(steps):
-        before = requests(url, route)
+        before, gen_before = requests(url, route), generations(url)
         outputs = asyncio.run(step())
         sent.append(requests(url, route) - before)
+        generated.append(generations(url) - gen_before)
         assert all(o["reward"] is not None for o in outputs), "a sample got no reward"
     how = "plain HTTP --reward.remote_url .../get_reward (keyless service)" if http else "openrlhf_reward.py"
     return {
@@ -157,6 +192,7 @@ def bench_openrlhf(
         "generation_spread_s": spread_s,
         "responses_per_step": prompts * samples,
         "http_requests_per_step": sent,
+        "arm_generations_per_step": generated,
     }
 
 
@@ -191,8 +227,6 @@ def verl_batch(tokenizer: Any, prompts: int, samples: int) -> Any:
 def bench_verl(url: str, model_dir: Path, prompts: int, samples: int, steps: int) -> list[dict[str, Any]]:
     from omegaconf import OmegaConf
     from verl.experimental.reward_loop.reward_loop import RewardLoopWorker
-    from verl.trainer.ppo.reward import get_custom_reward_fn
-    from verl.workers.reward_manager import BatchRewardManager, NaiveRewardManager
 
     from trainer.integrations import integration_files, verl_reward
 
@@ -219,41 +253,29 @@ def bench_verl(url: str, model_dir: Path, prompts: int, samples: int, steps: int
             )
         )
         data = verl_batch(worker.input_tokenizer, prompts, samples)
-        sent = []
+        sent, generated = [], []
         for _ in range(steps):
-            before = requests(url, "/v1/score")
+            before, gen_before = requests(url, "/v1/score"), generations(url)
             worker.loop.run_until_complete(worker.compute_score_batch(data))
             sent.append(requests(url, "/v1/score") - before)
+            generated.append(generations(url) - gen_before)
         out.append(
             {
                 "framework": f"verl 0.9.1 RewardLoopWorker (naive manager) + {name}",
                 "responses_per_step": len(data),
                 "http_requests_per_step": sent,
+                "arm_generations_per_step": generated,
                 "note": "per reward-loop worker: a step sends about reward.num_workers (default 8) times this",
             }
         )
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    for manager, name in ((BatchRewardManager, "compute_score_batch"), (NaiveRewardManager, "compute_score")):
-        verl_reward.reset()
-        fn = get_custom_reward_fn(
-            OmegaConf.create({"reward": {"custom_reward_function": {"path": path, "name": name, "reward_kwargs": {}}}})
-        )
-        data = verl_batch(tokenizer, prompts, samples)
-        sent = []
-        for _ in range(steps):
-            before = requests(url, "/v1/score")
-            manager(tokenizer, num_examine=0, compute_score=fn)(data)
-            sent.append(requests(url, "/v1/score") - before)
-        out.append(
-            {
-                "framework": f"verl 0.9.1 legacy {manager.__name__} + {name}",
-                "responses_per_step": len(data),
-                "http_requests_per_step": sent,
-            }
-        )
     return out
+
+
+def precompute(url: str, api_key: str | None, questions: list[str]) -> None:
+    from trainer.reward_client import RewardClient
+
+    with RewardClient(url, api_key=api_key, timeout_s=600) as client:
+        client.precompute(questions)
 
 
 def main() -> int:
@@ -289,8 +311,10 @@ def main() -> int:
         (tmp / "open").mkdir()
         with start_live_service(ServiceSpec(api_key=KEY), tmp / "keyed", model_dir, timeout=300) as keyed:
             os.environ.update({"REGIME_W_URL": keyed.url, "REGIME_W_API_KEY": KEY})
+            precompute(keyed.url, KEY, [q for q, _, _ in problems(args.prompts * args.steps, 1)])
             if "trl" in todo:
-                results.append(bench_trl(keyed.url, model_dir, args.steps, args.prompts, args.samples, tmp))
+                for label in TRL_DATASETS:
+                    results.append(bench_trl(keyed.url, model_dir, args.steps, args.prompts, args.samples, tmp, label))
             if "openrlhf" in todo:
                 for spread in (0.0, args.spread_s):
                     results.append(bench_openrlhf(keyed.url, tokenizer, args.prompts, args.samples, spread, args.steps))
@@ -298,13 +322,17 @@ def main() -> int:
                 results += bench_verl(keyed.url, model_dir, args.prompts, args.samples, args.steps)
         if "openrlhf-http" in todo:
             with start_live_service(ServiceSpec(api_key=None), tmp / "open", model_dir, timeout=300) as open_service:
+                precompute(open_service.url, None, [q for q, _, _ in problems(args.prompts, 1)])
                 results.append(
                     bench_openrlhf(open_service.url, tokenizer, args.prompts, args.samples, 0.0, args.steps, http=True)
                 )
     for row in results:
         per_step = " ".join(f"{v:.0f}" for v in row["http_requests_per_step"])
+        gens = row.get("arm_generations_per_step", [row.get("arm_generations_total", 0)])
+        generated = " ".join(f"{v:.0f}" for v in gens)
         print(
-            f"requests per step: {per_step:<8}  responses per step: {row['responses_per_step']:>4}  {row['framework']}"
+            f"requests per step: {per_step:<8}  arm texts generated: {generated:<8}  "
+            f"responses per step: {row['responses_per_step']:>4}  {row['framework']}"
             + (f"  (generation spread {row['generation_spread_s']} s)" if "generation_spread_s" in row else "")
         )
     if args.out:

@@ -3,6 +3,12 @@
 Arms depend on the question only, so they are generated once and reused for every trajectory of
 that question, across requests and across restarts: an LRU dict in front of a SQLite file (WAL
 mode, safe for several worker processes on one volume). Values are lists of ``ArmText``.
+
+Rows are keyed by a hash of (model, fingerprint, question). The question text itself is kept in a
+second table, ``arm_questions`` (added beside ``arms``: a file written by an older version opens
+unchanged, its rows just have no question text), so that a restarted service can list the questions
+it holds arms for (``questions``) and find them inside wrapped prompts
+(``reward_service.question_index``).
 """
 
 from __future__ import annotations
@@ -27,6 +33,19 @@ CREATE TABLE IF NOT EXISTS arms (
     payload TEXT NOT NULL
 )
 """
+
+# Added later, beside ``arms`` (no change to it): the question text of a key, for listing.
+_QUESTIONS_SCHEMA = (
+    """
+CREATE TABLE IF NOT EXISTS arm_questions (
+    key TEXT PRIMARY KEY,
+    model TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    question TEXT NOT NULL
+)
+""",
+    "CREATE INDEX IF NOT EXISTS arm_questions_by_config ON arm_questions (model, fingerprint)",
+)
 
 
 def cache_key(model_id: str, fingerprint: str, question: str) -> str:
@@ -62,6 +81,8 @@ class ArmCache:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute(_SCHEMA)
+            for statement in _QUESTIONS_SCHEMA:
+                self._db.execute(statement)
             self._db.commit()
 
     # -- memory layer
@@ -108,6 +129,30 @@ class ArmCache:
                     rows,
                 )
                 self._db.commit()
+
+    def put_questions(self, entries: Iterable[tuple[str, str, str, str]]) -> None:
+        """Record ``(key, model_id, fingerprint, question)``: the question text of cached keys (SQLite only)."""
+        rows = list(entries)
+        with self._lock:
+            if self._db is not None and rows:
+                self._db.executemany(
+                    "INSERT OR IGNORE INTO arm_questions (key, model, fingerprint, question) VALUES (?, ?, ?, ?)",
+                    rows,
+                )
+                self._db.commit()
+
+    def questions(self, model_id: str, fingerprint: str, limit: int | None = None) -> list[str]:
+        """The questions whose arms the SQLite layer holds for this model and fingerprint (the question
+        text is known for rows written since ``arm_questions`` exists); each checked against its key."""
+        with self._lock:
+            if self._db is None:
+                return []
+            rows = self._db.execute(
+                "SELECT q.key, q.question FROM arm_questions AS q JOIN arms AS a ON a.key = q.key "
+                "WHERE q.model = ? AND q.fingerprint = ? ORDER BY a.created DESC LIMIT ?",
+                (model_id, fingerprint, -1 if limit is None else limit),
+            ).fetchall()
+        return [question for key, question in rows if cache_key(model_id, fingerprint, question) == key]
 
     def close(self) -> None:
         with self._lock:

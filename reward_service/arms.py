@@ -22,6 +22,7 @@ from reward_service.arm_cache import ArmCache, cache_key
 from reward_service.errors import ArmsUnavailable, GenerationDeadline, GenerationFailed, Overloaded
 from reward_service.generation import ArmPrompt, GenerationBackend, GenerationError, GenerationTimeout
 from reward_service.metrics import Metrics
+from reward_service.question_index import QuestionIndex
 from reward_service.redact import Redactor
 from reward_service.regime_w.config import RegimeWConfig
 from reward_service.regime_w.scorer import ArmText
@@ -99,6 +100,10 @@ class ArmProvider:
         self._inflight: dict[str, asyncio.Future[tuple[ArmText, ...]]] = {}
         self._queue: asyncio.Queue[_Pending] | None = None
         self._worker: asyncio.Task[None] | None = None
+        # the questions cached for this model and config, findable inside a wrapped prompt (lookup, get)
+        self.questions = QuestionIndex()
+        self.questions.add_many(cache.questions(model_id, config.fingerprint))
+        metrics.arm_questions_indexed.set_function(lambda: len(self.questions))
 
     @property
     def can_generate(self) -> bool:
@@ -130,9 +135,33 @@ class ArmProvider:
                 fut.set_exception(GenerationFailed("service shutting down"))
         self._inflight.clear()
 
-    def lookup(self, question: str) -> tuple[ArmText, ...] | None:
-        """Cached arms of a question, or None (counts hits and misses)."""
+    def _resolve(self, question: str) -> tuple[str, tuple[tuple[ArmText, ...], str] | None]:
+        """The question whose arms serve ``question`` (itself when cached as sent, else the known question
+        it contains: ``reward_service.question_index``) and that question's cached arms, if any."""
         found = self.cache.get(self.key(question))
+        if found is not None or not len(self.questions):
+            return question, found
+        match = self.questions.find(question)
+        if match is None:
+            return question, None
+        self.metrics.arm_question_matches.labels(how=match.how).inc()
+        if match.question is None:
+            return question, None
+        return match.question, self.cache.get(self.key(match.question))
+
+    def _learn(self, questions: Sequence[str]) -> None:
+        """Index questions whose arms are cached; record the text of the new ones beside their keys."""
+        new = [q for q in questions if self.questions.add(q)]
+        if new:
+            self.cache.put_questions((self.key(q), self.model_id, self.config.fingerprint, q) for q in new)
+
+    def resolve(self, question: str) -> str:
+        """The question whose arms serve ``question``: itself, or the known question it contains."""
+        return self._resolve(question)[0]
+
+    def lookup(self, question: str) -> tuple[ArmText, ...] | None:
+        """Cached arms of a question, or of the known question it contains; None (counts hits)."""
+        _, found = self._resolve(question)
         if found is None:
             return None
         arms, layer = found
@@ -143,17 +172,24 @@ class ArmProvider:
         """Arms of each question, in order, each with ``from_cache``."""
         results: list[tuple[tuple[ArmText, ...], bool] | None] = [None] * len(questions)
         waits: dict[int, asyncio.Future[tuple[ArmText, ...]]] = {}
+        resolved_as: dict[int, str] = {}  # the question whose arms serve questions[i]
         for i, question in enumerate(questions):
-            cached = self.lookup(question)
-            if cached is not None:
-                results[i] = (cached, True)
+            resolved, found = self._resolve(question)
+            resolved_as[i] = resolved
+            if found is not None:
+                arms, layer = found
+                self.metrics.arm_cache_hits.labels(layer=layer).inc()
+                results[i] = (arms, True)
                 continue
             if not self.can_generate:
                 raise ArmsUnavailable(
                     f"backend 'provided' generates no arms: items[{i}].arm_outputs is required "
                     f"(arms: {', '.join(self.config.arm_names)})"
                 )
-            waits[i] = self._enqueue(question)
+            waits[i] = self._enqueue(resolved)
+        unindexed = self.questions.unknown(resolved_as[i] for i in range(len(questions)) if i not in waits)
+        if unindexed:  # cached before the index knew them (a cache file of an older version)
+            await asyncio.to_thread(self._learn, unindexed)
         if waits:
             self.metrics.arm_cache_misses.inc(len(waits))
             try:
@@ -167,6 +203,7 @@ class ArmProvider:
                 ) from None
             for i, arms in zip(waits, done):
                 results[i] = (arms, False)
+            await asyncio.to_thread(self._learn, [resolved_as[i] for i in waits])
         return [r for r in results if r is not None]
 
     def _enqueue(self, question: str) -> asyncio.Future[tuple[ArmText, ...]]:
@@ -269,4 +306,7 @@ class ArmProvider:
         for lo in range(0, len(missing), self.max_batch_questions):
             chunk = missing[lo : lo + self.max_batch_questions]
             await asyncio.gather(*(asyncio.shield(self._enqueue(q)) for q in chunk))
+        unindexed = self.questions.unknown(unique)
+        if unindexed:
+            await asyncio.to_thread(self._learn, unindexed)
         return {"questions": len(unique), "generated": len(missing), "already_cached": len(unique) - len(missing)}

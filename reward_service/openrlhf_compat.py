@@ -8,7 +8,10 @@ module turns such a body into ``ScoreItem`` chunks and the scores back into Open
 - the **question** of each query: ``metas[i]["question"]`` when given, else the last user turn of the
   templated prompt (Llama-3, DeepSeek-R1, ChatML/Qwen, Mistral, Phi-3, Gemma templates, or the
   trainer's plain ``Question: ...\\nAnswer:``), with the trainer's instruction suffix removed, so the
-  arms cached for the raw data set's question are found again;
+  arms cached for the raw data set's question are found again; then, through ``resolve`` (the arm
+  provider's), the known question that text contains when it is not cached as read (another
+  instruction, an unknown template, other whitespace: ``reward_service.question_index``), so the
+  queries of one question group together and are scored against the question itself;
 - the **response**: ``query[i]`` minus its prompt, without trailing end-of-turn / padding tokens;
 - the **label**: ``""``, ``null`` or no labels at all -> label-free; numbers are read as answers;
   a long label (a whole GSM8K solution) is reduced to its ``#### N`` value;
@@ -21,7 +24,7 @@ a 422 naming its field, never a 500.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -101,8 +104,11 @@ def _meta_question(metas: Sequence[dict[str, Any]] | None, i: int) -> str | None
     return value if value.strip() else None
 
 
-def plan_groups(body: OpenRLHFRequest, limits: CompatLimits) -> list[Group]:
-    """The body's queries grouped by (question, label), in order of first appearance."""
+def plan_groups(
+    body: OpenRLHFRequest, limits: CompatLimits, resolve: Callable[[str], str] | None = None
+) -> list[Group]:
+    """The body's queries grouped by (question, label), in order of first appearance; ``resolve`` maps
+    each question read from a prompt to the known question whose arms serve it (``ArmProvider.resolve``)."""
     n = len(body.query)
     if n > limits.max_queries:
         raise CompatError(
@@ -124,6 +130,8 @@ def plan_groups(body: OpenRLHFRequest, limits: CompatLimits) -> list[Group]:
             question = question_from_prompt(prompt)
             if not question:
                 raise CompatError(f"prompts[{i}]: empty prompt and no metas[{i}].question")
+            if resolve is not None:
+                question = resolve(question)
             _check_text(f"prompts[{i}] (the question read from it)", question, question_chars)
         response = response_from_query(query, prompt)
         _check_text(f"query[{i}] (the response part)", response, limits.max_text_chars)

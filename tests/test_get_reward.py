@@ -122,6 +122,29 @@ def test_groups_and_chunks_respect_the_limits():
         plan_groups(body, CompatLimits(max_queries=7))
 
 
+def test_questions_go_through_the_providers_resolution():
+    """``/get_reward`` hands every question it reads to ``ArmProvider.resolve`` (the known question a
+    wrapped text contains): two wrappings of one question are one group, scored as that question."""
+    from reward_service.question_index import QuestionIndex
+
+    question = "Sam has 7 coins and finds 5 more. How many coins does he have?"
+    index = QuestionIndex()
+    index.add(question)
+
+    def resolve(text: str) -> str:
+        match = index.find(text)
+        return match.question if match is not None and match.question is not None else text
+
+    prompts = [
+        f"<|im_start|>user\n{question}\nLet's think step by step.<|im_end|>\n<|im_start|>assistant\n",
+        f"Solve: {question}\nAnswer:",
+    ]
+    body = OpenRLHFRequest(query=[p + " #### 12" for p in prompts], prompts=prompts, labels=["12", "12"])
+    groups = plan_groups(body, CompatLimits(), resolve)
+    assert [(g.question, g.indices) for g in groups] == [(question, [0, 1])]
+    assert len(plan_groups(body, CompatLimits())) == 2  # without it: two texts, two arm sets
+
+
 def test_lone_surrogates_and_long_questions_name_their_field():
     body = OpenRLHFRequest(query=["What is 1? #### 1"], prompts=["What is 1?"], metas=[{"question": "a \ud800 b"}])
     with pytest.raises(CompatError, match=r"metas\[0\]\.question: holds a lone UTF-16 surrogate"):

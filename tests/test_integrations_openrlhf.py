@@ -119,8 +119,45 @@ def test_openrlhf_loads_the_reward_file_and_rewards_a_prompts_samples(keyed_env,
 def test_a_keyless_call_fails_loudly_not_as_a_zero(keyed_env, tokenizer, monkeypatch):
     monkeypatch.setenv("REGIME_W_API_KEY", "not-the-key-0123456789")
     openrlhf_reward.reset()
-    with pytest.raises(Exception, match="401"):
+    with pytest.raises(openrlhf_reward.RewardFailed, match="401") as raised:
         openrlhf_reward.reward_func(["Q? #### 1"], ["Q?"], ["1"])
+    assert isinstance(raised.value.__cause__, Exception)  # the client's error, kept as the cause
+
+
+@pytest.mark.parametrize("failure", ["wrong key", "service down", "label without an answer"])
+def test_openrlhf_executor_stops_at_a_reward_failure(keyed_env, tokenizer, monkeypatch, failure):
+    """OpenRLHF 0.11.2's ``SingleTurnAgentExecutor.execute`` wraps the reward in ``except Exception`` (logs
+    at INFO, reward None, a crash later elsewhere): our failure passes it and stops the rollout, saying why."""
+    label = "9"
+    if failure == "wrong key":
+        monkeypatch.setenv("REGIME_W_API_KEY", "not-the-key-0123456789")
+        expected = "401"
+    elif failure == "service down":
+        from tests.support.servers import free_port
+
+        monkeypatch.setenv("REGIME_W_URL", f"http://127.0.0.1:{free_port()}")  # nothing listens there
+        monkeypatch.setenv("REGIME_W_PATIENCE_S", "0.5")
+        expected = "Regime W reward failed"
+    else:
+        label = "no number at all"
+        expected = "labels\\[0\\]"
+    openrlhf_reward.reset()
+    executor = SingleTurnAgentExecutor(integration_files()["openrlhf"])
+    with pytest.raises(openrlhf_reward.RewardFailed, match=expected) as raised:
+        rollout(executor, tokenizer, build_prompt(QUESTION, tokenizer), label, responses=RESPONSES[:2])
+    assert "OpenRLHF queries" in str(raised.value) and raised.value.__cause__ is not None
+
+
+def test_what_openrlhf_does_with_an_ordinary_exception(tokenizer):
+    """The reason for ``RewardFailed``: an ``Exception`` from a reward function becomes a sample with no reward."""
+    executor = SingleTurnAgentExecutor(integration_files()["openrlhf"])
+
+    def failing(queries, prompts, labels):
+        raise RuntimeError("service down")
+
+    executor.reward_func = failing
+    [output] = rollout(executor, tokenizer, build_prompt(QUESTION, tokenizer), "9", responses=RESPONSES[:1])
+    assert output["reward"] is None and output["scores"] is None
 
 
 def test_openrlhf_http_path_against_get_reward(tokenizer, tiny_model_dir, tmp_path):

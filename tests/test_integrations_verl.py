@@ -137,36 +137,34 @@ def test_verl_reward_loop_worker_scores_a_batch(name, tiny_model_dir, service):
     assert sent[-1] == 1, f"{sent} HTTP requests for three batches of {len(data)} responses"
 
 
-def test_legacy_batch_manager_one_request_per_batch(tiny_model_dir, service):
-    """verl 0.9.1's ``BatchRewardManager`` (``verl.workers.reward_manager.batch``) with our batched function,
-    loaded by ``get_custom_reward_fn``."""
-    from transformers import AutoTokenizer
-    from verl.trainer.ppo.reward import get_custom_reward_fn
-    from verl.workers.reward_manager import BatchRewardManager
-
-    fn = get_custom_reward_fn(
-        OmegaConf.create(
-            {
-                "reward": {
-                    "custom_reward_function": {
-                        "path": integration_files()["verl"],
-                        "name": "compute_score_batch",
-                        "reward_kwargs": {},
-                    }
-                }
+def reward_manager_config(name: str, function: str = "compute_score_async"):
+    return OmegaConf.create(
+        {
+            "reward": {
+                "custom_reward_function": {"path": integration_files()["verl"], "name": function, "reward_kwargs": {}},
+                "reward_manager": {"source": "register", "name": name, "module": {"path": None, "name": "x"}},
+                "sandbox_fusion": None,
             }
-        )
+        }
     )
+
+
+def test_the_managers_verl_0_9_1_offers_and_no_batch_manager(tiny_model_dir, service):
+    """verl 0.9.1's ``load_reward_manager`` resolves ``reward.reward_manager.name`` in the reward loop's
+    registry: ``naive``, ``dapo``, ``gdpo``, ``rate_limited``, ``remote``; there is no ``batch``."""
+    from transformers import AutoTokenizer
+    from verl.experimental.reward_loop.reward_manager import NaiveRewardManager
+    from verl.trainer.ppo.reward import load_reward_manager
+
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
-    manager = BatchRewardManager(tokenizer, num_examine=0, compute_score=fn)
-    data = batch(tokenizer, label_free=True)
-    before = requests_seen(service)
-    out = manager(data, return_dict=True)
-    assert requests_seen(service) - before == 1
-    info = out["reward_extra_info"]
-    assert info["label_free"] == [1.0] * 4 and info["score01"] == info["s_wm"]
-    assert all(0.0 <= v <= 1.0 for v in info["score01"])
-    assert out["reward_tensor"].sum(dim=1).tolist() == pytest.approx(info["score"])
+    with pytest.raises(ValueError, match="Unknown reward manager: batch"):
+        load_reward_manager(reward_manager_config("batch"), tokenizer)
+    assert not hasattr(verl_reward, "compute_score_batch")  # nothing offered for a manager that is not there
+    manager = load_reward_manager(reward_manager_config("naive"), tokenizer)
+    assert isinstance(manager, NaiveRewardManager) and manager.is_async_reward_score
+    data = batch(tokenizer)
+    outputs = manager.loop.run_until_complete(asyncio.gather(*(manager.run_single(data[i : i + 1]) for i in range(4))))
+    assert [o["reward_extra_info"]["correctness"] for o in outputs] == [1.0, 0.0, 1.0, 0.0]
 
 
 def test_a_missing_question_is_a_clear_error(tiny_model_dir, service):
@@ -175,8 +173,6 @@ def test_a_missing_question_is_a_clear_error(tiny_model_dir, service):
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     data = batch(tokenizer, with_question=False)
     with pytest.raises(ValueError, match=r"extra_info\['question'\] is missing"):
-        verl_reward.compute_score_batch(
-            data.non_tensor_batch["data_source"], ["#### 7"] * 4, ["7"] * 4, list(data.non_tensor_batch["extra_info"])
-        )
+        verl_reward.compute_score("openai/gsm8k", "#### 7", "7", data.non_tensor_batch["extra_info"][0])
     with pytest.raises(ValueError, match="extra_info"):
         asyncio.run(verl_reward.compute_score_async("gsm8k", "#### 7", "7", {}))

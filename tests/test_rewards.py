@@ -327,3 +327,67 @@ def test_a_real_grpo_run_against_regime_w_serve(live_service, tiny_model_dir, tm
         )
 
     assert scored(after) - scored(before) == 8  # 2 steps x 2 questions x 2 generations
+
+
+def test_question_text_is_the_raw_question() -> None:
+    """What TRL passes as ``prompts`` when the data set has no ``question`` column: the question is read back."""
+    from trainer.prompts import INSTRUCTION, build_messages
+
+    assert question_text(build_messages(Q1)) == Q1
+    assert question_text([{"role": "system", "content": "Be brief."}, *build_messages(Q2)]) == Q2
+    assert question_text(f"<|user|>{Q1}\n{INSTRUCTION}<|end|>\n<|assistant|>") == Q1
+    assert question_text(f"<|im_start|>user\n{Q2}\n{INSTRUCTION}<|im_end|>\n<|im_start|>assistant\n") == Q2
+    assert question_text(f"Question: {Q1}\nAnswer:") == Q1
+    assert question_text(Q2) == Q2
+
+
+@pytest.mark.parametrize("style", ["conversational", "plain"])
+def test_grpo_without_a_question_column_hits_the_precomputed_arms(live_service, tiny_model_dir, tmp_path, style):
+    """TRL's GRPOTrainer on prompts built by the trainer (instruction appended; chat-templated string
+    or conversational), no ``question`` column, after ``/v1/arms/precompute`` of the raw questions:
+    the service generates no arm text."""
+    import datasets
+    import httpx
+    import transformers
+    from trl import GRPOConfig, GRPOTrainer
+
+    from trainer.prompts import build_messages, build_prompt
+
+    model = transformers.AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(tiny_model_dir)
+    questions = [f"{Q1} ({style})", f"{Q2} ({style})"]  # not cached by another test of this module
+    build = (lambda q: build_messages(q)) if style == "conversational" else (lambda q: build_prompt(q, tokenizer))
+    data = datasets.Dataset.from_list([{"prompt": build(q), "gold_answer": g} for q, g in zip(questions, ["72", "10"])])
+    with RewardClient(live_service.url, api_key=live_service.api_key) as client:
+        client.precompute(questions)
+
+    def generated() -> float:
+        text = httpx.get(live_service.url + "/metrics").text
+        return sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith("regime_w_arm_generations_total")
+        )
+
+    reward = AsyncRegimeWReward(base_url=live_service.url, api_key=live_service.api_key)
+    config = GRPOConfig(
+        output_dir=str(tmp_path / "grpo"),
+        per_device_train_batch_size=4,
+        num_generations=2,
+        max_completion_length=8,
+        max_steps=1,
+        learning_rate=1e-4,
+        bf16=False,
+        use_cpu=True,
+        report_to=[],
+        save_strategy="no",
+        seed=0,
+    )
+    before = generated()
+    trainer = GRPOTrainer(
+        model=model, reward_funcs=[reward], args=config, train_dataset=data, processing_class=tokenizer
+    )
+    trainer.train()
+    reward.close()
+    assert reward.calls == 1 and len(reward.last_scores) == 4
+    assert generated() == before  # every question found its precomputed arms

@@ -13,8 +13,11 @@ own event loop when ``__call__`` is a coroutine function.
 - ``CorrectnessReward`` and ``MajorityReward`` are the controls of ``trainer.reward_modes`` (no
   service): answer == gold, and the label-free vote among one question's samples.
 
-Where each field comes from: the question from the ``question`` column (else the last user turn of a
-conversational prompt, or the prompt string); the gold from ``gold_answer`` (else a GSM8K-style
+Where each field comes from: the question from the ``question`` column, the data set's raw question
+(else read back from the prompt by ``question_text``: the last user turn of a conversational prompt,
+or a string prompt without its chat-template markup, each without the trainer's instruction), so the
+service finds the arms precomputed for the raw question instead of generating arms for the prompt;
+the gold from ``gold_answer`` (else a GSM8K-style
 ``answer`` column reduced to its ``#### N`` value; none, or ``label_free=True`` -> label-free); the
 item id from an ``id`` column (else a hash of the question); token counts from ``completion_ids``.
 A conversational completion is its assistant turns; a turn's ``reasoning_content`` (what TRL's
@@ -39,6 +42,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from shared_schemas.answer import gold_answer as normalize_gold
+from shared_schemas.rl_frameworks import question_from_prompt, strip_instruction
 from shared_schemas.wire import ScoreItem, ScoreResponse, TrajectoryScore
 from trainer.reward_client import AsyncRewardClient, RewardClient
 from trainer.reward_modes import check_reward_mode, correctness_rewards, majority_rewards
@@ -111,14 +115,17 @@ def completion_text(completion: Any) -> str:
 
 
 def question_text(prompt: Any) -> str:
-    """The question a prompt asks: the last user turn of a conversation, else the prompt string."""
+    """The raw question a prompt asks: the last user turn of a conversation, or a string prompt's last
+    user turn inside its chat template (``shared_schemas.rl_frameworks.question_from_prompt``: Llama-3,
+    DeepSeek-R1, ChatML/Qwen, Mistral, Phi-3, Gemma, ``Question: ...\\nAnswer:``; an unknown template is
+    kept whole), in both cases without the trainer's instruction (``trainer.prompts.INSTRUCTION``)."""
     if isinstance(prompt, str):
-        return prompt
+        return question_from_prompt(prompt)
     if _is_messages(prompt):
         users = [m for m in prompt if m.get("role") == "user"]
         if not users:
             raise ValueError("a conversational prompt has no user turn to take the question from")
-        return _content_text(users[-1].get("content"))
+        return strip_instruction(_content_text(users[-1].get("content")))
     raise TypeError(f"a prompt must be a string or a list of message dicts, got {type(prompt).__name__}")
 
 
@@ -173,7 +180,10 @@ def read_batch(
     questions = _column("question", columns.get("question"), n)
     token_ids = _column("completion_ids", columns.get("completion_ids"), n) if use_completion_ids else None
     return RewardBatch(
-        questions=questions if questions is not None else [question_text(p) for p in prompts],
+        questions=[
+            q if isinstance(q, str) and q.strip() else question_text(p)
+            for q, p in zip(questions if questions is not None else [None] * n, prompts)
+        ],
         texts=[completion_text(c) for c in completions],
         golds=[None] * n if label_free else _golds(columns, n),
         ids=_column("id", columns.get("id"), n),

@@ -40,7 +40,8 @@ no `labels` for label-free scoring; optional `metas[i].question` overrides the q
 **Question**: `metas[i].question`, else the last user turn of the prompt's chat template
 (Llama-3, DeepSeek-R1, ChatML/Qwen, Mistral, Phi-3, Gemma, or `Question: ...\\nAnswer:`) with the
 trainer's instruction ("Please reason step by step, ...") removed, so arms precomputed for the
-data set's question are reused. **Response**: `query[i]` minus `prompts[i]`, trailing end-of-turn
+data set's question are reused; a text not cached as read that contains a precomputed question
+(another instruction, another template) uses that question and its arms. **Response**: `query[i]` minus `prompts[i]`, trailing end-of-turn
 tokens removed. Queries of one (question, label) are scored together.
 
 **Batch size**: up to the service's `openrlhf_max_queries` (env `REGIME_W_OPENRLHF_MAX_QUERIES`,
@@ -77,7 +78,7 @@ async def get_reward(body: OpenRLHFRequest, runtime: RuntimeDep) -> OpenRLHFResp
         )
     limits = compat_limits(runtime.settings)
     try:
-        groups = plan_groups(body, limits)
+        groups = plan_groups(body, limits, runtime.provider.resolve)
         chunks = list(chunk_items(groups, limits))
     except (CompatError, ValidationError) as exc:
         raise InvalidRequest(str(exc)) from None

@@ -2,8 +2,8 @@
 
 - ``trainer.integrations.openrlhf_reward`` — a reward-function file OpenRLHF loads by path
   (``--reward.remote_url /path/to/openrlhf_reward.py``): ``reward_func(queries, prompts, labels)``.
-- ``trainer.integrations.verl_reward`` — verl's ``custom_reward_function``: ``compute_score``,
-  ``compute_score_async`` (verl's reward loop) and ``compute_score_batch`` (``batch`` manager).
+- ``trainer.integrations.verl_reward`` — verl's ``custom_reward_function``: ``compute_score`` and
+  ``compute_score_async`` (verl 0.9.1's reward loop; its managers call the function per sample).
 - TRL: ``trainer.rewards.RegimeWReward`` / ``AsyncRegimeWReward``.
 
 ``python -m trainer.integrations`` prints the file paths to give each framework. Every integration

@@ -33,6 +33,7 @@ __all__ = [
     "ENV_PREFIX",
     "LOG_KEYS",
     "IntegrationError",
+    "RewardFailed",
     "IntegrationSettings",
     "Sample",
     "score_samples",
@@ -51,6 +52,16 @@ LOG_KEYS = ("s_end", "s_path", "s_cf", "s_wm", "length_penalty", "correctness", 
 
 class IntegrationError(ValueError):
     """A sample the integration cannot score as given (the message says what to add or change)."""
+
+
+class RewardFailed(BaseException):
+    """A reward that could not be computed, raised where a framework would swallow an ``Exception``.
+
+    OpenRLHF 0.11.2 (``SingleTurnAgentExecutor.execute``) wraps the reward call in ``except Exception``,
+    logs the error at INFO and leaves the sample without a reward, so the run crashes later with an
+    unrelated error (or trains on the other samples). Deriving from ``BaseException`` (like
+    ``KeyboardInterrupt``) carries the failure past that handler: the rollout fails at once, with this
+    message, and the original error as ``__cause__``."""
 
 
 def _env_float(name: str, default: float) -> float:

@@ -22,7 +22,12 @@ This file, for each call:
   label-free, in [0, 1]) and ``extra_logs`` (``s_end``, ``s_path``, ``s_cf``, ``s_wm``,
   ``length_penalty``, ``correctness``, ``label_free``), as float tensors of one entry per query.
 
-A failure is raised (and logged at ERROR), never turned into a silent zero reward. Settings:
+A failure (the service unreachable past the patience budget, an error answer such as 401 or 422, a
+label with no answer) is logged at ERROR and raised as ``RewardFailed``, a ``BaseException``:
+OpenRLHF 0.11.2's executor catches ``Exception`` around the reward call, logs it at INFO and leaves
+the sample's reward ``None`` (the run then crashes later, elsewhere, or trains without that sample);
+``RewardFailed`` passes that handler, so the rollout stops where the reward failed, with the
+original error as its cause. Settings:
 ``REGIME_W_URL``, ``REGIME_W_API_KEY[_FILE]``, ``REGIME_W_LABEL_FREE``, ``REGIME_W_BATCH_ITEMS``,
 ``REGIME_W_TIMEOUT_S``, ``REGIME_W_PATIENCE_S``, ``REGIME_W_COALESCE_MS``, ``REGIME_W_COALESCE_MAX``.
 """
@@ -38,13 +43,14 @@ from trainer.integrations.core import (
     LOG_KEYS,
     IntegrationError,
     IntegrationSettings,
+    RewardFailed,
     Sample,
     SyncCoalescer,
     log,
     score_fields,
 )
 
-__all__ = ["reward_func", "samples_from_openrlhf", "coalescer", "reset"]
+__all__ = ["RewardFailed", "reward_func", "samples_from_openrlhf", "coalescer", "reset"]
 
 _lock = threading.Lock()
 _coalescer: SyncCoalescer | None = None
@@ -100,9 +106,13 @@ def reward_func(
     try:
         samples = samples_from_openrlhf(queries, prompts, labels)
         scores = coalescer().score(samples)
-    except Exception:
-        log.exception("Regime W reward failed for %d OpenRLHF queries", len(queries))
-        raise
+    except Exception as exc:
+        message = f"Regime W reward failed for {len(queries)} OpenRLHF queries: {type(exc).__name__}: {exc}"
+        log.error("%s", message)
+        raise RewardFailed(
+            f"{message} (raised as RewardFailed so that OpenRLHF's rollout stops here instead of logging it at "
+            "INFO and leaving the sample without a reward)"
+        ) from exc
     labelled = [s.gold is not None and not coalescer().settings.label_free for s in samples]
     fields = [score_fields(score, lab) for score, lab in zip(scores, labelled)]
     return {

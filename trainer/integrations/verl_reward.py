@@ -1,8 +1,13 @@
 """Regime W as a verl custom reward function (``reward.custom_reward_function.path=<this file>``).
 
 Checked against verl 0.9.1 (``verl/trainer/ppo/reward.py``: ``get_custom_reward_fn`` loads
-``custom_reward_function.name`` from the file; ``load_reward_manager`` hands it to the configured
-manager). Three entry points, one per way verl calls a reward:
+``custom_reward_function.name`` from the file; ``load_reward_manager`` hands it to the manager named
+by ``reward.reward_manager.name``, looked up in the reward loop's registry,
+``verl/experimental/reward_loop/reward_manager/``: ``naive`` (the default), ``dapo``, ``gdpo``,
+``rate_limited`` and ``remote``). Every one of them calls the function once per sample, as
+``compute_score(data_source=, solution_str=, ground_truth=, extra_info=)``; 0.9.1's reward loop has
+no ``batch`` manager (``Unknown reward manager: batch``; the older ``verl.workers.reward_manager``
+classes are still in the package but no configuration reaches them). Two entry points:
 
 - ``compute_score(data_source, solution_str, ground_truth, extra_info=None, **kwargs)``: one sample,
   synchronous. verl 0.9.1's reward loop (``reward.reward_manager.name=naive``) runs it in an
@@ -10,10 +15,12 @@ manager). Three entry points, one per way verl calls a reward:
   into few HTTP requests (one in flight at a time, the calls that arrive meanwhile sent together
   next; ``trainer.integrations.core``).
 - ``compute_score_async(...)``: the same as a coroutine; verl's reward loop awaits it on the
-  worker's event loop (no thread per sample), merged the same way.
-- ``compute_score_batch(data_sources, solution_strs, ground_truths, extra_infos, **kwargs)``: the
-  legacy ``BatchRewardManager`` (``verl.workers.reward_manager.batch``) convention: every response
-  of the batch in one call -> one HTTP request (up to ``REGIME_W_BATCH_ITEMS`` questions).
+  worker's event loop (no thread per sample), merged the same way: about one HTTP request per step
+  per reward-loop worker. The one to use.
+
+A failure is logged at ERROR and raised. ``naive`` (and ``dapo``, ``gdpo``) let it fail the step;
+``rate_limited`` catches it and scores the sample 0.0 with ``reward_extra_info["error"]`` set, so
+do not use ``rate_limited`` with this file unless a silent 0 on an outage is what you want.
 
 The question comes from ``extra_info["question"]`` (verl's GSM8K preprocessing writes it; so must
 yours) — a missing one is an error that says so. ``ground_truth``: the gold (``"72"``, ``"#### 72"``,
@@ -41,10 +48,9 @@ from trainer.integrations.core import (
     SyncCoalescer,
     log,
     score_fields,
-    score_samples,
 )
 
-__all__ = ["compute_score", "compute_score_async", "compute_score_batch", "sample_from_verl", "reset"]
+__all__ = ["compute_score", "compute_score_async", "sample_from_verl", "reset"]
 
 _lock = threading.Lock()
 _sync: SyncCoalescer | None = None
@@ -137,31 +143,3 @@ async def compute_score_async(
         log.exception("Regime W reward failed (verl compute_score_async)")
         raise
     return _result([sample], [score], coalescer.settings.label_free)[0]
-
-
-def compute_score_batch(
-    data_sources: Sequence[Any],
-    solution_strs: Sequence[str],
-    ground_truths: Sequence[Any],
-    extra_infos: Sequence[Mapping[str, Any] | None],
-    **kwargs: Any,
-) -> list[dict[str, float]]:
-    """verl's ``batch`` reward manager: every response of the batch in one HTTP request."""
-    n = len(solution_strs)
-    if not (len(ground_truths) == len(extra_infos) == n):
-        raise IntegrationError(
-            f"got {n} solution_strs, {len(ground_truths)} ground_truths and {len(extra_infos)} extra_infos"
-        )
-    samples = [
-        sample_from_verl(s, g, e, f"sample {i}")
-        for i, (s, g, e) in enumerate(zip(solution_strs, ground_truths, extra_infos))
-    ]
-    coalescer = _sync_coalescer()
-    try:
-        scores = score_samples(coalescer.client, samples, label_free=coalescer.settings.label_free)
-    except Exception:
-        log.exception("Regime W reward failed (verl compute_score_batch, %d responses)", n)
-        raise
-    finally:
-        coalescer.requests += 1
-    return _result(samples, scores, coalescer.settings.label_free)
