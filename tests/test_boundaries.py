@@ -67,6 +67,18 @@ def test_scanner_sees_every_import_form() -> None:
     assert (1, "os") in found and (3, "importlib") in found
 
 
+def test_fastgen_imports_neither_side() -> None:
+    """fastgen (the generation engine both sides use) depends on torch and transformers, never on the
+    trainer, the service or the shared schemas."""
+    offenders = [
+        f"{path.relative_to(ROOT)}:{line}: {module}"
+        for path in python_files("fastgen")
+        for line, module in imported_modules(path.read_text(encoding="utf-8"))
+        if module.split(".")[0] in ("trainer", "reward_service", "shared_schemas")
+    ]
+    assert not offenders, "fastgen must stay independent of both sides:\n" + "\n".join(offenders)
+
+
 @pytest.mark.parametrize("package", ["trainer", "shared_schemas"])
 def test_never_imports_reward_service(package: str) -> None:
     offenders = [

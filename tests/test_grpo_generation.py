@@ -118,3 +118,44 @@ def test_dense_weight_survives_bitsandbytes_cpu_repacking() -> None:
     # the repacking keeps the block scales in bfloat16, so the unpacked weight equals the first up to bf16 rounding
     assert torch.linalg.norm(after - before) / torch.linalg.norm(before) < 1e-2
     assert torch.linalg.norm(y - x @ after.T) / torch.linalg.norm(y) < 1e-2  # the forward's weight, up to bf16
+
+
+@pytest.mark.parametrize("quantization", ["none", "4bit"])
+def test_fast_decoder_matches_the_copy_greedy_and_follows_sync(tiny: Path, quantization: str) -> None:
+    """``generation_engine: fast``: the copy decoded by fastgen gives the copy's own greedy tokens, and
+    sees a re-merged adapter (its weights are read in place)."""
+    from trainer.grpo_generation import FastGenerationConfig, MergedPolicyCopy
+
+    policy, tok = _policy(tiny, quantization)
+    copy = MergedPolicyCopy(policy, FastGenerationConfig(dtype=torch.float32, decoder="fast"))
+    prompts = [tok("What is 2+3?")["input_ids"], tok("Natalia sold 48 clips in April. How many?")["input_ids"]]
+    greedy = {"max_new_tokens": 6, "do_sample": False}
+
+    def reference() -> list[list[int]]:
+        out = []
+        for p in prompts:
+            with torch.no_grad():
+                ref = copy.model.generate(
+                    input_ids=torch.tensor([p]), max_new_tokens=6, do_sample=False, eos_token_id=None, pad_token_id=0
+                )
+            ids = ref[0, len(p) :].tolist()
+            out.append(ids[: ids.index(tok.eos_token_id) + 1] if tok.eos_token_id in ids else ids)
+        return out
+
+    assert copy.generate(prompts, greedy, tok.pad_token_id, [tok.eos_token_id]) == reference()
+    with torch.no_grad():
+        for name, p in policy.named_parameters():
+            if "lora_A" in name:
+                p.mul_(-1.5)
+    copy.sync()
+    assert copy.generate(prompts, greedy, tok.pad_token_id, [tok.eos_token_id]) == reference()
+    sampled = copy.generate(prompts, {"max_new_tokens": 5, "temperature": 0.9, "top_p": 0.9}, 0, [])
+    assert [len(c) for c in sampled] == [5, 5]
+
+
+def test_fast_engine_is_a_grpo_choice() -> None:
+    from trainer.grpo_generation import GENERATION_ENGINES, FastGenerationConfig
+
+    assert "fast" in GENERATION_ENGINES
+    with pytest.raises(ValueError):
+        FastGenerationConfig(decoder="vllm")

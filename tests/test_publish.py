@@ -68,13 +68,13 @@ def prompt_fragments(prompts: list[str]) -> set[str]:
 
 
 @pytest.mark.parametrize("kind", ["wheel", "sdist"])
-def test_archive_holds_trainer_and_shared_schemas_only(dist: dict[str, Path], kind: str) -> None:
+def test_archive_holds_trainer_shared_schemas_and_fastgen_only(dist: dict[str, Path], kind: str) -> None:
     names = list(members(dist[kind]))
     private = [n for n in names if "reward_service" in n]
     assert not private, f"{kind} contains private files: {private}"
     strip = (lambda n: n) if kind == "wheel" else (lambda n: n.split("/", 1)[1] if "/" in n else n)
     packages = {strip(n).split("/")[0] for n in names if strip(n).endswith(".py")}
-    assert packages == {"trainer", "shared_schemas"}, packages
+    assert packages == {"trainer", "shared_schemas", "fastgen"}, packages
     assert any(strip(n) == "trainer/reward_client/clients.py" for n in names)
     assert any(strip(n).startswith("trainer/recipes/") and n.endswith(".yaml") for n in names)
 

@@ -6,6 +6,13 @@ processor that draws every row's next token from that row's own ``torch.Generato
 ``generate`` a one-hot choice, so a row's sample depends on its seed, not on which other prompts share
 its batch. ``temperature == 0`` means greedy decoding for that row.
 
+``engine="fast"`` (or ``"auto"`` on a CUDA model) decodes with :mod:`fastgen` instead: a bf16 copy of
+the policy (:func:`fast_engine_for`; a quantized or LoRA policy is dequantized and merged by
+``trainer.grpo_generation.MergedPolicyCopy``), a static KV cache, CUDA-graph decode, refill of
+finished rows, and per-row sampling from ``hash(seed, step)``: each row still depends on its own
+``SamplingSpec`` only, but not with the same draws as :class:`SpecSampler` (``engine="hf"``, the CPU
+default, keeps today's exact samples).
+
 When vLLM is installed and a GPU is present, ``backend="auto"`` uses it instead
 (:class:`VLLMGenerator`: per-request seeds, LoRA adapters through ``LoRARequest``).
 """
@@ -28,6 +35,8 @@ __all__ = [
     "stop_token_ids",
     "strip_duplicate_bos",
     "generate_texts",
+    "fast_engine_for",
+    "release_fast_engine",
     "vllm_available",
     "VLLMGenerator",
 ]
@@ -179,14 +188,19 @@ def generate_texts(
     max_new_tokens: int,
     batch_size: int = 16,
     on_batch: Callable[[int], None] | None = None,
+    engine: str = "hf",
 ) -> list[Generation]:
     """Generate one completion per prompt, ``batch_size`` rows per ``generate`` call.
 
     ``specs`` gives each row its sampling (default: greedy). Prompts are grouped by length to waste
     little padding; results come back in the order of ``prompts``. ``on_batch(n)`` is called after
-    each batch with the number of rows it finished (for progress bars).
+    each batch with the number of rows it finished (for progress bars). ``engine``: ``"hf"``
+    (transformers ``generate``), ``"fast"`` (:mod:`fastgen`, ``batch_size`` slots, refilled as rows
+    finish; ``on_batch`` is then called as each row finishes) or ``"auto"`` (fast on CUDA).
     """
     from transformers import GenerationConfig, LogitsProcessorList
+
+    from fastgen import resolve_engine
 
     if specs is None:
         specs = [SamplingSpec()] * len(prompts)
@@ -199,6 +213,8 @@ def generate_texts(
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     eos_ids = stop_token_ids(model, tokenizer)
+    if resolve_engine(engine, next(model.parameters()).device) == "fast":
+        return _generate_fast(model, tokenizer, prompts, specs, max_new_tokens, batch_size, on_batch, eos_ids)
     config = GenerationConfig(
         max_new_tokens=max_new_tokens,
         do_sample=False,
@@ -228,6 +244,83 @@ def generate_texts(
     finally:
         tokenizer.padding_side = old_side
     return [r for r in results if r is not None]
+
+
+def _generate_fast(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[str],
+    specs: Sequence[SamplingSpec],
+    max_new_tokens: int,
+    batch_size: int,
+    on_batch: Callable[[int], None] | None,
+    eos_ids: list[int],
+) -> list[Generation]:
+    from fastgen import Request
+
+    engine = fast_engine_for(model, slots=batch_size, max_stop_ids=max(8, len(eos_ids)))
+    texts = [strip_duplicate_bos(p, tokenizer) for p in prompts]
+    encoded = tokenizer(texts)["input_ids"]
+    requests = [
+        Request(ids, max_new_tokens, temperature=s.temperature, top_p=s.top_p, seed=s.seed, stop_ids=eos_ids)
+        for ids, s in zip(encoded, specs, strict=True)
+    ]
+    done = None if on_batch is None else (lambda _i, _c: on_batch(1))
+    completions = engine.generate(requests, on_complete=done)
+    return [_to_generation(c.token_ids, tokenizer, eos_ids) for c in completions]
+
+
+#: The one fast engine kept between calls: (the model it was built for, what the copy merged, engine).
+_FAST: dict[str, Any] = {}
+
+
+def _adapter_state(model: Any) -> tuple[Any, ...]:
+    """What a merged copy of ``model`` depends on besides its base weights: the active, enabled adapters."""
+    for module in model.modules():
+        if hasattr(module, "lora_A") and hasattr(module, "base_layer"):
+            return (tuple(module.active_adapters), bool(getattr(module, "disable_adapters", False)))
+    return ()
+
+
+def _needs_merged_copy(model: Any) -> bool:
+    """True for a LoRA-wrapped or bitsandbytes-quantized policy (the engine reads plain float weights)."""
+    if _adapter_state(model):
+        return True
+    return any(type(p).__name__ in ("Params4bit", "Int8Params") for p in model.parameters())
+
+
+def fast_engine_for(model: Any, *, slots: int, max_stop_ids: int = 8) -> Any:
+    """The :mod:`fastgen` engine for ``model``, built once and reused while the model, its active
+    adapters and ``slots`` stay the same. A quantized or LoRA-wrapped policy is decoded from a merged
+    bf16 copy (``MergedPolicyCopy``: 4-bit base dequantized once, LoRA delta merged); a plain model
+    directly. The previous engine (and copy) is freed before a new one is built."""
+    import weakref
+
+    from fastgen import EngineConfig, build_engine
+
+    key = (_adapter_state(model), slots, max_stop_ids)
+    held = _FAST.get("entry")
+    if held is not None and held[0]() is model and held[1] == key:
+        return held[2]
+    release_fast_engine()
+    target = model
+    if _needs_merged_copy(model):
+        from trainer.grpo_generation import MergedPolicyCopy
+
+        target = MergedPolicyCopy(model).model
+    engine = build_engine(target, EngineConfig(slots=slots, max_stop_ids=max_stop_ids))
+    _FAST["entry"] = (weakref.ref(model), key, engine)
+    return engine
+
+
+def release_fast_engine() -> None:
+    """Drop the kept engine (its KV cache, graphs and merged copy)."""
+    held = _FAST.pop("entry", None)
+    if held is not None:
+        held[2].release()
+        del held
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
 
 
 def _to_generation(ids: list[int], tokenizer: Any, eos_ids: list[int]) -> Generation:

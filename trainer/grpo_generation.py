@@ -11,8 +11,10 @@ with which transformers compiles the forward and replays it as CUDA graphs, prom
 multiple of ``pad_to_multiple_of`` so few shapes are compiled.
 
 :class:`FastGenerationGRPOTrainer` is ``GRPOTrainer`` with its plain-transformers generation path
-replaced by the copy when ``generation_engine == "merged_bf16"``; vLLM, continuous batching, tools and
-multimodal inputs keep TRL's own path.
+replaced by the copy when ``generation_engine`` is ``"merged_bf16"`` (the copy decodes with transformers
+``generate``) or ``"fast"`` (the copy decodes with :mod:`fastgen`: hand-written Llama decode, CUDA graphs,
+per-row seeded sampling, refill); vLLM, continuous batching, tools and multimodal inputs keep TRL's own
+path.
 """
 
 from __future__ import annotations
@@ -28,8 +30,10 @@ __all__ = ["GENERATION_ENGINES", "FastGenerationConfig", "MergedPolicyCopy", "Fa
 
 log = logging.getLogger(__name__)
 
-#: "trl": TRL's generation with the training model; "merged_bf16": a merged bf16 copy (this module).
-GENERATION_ENGINES = ("trl", "merged_bf16")
+#: "trl": TRL's generation with the training model; "merged_bf16": a merged bf16 copy (this module)
+#: decoded by transformers; "fast": the same copy decoded by fastgen.
+GENERATION_ENGINES = ("trl", "merged_bf16", "fast")
+DECODERS = ("hf", "fast")
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,8 +43,12 @@ class FastGenerationConfig:
     static_cache: bool = True  # static KV cache: transformers compiles the forward (CUDA graphs) on GPU
     pad_to_multiple_of: int = 64  # prompt lengths rounded up, so the static cache has few shapes
     dtype: torch.dtype = torch.bfloat16
+    decoder: str = "hf"  # "hf": transformers generate on the copy; "fast": fastgen's engine
+    seed: int = 0  # fastgen: call c, row r samples with hash(seed, c, r)
 
     def __post_init__(self) -> None:
+        if self.decoder not in DECODERS:
+            raise ValueError(f"decoder must be one of {DECODERS}, got {self.decoder!r}")
         if self.pad_to_multiple_of < 1:
             raise ValueError(f"pad_to_multiple_of must be >= 1, got {self.pad_to_multiple_of}")
 
@@ -94,6 +102,8 @@ class MergedPolicyCopy:
         self.model.config.use_cache = True
         self.model.generation_config.use_cache = True
         self._lora: list[tuple[torch.Tensor, Any]] = []
+        self._engine: Any = None
+        self._calls = 0
         self._fill()
 
     @torch.no_grad()
@@ -133,6 +143,9 @@ class MergedPolicyCopy:
         """Re-merge the policy's current LoRA weights into the copy's target layers."""
         for weight, lora in self._lora:
             merged = _dense_weight(lora.base_layer, torch.float32)
+            if getattr(lora, "disable_adapters", False):  # inside PeftModel.disable_adapter(): the bare base
+                weight.copy_(merged.to(weight.dtype))
+                continue
             for adapter in lora.active_adapters:
                 if adapter in lora.lora_A:
                     merged += lora.get_delta_weight(adapter).float()
@@ -148,6 +161,9 @@ class MergedPolicyCopy:
     ) -> list[list[int]]:
         """Sample one completion per prompt (token ids, cut after the first EOS, EOS kept)."""
         from transformers import GenerationConfig
+
+        if self.config.decoder == "fast":
+            return self._generate_fast(prompt_ids, generation_kwargs, eos_token_ids)
 
         multiple = self.config.pad_to_multiple_of
         width = -(-max(len(p) for p in prompt_ids) // multiple) * multiple
@@ -170,6 +186,43 @@ class MergedPolicyCopy:
             cut = next((i for i, t in enumerate(row) if t in eos), None)
             result.append(row if cut is None else row[: cut + 1])
         return result
+
+    def _generate_fast(
+        self, prompt_ids: list[list[int]], generation_kwargs: dict[str, Any], eos_token_ids: list[int]
+    ) -> list[list[int]]:
+        from fastgen import EngineConfig, Request, build_engine
+        from trainer.generation import sample_seed
+
+        unsupported = {
+            k: v
+            for k, v in generation_kwargs.items()
+            if (k == "top_k" and v not in (None, 0))
+            or (k == "min_p" and v not in (None, 0.0))
+            or (k == "repetition_penalty" and v not in (None, 1.0))
+        }
+        if unsupported:
+            log.warning("fastgen ignores these generation settings: %s", unsupported)
+        if self._engine is None or self._engine.config.slots < len(prompt_ids):
+            slots = max(len(prompt_ids), 8)
+            self._engine = build_engine(self.model, EngineConfig(slots=slots, max_stop_ids=max(8, len(eos_token_ids))))
+        do_sample = generation_kwargs.get("do_sample", True)
+        temperature = float(generation_kwargs.get("temperature") or 1.0) if do_sample else 0.0
+        top_p = float(generation_kwargs.get("top_p") or 1.0)
+        max_new = int(generation_kwargs["max_new_tokens"])
+        call = self._calls
+        self._calls += 1
+        requests = [
+            Request(
+                p,
+                max_new,
+                temperature=temperature,
+                top_p=top_p,
+                seed=sample_seed(self.config.seed, f"grpo-call-{call}", row),
+                stop_ids=eos_token_ids,
+            )
+            for row, p in enumerate(prompt_ids)
+        ]
+        return [c.token_ids for c in self._engine.generate(requests)]
 
 
 class FastGenerationGRPOTrainer(GRPOTrainer):

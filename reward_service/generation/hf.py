@@ -5,6 +5,12 @@ chunks of ``batch_size``, left-padded, and decoded together with per-row tempera
 seed (:mod:`reward_service.generation.sampling`) and a per-row token budget, so arms with mixed
 sampling parameters share one forward pass per step. Seeded: a prompt's text depends only on the
 prompt, its seed and the backend's base seed.
+
+``generation_engine="fast"`` (or ``"auto"`` on a GPU) decodes with :mod:`fastgen` instead (the open
+engine the trainer uses too): ``batch_size`` slots with a static KV cache, CUDA-graph decode, finished
+rows refilled from the queue, per-row ``hash(seed, step)`` sampling. Same seeding contract, other
+draws than the ``hf`` engine's :class:`RowSampler`, so the two engines give different (equally
+seeded) texts for the same prompt and seed.
 """
 
 from __future__ import annotations
@@ -142,13 +148,15 @@ class HFBackend:
         compile: bool = False,
         ignore_eos: bool = False,
         preloaded: tuple[Any, Any] | None = None,
+        generation_engine: str = "hf",
     ) -> None:
         """Load ``model`` (local path or hub id; local files only when HF_HUB_OFFLINE is set).
 
         ``compile`` switches on the static KV cache (transformers then compiles the forward on
         GPU); ``ignore_eos`` decodes every row to its max_tokens (benchmarks); ``preloaded`` is a
         ``(model, tokenizer)`` pair already in memory (benchmarks of random-weight models), in
-        which case ``model`` is only the id.
+        which case ``model`` is only the id. ``generation_engine``: ``hf`` (transformers ``generate``),
+        ``fast`` (:mod:`fastgen`) or ``auto`` (fast on a GPU).
         """
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -182,6 +190,10 @@ class HFBackend:
             pad_token_id=self.pad_id,
         )
         self.has_chat_template = bool(getattr(self.tokenizer, "chat_template", None))
+        from fastgen import resolve_engine
+
+        self.generation_engine = resolve_engine(generation_engine, self.device)
+        self._engine: Any = None
 
     def _load(self, model: str) -> tuple[Any, Any]:
         offline = hub_offline()
@@ -245,6 +257,12 @@ class HFBackend:
         counts: list[int] = [0] * len(prompts)
         batches = 0
         with self._lock:
+            if self.generation_engine == "fast":
+                texts, counts = self._generate_fast(prompts, encoded, deadline)
+                self.last_stats = GenerationStats(
+                    len(prompts), 1, sum(counts), time.monotonic() - started, tuple(counts)
+                )
+                return texts
             for start in range(0, len(order), self.batch_size):
                 if time.monotonic() > deadline:
                     raise self._timeout(len(prompts))
@@ -321,6 +339,40 @@ class HFBackend:
             decoded = self.tokenizer.batch_decode(kept, skip_special_tokens=True)
         return decoded, [len(row) for row in kept]
 
+    def _generate_fast(
+        self, prompts: Sequence[ArmPrompt], encoded: list[list[int]], deadline: float
+    ) -> tuple[list[str], list[int]]:
+        from fastgen import EngineConfig, EngineTimeout, Request, build_engine
+
+        if self._engine is None:
+            self._engine = build_engine(
+                self.model, EngineConfig(slots=self.batch_size, max_stop_ids=max(8, len(self.eos_ids)))
+            )
+        stops = [] if self.ignore_eos else self.eos_ids
+        requests = [
+            Request(
+                ids or [self.pad_id],
+                p.max_tokens,
+                temperature=p.temperature,
+                top_p=p.top_p,
+                seed=effective_seed(self.seed, p.seed),
+                stop_ids=stops,
+            )
+            for p, ids in zip(prompts, encoded, strict=True)
+        ]
+        try:
+            completions = self._engine.generate(requests, deadline=deadline)
+        except EngineTimeout:
+            raise self._timeout(len(prompts)) from None
+        except (RuntimeError, ValueError, IndexError) as exc:
+            raise GenerationError(
+                f"backend 'hf' ({self.model_id}) generation failed: {type(exc).__name__}", detail=str(exc)
+            ) from exc
+        kept = [c.token_ids[:-1] if c.finished else c.token_ids for c in completions]
+        with self._tok_lock:
+            decoded = self.tokenizer.batch_decode(kept, skip_special_tokens=True)
+        return decoded, [len(row) for row in kept]
+
     def count_tokens(self, texts: Sequence[str]) -> list[int] | None:
         if not texts:
             return []
@@ -330,6 +382,9 @@ class HFBackend:
 
     def close(self) -> None:
         with self._lock:
+            if self._engine is not None:
+                self._engine.release()
+            self._engine = None
             self.model = None
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()

@@ -94,6 +94,13 @@ class EvalArguments:
     generation_backend: str = field(
         default="auto", metadata={"help": "'auto' (vLLM when installed with a GPU) | 'transformers' | 'vllm'."}
     )
+    generation_engine: str = field(
+        default="auto",
+        metadata={
+            "help": "transformers backend only: 'hf' (generate with per-row samplers), 'fast' (fastgen: merged "
+            "bf16 copy, CUDA-graph decode, refill) or 'auto' (fast on a GPU, hf on the CPU)."
+        },
+    )
     progress: bool = field(default=True, metadata={"help": "Show tqdm progress bars."})
 
     def __post_init__(self) -> None:
@@ -105,6 +112,10 @@ class EvalArguments:
             raise ValueError(f"generation_backend must be one of {BACKENDS}, got {self.generation_backend!r}")
         if self.max_new_tokens < 1 or self.eval_batch_size < 1:
             raise ValueError("max_new_tokens and eval_batch_size must be >= 1")
+        from fastgen import ENGINES
+
+        if self.generation_engine not in ENGINES:
+            raise ValueError(f"generation_engine must be one of {ENGINES}, got {self.generation_engine!r}")
 
 
 ARG_CLASSES: tuple[type, ...] = (ModelArguments, DataArguments, EvalArguments)
@@ -252,6 +263,7 @@ def run(model_args: ModelArguments, data_args: DataArguments, args: EvalArgument
                             max_new_tokens=args.max_new_tokens,
                             batch_size=args.eval_batch_size,
                             on_batch=bar.update,
+                            engine=args.generation_engine,
                         )
             finally:
                 bar.close()
@@ -263,6 +275,9 @@ def run(model_args: ModelArguments, data_args: DataArguments, args: EvalArgument
             os.fsync(f.fileno())
 
     if policies is not None:
+        from trainer.generation import release_fast_engine
+
+        release_fast_engine()
         policies.close()
     cells = accuracy_cells(records)
     table = markdown_table(cells)

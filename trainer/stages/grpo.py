@@ -72,8 +72,9 @@ class GRPOStageConfig(GRPOConfig):
     generation_engine: str = field(
         default="trl",
         metadata={
-            "help": "Without vLLM: 'trl' (TRL generates with the training model) or 'merged_bf16' (a bf16 "
-            "copy of the policy, LoRA merged after each step, static KV cache; trainer.grpo_generation)."
+            "help": "Without vLLM: 'trl' (TRL generates with the training model), 'merged_bf16' (a bf16 "
+            "copy of the policy, LoRA merged after each step, static KV cache; trainer.grpo_generation) or "
+            "'fast' (the same copy decoded by fastgen: CUDA-graph decode, per-row seeded sampling, refill)."
         },
     )
     generation_static_cache: bool = field(
@@ -249,12 +250,17 @@ def plan(
 
 
 def fast_generation_config(config: Any) -> Any:
-    """The ``FastGenerationConfig`` of ``generation_engine: merged_bf16``, else None (TRL's own path)."""
-    if getattr(config, "generation_engine", "trl") != "merged_bf16":
+    """The ``FastGenerationConfig`` of ``generation_engine: merged_bf16 | fast``, else None (TRL's own path)."""
+    engine = getattr(config, "generation_engine", "trl")
+    if engine not in ("merged_bf16", "fast"):
         return None
     from trainer.grpo_generation import FastGenerationConfig
 
-    return FastGenerationConfig(static_cache=config.generation_static_cache)
+    return FastGenerationConfig(
+        static_cache=config.generation_static_cache,
+        decoder="fast" if engine == "fast" else "hf",
+        seed=int(getattr(config, "seed", 0)),
+    )
 
 
 def run(

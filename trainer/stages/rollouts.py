@@ -71,6 +71,13 @@ class RolloutArguments:
     generation_backend: str = field(
         default="auto", metadata={"help": "'auto' (vLLM when installed with a GPU) | 'transformers' | 'vllm'."}
     )
+    generation_engine: str = field(
+        default="auto",
+        metadata={
+            "help": "transformers backend only: 'hf' (generate with per-row samplers), 'fast' (fastgen: merged "
+            "bf16 copy, CUDA-graph decode, refill) or 'auto' (fast on a GPU, hf on the CPU)."
+        },
+    )
     progress: bool = field(default=True, metadata={"help": "Show a tqdm progress bar."})
 
     def __post_init__(self) -> None:
@@ -82,6 +89,10 @@ class RolloutArguments:
             raise ValueError(f"generation_backend must be one of {BACKENDS}, got {self.generation_backend!r}")
         if self.max_new_tokens < 1 or self.generation_batch_size < 1:
             raise ValueError("max_new_tokens and generation_batch_size must be >= 1")
+        from fastgen import ENGINES
+
+        if self.generation_engine not in ENGINES:
+            raise ValueError(f"generation_engine must be one of {ENGINES}, got {self.generation_engine!r}")
         if self.temperatures is not None and not self.temperatures:
             raise ValueError("temperatures, when given, must list at least one value")
         for t in [self.temperature, *(self.temperatures or [])]:
@@ -191,6 +202,7 @@ class _Sampler:
             specs,
             max_new_tokens=self.args.max_new_tokens,
             batch_size=self.args.generation_batch_size,
+            engine=self.args.generation_engine,
         )
 
 
@@ -226,6 +238,7 @@ def plan(
             "generation_batch_size": args.generation_batch_size,
             "questions_per_chunk": args.questions_per_chunk,
             "backend": args.generation_backend,
+            "engine": args.generation_engine,
         },
         "reward": {
             "mode": reward_args.reward,
