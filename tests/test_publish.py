@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import tarfile
@@ -95,9 +96,19 @@ def test_wheel_metadata(dist: dict[str, Path]) -> None:
     entry_points = next(v for k, v in files.items() if k.endswith(".dist-info/entry_points.txt")).decode()
     assert "Name: regime-w-trainer" in metadata
     root = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    requires = [line.split(":", 1)[1].strip() for line in metadata.splitlines() if line.startswith("Requires-Dist:")]
+
+    def name(requirement: str) -> str:
+        return re.split(r"[<>=!~;\[ ]", requirement, maxsplit=1)[0].strip()
+
+    # the core is the light client (httpx + pydantic), installable beside verl / OpenRLHF pins
+    core = {name(r) for r in requires if "extra ==" not in r}
+    assert core == {name(r) for r in root["dependencies"] + root["optional-dependencies"]["client"]}, requires
+    assert not core & {"torch", "transformers", "trl", "peft", "bitsandbytes", "datasets", "accelerate"}
+    # the training stack comes with the `trainer` extra
+    in_extra = {name(r) for r in requires if 'extra == "trainer"' in r}
     for requirement in root["optional-dependencies"]["trainer"]:
-        name = requirement.split(">")[0].split("=")[0].split("<")[0].strip()
-        assert f"Requires-Dist: {name}" in metadata, f"{name} missing from the wheel's dependencies"
+        assert name(requirement) in in_extra, f"{name(requirement)} missing from the wheel's trainer extra"
     assert "Provides-Extra: trainer" in metadata
     assert "regime-w-train = trainer.cli:main" in entry_points
     assert "regime-w-serve" not in entry_points and "regime-w-score" not in entry_points
@@ -198,6 +209,61 @@ def test_wheel_runs_without_reward_service(dist: dict[str, Path], tmp_path: Path
     assert report["blocked"] and report["loaded_private"] == []
     assert report["attempts"] == ["reward_service"], "only the probe itself may try reward_service"
     assert report["failed"] == {}, f"trainer modules that do not import from the wheel: {report['failed']}"
+
+
+# The light install: the wheel's client and framework reward files with the training stack absent.
+LIGHT_PROBE = r"""
+import importlib, importlib.abc, json, sys
+
+HEAVY = ("torch", "transformers", "trl", "peft", "datasets", "accelerate", "bitsandbytes", "reward_service")
+
+class BlockHeavy(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in HEAVY:
+            raise ModuleNotFoundError(f"{name} is blocked: the light client must not need it")
+        return None
+
+sys.meta_path.insert(0, BlockHeavy())
+sys.path.insert(0, sys.argv[1])
+loaded = {}
+for name in ("trainer.reward_client", "trainer.integrations.openrlhf_reward", "trainer.integrations.verl_reward"):
+    loaded[name] = importlib.import_module(name).__file__
+print(json.dumps({"loaded": loaded, "heavy": sorted(m for m in sys.modules if m.split(".")[0] in HEAVY)}))
+"""
+
+
+def test_wheel_client_imports_without_the_training_stack(dist: dict[str, Path], tmp_path: Path) -> None:
+    target = tmp_path / "site"
+    pip = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--no-deps",
+            "--no-index",
+            "--quiet",
+            "--target",
+            str(target),
+            str(dist["wheel"]),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert pip.returncode == 0, pip.stderr
+    proc = subprocess.run(
+        [sys.executable, "-c", LIGHT_PROBE, str(target)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+        env={"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path)},
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert all(Path(f).is_relative_to(target) for f in report["loaded"].values()), report
+    assert report["heavy"] == []
 
 
 def _load_build_script():
