@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -14,22 +14,24 @@ from reward_service.middleware import AuthMiddleware, BodyLimitMiddleware, Frami
 from reward_service.openapi import install_openapi
 from reward_service.regime_w.config import load_config
 from reward_service.routers import health, openrlhf, score
-from reward_service.runtime import ServiceState
+from reward_service.runtime import ServiceState, exit_startup_failure
 from reward_service.settings import Settings
 
 log = logging.getLogger("reward_service")
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, *, on_fatal: Callable[[str], None] | None = None) -> FastAPI:
     """Build the service from ``settings`` (default: the ``REGIME_W_*`` environment).
 
     The runtime (:mod:`reward_service.runtime`) loads in the background during the lifespan, so the
-    probes answer while a model loads; routes reach it through ``routers.deps.RuntimeDep``.
+    probes answer while a model loads; routes reach it through ``routers.deps.RuntimeDep``. A start
+    that fails is tried again (``BACKEND_LOAD_ATTEMPTS``); after the last try ``on_fatal(reason)``
+    runs (default: none, ``/readyz`` stays 503).
     """
     settings = settings or Settings()
     config = load_config(settings.config_path)
     metrics = Metrics()
-    service = ServiceState(settings, metrics)
+    service = ServiceState(settings, metrics, on_fatal)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -57,7 +59,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 
 def create_app_from_env() -> FastAPI:
-    """uvicorn factory (``--factory``): every setting from ``REGIME_W_*`` variables."""
+    """uvicorn factory (``--factory``): every setting from ``REGIME_W_*`` variables. A backend that
+    never loads ends the worker with uvicorn's startup-failure status (the supervisor stops too)."""
     settings = Settings()
     settings.check_startable()
-    return create_app(settings)
+    return create_app(settings, on_fatal=exit_startup_failure)

@@ -19,7 +19,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from reward_service.arm_cache import ArmCache, cache_key
-from reward_service.errors import ArmsUnavailable, GenerationDeadline, GenerationFailed, Overloaded
+from reward_service.errors import (
+    ArmModelUnavailable,
+    ArmsUnavailable,
+    GenerationDeadline,
+    GenerationFailed,
+    Overloaded,
+)
 from reward_service.generation import ArmPrompt, GenerationBackend, GenerationError, GenerationTimeout
 from reward_service.metrics import Metrics
 from reward_service.question_index import QuestionIndex
@@ -67,7 +73,7 @@ class ProviderOptions:
     """How the provider batches and waits (from the service settings)."""
 
     seed: int = 0
-    timeout_s: float = 300.0
+    timeout_s: float = 90.0  # the service setting GENERATION_TIMEOUT_S's default
     batch_window_s: float = 0.005
     max_pending: int = 4096
     max_batch_questions: int = 64
@@ -168,9 +174,10 @@ class ArmProvider:
         self.metrics.arm_cache_hits.labels(layer=layer).inc()
         return arms
 
-    async def get(self, questions: Sequence[str]) -> list[tuple[tuple[ArmText, ...], bool]]:
-        """Arms of each question, in order, each with ``from_cache``."""
-        results: list[tuple[tuple[ArmText, ...], bool] | None] = [None] * len(questions)
+    async def get(self, questions: Sequence[str]) -> list[tuple[tuple[ArmText, ...], bool, str]]:
+        """Arms of each question, in order, each with ``from_cache`` and the question whose arms they are
+        (the question as sent, or the known question it contains: score against that one)."""
+        results: list[tuple[tuple[ArmText, ...], bool, str] | None] = [None] * len(questions)
         waits: dict[int, asyncio.Future[tuple[ArmText, ...]]] = {}
         resolved_as: dict[int, str] = {}  # the question whose arms serve questions[i]
         for i, question in enumerate(questions):
@@ -179,7 +186,7 @@ class ArmProvider:
             if found is not None:
                 arms, layer = found
                 self.metrics.arm_cache_hits.labels(layer=layer).inc()
-                results[i] = (arms, True)
+                results[i] = (arms, True, resolved)
                 continue
             if not self.can_generate:
                 raise ArmsUnavailable(
@@ -202,7 +209,7 @@ class ArmProvider:
                     "it continues in the background and a retry will be served from the cache"
                 ) from None
             for i, arms in zip(waits, done):
-                results[i] = (arms, False)
+                results[i] = (arms, False, resolved_as[i])
             await asyncio.to_thread(self._learn, [resolved_as[i] for i in waits])
         return [r for r in results if r is not None]
 
@@ -248,6 +255,8 @@ class ArmProvider:
             texts = await asyncio.to_thread(backend.generate, prompts)
             if len(texts) != len(prompts):
                 raise GenerationError(f"backend returned {len(texts)} texts for {len(prompts)} prompts")
+            if not all(isinstance(t, str) for t in texts):  # never cache what is not a text
+                raise GenerationError("backend returned an arm that is not a string")
         except Exception as exc:
             self.metrics.generation_failures.inc()
             error = self._failure(exc, len(batch))
@@ -273,16 +282,26 @@ class ArmProvider:
                 p.future.set_result(arms)
         log.info("generated arms for %d question(s) (%d prompts) in %.2f s", len(batch), len(prompts), elapsed)
 
-    def _failure(self, exc: Exception, questions: int) -> GenerationFailed:
-        """Log a failed generation and build the 502 its waiters get. Neither holds foreign text: the
-        upstream's body (or a library's message) may echo the arm prompts, so it goes to the DEBUG
-        log only, redacted; the response names the upstream status and a request id to look up."""
+    def _failure(self, exc: Exception, questions: int) -> GenerationFailed | ArmModelUnavailable:
+        """Log a failed generation and build the error its waiters get: 503 ``arm_model_unavailable``
+        (with ``Retry-After``) for an outage (``GenerationError.transient``: unreachable, timed out,
+        429/502/503/504), else 502 ``generation_failed``. Neither holds foreign text: the upstream's
+        body (or a library's message) may echo the arm prompts, so it goes to the DEBUG log only,
+        redacted; the response names the upstream status and a request id to look up. Nothing of a
+        failed generation is cached (``_generate`` writes the cache on success only)."""
         request_id = uuid.uuid4().hex[:16]
+        transient = isinstance(exc, GenerationError) and exc.transient
         if isinstance(exc, GenerationError):
             summary, status, detail = str(exc), exc.upstream_status, exc.detail
         else:
             summary, status, detail = type(exc).__name__, None, str(exc)
-        log.error("arm generation failed for %d question(s) [request %s]: %s", questions, request_id, summary)
+        log.error(
+            "arm generation failed for %d question(s) [request %s]%s: %s",
+            questions,
+            request_id,
+            " (arm model unavailable)" if transient else "",
+            summary,
+        )
         if detail and log.isEnabledFor(logging.DEBUG):
             log.debug(
                 "arm generation failure detail [request %s] (redacted): %s", request_id, self.redactor.redact(detail)
@@ -293,9 +312,14 @@ class ArmProvider:
             what = f"the arm model's server sent a reply of an unexpected shape (HTTP {status})"
         elif status is not None:
             what = f"the arm model's server answered HTTP {status}"
+        elif transient:
+            what = "the arm model's server could not be reached"
         else:
             what = "the arm model failed"
-        return GenerationFailed(f"arm generation failed: {what} (request id {request_id}; details in the service log)")
+        where = f"(request id {request_id}; details in the service log)"
+        if transient:
+            return ArmModelUnavailable(f"arm model unavailable: {what}; nothing was cached, retry later {where}")
+        return GenerationFailed(f"arm generation failed: {what} {where}")
 
     async def precompute(self, questions: Sequence[str]) -> dict[str, int]:
         """Fill the cache for many questions (deduplicated); returns counts."""

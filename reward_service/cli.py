@@ -47,6 +47,19 @@ def _apply_flags(args: argparse.Namespace, extra: dict[str, str | None]) -> None
             os.environ[f"REGIME_W_{field.upper()}"] = str(value)
 
 
+def _check_config(prog: str, settings: Settings) -> bool:
+    """Load the scorer config ``settings`` names; False (after one line on stderr) when it cannot be
+    read or is not a valid config. Every console script checks it before it builds anything."""
+    from reward_service.regime_w.config import load_config
+
+    try:
+        load_config(settings.config_path)
+    except ValueError as exc:  # ConfigError: names the file and what is wrong with it
+        print(f"{prog}: {' '.join(str(exc).split())}", file=sys.stderr)
+        return False
+    return True
+
+
 def serve_main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="regime-w-serve",
@@ -88,6 +101,8 @@ def serve_main(argv: list[str] | None = None) -> int:
     except (ValueError, ValidationError) as exc:
         print(f"regime-w-serve: {exc}", file=sys.stderr)
         return 2
+    if not _check_config("regime-w-serve", settings):
+        return 2
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not settings.auth_enabled:
         logging.getLogger("reward_service").warning(
@@ -97,16 +112,50 @@ def serve_main(argv: list[str] | None = None) -> int:
         )
     import uvicorn
 
-    uvicorn.run(
-        "reward_service.app:create_app_from_env",
-        factory=True,
-        host=settings.host,
-        port=settings.port,
-        workers=settings.workers,
-        log_level=settings.log_level,
-        timeout_graceful_shutdown=10,
+    if settings.workers > 1:  # each worker builds the app from the environment; see create_app_from_env
+        uvicorn.run(
+            "reward_service.app:create_app_from_env",
+            factory=True,
+            host=settings.host,
+            port=settings.port,
+            workers=settings.workers,
+            log_level=settings.log_level,
+            timeout_graceful_shutdown=10,
+        )
+        return 0
+    return _serve_one(settings)
+
+
+def _serve_one(settings: Settings) -> int:
+    """One process: the app in this process, so a backend that never loads stops the server and
+    exits 1 with one line on stderr (the retries and their reasons are in the log)."""
+    import uvicorn
+
+    from reward_service.app import create_app
+
+    fatal: list[str] = []
+    server: uvicorn.Server | None = None
+
+    def stop(reason: str) -> None:
+        fatal.append(reason)
+        if server is not None:
+            server.should_exit = True
+
+    app = create_app(settings, on_fatal=stop)
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            host=settings.host,
+            port=settings.port,
+            log_level=settings.log_level,
+            timeout_graceful_shutdown=10,
+        )
     )
-    return 0
+    server.run()
+    if fatal:
+        print(f"regime-w-serve: {fatal[0]}", file=sys.stderr)
+        return 1
+    return 0 if server.started else 1
 
 
 def _read_batch(path: Path) -> ScoreRequest:
@@ -142,11 +191,18 @@ def score_main(argv: list[str] | None = None) -> int:
         return 2
     if args.no_details:
         request.return_details = False
+    from reward_service.generation import GenerationError
+
     settings = Settings(insecure_no_auth=True)
+    if not _check_config("regime-w-score", settings):
+        return 2
     try:
         response = asyncio.run(_score_offline(settings, request))
     except ServiceError as exc:
         print(f"regime-w-score: {exc.code}: {exc.message}", file=sys.stderr)
+        return 1
+    except GenerationError as exc:  # the arm model could not be loaded or reached
+        print(f"regime-w-score: {' '.join(str(exc).split())}", file=sys.stderr)
         return 1
     if args.summary:
         print(f"{'id':<24} {'consensus':>10} {'answer':>10} {'reward':>8} {'s_wm':>6} {'correct':>7}")
@@ -216,6 +272,8 @@ def precompute_main(argv: list[str] | None = None) -> int:
             raise ValueError("precompute needs a generating backend (--backend hf|openai|vllm) and a --cache-path")
     except (OSError, ValueError, ValidationError) as exc:
         print(f"regime-w-precompute: {exc}", file=sys.stderr)
+        return 2
+    if not _check_config("regime-w-precompute", settings):
         return 2
 
     async def fill() -> dict[str, int]:

@@ -141,13 +141,15 @@ class ScoringEngine:
             return list(counted), "tokenizer"
         return whitespace_tokens(item.trajectories), "whitespace"
 
-    async def gather_arms(self, request: ScoreRequest) -> list[tuple[tuple[ArmText, ...], bool]]:
-        """Arms of every item: the client's where given, else cached or generated (one batch)."""
-        out: list[tuple[tuple[ArmText, ...], bool] | None] = [None] * len(request.items)
+    async def gather_arms(self, request: ScoreRequest) -> list[tuple[tuple[ArmText, ...], bool, str]]:
+        """Arms of every item: the client's where given, else cached or generated (one batch); each with
+        ``from_cache`` and the question they belong to (a known question found inside a wrapped one:
+        ``ArmProvider.get``), which the scorer reads the question's numbers from."""
+        out: list[tuple[tuple[ArmText, ...], bool, str] | None] = [None] * len(request.items)
         need: list[int] = []
         for i, item in enumerate(request.items):
             if item.arm_outputs is not None:
-                out[i] = (self._client_arms(i, item), False)
+                out[i] = (self._client_arms(i, item), False, item.question)
             else:
                 need.append(i)
         if need:
@@ -156,12 +158,12 @@ class ScoringEngine:
                 out[i] = arms
         return [a for a in out if a is not None]
 
-    def score_items(self, request: ScoreRequest, arms: list[tuple[tuple[ArmText, ...], bool]]) -> ScoreResponse:
+    def score_items(self, request: ScoreRequest, arms: list[tuple[tuple[ArmText, ...], bool, str]]) -> ScoreResponse:
         results = []
         n_traj = 0
-        for i, (item, (arm_texts, from_cache)) in enumerate(zip(request.items, arms)):
+        for i, (item, (arm_texts, from_cache, question)) in enumerate(zip(request.items, arms)):
             try:
-                memo_key, prepared = self.prepare(item.question, arm_texts)
+                memo_key, prepared = self.prepare(question, arm_texts)
             except UnknownArmError as exc:
                 raise InvalidRequest(f"items[{i}].arm_outputs: {exc}") from None
             num_tokens, source = self._count_tokens(item)

@@ -56,11 +56,34 @@ class NotReady(ServiceError):
         super().__init__(message, headers={"Retry-After": str(retry_after_s)})
 
 
+#: ``Retry-After`` of the transient generation errors: a 504 (the generation goes on and fills the
+#: cache) and a 503 ``arm_model_unavailable`` (the arm model's server is down or overloaded)
+GENERATION_RETRY_AFTER_S = 5
+
+
 class GenerationDeadline(ServiceError):
+    """The request's generation deadline passed; the generation goes on, so a retry is cheap."""
+
     status, code = 504, "generation_timeout"
+
+    def __init__(self, message: str, retry_after_s: int = GENERATION_RETRY_AFTER_S) -> None:
+        super().__init__(message, headers={"Retry-After": str(max(1, int(retry_after_s)))})
+
+
+class ArmModelUnavailable(ServiceError):
+    """The arm model's server could not be reached, timed out or said it is unavailable (429, 502,
+    503, 504): transient, so a 503 with ``Retry-After``, and nothing was cached."""
+
+    status, code = 503, "arm_model_unavailable"
+
+    def __init__(self, message: str, retry_after_s: int = GENERATION_RETRY_AFTER_S) -> None:
+        super().__init__(message, headers={"Retry-After": str(max(1, int(retry_after_s)))})
 
 
 class GenerationFailed(ServiceError):
+    """The arm model answered something unusable (an error status that is not transient, a reply of
+    the wrong shape): retrying the same request would fail the same way."""
+
     status, code = 502, "generation_failed"
 
 

@@ -6,10 +6,15 @@ memo is keyed by a SHA-256 digest of the question and the arm texts (never by th
 themselves, which a client may send megabytes of), and it is bounded twice, from the settings:
 
 - ``max_items`` entries, least recently used evicted first;
-- ``max_bytes``, an estimate of what the entries hold: the characters of the question and arm
-  texts an entry was parsed from (its parse products are at most that large), plus
-  ``ANSWER_COST`` for every trajectory scored with it (``PreparedArms`` memoizes its per-answer
-  sums, one entry per distinct answer, and answers are at most a few hundred characters).
+- ``max_bytes``, what the entries hold: the measured size of each entry's ``PreparedArms`` (every
+  object it reaches, by ``sys.getsizeof``: ``prepared_size``), plus ``ANSWER_COST`` for every
+  trajectory scored with it (``PreparedArms`` memoizes its per-answer sums, one entry per distinct
+  answer, and answers are at most a few hundred characters).
+
+The size is measured rather than derived from the characters parsed: arm texts dense with numbers
+and equations parse into sets of many small strings, several times the text's size (6-10x for
+arms that are all equations), while prose parses into almost nothing. An estimate of one byte a
+character let a memo bounded at 256 MiB hold 1.2 GB of dense arms.
 
 An entry's cost grows as it scores; when the memo is over budget the least recently used entries
 go, and an entry that alone exceeds the budget is not kept (the next request parses afresh, with
@@ -19,6 +24,7 @@ an empty per-answer memo), so the memo's memory stays under ``max_bytes`` whatev
 from __future__ import annotations
 
 import hashlib
+import sys
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -26,8 +32,41 @@ from dataclasses import dataclass
 
 from reward_service.regime_w.scorer import ArmText, PreparedArms
 
-#: bytes charged per trajectory scored with an entry (its answer's slot in the per-answer memo)
-ANSWER_COST = 512
+#: bytes charged per trajectory scored with an entry (its answer's slots in the per-answer memos:
+#: measured at 400-900 bytes a distinct answer with 8 arms, tests/test_service_memory.py)
+ANSWER_COST = 1024
+#: bytes of the memo's own bookkeeping per entry (the OrderedDict slot, the 32-byte key, ``_Entry``)
+ENTRY_OVERHEAD = 256
+
+
+def prepared_size(prepared: PreparedArms) -> int:
+    """Bytes held by ``prepared``: ``sys.getsizeof`` of every object it reaches (each counted once:
+    tuples, frozensets, dicts, strings, numbers, the ``ArmSample`` slots)."""
+    seen: set[int] = set()
+    stack: list[object] = [prepared]
+    total = 0
+    while stack:
+        obj = stack.pop()
+        if id(obj) in seen:
+            continue
+        seen.add(id(obj))
+        total += sys.getsizeof(obj)
+        if isinstance(obj, dict):
+            stack.extend(obj.keys())
+            stack.extend(obj.values())
+        elif isinstance(obj, (tuple, list, frozenset, set)):
+            stack.extend(obj)
+        elif not isinstance(obj, (str, bytes, int, float, bool)) and obj is not None:
+            for name in _slot_names(type(obj)):
+                if hasattr(obj, name):
+                    stack.append(getattr(obj, name))
+            if hasattr(obj, "__dict__"):
+                stack.append(vars(obj))
+    return total
+
+
+def _slot_names(cls: type) -> list[str]:
+    return [name for klass in cls.__mro__ for name in getattr(klass, "__slots__", ())]
 
 
 def memo_key(question: str, arm_texts: Sequence[ArmText]) -> bytes:
@@ -66,7 +105,7 @@ class PreparedMemo:
                 self._entries.move_to_end(key)
                 return key, entry.prepared
         prepared = prepare()
-        cost = len(question) + sum(len(a.text) + len(a.arm) for a in arm_texts)
+        cost = prepared_size(prepared) + ENTRY_OVERHEAD
         with self._lock:
             old = self._entries.pop(key, None)
             if old is not None:

@@ -32,9 +32,13 @@ STATUS_TEXT = {
     413: "request body over this service's `max_body_bytes`",
     422: "invalid body: not JSON, a duplicate key, a lone surrogate, a field out of its bounds or an unknown arm; "
     "the message names the field",
-    502: "the arm model failed; the message names its status and a request id for the service log",
-    503: "overloaded (too many questions waiting for generation) or the model is not loaded yet; see Retry-After",
-    504: "arm generation exceeded its deadline; it goes on, and a retry is served from the cache",
+    502: "`generation_failed`: the arm model answered something unusable (an error status that is not an "
+    "outage, a reply of the wrong shape); the message names its status and a request id for the service log",
+    503: "`overloaded` (too many questions waiting for generation), `not_ready` (the model is not loaded yet) or "
+    "`arm_model_unavailable` (the arm model's server unreachable, timed out or answering 429/502/503/504; "
+    "nothing cached); see Retry-After",
+    504: "`generation_timeout`: arm generation exceeded its deadline; it goes on, and a retry after Retry-After "
+    "is served from the cache",
 }
 
 _SCORING = (400, 401, 413, 422, 502, 503, 504)
@@ -52,6 +56,7 @@ ROUTE_STATUSES: dict[tuple[str, str], tuple[int, ...]] = {
 _HEADERS = {
     401: {"WWW-Authenticate": {"description": "`Bearer`", "schema": {"type": "string"}}},
     503: {"Retry-After": {"description": "seconds to wait before retrying", "schema": {"type": "string"}}},
+    504: {"Retry-After": {"description": "seconds to wait before retrying", "schema": {"type": "string"}}},
 }
 
 

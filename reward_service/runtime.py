@@ -7,14 +7,22 @@ the arm cache, the arm provider (its generation worker started) and the scoring 
 setting means the same thing wherever the scorer runs.
 
 ``ServiceState`` is what the HTTP app holds while the runtime loads in the background: the
-runtime once it is up, or the reason it is not (``require`` turns that into a 503).
+runtime once it is up, or the reason it is not (``require`` turns that into a 503). A start that
+fails (the model cannot be loaded, the arm model's server does not answer its readiness probe) is
+tried again ``BACKEND_LOAD_ATTEMPTS`` times with a doubling backoff while ``/readyz`` answers 503 +
+``Retry-After``; after the last try the state calls ``on_fatal`` with a one-line reason (the CLI
+stops the server and exits 1; under a multi-worker uvicorn the worker exits with uvicorn's
+startup-failure status, which stops the supervisor too). Configuration mistakes (``ValueError``)
+are not retried.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+import os
+import time
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -23,6 +31,7 @@ from reward_service.arms import ArmProvider, ProviderOptions
 from reward_service.engine import Limits, ScoringEngine
 from reward_service.errors import NotReady
 from reward_service.generation import PROVIDED_MODEL_ID, GenerationBackend, create_backend
+from reward_service.generation.base import probe_backend
 from reward_service.memo import PreparedMemo
 from reward_service.metrics import Metrics
 from reward_service.regime_w.config import RegimeWConfig, load_config
@@ -30,6 +39,10 @@ from reward_service.settings import Settings
 from shared_schemas.wire import InfoResponse
 
 log = logging.getLogger("reward_service")
+
+#: exit status of a worker whose backend never loaded: uvicorn's STARTUP_FAILURE, so a multi-worker
+#: supervisor stops instead of starting the worker again
+EXIT_STARTUP_FAILURE = 3
 
 
 def provider_options(settings: Settings) -> ProviderOptions:
@@ -71,6 +84,7 @@ class Runtime:
         config = await asyncio.to_thread(load_config, settings.config_path)
         backend = await asyncio.to_thread(create_backend, settings.backend_config())
         try:
+            await asyncio.to_thread(probe_backend, backend)
             cache = await asyncio.to_thread(
                 ArmCache, settings.cache_path, settings.cache_memory_items, settings.cache_memory_bytes
             )
@@ -125,39 +139,86 @@ class Runtime:
         )
 
 
-class ServiceState:
-    """The HTTP app's one piece of state: settings, metrics, and the runtime once it has loaded."""
+def exit_startup_failure(reason: str) -> None:
+    """The default ``on_fatal``: end this process at once with ``EXIT_STARTUP_FAILURE`` (the reason
+    is already logged; nothing was started that needs closing)."""
+    logging.shutdown()
+    os._exit(EXIT_STARTUP_FAILURE)
 
-    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+
+def _keep_serving_503(reason: str) -> None:
+    """``on_fatal`` of an app built without one (tests, embedding): ``/readyz`` stays 503."""
+
+
+class ServiceState:
+    """The HTTP app's one piece of state: settings, metrics, and the runtime once it has loaded.
+
+    ``on_fatal(reason)`` is called once when the last try to start the runtime failed (default:
+    nothing, ``/readyz`` stays 503; the servers pass ``exit_startup_failure`` or a stop of their
+    own); ``fatal`` then holds that one-line reason."""
+
+    def __init__(self, settings: Settings, metrics: Metrics, on_fatal: Callable[[str], None] | None = None) -> None:
         self.settings = settings
         self.metrics = metrics
         self.api_keys = tuple(k.encode("utf-8") for k in settings.keys)
         self.runtime: Runtime | None = None
         self.load_error: str | None = None
+        self.fatal: str | None = None
+        self.on_fatal = on_fatal or _keep_serving_503
+        self._retry_at: float | None = None  # time.monotonic() of the next try while one is scheduled
 
     def require(self) -> Runtime:
         """The runtime, or ``NotReady`` (503 + Retry-After) saying why there is none yet."""
         if self.runtime is not None:
             return self.runtime
-        if self.load_error is not None:
-            raise NotReady(f"the model failed to load: {self.load_error}", retry_after_s=30)
+        if self.fatal is not None:
+            raise NotReady(self.fatal, retry_after_s=30)
+        if self.load_error is not None and self._retry_at is not None:
+            wait = max(1, round(self._retry_at - time.monotonic()))
+            raise NotReady(f"the model failed to load ({self.load_error}); trying again", retry_after_s=wait)
         raise NotReady("the model is still loading; retry shortly")
 
     async def load(self) -> None:
-        """Start the runtime; a failure is kept for ``/readyz`` and the log, not raised."""
-        try:
-            self.runtime = await Runtime.start(self.settings, metrics=self.metrics)
-        except Exception as exc:
-            self.load_error = f"{type(exc).__name__}: {exc}"
-            log.error("the backend failed to load: %s", self.load_error)
+        """Start the runtime, trying again with backoff; the last failure calls ``on_fatal``."""
+        attempts = self.settings.backend_load_attempts
+        for attempt in range(1, attempts + 1):
+            try:
+                runtime = await Runtime.start(self.settings, metrics=self.metrics)
+                break
+            except Exception as exc:
+                self.load_error = " ".join(f"{type(exc).__name__}: {exc}".split())  # one line
+                if attempt == attempts or isinstance(exc, ValueError):
+                    self._give_up(attempt)
+                    return
+                delay = self.settings.load_retry_delay(attempt)
+                log.warning(
+                    "the backend failed to load (attempt %d of %d): %s; trying again in %.1f s",
+                    attempt,
+                    attempts,
+                    self.load_error,
+                    delay,
+                )
+                self._retry_at = time.monotonic() + delay
+                await asyncio.sleep(delay)
+        else:
             return
+        self.runtime = runtime
+        self._retry_at = None
+        self.load_error = None
         self.metrics.ready.set(1)
         log.info(
             "ready: backend=%s model=%s config=%s",
-            self.runtime.backend_name,
-            self.runtime.engine.info.model,
-            self.runtime.config.fingerprint,
+            runtime.backend_name,
+            runtime.engine.info.model,
+            runtime.config.fingerprint,
         )
+
+    def _give_up(self, attempts: int) -> None:
+        self._retry_at = None
+        tries = "1 attempt" if attempts == 1 else f"{attempts} attempts"
+        self.fatal = f"the backend failed to load after {tries}: {self.load_error}"
+        log.error("%s; exiting", self.fatal)
+        self.on_fatal(self.fatal)
 
     async def close(self) -> None:
         runtime, self.runtime = self.runtime, None

@@ -16,6 +16,11 @@ from shared_schemas.wire import MAX_ITEMS, MAX_TEXT_CHARS, MAX_TRAJECTORIES
 BackendKind = Literal["provided", "hf", "openai", "vllm"]
 
 
+#: seconds a request's generation deadline stays under a client's read timeout (room to score and answer)
+GENERATION_TIMEOUT_MARGIN_S = 30.0
+#: the longest wait between two tries to load the backend
+BACKEND_LOAD_BACKOFF_MAX_S = 60.0
+
 #: what an API key must be (checked at start; a key file line holds one key, comments on their own lines)
 KEY_MIN_CHARS = 16
 KEY_MAX_CHARS = 512
@@ -72,7 +77,10 @@ class Settings(BaseSettings):
     device: str = "auto"
     dtype: str = "auto"
     generation_batch_size: int = Field(default=32, ge=1)
-    generation_timeout_s: float = Field(default=300.0, gt=0)  # how long a request waits on generation
+    # how long a request waits on generation (504 + Retry-After after; the generation goes on). Kept
+    # under the reward client's default read timeout (trainer: 120 s) by GENERATION_TIMEOUT_MARGIN_S,
+    # so a client hears the 504 instead of giving up first; tests/test_service_faults.py checks it
+    generation_timeout_s: float = Field(default=90.0, gt=0)
     backend_timeout_s: float = Field(default=900.0, gt=0)  # deadline of one backend call (a hung backend)
     generation_batch_window_ms: float = Field(default=5.0, ge=0)
     max_pending_questions: int = Field(default=4096, ge=1)
@@ -80,6 +88,10 @@ class Settings(BaseSettings):
     openai_base_url: str | None = None
     openai_api_key: str | None = Field(default=None, repr=False)
     openai_max_concurrency: int = Field(default=16, ge=1)
+    # start: building the backend and its first readiness probe are tried this many times, waiting
+    # backend_load_backoff_s, then twice that ... (at most BACKEND_LOAD_BACKOFF_MAX_S) between tries
+    backend_load_attempts: int = Field(default=6, ge=1)
+    backend_load_backoff_s: float = Field(default=5.0, ge=0)
 
     # --- scorer config and arm cache
     config_path: Path | None = None
@@ -173,6 +185,10 @@ class Settings(BaseSettings):
             openai_api_key=self.openai_api_key,
             max_concurrency=self.openai_max_concurrency,
         )
+
+    def load_retry_delay(self, failed_attempt: int) -> float:
+        """Seconds to wait after the ``failed_attempt``-th (1-based) failed backend load."""
+        return min(self.backend_load_backoff_s * 2 ** (failed_attempt - 1), BACKEND_LOAD_BACKOFF_MAX_S)
 
     def public_model_name(self, model_id: str) -> str:
         """The arm model as responses name it: ``model_name`` when set, else the model id, except

@@ -124,6 +124,7 @@ WRAPPED = [
     f"<|user|>{Q}\n{INSTRUCTION}<|end|>\n<|assistant|>",  # the tiny model's chat template
     f'{Q}\nLet\'s think step by step and output the final answer after "####".',  # verl's GSM8K instruction
     f"  {Q.replace(' ', '  ')}\n",  # other whitespace
+    f"Cutting Knowledge Date: December 2023\nToday Date: 26 Jul 2024\n\n{Q}",  # Llama-3 system header: numbers
 ]
 
 
@@ -139,7 +140,8 @@ def test_wrapped_questions_use_the_precomputed_arms_across_a_restart(tiny_model_
         for text in WRAPPED:
             result = score(service, text)
             assert result["arms_from_cache"] is True
-            assert result["scores"][0]["s_wm"] == plain["scores"][0]["s_wm"]
+            # scored as the known question: the wrapper's numbers (dates) do not enter s_path or coverage
+            assert result["scores"][0] == plain["scores"][0], text
         # OpenRLHF's /get_reward: a prompt with another instruction resolves to the same question
         body = {"query": [WRAPPED[1] + " 6+3 = 9. #### 9"], "prompts": [WRAPPED[1]], "labels": ["9"]}
         r = httpx.post(service.url + "/get_reward", json=body, headers=service.headers, timeout=300)

@@ -274,14 +274,16 @@ def test_504_is_retried_and_served_on_the_retry(srv: FlakyServer) -> None:
 
 
 def test_patience_budget_bounds_the_retries_in_wall_time(srv: FlakyServer) -> None:
-    srv.configure(default={"status": 503, "code": "overloaded", "message": "queue full", "retry_after": 5})
+    # Retry-After of an hour: only the clamp to what is left of the 1.5 s budget lets this call end (no upper
+    # wall-clock bound is asserted; without the clamp the test would hang until pytest-timeout stops it)
+    srv.configure(default={"status": 503, "code": "overloaded", "message": "queue full", "retry_after": 3600})
     with RewardClient(srv.url, patience_s=1.5, backoff_base_s=0.05, backoff_max_s=0.2, seed=0) as client:
         start = time.monotonic()
         with pytest.raises(RewardServiceHTTPError) as info:
             client.score(make_items(1))
         elapsed = time.monotonic() - start
-    # Retry-After (5 s) is clamped to what is left of the 1.5 s budget: one retry at the deadline
-    assert 1.4 <= elapsed < 4.0, elapsed
+    # one retry, at the deadline
+    assert elapsed >= 1.4, elapsed
     assert info.value.status == 503 and "patience 1.5s" in str(info.value)
     assert srv.stats()["score_requests"] == 2
 
@@ -333,7 +335,7 @@ def test_connection_errors_stop_when_the_patience_is_spent() -> None:
         start = time.monotonic()
         with pytest.raises(RewardServiceConnectionError, match=r"patience 1s"):
             client.score(make_items(1))
-        assert 1.0 <= time.monotonic() - start < 5.0
+        assert time.monotonic() - start >= 1.0  # the budget was used; that it ends at all is the point
 
 
 # ------------------------------------------------------------------------------------------ async
@@ -415,7 +417,7 @@ def test_async_client_shares_the_patience_policy(srv: FlakyServer) -> None:
     start = time.monotonic()
     with pytest.raises(RewardServiceConnectionError, match=r"patience 0.5s"):
         asyncio.run(spent())
-    assert 0.5 <= time.monotonic() - start < 5.0
+    assert time.monotonic() - start >= 0.5
 
 
 # ------------------------------------------------------------------------------------ pure helpers

@@ -59,8 +59,9 @@ def server():
         yield srv
 
 
-def raw_request(port: int, head: bytes, body: bytes = b"", wait_s: float = 10.0) -> bytes:
-    """Send ``head`` and ``body`` on a fresh connection; return what the server answers within ``wait_s``."""
+def raw_request(port: int, head: bytes, body: bytes = b"", wait_s: float = 60.0) -> bytes:
+    """Send ``head`` and ``body`` on a fresh connection; return what the server answers within ``wait_s``
+    (a hang guard: a server that answers returns at once, whatever the machine's load)."""
     with socket.create_connection(("127.0.0.1", port), timeout=wait_s) as sock:
         sock.sendall(head + body)
         answer = b""
@@ -80,11 +81,10 @@ def test_keyless_8_mib_body_is_refused_before_it_is_read(server) -> None:
     """The request announces 8 MiB and sends 1 KiB of it: the 401 comes at once, the body never read."""
     port = int(server.url.rsplit(":", 1)[1])
     head = b"POST /v1/score HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 8388608\r\n\r\n"
-    started = time.monotonic()
     answer = raw_request(port, head, b"{" + b" " * 1023)
     assert answer.startswith(b"HTTP/1.1 401"), answer[:200]
     assert b"www-authenticate: Bearer" in answer.lower().replace(b"bearer", b"Bearer")
-    assert time.monotonic() - started < 5
+    # answered although 8 MiB - 1 KiB of the body never came: it was not waited for (no clock needed)
 
 
 @pytest.mark.parametrize("content", [b'{"items": [', b"\xff\xfe not json", b'{"items": 1, "items": 2}'])
@@ -242,6 +242,7 @@ def test_openapi_states_security_errors_limits_and_text_metrics(client) -> None:
         "$ref": "#/components/schemas/ErrorResponse"
     }
     assert "Retry-After" in score["responses"]["503"]["headers"]
+    assert "Retry-After" in score["responses"]["504"]["headers"]
     assert set(doc["paths"]["/v1/info"]["get"]["responses"]) == {"200", "400", "401", "503"}
     assert "security" not in doc["paths"]["/healthz"]["get"]
     assert list(doc["paths"]["/metrics"]["get"]["responses"]["200"]["content"]) == ["text/plain"]

@@ -3,14 +3,17 @@ settings, and a live server driven with ten times that bound of distinct request
 
 from __future__ import annotations
 
+import gc
 import os
+import random
 import time
+import tracemalloc
 from pathlib import Path
 
 import httpx
 
 from reward_service.arm_cache import ArmCache
-from reward_service.memo import ANSWER_COST, PreparedMemo
+from reward_service.memo import ANSWER_COST, PreparedMemo, prepared_size
 from reward_service.regime_w.config import default_config
 from reward_service.regime_w.scorer import ArmText, prepare_arms
 from tests.support.servers import running_service
@@ -33,9 +36,9 @@ def test_memo_keeps_under_its_entry_and_byte_bounds() -> None:
         memo.get(q, texts, lambda q=q, texts=texts: prepare_arms(q, texts, CONFIG))
         assert memo.items <= 5 and memo.bytes <= 200_000
     memo = PreparedMemo(max_items=100, max_bytes=200_000)
-    for i in range(30):  # 10x the byte bound (~20 kB an entry)
+    for i in range(30):  # 10x the byte bound (~20 kB parsed an entry: arms dense with equations)
         q = f"Question {i}?"
-        texts = arm_texts(str(i), 2_500)
+        texts = dense_arm_texts(str(i), 600)
         memo.get(q, texts, lambda q=q, texts=texts: prepare_arms(q, texts, CONFIG))
         assert memo.bytes <= 200_000
     assert memo.items < 30
@@ -122,3 +125,60 @@ def test_live_server_memory_stays_flat_under_ten_times_the_memo_bound() -> None:
     grown = after - before
     print(f"{requests} requests x {per_request} chars of arm text: RSS {before / 2**20:.0f} -> {after / 2**20:.0f} MiB")
     assert grown < 40 * 1024 * 1024, f"RSS grew by {grown / 2**20:.0f} MiB"
+
+
+def dense_arm_texts(tag: str, chars: int) -> tuple[ArmText, ...]:
+    """Arm texts that are all equations (``a + b = c.``, random 1-5 digit numbers): every number is a
+    derived quantity, so the parsed arms are many small strings, several times the text's size."""
+    rnd = random.Random(tag)
+    texts = []
+    for a in ARMS:
+        parts, n = [], 0
+        while n < chars:
+            x, y = rnd.randint(1, 99_999), rnd.randint(1, 99_999)
+            part = f"{x} + {y} = {x + y}. "
+            parts.append(part)
+            n += len(part)
+        texts.append(ArmText(arm=a, text="".join(parts)[:chars] + "\n#### 72"))
+    return tuple(texts)
+
+
+def memo_retained_bytes(bound: int, entries: int, chars: int) -> tuple[int, int]:
+    """Fill a memo bounded at ``bound`` bytes with ``entries`` distinct questions of dense arms;
+    the bytes it retains (tracemalloc: traced memory with the memo minus without it, so the parse
+    caches of other modules, bounded on their own, are left out) and the entries it kept."""
+    tracemalloc.start()
+    try:
+        memo = PreparedMemo(max_items=10_000, max_bytes=bound)
+        for i in range(entries):
+            q = f"Question {i}: what is 70 + 2?"
+            texts = dense_arm_texts(f"dense-{i}", chars)
+            memo.get(q, texts, lambda q=q, texts=texts: prepare_arms(q, texts, CONFIG))
+            del texts
+        gc.collect()
+        with_memo = tracemalloc.get_traced_memory()[0]
+        kept = memo.items
+        del memo
+        gc.collect()
+        without = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    return with_memo - without, kept
+
+
+def test_memo_of_dense_arms_holds_what_its_bound_says() -> None:
+    """Arms dense with equations, 10x the byte bound of them: what the memo retains (tracemalloc)
+    stays within 1.5x the bound. Before (an estimate of one byte a character of arm text) it kept
+    6x the bound: 1.2 GB resident at the default 256 MiB."""
+    bound = 1024 * 1024
+    chars = 5_000  # > 16 kB would skip shared_schemas.answer's text cache; 5,000 keeps the test quick
+    per_entry = prepared_size(prepare_arms("Question?", dense_arm_texts("probe", chars), CONFIG))
+    entries = 10 * bound // per_entry + 1
+    retained, kept = memo_retained_bytes(bound, entries, chars)
+    print(
+        f"{entries} entries of 8 dense arms x {chars} chars ({per_entry / 2**10:.0f} KiB parsed each) into a "
+        f"{bound / 2**20:.0f} MiB memo: kept {kept}, retained {retained / 2**20:.2f} MiB "
+        f"({retained / bound:.2f}x the bound)"
+    )
+    assert kept >= 2, "the memo kept almost nothing: the estimate overcounts"
+    assert retained <= 1.5 * bound, f"the memo retained {retained / bound:.2f}x its byte bound"

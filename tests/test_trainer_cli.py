@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -153,3 +154,28 @@ def test_the_8b_sft_recipe_runs_on_a_cpu_without_liger():
     recipe = Path(__file__).resolve().parents[1] / "recipes" / "deepseek-r1-distill-llama-8b" / "sft.yaml"
     *_, sft_args = parse_stage_args("sft", ["--config", str(recipe)])
     assert sft_args.use_liger_kernel is False and sft_args.bf16 is False
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("output_dir: out\nlearning_rate: [1, 2\n", "not valid YAML at line 3"),
+        ("- 1\n- 2\n", "a recipe is a YAML mapping of argument names to values, not a list"),
+        ("output_dir: out\nno_such_key: 3\n", "unknown key(s) no_such_key: not an argument of stage 'sft'"),
+    ],
+    ids=["broken_yaml", "not_a_mapping", "unknown_key"],
+)
+def test_bad_recipe_is_one_line_naming_the_file_and_exit_2(tmp_path: Path, text: str, says: str) -> None:
+    recipe = tmp_path / "bad.yaml"
+    recipe.write_text(text)
+    proc = subprocess.run(
+        [sys.executable, "-m", "trainer.cli", "sft", "--config", str(recipe), "--dry-run"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    ours = [line for line in proc.stderr.splitlines() if line.startswith("regime-w-train")]
+    assert len(ours) == 1 and ours[0].startswith(f"regime-w-train sft: invalid arguments: {recipe}: {says}"), ours

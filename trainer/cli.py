@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import warnings
 from collections.abc import Sequence
@@ -39,6 +40,37 @@ def _top_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _recipe_path(args: Sequence[str]) -> str | None:
+    """The value of ``--config PATH`` / ``--config=PATH`` in ``args``, if any."""
+    for i, arg in enumerate(args):
+        if arg == "--config" and i + 1 < len(args):
+            return args[i + 1]
+        if arg.startswith("--config="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def check_recipe(path: str) -> None:
+    """A recipe must be readable YAML whose top level is a mapping; else ``ValueError`` (one line,
+    naming the file) or ``FileNotFoundError``, which ``main`` reports with exit status 2."""
+    import yaml
+
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = yaml.safe_load(fh)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: no such recipe file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: cannot read the recipe: {exc}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or type(exc).__name__
+        raise ValueError(f"{path}: not valid YAML{where}: {' '.join(str(problem).split())}") from None
+    if data is not None and not isinstance(data, dict):
+        raise ValueError(f"{path}: a recipe is a YAML mapping of argument names to values, not a {type(data).__name__}")
+
+
 def parse_stage_args(stage: str, argv: Sequence[str]) -> tuple[Any, ...]:
     """Parse a stage's ``ARG_CLASSES`` from ``--config YAML`` and flags (flags win)."""
     from trl import TrlParser
@@ -53,7 +85,19 @@ def parse_stage_args(stage: str, argv: Sequence[str]) -> tuple[Any, ...]:
         help="continue from the newest checkpoint under output_dir (stages that train: sft, dpo, grpo)",
     )
     args = [a for a in argv if a not in (*_DRY_RUN_FLAGS, _RESUME_FLAG)]
-    parsed = parser.parse_args_and_config(args=args)
+    recipe = _recipe_path(args)
+    if recipe is not None:
+        check_recipe(recipe)
+    try:
+        parsed = parser.parse_args_and_config(args=args)
+    except ValueError as exc:  # TrlParser: "Unknown arguments from config file: ['--key', 'value']"
+        if recipe is None or "config file" not in str(exc):
+            raise
+        unknown = [a[2:] for a in re.findall(r"'(--[^']+)'", str(exc))]
+        raise ValueError(
+            f"{recipe}: unknown key(s) {', '.join(unknown) or '?'}: not an argument of stage {stage!r} "
+            f"(see regime-w-train {stage} --help)"
+        ) from None
     # The trailing namespace holds --config/--dry-run (consumed above); keep the dataclasses.
     return tuple(parsed[: len(module.ARG_CLASSES)])
 

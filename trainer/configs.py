@@ -138,7 +138,13 @@ class RewardServiceArguments:
     reward_api_key_env: str = field(
         default="REGIME_W_API_KEY", metadata={"help": "Environment variable holding the API key."}
     )
-    reward_timeout_s: float = field(default=120.0, metadata={"help": "Per-request timeout (s)."})
+    reward_timeout_s: float = field(
+        default=120.0,
+        metadata={
+            "help": "Per-request read timeout (s). Keep it at least 30 s above the service's "
+            "REGIME_W_GENERATION_TIMEOUT_S (default 90), so the service's 504 + Retry-After arrives first."
+        },
+    )
     reward_patience_s: float = field(
         default=600.0,
         metadata={

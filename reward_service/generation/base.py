@@ -75,16 +75,42 @@ class GenerationError(RuntimeError):
     """A backend failed to generate. The message says which backend and what failed and holds no
     foreign text; ``upstream_status`` is the HTTP status an upstream answered, ``detail`` what it
     (or a third-party library) said, which may echo the prompts: the service logs it at DEBUG
-    only, redacted, and never returns it."""
+    only, redacted, and never returns it.
 
-    def __init__(self, message: str, *, upstream_status: int | None = None, detail: str | None = None) -> None:
+    ``transient`` marks an outage that a later try may not meet (the server unreachable, overloaded
+    or restarting): the service answers 503 ``arm_model_unavailable`` with ``Retry-After`` instead of
+    502 ``generation_failed``. A backend raising on a model load may set it too (the hook
+    ``hf`` can use for, e.g., a device that is busy)."""
+
+    transient_default = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        upstream_status: int | None = None,
+        detail: str | None = None,
+        transient: bool | None = None,
+    ) -> None:
         super().__init__(message)
         self.upstream_status = upstream_status
         self.detail = detail
+        self.transient = self.transient_default if transient is None else transient
 
 
 class GenerationTimeout(GenerationError):
-    """A generate call exceeded its deadline."""
+    """A generate call exceeded its deadline (transient: the server may be slow only for now)."""
+
+    transient_default = True
+
+
+def probe_backend(backend: object) -> None:
+    """Run a backend's readiness probe, when it has one (``probe()``: raises ``GenerationError``
+    while the model or its server is not usable). The service calls it once after building the
+    backend, and retries the start while it fails; a backend without ``probe`` is ready when built."""
+    probe = getattr(backend, "probe", None)
+    if callable(probe):
+        probe()
 
 
 @runtime_checkable

@@ -2,11 +2,14 @@
 
 Prompts that are identical except for their seed (the service asks an arm ``n`` times) go in ONE
 ``POST {base_url}/chat/completions`` with ``n``; distinct prompts go out concurrently (a thread
-pool of ``max_concurrency`` over one pooled ``httpx.Client``). 429 / 503 / connection errors are
-retried (at most 3 times, honouring ``Retry-After``, else exponential backoff with jitter); other
-HTTP errors fail at once with their status (the body excerpt goes to ``GenerationError.detail``,
-never into the message: an upstream may echo the private prompts). ``timeout_s`` is the deadline of one
-``generate`` call, retries and queueing included.
+pool of ``max_concurrency`` over one pooled ``httpx.Client``). 429 / 502 / 503 / 504 and connection
+errors are retried (at most 3 times, honouring ``Retry-After``, else exponential backoff with jitter)
+and, when they persist, raised as a *transient* ``GenerationError`` (the service answers 503
+``arm_model_unavailable``); other HTTP errors fail at once with their status (the body excerpt goes
+to ``GenerationError.detail``, never into the message: an upstream may echo the private prompts).
+A 200 whose choices are not a list of ``{"message": {"content": str}}`` is a ``GenerationError``
+too (not transient): ``content`` null, a number, a list or an object is never taken for a text.
+``timeout_s`` is the deadline of one ``generate`` call, retries and queueing included.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import httpx
 
 from reward_service.generation.base import ArmPrompt, GenerationError, GenerationTimeout, effective_seed
 
-RETRY_STATUSES = frozenset({429, 503})
+RETRY_STATUSES = frozenset({429, 502, 503, 504})
 MAX_RETRIES = 3
 MAX_RETRY_AFTER_S = 30.0
 _BODY_EXCERPT = 500
@@ -73,6 +76,11 @@ class OpenAIBackend:
 
     # -- discovery -----------------------------------------------------------------------------
 
+    def probe(self) -> None:
+        """Readiness: ``GET {base_url}/models`` answers 2xx (the server is up and takes our key).
+        Raises ``GenerationError`` otherwise; the service retries its start while this fails."""
+        self._request("GET", f"{self.base_url}/models", None, time.monotonic() + min(self.timeout_s, 30.0))
+
     def _served_model(self) -> str:
         """The first model of ``GET {base_url}/models``."""
         url = f"{self.base_url}/models"
@@ -116,7 +124,7 @@ class OpenAIBackend:
                 if response.status_code < 400:
                     return response
                 last_status, last_detail = response.status_code, response.text[:_BODY_EXCERPT]
-                if response.status_code not in RETRY_STATUSES:
+                if response.status_code not in RETRY_STATUSES:  # 4xx, 500, 501 ...: not an outage
                     raise GenerationError(
                         f"backend 'openai': {method} {url} returned HTTP {response.status_code}",
                         upstream_status=last_status,
@@ -139,6 +147,7 @@ class OpenAIBackend:
             f"backend 'openai': {method} {url} failed after {MAX_RETRIES + 1} attempts: {last_problem}",
             upstream_status=last_status,
             detail=last_detail,
+            transient=True,
         )
 
     def _complete(self, prompt: ArmPrompt, n: int, deadline: float) -> list[str]:
@@ -154,8 +163,7 @@ class OpenAIBackend:
         url = f"{self.base_url}/chat/completions"
         response = self._request("POST", url, body, deadline)
         try:
-            choices = sorted(response.json()["choices"], key=lambda c: c.get("index", 0))
-            texts = [_choice_text(c) for c in choices]
+            texts = _completion_texts(response.json())
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise GenerationError(
                 f"backend 'openai': {url} returned a malformed completion ({type(exc).__name__})",
@@ -229,11 +237,34 @@ class OpenAIBackend:
         self._client.close()
 
 
+def _completion_texts(body: Any) -> list[str]:
+    """The text of every choice of a ``/chat/completions`` body, in ``index`` order; ``TypeError``
+    (or ``KeyError``) when the body is not of the OpenAI shape."""
+    if not isinstance(body, dict) or not isinstance(body["choices"], list):
+        raise TypeError("'choices' is not a list")
+    choices = body["choices"]
+    if not all(isinstance(c, dict) for c in choices):
+        raise TypeError("a choice is not an object")
+    if not all(isinstance(c.get("index", 0), int) for c in choices):
+        raise TypeError("a choice's 'index' is not an integer")
+    return [_choice_text(c) for c in sorted(choices, key=lambda c: c.get("index", 0))]
+
+
 def _choice_text(choice: dict[str, Any]) -> str:
-    """The text of one choice; a separate reasoning field (vLLM reasoning parsers) is put back in ``<think>``."""
+    """The text of one choice; a separate reasoning field (vLLM reasoning parsers) is put back in
+    ``<think>``. ``content`` must be a string; it may be null only beside a reasoning text (a
+    reasoning model cut off inside its reasoning); anything else is a ``TypeError``."""
     message = choice["message"]
-    content = message.get("content") or ""
+    if not isinstance(message, dict):
+        raise TypeError("'message' is not an object")
+    content = message.get("content")
     reasoning = message.get("reasoning_content") or message.get("reasoning")
+    if reasoning is not None and not isinstance(reasoning, str):
+        raise TypeError(f"'reasoning_content' is {type(reasoning).__name__}, not a string")
+    if content is None and reasoning:
+        content = ""
+    if not isinstance(content, str):
+        raise TypeError(f"'content' is {'null' if content is None else type(content).__name__}, not a string")
     if reasoning:
         return f"<think>\n{reasoning}\n</think>\n\n{content}"
     return content

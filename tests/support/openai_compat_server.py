@@ -8,8 +8,10 @@ Serves ``GET /v1/models`` and ``POST /v1/chat/completions`` (``n``, ``temperatur
 ``finish_reason`` and ``usage``), generating with plain ``model.generate``. Failure injection for
 client tests: the first N completions answer 503 with ``Retry-After``; ``--delay`` holds every
 completion S seconds. ``GET /_control/stats`` lists the completions received and
-``POST /_control`` changes ``fail_first`` / ``delay`` / ``retry_after`` / ``max_n`` at run time (and resets the
-stats), so one server process serves a whole test module. :func:`running_server` starts it as a
+``POST /_control`` changes ``fail_first`` / ``delay`` / ``retry_after`` / ``max_n`` / ``gather`` at run time (and resets the
+stats), so one server process serves a whole test module. ``"content_override": [X]`` makes every
+completion answer 200 with ``message.content`` = X, any JSON value (null, a number, a list, an
+object: a server of the wrong shape), without generating; ``[]`` turns it off. :func:`running_server` starts it as a
 subprocess on a free loopback port and waits until it answers.
 """
 
@@ -44,6 +46,10 @@ class _State:
         self.delay = delay
         self.retry_after = retry_after
         self.max_n = 0  # 0: honour n; k: answer at most k choices (like servers without n support)
+        self.content_override: list[Any] = []  # [X]: every choice's content is X (any JSON value)
+        self.gather = 0  # k > 0: each completion waits (up to 60 s) until k completions are in flight together
+        self.active = 0  # completions in flight now
+        self.max_active = 0  # most completions in flight together since the last reset
         self.completions: list[dict[str, Any]] = []
         self.lock = threading.Lock()
 
@@ -165,15 +171,38 @@ def build_app(
             if failing:
                 state.fail_first -= 1
             delay, retry_after = state.delay, state.retry_after
+            override = list(state.content_override)
             if state.max_n:
                 n = min(n, state.max_n)
         if failing:
             return _error(503, "server overloaded (injected failure)", headers={"Retry-After": f"{retry_after:g}"})
-        if delay > 0:
-            await asyncio.sleep(delay)
-        choices, prompt_tokens, completion_tokens = await run_in_threadpool(
-            generator, messages, n, temperature, top_p, max_tokens, seed
-        )
+        if override:
+            return {
+                "id": f"chatcmpl-{uuid.uuid4().hex}",
+                "object": "chat.completion",
+                "model": served_model_name,
+                "choices": [
+                    {"index": i, "message": {"role": "assistant", "content": override[0]}, "finish_reason": "stop"}
+                    for i in range(n)
+                ],
+            }
+        with state.lock:
+            state.active += 1
+            state.max_active = max(state.max_active, state.active)
+            gather = state.gather
+        try:
+            waited = 0.0
+            while gather and state.max_active < gather and waited < 60.0:  # a barrier, not a clock: see `gather`
+                await asyncio.sleep(0.01)
+                waited += 0.01
+            if delay > 0:
+                await asyncio.sleep(delay)
+            choices, prompt_tokens, completion_tokens = await run_in_threadpool(
+                generator, messages, n, temperature, top_p, max_tokens, seed
+            )
+        finally:
+            with state.lock:
+                state.active -= 1
         return {
             "id": f"chatcmpl-{uuid.uuid4().hex}",
             "object": "chat.completion",
@@ -198,7 +227,12 @@ def build_app(
     @app.get("/_control/stats")
     async def stats() -> Any:
         with state.lock:
-            return {"completions": list(state.completions), "fail_first": state.fail_first, "delay": state.delay}
+            return {
+                "completions": list(state.completions),
+                "fail_first": state.fail_first,
+                "delay": state.delay,
+                "max_active": state.max_active,
+            }
 
     @app.post("/_control")
     async def control(request: Request) -> Any:
@@ -208,6 +242,10 @@ def build_app(
             state.delay = float(body.get("delay", state.delay))
             state.retry_after = float(body.get("retry_after", state.retry_after))
             state.max_n = int(body.get("max_n", state.max_n))
+            state.gather = int(body.get("gather", state.gather))
+            state.max_active = state.active
+            if "content_override" in body:
+                state.content_override = list(body["content_override"])[:1]
             state.completions.clear()
         return {"ok": True}
 
@@ -215,11 +253,14 @@ def build_app(
 
 
 @contextlib.contextmanager
-def running_server(model_dir: str | Path, *extra_args: str, startup_timeout_s: float = 120.0) -> Iterator[str]:
-    """Run the server as a subprocess on a free loopback port; yields its base URL (``.../v1``)."""
+def running_server(
+    model_dir: str | Path, *extra_args: str, startup_timeout_s: float = 120.0, port: int | None = None
+) -> Iterator[str]:
+    """Run the server as a subprocess on ``port`` (default: a free loopback port); yields its base URL
+    (``.../v1``). A port given again after the server stopped brings "the same server" back."""
     import httpx
 
-    port = free_port()
+    port = port or free_port()
     cmd = [
         sys.executable,
         "-m",

@@ -26,6 +26,7 @@ __all__ = [
     "URL_ENV",
     "API_KEY_ENV",
     "DEFAULT_PATIENCE_S",
+    "DEFAULT_TIMEOUT_S",
     "ClientSettings",
     "SettingsFields",
     "resolve_base_url",
@@ -38,6 +39,8 @@ API_KEY_ENV = "REGIME_W_API_KEY"
 #: How long one logical request keeps retrying an unavailable service (connection errors, 429, 503,
 #: 504) before it gives up: long enough for the service to restart and reload an 8B arm model.
 DEFAULT_PATIENCE_S = 600.0
+#: The per-request read timeout: above the service's default generation deadline (90 s) plus 30 s.
+DEFAULT_TIMEOUT_S = 120.0
 
 
 class SettingsFields(TypedDict, total=False):
@@ -62,13 +65,15 @@ class ClientSettings:
 
     ``patience_s`` bounds the wall time one logical request (one batch, one precompute chunk) spends
     retrying a service that is down or overloaded; ``max_retries`` (None: no cap) optionally bounds
-    the number of retries within it. A read timeout is never retried for scoring: the service already
+    the number of retries within it. ``timeout_s`` (default ``DEFAULT_TIMEOUT_S``, 120 s) is kept at
+    least 30 s above the service's generation deadline (``REGIME_W_GENERATION_TIMEOUT_S``, default
+    90 s), so the client hears the service's 504 + ``Retry-After`` rather than giving up first. A read timeout is never retried for scoring: the service already
     spent ``timeout_s`` on the request.
     """
 
     base_url: str = DEFAULT_BASE_URL
     api_key: str | None = field(default=None, repr=False)
-    timeout_s: float = 120.0
+    timeout_s: float = DEFAULT_TIMEOUT_S
     connect_timeout_s: float = 10.0
     patience_s: float = DEFAULT_PATIENCE_S
     max_retries: int | None = None
