@@ -28,6 +28,7 @@ _SHARED_FLAGS: dict[str, tuple[str, type, str]] = {
     "--cache-path": ("cache_path", str, "SQLite arm cache file ('none': memory only)"),
     "--seed": ("seed", int, "base seed of arm sampling"),
     "--generation-batch-size": ("generation_batch_size", int, "questions per generation batch"),
+    "--generation-engine": ("generation_engine", str, "hf backend: auto (fastgen on CUDA) | hf | fast"),
 }
 
 

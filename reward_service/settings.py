@@ -14,6 +14,8 @@ from reward_service.generation.base import BackendConfig
 from shared_schemas.wire import MAX_ITEMS, MAX_TEXT_CHARS, MAX_TRAJECTORIES
 
 BackendKind = Literal["provided", "hf", "openai", "vllm"]
+#: the hf backend's decoder: transformers ``generate``, the fastgen engine, or fastgen on CUDA only
+GenerationEngine = Literal["auto", "hf", "fast"]
 
 
 #: seconds a request's generation deadline stays under a client's read timeout (room to score and answer)
@@ -77,6 +79,7 @@ class Settings(BaseSettings):
     device: str = "auto"
     dtype: str = "auto"
     generation_batch_size: int = Field(default=32, ge=1)
+    generation_engine: GenerationEngine = "auto"
     # how long a request waits on generation (504 + Retry-After after; the generation goes on). Kept
     # under the reward client's default read timeout (trainer: 120 s) by GENERATION_TIMEOUT_MARGIN_S,
     # so a client hears the 504 instead of giving up first; tests/test_service_faults.py checks it
@@ -179,6 +182,7 @@ class Settings(BaseSettings):
             device=self.device,
             dtype=self.dtype,
             batch_size=self.generation_batch_size,
+            generation_engine=self.generation_engine,
             timeout_s=self.backend_timeout_s,
             seed=self.seed,
             openai_base_url=self.openai_base_url,

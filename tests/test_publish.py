@@ -220,7 +220,7 @@ HEAVY = ("torch", "transformers", "trl", "peft", "datasets", "accelerate", "bits
 class BlockHeavy(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
         if name.split(".")[0] in HEAVY:
-            raise ModuleNotFoundError(f"{name} is blocked: the light client must not need it")
+            raise ModuleNotFoundError(f"No module named {name!r} (blocked)", name=name)
         return None
 
 sys.meta_path.insert(0, BlockHeavy())
@@ -228,7 +228,13 @@ sys.path.insert(0, sys.argv[1])
 loaded = {}
 for name in ("trainer.reward_client", "trainer.integrations.openrlhf_reward", "trainer.integrations.verl_reward"):
     loaded[name] = importlib.import_module(name).__file__
-print(json.dumps({"loaded": loaded, "heavy": sorted(m for m in sys.modules if m.split(".")[0] in HEAVY)}))
+import contextlib, io
+from trainer.cli import main
+err = io.StringIO()
+with contextlib.redirect_stderr(err):
+    code = main(["sft", "--dry-run"])
+print(json.dumps({"loaded": loaded, "heavy": sorted(m for m in sys.modules if m.split(".")[0] in HEAVY),
+                  "sft_code": code, "sft_err": err.getvalue()}))
 """
 
 
@@ -264,6 +270,8 @@ def test_wheel_client_imports_without_the_training_stack(dist: dict[str, Path], 
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     assert all(Path(f).is_relative_to(target) for f in report["loaded"].values()), report
     assert report["heavy"] == []
+    # a stage needs the training stack: one line saying which extra to install
+    assert report["sft_code"] == 2 and 'pip install "regime-w-trainer[trainer]"' in report["sft_err"], report
 
 
 def _load_build_script():

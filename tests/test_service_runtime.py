@@ -91,3 +91,30 @@ def test_precompute_cli_honours_max_pending_questions(tiny_model_dir, tmp_path: 
         ]
     )
     assert code == 1 and "overloaded" in capsys.readouterr().err
+
+
+def test_generation_engine_reaches_the_hf_backend(tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pydantic import ValidationError
+
+    from reward_service.generation import create_backend
+
+    assert Settings(backend="provided").generation_engine == "auto"
+    monkeypatch.setenv("REGIME_W_GENERATION_ENGINE", "fast")
+    settings = Settings(backend="hf", model=str(tiny_model_dir), device="cpu", cache_path="none")
+    config = settings.backend_config()
+    assert config.generation_engine == "fast"
+    backend = create_backend(config)
+    try:
+        assert backend.generation_engine == "fast"  # type: ignore[attr-defined]
+    finally:
+        backend.close()
+    # auto on the CPU keeps transformers generate (today's arms)
+    auto = create_backend(
+        Settings(backend="hf", model=str(tiny_model_dir), device="cpu", generation_engine="auto").backend_config()
+    )
+    try:
+        assert auto.generation_engine == "hf"  # type: ignore[attr-defined]
+    finally:
+        auto.close()
+    with pytest.raises(ValidationError, match="generation_engine"):
+        Settings(backend="provided", generation_engine="vllm")  # type: ignore[arg-type]

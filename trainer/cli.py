@@ -25,6 +25,8 @@ __all__ = ["main", "parse_stage_args"]
 
 _DRY_RUN_FLAGS = ("--dry-run", "--dry_run")
 _RESUME_FLAG = "--resume"
+#: what the `trainer` extra installs; the light (client-only) install has none of it
+_TRAINING_STACK = {"torch", "transformers", "trl", "peft", "datasets", "accelerate", "bitsandbytes", "yaml", "tqdm"}
 
 
 def _top_parser() -> argparse.ArgumentParser:
@@ -123,7 +125,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         module = load_stage(stage)
     except ImportError as exc:
-        print(f"regime-w-train: stage {stage!r} is not available: {exc}", file=sys.stderr)
+        hint = ""
+        if getattr(exc, "name", None) and str(exc.name).split(".")[0] in _TRAINING_STACK:
+            hint = ' (the light install has no training stack: pip install "regime-w-trainer[trainer]")'
+        print(f"regime-w-train: stage {stage!r} is not available: {exc}{hint}", file=sys.stderr)
         return 2
     try:
         parsed = parse_stage_args(stage, rest)

@@ -56,6 +56,7 @@ def create_backend(config: BackendConfig) -> GenerationBackend | None:
             batch_size=config.batch_size,
             timeout_s=config.timeout_s,
             seed=config.seed,
+            generation_engine=config.generation_engine,
         )
     if kind == "openai":
         if not config.openai_base_url:

@@ -64,6 +64,7 @@ class BackendConfig:
     device: str = "auto"
     dtype: str = "auto"
     batch_size: int = 32
+    generation_engine: str = "auto"  # hf backend: auto (fastgen on CUDA, transformers elsewhere) | hf | fast
     timeout_s: float = 120.0
     seed: int = 0
     openai_base_url: str | None = None
