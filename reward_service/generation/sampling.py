@@ -14,27 +14,8 @@ from collections.abc import Sequence
 
 import torch
 
-_MASK32 = 0xFFFFFFFF
-# Multipliers below 2**31 keep every product of a 32-bit value under 2**63 (no int64 overflow).
-_MUL_A = 0x7FEB352D
-_MUL_B = 0x2C1B3C6D
-_GOLDEN = 0x9E3779B1
-
-
-def mix32(x: torch.Tensor) -> torch.Tensor:
-    """An avalanche hash of 32-bit values held in an int64 tensor; the result is in [0, 2**32)."""
-    x = x & _MASK32
-    x = x ^ (x >> 16)
-    x = (x * _MUL_A) & _MASK32
-    x = x ^ (x >> 15)
-    x = (x * _MUL_B) & _MASK32
-    return x ^ (x >> 16)
-
-
-def seed_keys(seeds: torch.Tensor) -> torch.Tensor:
-    """One 32-bit key per row from its (up to 64-bit, non-negative) seed."""
-    seeds = seeds.to(torch.int64)
-    return mix32((seeds & _MASK32) ^ mix32((seeds >> 32) & _MASK32))
+# The counter-based hash is fastgen's (the open engine the hf backend can also decode with): one definition.
+from fastgen.sampling import _GOLDEN, _MASK32, mix32, seed_keys
 
 
 def row_uniforms(keys: torch.Tensor, step: int) -> torch.Tensor:
