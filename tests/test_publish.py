@@ -163,8 +163,8 @@ print(json.dumps({
 """
 
 
-def test_wheel_runs_without_reward_service(dist: dict[str, Path], tmp_path: Path) -> None:
-    target = tmp_path / "site"
+def install_wheel(wheel: Path, target: Path) -> Path:
+    """``pip install --no-deps`` the wheel alone into ``target`` (no index, no dependencies)."""
     pip = subprocess.run(
         [
             sys.executable,
@@ -177,13 +177,18 @@ def test_wheel_runs_without_reward_service(dist: dict[str, Path], tmp_path: Path
             "--disable-pip-version-check",
             "--target",
             str(target),
-            str(dist["wheel"]),
+            str(wheel),
         ],
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert pip.returncode == 0, pip.stderr
+    return target
+
+
+def test_wheel_runs_without_reward_service(dist: dict[str, Path], tmp_path: Path) -> None:
+    target = install_wheel(dist["wheel"], tmp_path / "site")
     assert not (target / "reward_service").exists()
     proc = subprocess.run(
         [sys.executable, "-c", PROBE, str(target)],
@@ -239,25 +244,7 @@ print(json.dumps({"loaded": loaded, "heavy": sorted(m for m in sys.modules if m.
 
 
 def test_wheel_client_imports_without_the_training_stack(dist: dict[str, Path], tmp_path: Path) -> None:
-    target = tmp_path / "site"
-    pip = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "--no-deps",
-            "--no-index",
-            "--quiet",
-            "--target",
-            str(target),
-            str(dist["wheel"]),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert pip.returncode == 0, pip.stderr
+    target = install_wheel(dist["wheel"], tmp_path / "site")
     proc = subprocess.run(
         [sys.executable, "-c", LIGHT_PROBE, str(target)],
         capture_output=True,
