@@ -1,41 +1,52 @@
-"""Find the known question inside a wrapped one, so a templated prompt reuses precomputed arms.
+"""Find the known question a wrapped prompt asks, so a templated prompt reuses precomputed arms.
 
 Arms are cached per exact question text. A client that sends the question wrapped in a chat
-template, with an instruction appended, or with other whitespace would miss the cache and cost a
-full arm generation. ``QuestionIndex`` holds the questions whose arms are cached (for one model and
-one config fingerprint) and answers: which known question does this text contain?
+template, with one of the usual instructions appended, or with other whitespace would miss the
+cache and cost a full arm generation. ``QuestionIndex`` holds the questions whose arms are cached
+(for one model and one config fingerprint) and answers: which known question does this text ask?
 
-- Texts are compared with their whitespace collapsed (``normalize``: every run of whitespace is one
-  space, the ends stripped).
-- Only known questions of at least ``min_chars`` normalized characters are indexed: a short one
-  (``"How many?"``) would be found inside unrelated prompts.
-- A match must start and end on a word boundary (no letter or digit glued on either side), so a
-  known question is never found inside a longer, different one that merely shares its text.
-- The longest match wins. When the text also holds another known question that does not overlap
-  the longest (a few-shot prompt whose examples are known questions), the answer is ambiguous
-  (``Match(None, "ambiguous")``): generating arms for the text as sent is better than scoring against the
-  wrong question's arms.
+A text resolves to a known question ``Q`` only when, with its whitespace collapsed (``normalize``),
+it IS ``Q`` with nothing around it but *scaffolding*: the chat-template tokens and headers and the
+known instruction sentences of ``SCAFFOLDING`` (the one allow-list, below). Anything else around
+``Q`` — another instruction ("Give the answer in dozens."), a second question, a few-shot example,
+a prefix that changes its meaning, a digit, a sign or a decimal point glued to its first number —
+leaves the text unresolved, and it is scored as sent (arms generated for it): a reward computed
+against another question's arms is worse than a cache miss.
 
-Cost: each known question is filed under its first ``min_chars`` normalized characters; ``find``
-slides over the text once (one dictionary probe per position) and compares only the questions of a
-matching prefix, so a lookup is linear in the text's length and independent of how many questions
-are indexed (a bucket of questions sharing a prefix is scanned whole; ``max_bucket`` bounds it).
-The index is bounded in entries (``max_questions``); past it, new questions are not indexed.
-Thread-safe (one lock).
+How: strip the scaffolding pieces off both ends of the normalized text (the start piece by piece,
+the end as the chain of pieces that reaches it) and look the rest up in a dict, exactly. A second
+lookup strips the template pieces only, so a question cached with its instruction included is found
+inside a template too. Two regex passes and two dict probes: linear in the text's length whatever
+the indexed questions look like, and never a partial-text match (numbers match whole).
+
+The index is bounded (``max_questions``, ``max_chars`` of normalized text: a client's precompute
+requests must not grow it without end). A question past the bound is still served exactly as sent
+(the arm cache's own key); only its wrapped forms are not resolved. Each one left out is counted in
+``dropped`` and logged (the first, then at every power of two). Thread-safe (one lock for writes).
 """
 
 from __future__ import annotations
 
-import bisect
+import logging
 import re
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-__all__ = ["MIN_QUESTION_CHARS", "Match", "QuestionIndex", "normalize"]
+from shared_schemas.rl_frameworks import INSTRUCTION_SUFFIXES
 
-#: Known questions shorter than this (normalized) are never matched inside another text.
-MIN_QUESTION_CHARS = 20
+__all__ = [
+    "INSTRUCTIONS",
+    "IndexBounds",
+    "Match",
+    "QuestionIndex",
+    "SCAFFOLDING",
+    "TEMPLATE_PIECES",
+    "normalize",
+    "strip_scaffolding",
+]
+
+log = logging.getLogger("reward_service.question_index")
 
 _WHITESPACE = re.compile(r"\s+")
 
@@ -45,37 +56,112 @@ def normalize(text: str) -> str:
     return _WHITESPACE.sub(" ", text).strip()
 
 
-def _longest_first(question: str) -> int:
-    return -len(question)
+# --- the allow-list: what may stand around a known question -------------------------------------
+
+_ROLE = r"(?:system|user|assistant)(?!\w)"
+
+#: Chat-template scaffolding (regular expressions over normalized text): the special tokens and role
+#: headers of the Llama-3, ChatML/Qwen, DeepSeek-R1, Mistral/Llama-2, Phi-3/Zephyr and Gemma templates
+#: (the ones ``shared_schemas.rl_frameworks`` reads), Llama-3.1's date header, and the labels of plain
+#: prompts (the trainer's ``Question: ...\nAnswer:``).
+TEMPLATE_PIECES: tuple[str, ...] = (
+    r"<\|begin_of_text\|>",
+    rf"<\|start_header_id\|>{_ROLE}<\|end_header_id\|>",
+    r"<\|eot_id\|>",
+    rf"<\|im_start\|>(?:{_ROLE})?",
+    r"<\|im_end\|>",
+    r"<\|endoftext\|>",
+    r"<｜begin▁of▁sentence｜>",
+    r"<｜(?:User|Assistant)｜>",
+    r"<｜end▁of▁sentence｜>",
+    r"</?think>",
+    r"</?s>",
+    r"\[/?INST\]",
+    r"<\|(?:system|user|assistant|end)\|>",
+    r"<bos>",
+    r"<start_of_turn>(?:user|model)(?!\w)",
+    r"<end_of_turn>",
+    r"Cutting Knowledge Date: [A-Z][a-z]{2,8} \d{4}(?!\d)",
+    r"Today Date: \d{1,2} [A-Z][a-z]{2} \d{4}(?!\d)",
+    r"(?:Question|Problem|Solve(?: this)?|Answer|Solution):",
+)
+
+#: Known instruction sentences (literal text): the open trainer's, verl's GSM8K instruction, the
+#: zero-shot chain-of-thought cue, and the default system prompts of common chat models.
+INSTRUCTIONS: tuple[str, ...] = (
+    *INSTRUCTION_SUFFIXES,
+    'Let\'s think step by step and output the final answer after "####".',
+    "Let's think step by step.",
+    "You are a helpful assistant.",
+    "You are Qwen, created by Alibaba Cloud. You are a helpful assistant.",
+)
 
 
-def _glued(text: str, at: int) -> bool:
-    """True when the characters on both sides of position ``at`` are letters or digits."""
-    return 0 < at < len(text) and text[at - 1].isalnum() and text[at].isalnum()
+def _alternation(patterns: Iterable[str]) -> re.Pattern[str]:
+    return re.compile("|".join(f"(?:{p})" for p in patterns))
+
+
+_TEMPLATE = _alternation(TEMPLATE_PIECES)
+# longest literal first: "Let's think step by step and ..." before "Let's think step by step."
+_INSTRUCTION_PATTERNS = tuple(re.escape(normalize(s)) for s in sorted(INSTRUCTIONS, key=len, reverse=True))
+#: Every piece of scaffolding: template pieces and instruction sentences.
+SCAFFOLDING = _alternation((*TEMPLATE_PIECES, *_INSTRUCTION_PATTERNS))
+
+
+def strip_scaffolding(norm: str, pieces: re.Pattern[str] = SCAFFOLDING) -> str:
+    """``norm`` (normalized) without the ``pieces`` at its start and the chain of them at its end.
+
+    Linear in ``len(norm)``: the start is consumed piece by piece with anchored matches; the end is
+    the run of non-overlapping matches (one ``finditer`` pass) that are adjacent, a space apart at
+    most, and reach the end of the text.
+    """
+    n = len(norm)
+    start = 0
+    while True:
+        if start < n and norm[start] == " ":
+            start += 1
+        m = pieces.match(norm, start)
+        if m is None or m.end() == start:
+            break
+        start = m.end()
+    end = n
+    spans = [(m.start(), m.end()) for m in pieces.finditer(norm, start)]
+    for lo, hi in reversed(spans):
+        if hi == end or (hi == end - 1 and norm[hi] == " "):
+            end = lo
+        else:
+            break
+    return norm[start:end].strip(" ")
 
 
 @dataclass(frozen=True)
 class Match:
-    """What ``QuestionIndex.find`` found: the known question (as cached) and how; ``question`` is None
-    when ``how`` is ``"ambiguous"`` (several known questions side by side in the text)."""
+    """What ``QuestionIndex.find`` found: the known question (as cached) and how: ``"exact"`` (equal
+    once whitespace is normalized) or ``"contained"`` (inside scaffolding: a template, an instruction).
+    ``question`` is None only in matches built by older callers; ``find`` never returns such a match."""
 
     question: str | None
-    how: str  # "exact" (equal once whitespace is normalized), "contained" or "ambiguous"
+    how: str
+
+
+@dataclass(frozen=True)
+class IndexBounds:
+    """How much the index holds: questions, and characters of question text (normalized + as cached when
+    they differ). A question that would pass either bound is left out."""
+
+    max_questions: int = 1_000_000
+    max_chars: int = 128 * 1024 * 1024
 
 
 class QuestionIndex:
-    """The known questions of one model and config, findable inside a longer text (module docstring)."""
+    """The known questions of one model and config, findable inside scaffolding (module docstring)."""
 
-    def __init__(self, min_chars: int = MIN_QUESTION_CHARS, max_questions: int = 500_000, max_bucket: int = 4096):
-        if min_chars < 1:
-            raise ValueError("min_chars must be >= 1")
-        self.min_chars = min_chars
-        self.max_questions = max_questions
-        self.max_bucket = max_bucket
+    def __init__(self, bounds: IndexBounds = IndexBounds()) -> None:
+        self.bounds = bounds
         self._lock = threading.Lock()
         self._by_normal: dict[str, str] = {}  # normalized -> the question as cached
-        self._by_prefix: dict[str, list[str]] = {}  # first min_chars chars -> normalized questions, longest first
-        self.dropped = 0  # questions not indexed: index full, or their prefix bucket full
+        self._chars = 0  # characters of question text held
+        self.dropped = 0  # questions left out: the index was full
 
     def __len__(self) -> int:
         return len(self._by_normal)
@@ -83,31 +169,43 @@ class QuestionIndex:
     def __contains__(self, question: str) -> bool:
         return normalize(question) in self._by_normal
 
+    @property
+    def chars(self) -> int:
+        """Characters of question text held, normalized and as cached (what ``bounds.max_chars`` bounds)."""
+        return self._chars
+
     def add(self, question: str) -> bool:
-        """Index ``question`` (as cached); False when it is too short, already known, or the index is full."""
+        """Index ``question`` (as cached); False when it is empty, already known, or the index is full."""
         norm = normalize(question)
-        if len(norm) < self.min_chars:
+        if not norm:
             return False
         with self._lock:
             if norm in self._by_normal:
                 return False
-            bucket = self._by_prefix.get(norm[: self.min_chars])
-            if len(self._by_normal) >= self.max_questions or (bucket is not None and len(bucket) >= self.max_bucket):
+            size = len(norm) if question == norm else len(norm) + len(question)
+            if len(self._by_normal) >= self.bounds.max_questions or self._chars + size > self.bounds.max_chars:
                 self.dropped += 1
+                if self.dropped & (self.dropped - 1) == 0:  # the first drop, then at every power of two
+                    log.warning(
+                        "question index full (%d questions, %d characters; bounds %d, %d): %d question(s) "
+                        "not indexed; they are served when sent exactly, their wrapped forms are generated anew",
+                        len(self._by_normal),
+                        self._chars,
+                        self.bounds.max_questions,
+                        self.bounds.max_chars,
+                        self.dropped,
+                    )
                 return False
-            self._by_normal[norm] = question
-            if bucket is None:
-                self._by_prefix[norm[: self.min_chars]] = [norm]
-            else:
-                bisect.insort(bucket, norm, key=_longest_first)
+            self._by_normal[norm] = norm if question == norm else question  # one string when they are equal
+            self._chars += size
             return True
 
     def unknown(self, questions: Iterable[str]) -> list[str]:
-        """The questions ``add`` would index (long enough, not yet known), each once."""
+        """The questions ``add`` would index (not empty, not yet known), each once."""
         out: dict[str, None] = {}
         for question in questions:
             norm = normalize(question)
-            if len(norm) >= self.min_chars and norm not in self._by_normal:
+            if norm and norm not in self._by_normal:
                 out[question] = None
         return list(out)
 
@@ -116,30 +214,18 @@ class QuestionIndex:
         return sum(self.add(q) for q in questions)
 
     def find(self, text: str) -> Match | None:
-        """The known question ``text`` is (whitespace aside) or contains; None when none."""
+        """The known question ``text`` is (whitespace aside) or asks inside scaffolding; None when none."""
         norm = normalize(text)
-        k = self.min_chars
-        with self._lock:
-            exact = self._by_normal.get(norm)
-            if exact is not None:
-                return Match(exact, "exact")
-            if len(norm) <= k or not self._by_prefix:
-                return None
-            prefixes = self._by_prefix
-            spans: list[tuple[int, int, str]] = []  # (start, end, normalized question)
-            for at in range(len(norm) - k + 1):
-                bucket = prefixes.get(norm[at : at + k])
-                if bucket is None or _glued(norm, at):
-                    continue
-                for candidate in bucket:  # longest first: the first that fits is this position's match
-                    end = at + len(candidate)
-                    if norm.startswith(candidate, at) and not _glued(norm, end):
-                        spans.append((at, end, candidate))
-                        break
-            if not spans:
-                return None
-            best = max(spans, key=lambda s: (s[1] - s[0], s[0]))
-            for start, end, candidate in spans:
-                if candidate != best[2] and (end <= best[0] or start >= best[1]):
-                    return Match(None, "ambiguous")  # another known question beside the longest one
-            return Match(self._by_normal[best[2]], "contained")
+        known = self._by_normal
+        exact = known.get(norm)
+        if exact is not None:
+            return Match(exact, "exact")
+        if not known:
+            return None
+        for pieces in (SCAFFOLDING, _TEMPLATE):  # all scaffolding; then templates only (instruction cached)
+            core = strip_scaffolding(norm, pieces)
+            if core and core != norm:
+                found = known.get(core)
+                if found is not None:
+                    return Match(found, "contained")
+        return None

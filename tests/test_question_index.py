@@ -8,12 +8,13 @@ also after a restart on the same cache file (the index is rebuilt from SQLite).
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 
 import httpx
 
 from reward_service.arm_cache import ArmCache, cache_key
-from reward_service.question_index import QuestionIndex, normalize
+from reward_service.question_index import INSTRUCTIONS, IndexBounds, Match, QuestionIndex, normalize, strip_scaffolding
 from reward_service.regime_w.scorer import ArmText
 from tests.support.servers import ServiceSpec, start_live_service
 from trainer.prompts import INSTRUCTION
@@ -28,46 +29,101 @@ def test_normalize_collapses_whitespace() -> None:
 
 def test_finds_a_known_question_inside_templates_and_whitespace() -> None:
     index = QuestionIndex()
-    assert index.add_many([Q, Q2, "How many?"]) == 2  # the short one is never indexed
+    assert index.add_many([Q, Q2, "How many?"]) == 3
     assert index.find(Q.replace(" ", "\n  ") + "\n").__dict__ == {"question": Q, "how": "exact"}
     for wrapped in (
-        f"<|user|>{Q}\n{INSTRUCTION}<|end|>\n<|assistant|>",
-        f"<|start_header_id|>user<|end_header_id|>\n\n{Q}\nLet's think step by step.<|eot_id|>",
-        "Solve this:\n\n" + Q.replace(". ", ".\n") + "\n\nAnswer with a number.",
+        f"<|user|>{Q}\n{INSTRUCTION}<|end|>\n<|assistant|>",  # Phi-3 (the tiny model's template)
+        f"<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\n{Q}\nLet's think step by step.<|eot_id|>"
+        "<|start_header_id|>assistant<|end_header_id|>\n\n",  # Llama 3
+        "<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n"
+        f"<|im_start|>user\n{Q}\n{INSTRUCTION}<|im_end|>\n<|im_start|>assistant\n",  # Qwen 2.5
+        f"<｜begin▁of▁sentence｜><｜User｜>{Q}\n{INSTRUCTION}<｜Assistant｜><think>\n",  # DeepSeek-R1
+        f"<s>[INST] {Q} [/INST]",  # Mistral
+        f"<bos><start_of_turn>user\n{Q}<end_of_turn>\n<start_of_turn>model\n",  # Gemma
+        "Question: " + Q.replace(". ", ".\n") + "\nAnswer:",  # the trainer's plain prompt, other line breaks
+        f'{Q}\nLet\'s think step by step and output the final answer after "####".',  # verl's GSM8K instruction
     ):
         match = index.find(wrapped)
-        assert match is not None and (match.question, match.how) == (Q, "contained")
+        assert match is not None and (match.question, match.how) == (Q, "contained"), wrapped
+    assert index.find("<|user|>How many?<|end|>") == Match("How many?", "contained")  # the whole prompt asks it
     assert index.find("Nothing known here, only a long enough sentence about kayaks.") is None
 
 
-def test_no_false_matches() -> None:
+def test_a_question_cached_with_its_instruction_is_found_inside_a_template() -> None:
+    with_instruction = f"{Q}\n{INSTRUCTION}"
     index = QuestionIndex()
-    index.add_many([Q, "Tom has 3 apples and 4 pears in total"])
-    # glued to other words: not the known question
-    assert index.find(f"X{Q}") is None
-    assert index.find("Tom has 3 apples and 4 pears in totality, and 2 plums. How many fruits?") is None
-    assert index.find("<|user|>Tom has 3 apples and 4 pears in total<|end|>") is not None
-    # a short known question is never looked for inside a text
-    short = QuestionIndex()
-    short.add("How many cats?")
-    assert short.find("Tom has 3 cats and 2 dogs. How many cats? Count twice.") is None
+    index.add(with_instruction)
+    assert index.find(f"<|im_start|>user\n{with_instruction}<|im_end|>\n<|im_start|>assistant\n") == Match(
+        with_instruction, "contained"
+    )
 
 
-def test_longest_wins_and_side_by_side_is_ambiguous() -> None:
-    inner = "How many shells does she have now?"
+# A precomputed question A, and texts that hold A but ask something else (issue 22, item 1).
+A = "A farmer has 5 kg of apples and sells 200 g of them each day. How many days do the apples last?"
+B = "A baker made 24 rolls and sold 9 of them in the morning. How many rolls are left?"
+HOSTILE = {
+    "instruction appended": A + " Give the answer in dozens.",
+    "instruction inside a template": f"<|user|>{A} Give the answer in dozens.<|end|>\n<|assistant|>",
+    "a second question after A": f"{A} Then he buys 3 kg more. How many days do they last now?",
+    "a prefix that changes A's meaning": f"Every number below is in hundreds. {A}",
+    "few-shot: A the example, B the new question": f"Question: {A}\nAnswer: 25\n\nQuestion: {B}\nAnswer:",
+    "few-shot, both known": f"{A}\n{B}",
+    "2.5 kg found as 5 kg": A.replace("5 kg", "2.5 kg"),
+    "1,200 g found as 200 g": "1," + A[A.index("200 g") :],
+    "a digit glued to the last number": A.replace("5 kg", "15 kg"),
+    "-5 found as 5": A.replace("5 kg", "-5 kg"),
+    "unicode minus": A.replace("5 kg", "\u22125 kg"),
+    "exponent": A.replace("5 kg", "10^5 kg"),
+    "sign after a template token": f"<|user|>-{A}<|end|>",
+    "a date that swallows a digit": f"Today Date: 26 Jul 2024{A[0]}{A}",  # "...20245 kg" is no date
+}
+
+
+def test_hostile_wrappings_are_never_resolved_to_the_known_question() -> None:
+    """A wrapped text resolves to a known question only when what remains around it is template or known
+    instruction text; numbers match whole. Before: each of these found A (or was ambiguous only when
+    both questions were known)."""
     index = QuestionIndex()
-    index.add_many([Q, inner, Q2])
-    match = index.find(f"<|user|>{Q}<|end|>")  # Q contains `inner`: overlapping, the longest wins
-    assert match is not None and match.question == Q
-    fewshot = f"Example: {Q2}\nAnswer: 15\n\nQuestion: {Q}\nAnswer:"
-    match = index.find(fewshot)  # two known questions side by side: not resolved
-    assert match is not None and (match.question, match.how) == (None, "ambiguous")
-    assert index.find(f"{Q}\n\nAgain: {Q}") is not None  # the same question twice is not ambiguous
+    # known too: the tails of A that start at a number ("5 kg ...", "200 g ...")
+    index.add_many([A, B, A[A.index("5 kg") :], A[A.index("200 g") :]])
+    assert index.find(f"<|user|>{A}<|end|>") == Match(A, "contained")
+    for name, text in HOSTILE.items():
+        assert index.find(text) is None, name
 
 
-def test_bounded_index() -> None:
-    index = QuestionIndex(max_questions=2)
-    assert index.add_many([Q, Q2, Q + " Explain."]) == 2 and index.dropped == 1 and len(index) == 2
+def test_the_allow_list_is_scaffolding_only() -> None:
+    """Every template piece and instruction alone strips to nothing; none holds a number that could be
+    read as part of the question (the Llama date header's digits end on a non-digit)."""
+    for instruction in INSTRUCTIONS:
+        assert strip_scaffolding(normalize(instruction)) == ""
+    assert strip_scaffolding("<|im_start|>user x <|im_end|> <|im_start|>assistant") == "x"
+    assert strip_scaffolding("<|im_start|>users of x<|im_end|>") == "users of x"  # a role word is a whole word
+    assert strip_scaffolding("Today Date: 26 Jul 20245 apples") == "Today Date: 26 Jul 20245 apples"
+
+
+def test_lookup_is_exact_whatever_the_indexed_questions_share() -> None:
+    """2,048 questions sharing a 1,900-character prefix (the case that blocked the loop 13.6 s): each is
+    found, a prompt holding the prefix only is not. The cost is measured in bench/question_index_lookup.py."""
+    prefix = "word " * 380
+    questions = [f"{prefix}then {i} more. How many?" for i in range(2048)]
+    index = QuestionIndex()
+    assert index.add_many(questions) == 2048
+    assert index.find(f"<|user|>{questions[1234]}<|end|>") == Match(questions[1234], "contained")
+    assert index.find(f"<|user|>{prefix}then 1234 more.<|end|>") is None
+    assert index.find(prefix * 50) is None
+
+
+def test_bounded_index_counts_and_logs_what_it_leaves_out(caplog) -> None:
+    index = QuestionIndex(IndexBounds(max_questions=2))
+    with caplog.at_level(logging.WARNING, logger="reward_service.question_index"):
+        assert index.add_many([Q, Q2, Q + " Explain."]) == 2
+    assert index.dropped == 1 and len(index) == 2
+    assert "1 question(s) not indexed" in caplog.text
+    by_chars = QuestionIndex(IndexBounds(max_chars=len(Q) + len(Q2)))
+    assert by_chars.add_many([Q, Q2, "How many?"]) == 2 and by_chars.dropped == 1 and by_chars.chars == len(Q) + len(Q2)
+    # nothing is dropped below the bounds: no per-prefix cap (issue 22, item 5)
+    shared = QuestionIndex()
+    assert shared.add_many([f"{'same start ' * 5}{i}" for i in range(5000)]) == 5000 and shared.dropped == 0
 
 
 def test_arm_cache_lists_its_questions_and_opens_an_old_file(tmp_path) -> None:
