@@ -22,6 +22,7 @@ import torch  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
 from trainer.integrations import integration_files, verl_reward  # noqa: E402
+from trainer.integrations.core import RewardFailed  # noqa: E402
 
 QUESTIONS = ["Tom has 3 apples and buys 4 more. How many apples?", "A pen costs $2. How much do 5 pens cost?"]
 GOLDS = ["7", "10"]
@@ -172,7 +173,98 @@ def test_a_missing_question_is_a_clear_error(tiny_model_dir, service):
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     data = batch(tokenizer, with_question=False)
-    with pytest.raises(ValueError, match=r"extra_info\['question'\] is missing"):
+    with pytest.raises(verl_reward.RewardFailed, match=r"extra_info\['question'\] is missing") as raised:
         verl_reward.compute_score("openai/gsm8k", "#### 7", "7", data.non_tensor_batch["extra_info"][0])
-    with pytest.raises(ValueError, match="extra_info"):
+    assert isinstance(raised.value.__cause__, ValueError)
+    with pytest.raises(verl_reward.RewardFailed, match="extra_info"):
         asyncio.run(verl_reward.compute_score_async("gsm8k", "#### 7", "7", {}))
+
+
+def test_the_function_verl_loads_pickles_for_ray(tiny_model_dir, service):
+    """What verl's ``remote`` manager does with the function (``RewardComputeWorker.remote(compute_score)``):
+    Ray pickles it with cloudpickle, by value for a file loaded by path. The module-level lock of the
+    file made that fail (``cannot pickle '_thread.lock' object``), also after a first call built a client."""
+    import cloudpickle
+    from verl.trainer.ppo.reward import get_custom_reward_fn
+
+    for name in ("compute_score", "compute_score_async"):
+        fn = get_custom_reward_fn(reward_manager_config("naive", name))
+        data = {"solution_str": "3+4 = 7. #### 7", "ground_truth": "7", "extra_info": {"question": QUESTIONS[0]}}
+        first = fn(data_source="gsm8k", **data) if name == "compute_score" else asyncio.run(fn(data_source="x", **data))
+        copy = cloudpickle.loads(cloudpickle.dumps(fn))  # after the first call: the process has a client now
+        again = (
+            copy(data_source="gsm8k", **data) if name == "compute_score" else asyncio.run(copy(data_source="x", **data))
+        )
+        assert first["correctness"] == again["correctness"] == 1.0 and first["score"] == again["score"]
+
+
+@pytest.fixture(scope="module")
+def ray_cluster(service):
+    """A local Ray instance (one CPU) whose workers see the service's URL and key."""
+    ray = pytest.importorskip("ray")
+    env = {"REGIME_W_URL": service.url, "REGIME_W_API_KEY": service.api_key, "REGIME_W_COALESCE_MS": "0"}
+    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": env})
+    yield ray
+    ray.shutdown()
+
+
+def test_verl_remote_manager_builds_and_scores_in_ray_actors(ray_cluster, tiny_model_dir, service):
+    """verl 0.9.1's ``remote`` reward manager, built by ``load_reward_manager``: it starts Ray actors
+    holding our (pickled) function and scores every sample of a batch in them."""
+    from transformers import AutoTokenizer
+    from verl.experimental.reward_loop.reward_manager.remote import RemoteRewardManager
+    from verl.trainer.ppo.reward import load_reward_manager
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    config = reward_manager_config("remote", "compute_score")
+    config.reward.num_workers = 1
+    manager = load_reward_manager(config, tokenizer)
+    assert isinstance(manager, RemoteRewardManager)
+    data = batch(tokenizer)
+    outputs = manager.loop.run_until_complete(asyncio.gather(*(manager.run_single(data[i : i + 1]) for i in range(4))))
+    assert [o["reward_extra_info"]["correctness"] for o in outputs] == [1.0, 0.0, 1.0, 0.0]
+    scores = [o["reward_score"] for o in outputs]
+    assert scores[0] > scores[1] and scores[2] > scores[3]
+
+
+@pytest.fixture(scope="module")
+def rate_limited(tiny_model_dir):
+    """verl 0.9.1's ``rate_limited`` manager as docs/integrations.md sets it up: ``max_concurrent`` at
+    least a worker's share of a batch (its default, 1, sends the samples one by one), ``timeout`` above
+    the client's patience. Its limits are class-wide, set by the first instance: one per module."""
+    from transformers import AutoTokenizer
+    from verl.experimental.reward_loop.reward_manager.limited import RateLimitedRewardManager
+    from verl.trainer.ppo.reward import load_reward_manager
+
+    config = reward_manager_config("rate_limited", "compute_score_async")
+    config.reward.max_concurrent = 256
+    config.reward.timeout = 1000.0
+    manager = load_reward_manager(config, AutoTokenizer.from_pretrained(tiny_model_dir))
+    assert isinstance(manager, RateLimitedRewardManager) and manager._max_concurrent == 256
+    return manager
+
+
+def test_rate_limited_with_the_documented_settings_merges_a_batch(rate_limited, tiny_model_dir, service):
+    data = batch(rate_limited.tokenizer)
+    sent = []
+    for _ in range(3):  # as the reward loop does: every sample of the worker's share at once
+        before = requests_seen(service)
+        result = rate_limited(data, return_dict=True)
+        sent.append(requests_seen(service) - before)
+    assert result["reward_extra_info"]["correctness"] == [1.0, 0.0, 1.0, 0.0]
+    assert "error" not in result["reward_extra_info"]
+    assert sent[-1] == 1, f"{sent} HTTP requests for three batches of {len(data)} responses"
+
+
+def test_an_outage_under_rate_limited_fails_the_step_not_a_zero(rate_limited, monkeypatch):
+    """``rate_limited`` catches ``Exception`` around the function and scores 0.0; an outage past the
+    client's patience reaches verl as ``RewardFailed`` (a ``BaseException``) and fails the call."""
+    from tests.support.servers import free_port
+
+    monkeypatch.setenv("REGIME_W_URL", f"http://127.0.0.1:{free_port()}")  # nothing listens there
+    monkeypatch.setenv("REGIME_W_PATIENCE_S", "0.5")
+    verl_reward.reset()
+    data = batch(rate_limited.tokenizer)
+    with pytest.raises(RewardFailed, match="could not reach the reward service") as raised:
+        rate_limited(data, return_dict=True)
+    assert raised.value.__cause__ is not None

@@ -20,6 +20,7 @@ import logging
 import os
 import threading
 import time
+import weakref
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -34,6 +35,7 @@ __all__ = [
     "LOG_KEYS",
     "IntegrationError",
     "RewardFailed",
+    "reward_failed",
     "IntegrationSettings",
     "Sample",
     "score_samples",
@@ -41,6 +43,9 @@ __all__ = [
     "score_fields",
     "SyncCoalescer",
     "AsyncCoalescer",
+    "shared_sync_coalescer",
+    "shared_async_coalescer",
+    "reset_shared",
 ]
 
 log = logging.getLogger("trainer.integrations")
@@ -62,6 +67,14 @@ class RewardFailed(BaseException):
     unrelated error (or trains on the other samples). Deriving from ``BaseException`` (like
     ``KeyboardInterrupt``) carries the failure past that handler: the rollout fails at once, with this
     message, and the original error as ``__cause__``."""
+
+
+def reward_failed(what: str, exc: BaseException, why: str) -> RewardFailed:
+    """Log ``exc`` at ERROR and return the ``RewardFailed`` to raise from it (``raise ... from exc``):
+    ``what`` names the call (``"2 OpenRLHF queries"``), ``why`` the handler it has to pass."""
+    message = f"Regime W reward failed for {what}: {type(exc).__name__}: {exc}"
+    log.error("%s", message)
+    return RewardFailed(f"{message} (raised as RewardFailed so that {why})")
 
 
 def _env_float(name: str, default: float) -> float:
@@ -329,3 +342,55 @@ class AsyncCoalescer:
             if not future.done():
                 future.set_result(scores[at : at + len(samples)])
             at += len(samples)
+
+
+# ------------------------------------------------------------------ the process's shared coalescers
+#
+# The framework files keep no state of their own: verl's ``remote`` reward manager hands our function
+# to Ray actors, and Ray pickles it with cloudpickle. A file loaded by path is pickled BY VALUE, with
+# every module global its functions reach, so a lock or a client there fails the manager's
+# construction (``cannot pickle '_thread.lock' object``). This module is imported by name, so its
+# functions are pickled BY REFERENCE and each process (each Ray actor) builds its own state on first use.
+
+_shared_lock = threading.Lock()
+_shared_sync: dict[str, SyncCoalescer] = {}
+_shared_async: dict[str, weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncCoalescer]] = {}
+_shared_settings: dict[str, IntegrationSettings] = {}
+
+
+def _owner_settings(owner: str) -> IntegrationSettings:
+    found = _shared_settings.get(owner)
+    if found is None:
+        found = _shared_settings[owner] = IntegrationSettings.from_env()
+    return found
+
+
+def shared_sync_coalescer(owner: str) -> SyncCoalescer:
+    """This process's ``SyncCoalescer`` of integration ``owner`` (``"verl"``, ``"openrlhf"``), built
+    from the environment at the first call."""
+    with _shared_lock:
+        found = _shared_sync.get(owner)
+        if found is None:
+            found = _shared_sync[owner] = SyncCoalescer(_owner_settings(owner))
+        return found
+
+
+def shared_async_coalescer(owner: str) -> AsyncCoalescer:
+    """This process's ``AsyncCoalescer`` of ``owner`` for the running event loop (one per loop)."""
+    loop = asyncio.get_running_loop()
+    with _shared_lock:
+        per_loop = _shared_async.setdefault(owner, weakref.WeakKeyDictionary())
+        found = per_loop.get(loop)
+        if found is None:
+            found = per_loop[loop] = AsyncCoalescer(_owner_settings(owner))
+        return found
+
+
+def reset_shared(owner: str) -> None:
+    """Close ``owner``'s sync client and forget its settings (the next call reads the environment)."""
+    with _shared_lock:
+        old = _shared_sync.pop(owner, None)
+        _shared_async.pop(owner, None)
+        _shared_settings.pop(owner, None)
+    if old is not None:
+        old.close()

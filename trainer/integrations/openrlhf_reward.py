@@ -34,7 +34,6 @@ original error as its cause. Settings:
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -42,36 +41,30 @@ from shared_schemas.rl_frameworks import normalize_label, question_from_prompt, 
 from trainer.integrations.core import (
     LOG_KEYS,
     IntegrationError,
-    IntegrationSettings,
     RewardFailed,
     Sample,
     SyncCoalescer,
-    log,
+    reset_shared,
+    reward_failed,
     score_fields,
+    shared_sync_coalescer,
 )
 
 __all__ = ["RewardFailed", "reward_func", "samples_from_openrlhf", "coalescer", "reset"]
 
-_lock = threading.Lock()
-_coalescer: SyncCoalescer | None = None
+#: This integration's name among the process's shared coalescers (``trainer.integrations.core``).
+OWNER = "openrlhf"
+_WHY = "OpenRLHF's rollout stops here instead of logging it at INFO and leaving the sample without a reward"
 
 
 def coalescer() -> SyncCoalescer:
     """The process's coalescer (built from the environment at the first call)."""
-    global _coalescer
-    with _lock:
-        if _coalescer is None:
-            _coalescer = SyncCoalescer(IntegrationSettings.from_env())
-        return _coalescer
+    return shared_sync_coalescer(OWNER)
 
 
 def reset() -> None:
     """Close the client and forget the settings (the next call reads the environment again)."""
-    global _coalescer
-    with _lock:
-        old, _coalescer = _coalescer, None
-    if old is not None:
-        old.close()
+    reset_shared(OWNER)
 
 
 def samples_from_openrlhf(queries: Sequence[str], prompts: Sequence[str], labels: Sequence[Any] | None) -> list[Sample]:
@@ -107,12 +100,7 @@ def reward_func(
         samples = samples_from_openrlhf(queries, prompts, labels)
         scores = coalescer().score(samples)
     except Exception as exc:
-        message = f"Regime W reward failed for {len(queries)} OpenRLHF queries: {type(exc).__name__}: {exc}"
-        log.error("%s", message)
-        raise RewardFailed(
-            f"{message} (raised as RewardFailed so that OpenRLHF's rollout stops here instead of logging it at "
-            "INFO and leaving the sample without a reward)"
-        ) from exc
+        raise reward_failed(f"{len(queries)} OpenRLHF queries", exc, _WHY) from exc
     labelled = [s.gold is not None and not coalescer().settings.label_free for s in samples]
     fields = [score_fields(score, lab) for score, lab in zip(scores, labelled)]
     return {

@@ -18,9 +18,17 @@ classes are still in the package but no configuration reaches them). Two entry p
   worker's event loop (no thread per sample), merged the same way: about one HTTP request per step
   per reward-loop worker. The one to use.
 
-A failure is logged at ERROR and raised. ``naive`` (and ``dapo``, ``gdpo``) let it fail the step;
-``rate_limited`` catches it and scores the sample 0.0 with ``reward_extra_info["error"]`` set, so
-do not use ``rate_limited`` with this file unless a silent 0 on an outage is what you want.
+A failure (the service unreachable past ``REGIME_W_PATIENCE_S``, an error answer, a sample without
+its question) is logged at ERROR and raised as ``RewardFailed``, a ``BaseException``: ``naive``,
+``dapo`` and ``gdpo`` let any error fail the step, and ``rate_limited`` catches ``Exception`` and
+would score the sample 0.0 (``reward_extra_info["error"]``) where ``RewardFailed`` passes it. Under
+``rate_limited``, keep ``reward.timeout`` above ``REGIME_W_PATIENCE_S`` + ``REGIME_W_TIMEOUT_S``: its
+own timeout still scores 0.0 (docs/integrations.md has the settings that fit).
+
+The file keeps no state (no lock, no client): verl's ``remote`` manager pickles the function into
+Ray actors, by value for a file loaded by path; the process's coalescers live in
+``trainer.integrations.core`` (imported by name, so pickled by reference) and each process builds
+its own at first use.
 
 The question comes from ``extra_info["question"]`` (verl's GSM8K preprocessing writes it; so must
 yours) — a missing one is an error that says so. ``ground_truth``: the gold (``"72"``, ``"#### 72"``,
@@ -33,60 +41,31 @@ from ``REGIME_W_API_KEY`` (or ``REGIME_W_API_KEY_FILE``), the URL from ``REGIME_
 
 from __future__ import annotations
 
-import asyncio
-import threading
-import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from shared_schemas.rl_frameworks import normalize_label
 from trainer.integrations.core import (
-    AsyncCoalescer,
     IntegrationError,
-    IntegrationSettings,
+    RewardFailed,
     Sample,
-    SyncCoalescer,
-    log,
+    reset_shared,
+    reward_failed,
     score_fields,
+    shared_async_coalescer,
+    shared_sync_coalescer,
 )
 
-__all__ = ["compute_score", "compute_score_async", "sample_from_verl", "reset"]
+__all__ = ["RewardFailed", "compute_score", "compute_score_async", "sample_from_verl", "reset", "OWNER"]
 
-_lock = threading.Lock()
-_sync: SyncCoalescer | None = None
-_async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncCoalescer] = weakref.WeakKeyDictionary()
-
-
-def _settings() -> IntegrationSettings:
-    with _lock:
-        global _sync
-        if _sync is None:
-            _sync = SyncCoalescer(IntegrationSettings.from_env())
-        return _sync.settings
-
-
-def _sync_coalescer() -> SyncCoalescer:
-    _settings()
-    assert _sync is not None
-    return _sync
-
-
-def _async_coalescer() -> AsyncCoalescer:
-    loop = asyncio.get_running_loop()
-    found = _async.get(loop)
-    if found is None:
-        found = _async[loop] = AsyncCoalescer(_settings())
-    return found
+#: This integration's name among the process's shared coalescers (``trainer.integrations.core``).
+OWNER = "verl"
+_WHY = "verl's rate_limited manager (which catches Exception and scores 0.0) fails the step as the other managers do"
 
 
 def reset() -> None:
     """Close the sync client and forget the settings (the next call reads the environment again)."""
-    global _sync
-    with _lock:
-        old, _sync = _sync, None
-    _async.clear()
-    if old is not None:
-        old.close()
+    reset_shared(OWNER)
 
 
 def sample_from_verl(
@@ -121,13 +100,12 @@ def compute_score(
     data_source: Any, solution_str: str, ground_truth: Any, extra_info: Mapping[str, Any] | None = None, **kwargs: Any
 ) -> dict[str, float]:
     """One response's Regime W reward (concurrent calls share an HTTP request)."""
-    sample = sample_from_verl(solution_str, ground_truth, extra_info)
-    coalescer = _sync_coalescer()
     try:
+        sample = sample_from_verl(solution_str, ground_truth, extra_info)
+        coalescer = shared_sync_coalescer(OWNER)
         [score] = coalescer.score([sample])
-    except Exception:
-        log.exception("Regime W reward failed (verl compute_score)")
-        raise
+    except Exception as exc:
+        raise reward_failed("1 verl sample (compute_score)", exc, _WHY) from exc
     return _result([sample], [score], coalescer.settings.label_free)[0]
 
 
@@ -135,11 +113,10 @@ async def compute_score_async(
     data_source: Any, solution_str: str, ground_truth: Any, extra_info: Mapping[str, Any] | None = None, **kwargs: Any
 ) -> dict[str, float]:
     """``compute_score`` as a coroutine for verl's reward loop (calls on one loop share a request)."""
-    sample = sample_from_verl(solution_str, ground_truth, extra_info)
-    coalescer = _async_coalescer()
     try:
+        sample = sample_from_verl(solution_str, ground_truth, extra_info)
+        coalescer = shared_async_coalescer(OWNER)
         [score] = await coalescer.score([sample])
-    except Exception:
-        log.exception("Regime W reward failed (verl compute_score_async)")
-        raise
+    except Exception as exc:
+        raise reward_failed("1 verl sample (compute_score_async)", exc, _WHY) from exc
     return _result([sample], [score], coalescer.settings.label_free)[0]
