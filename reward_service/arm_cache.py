@@ -1,60 +1,29 @@
-"""The arm cache: arm texts per (model id, config fingerprint, question), in memory and on disk.
+"""The arm cache: arm texts per (model id, config fingerprint, question), in memory and in a store.
 
 Arms depend on the question only, so they are generated once and reused for every trajectory of
-that question, across requests and across restarts: an LRU dict in front of a SQLite file (WAL
-mode, safe for several worker processes on one volume). Values are lists of ``ArmText``.
+that question, across requests, restarts and replicas: an LRU dict in front of a persistent arm
+store (``reward_service.store``: a SQLite file on one host, or PostgreSQL shared by N replicas).
+Values are tuples of ``ArmText``. The LRU is the same whatever the store; with no store
+(``CACHE_PATH=none``) it is the only layer.
 
-Rows are keyed by a hash of (model, fingerprint, question). The question text itself is kept in a
-second table, ``arm_questions`` (added beside ``arms``: a file written by an older version opens
-unchanged, its rows just have no question text), so that a restarted service can list the questions
-it holds arms for (``questions``) and find them inside wrapped prompts
+The question text of each key is stored beside it (``arm_questions``), written in the same
+transaction as the arms (``put_arms``), so that a restarted service, or another replica, can list
+the questions it holds arms for and find them inside wrapped prompts
 (``reward_service.question_index``).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import sqlite3
 import threading
-import time
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from reward_service.regime_w.scorer import ArmText
+from reward_service.store import ArmRow, ArmStore, SqliteArmStore
+from reward_service.store.base import cache_key
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS arms (
-    key TEXT PRIMARY KEY,
-    model TEXT NOT NULL,
-    fingerprint TEXT NOT NULL,
-    created REAL NOT NULL,
-    payload TEXT NOT NULL
-)
-"""
-
-# Added later, beside ``arms`` (no change to it): the question text of a key, for listing.
-_QUESTIONS_SCHEMA = (
-    """
-CREATE TABLE IF NOT EXISTS arm_questions (
-    key TEXT PRIMARY KEY,
-    model TEXT NOT NULL,
-    fingerprint TEXT NOT NULL,
-    question TEXT NOT NULL
-)
-""",
-    "CREATE INDEX IF NOT EXISTS arm_questions_by_config ON arm_questions (model, fingerprint)",
-)
-
-
-def cache_key(model_id: str, fingerprint: str, question: str) -> str:
-    """Stable key of one question's arms under one model and one scorer config."""
-    h = hashlib.sha256()
-    for part in (model_id, fingerprint, question):
-        h.update(part.encode("utf-8"))
-        h.update(b"\x00")
-    return h.hexdigest()
+__all__ = ["ArmCache", "cache_key"]
 
 
 def _chars(arms: tuple[ArmText, ...]) -> int:
@@ -62,100 +31,123 @@ def _chars(arms: tuple[ArmText, ...]) -> int:
 
 
 class ArmCache:
-    """Two-level cache. ``get`` returns ``(arm texts, layer)`` or ``None``; thread-safe."""
+    """Two-level cache. ``get`` returns ``(arm texts, layer)`` or ``None``; thread-safe.
+
+    ``store``: an ``ArmStore``, a SQLite file path (today's cache file), or None (memory only)."""
 
     def __init__(
-        self, path: str | Path | None, memory_items: int = 8192, memory_bytes: int = 256 * 1024 * 1024
+        self,
+        store: ArmStore | str | Path | None,
+        memory_items: int = 8192,
+        memory_bytes: int = 256 * 1024 * 1024,
     ) -> None:
         """The memory layer keeps at most ``memory_items`` arm sets and ``memory_bytes`` characters of arm text."""
-        self.path = Path(path) if path else None
+        if isinstance(store, (str, Path)):
+            store = SqliteArmStore(store)
+        self.store: ArmStore | None = store
         self.memory_items = memory_items
         self.memory_bytes = memory_bytes
         self._memory: OrderedDict[str, tuple[ArmText, ...]] = OrderedDict()
         self._memory_chars = 0
-        self._lock = threading.Lock()
-        self._db: sqlite3.Connection | None = None
-        if self.path is not None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(str(self.path), check_same_thread=False, timeout=30.0)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute(_SCHEMA)
-            for statement in _QUESTIONS_SCHEMA:
-                self._db.execute(statement)
-            self._db.commit()
+        self._lock = threading.Lock()  # the memory layer only: store I/O runs outside it
+
+    @property
+    def path(self) -> Path | None:
+        """The SQLite file, when the store is one."""
+        return self.store.path if isinstance(self.store, SqliteArmStore) else None
 
     # -- memory layer
     def _remember(self, key: str, arms: tuple[ArmText, ...]) -> None:
         if self.memory_items <= 0:
             return
-        old = self._memory.pop(key, None)
-        if old is not None:
-            self._memory_chars -= _chars(old)
-        self._memory[key] = arms
-        self._memory_chars += _chars(arms)
-        while self._memory and (len(self._memory) > self.memory_items or self._memory_chars > self.memory_bytes):
-            _, gone = self._memory.popitem(last=False)
-            self._memory_chars -= _chars(gone)
+        with self._lock:
+            old = self._memory.pop(key, None)
+            if old is not None:
+                self._memory_chars -= _chars(old)
+            self._memory[key] = arms
+            self._memory_chars += _chars(arms)
+            while self._memory and (len(self._memory) > self.memory_items or self._memory_chars > self.memory_bytes):
+                _, gone = self._memory.popitem(last=False)
+                self._memory_chars -= _chars(gone)
 
-    def get(self, key: str) -> tuple[tuple[ArmText, ...], str] | None:
+    def _recall(self, key: str) -> tuple[ArmText, ...] | None:
         with self._lock:
             arms = self._memory.get(key)
             if arms is not None:
                 self._memory.move_to_end(key)
-                return arms, "memory"
-            if self._db is None:
-                return None
-            row = self._db.execute("SELECT payload FROM arms WHERE key = ?", (key,)).fetchone()
-            if row is None:
-                return None
-            arms = tuple(ArmText(arm=a, text=t) for a, t in json.loads(row[0]))
-            self._remember(key, arms)
-            return arms, "sqlite"
+            return arms
+
+    def get(self, key: str) -> tuple[tuple[ArmText, ...], str] | None:
+        arms = self._recall(key)
+        if arms is not None:
+            return arms, "memory"
+        if self.store is None:
+            return None
+        stored = self.store.get(key)
+        if stored is None:
+            return None
+        self._remember(key, stored)
+        return stored, self.store.name
+
+    def get_many(self, keys: Sequence[str]) -> dict[str, tuple[tuple[ArmText, ...], str]]:
+        """``get`` of several keys, the store read once for all those not in memory."""
+        found: dict[str, tuple[tuple[ArmText, ...], str]] = {}
+        rest = []
+        for key in keys:
+            arms = self._recall(key)
+            if arms is not None:
+                found[key] = (arms, "memory")
+            else:
+                rest.append(key)
+        if rest and self.store is not None:
+            for key, stored in self.store.get_many(rest).items():
+                self._remember(key, stored)
+                found[key] = (stored, self.store.name)
+        return found
+
+    def put_arms(self, rows: Sequence[ArmRow]) -> None:
+        """Store arm sets with their questions: the store writes both in one transaction."""
+        for row in rows:
+            self._remember(row.key, tuple(row.arms))
+        if self.store is not None and rows:
+            self.store.put(rows)
 
     def put_many(self, entries: Iterable[tuple[str, str, str, Sequence[ArmText]]]) -> None:
-        """Store ``(key, model_id, fingerprint, arm texts)`` entries in both layers."""
-        rows = []
-        with self._lock:
-            now = time.time()
-            for key, model_id, fingerprint, arms in entries:
-                arms_t = tuple(arms)
-                self._remember(key, arms_t)
-                payload = json.dumps([[a.arm, a.text] for a in arms_t], ensure_ascii=False)
-                rows.append((key, model_id, fingerprint, now, payload))
-            if self._db is not None and rows:
-                self._db.executemany(
-                    "INSERT OR REPLACE INTO arms (key, model, fingerprint, created, payload) VALUES (?, ?, ?, ?, ?)",
-                    rows,
-                )
-                self._db.commit()
+        """Store ``(key, model_id, fingerprint, arm texts)`` entries, without their questions."""
+        self.put_arms([ArmRow(key, model, fingerprint, tuple(arms)) for key, model, fingerprint, arms in entries])
 
+    # -- questions
     def put_questions(self, entries: Iterable[tuple[str, str, str, str]]) -> None:
-        """Record ``(key, model_id, fingerprint, question)``: the question text of cached keys (SQLite only)."""
+        """Record ``(key, model_id, fingerprint, question)``: the question text of cached keys."""
         rows = list(entries)
-        with self._lock:
-            if self._db is not None and rows:
-                self._db.executemany(
-                    "INSERT OR IGNORE INTO arm_questions (key, model, fingerprint, question) VALUES (?, ?, ?, ?)",
-                    rows,
-                )
-                self._db.commit()
+        if self.store is not None and rows:
+            self.store.put_questions(rows)
 
     def questions(self, model_id: str, fingerprint: str, limit: int | None = None) -> list[str]:
-        """The questions whose arms the SQLite layer holds for this model and fingerprint (the question
-        text is known for rows written since ``arm_questions`` exists); each checked against its key."""
-        with self._lock:
-            if self._db is None:
-                return []
-            rows = self._db.execute(
-                "SELECT q.key, q.question FROM arm_questions AS q JOIN arms AS a ON a.key = q.key "
-                "WHERE q.model = ? AND q.fingerprint = ? ORDER BY a.created DESC LIMIT ?",
-                (model_id, fingerprint, -1 if limit is None else limit),
-            ).fetchall()
-        return [question for key, question in rows if cache_key(model_id, fingerprint, question) == key]
+        """The questions whose arms the store holds for this model and fingerprint (the question text is
+        known for rows written since ``arm_questions`` exists); each checked against its key."""
+        return [] if self.store is None else self.store.questions(model_id, fingerprint, limit)
+
+    def question_cursor(self) -> int:
+        """Where ``questions_since`` starts to report questions written from now on."""
+        return 0 if self.store is None else self.store.question_cursor()
+
+    def questions_since(self, model_id: str, fingerprint: str, cursor: int) -> tuple[list[str], int]:
+        """Questions written to the store after ``cursor`` (by any process), and the next cursor."""
+        return ([], cursor) if self.store is None else self.store.questions_since(model_id, fingerprint, cursor)
+
+    # -- claims (a fleet generates each question once; memory only: every key is this process's)
+    def claim(self, keys: Sequence[str], owner: str, lease_s: float) -> list[str]:
+        return list(dict.fromkeys(keys)) if self.store is None else self.store.claim(keys, owner, lease_s)
+
+    def heartbeat(self, keys: Sequence[str], owner: str, lease_s: float) -> None:
+        if self.store is not None:
+            self.store.heartbeat(keys, owner, lease_s)
+
+    def release(self, keys: Sequence[str], owner: str) -> None:
+        if self.store is not None:
+            self.store.release(keys, owner)
 
     def close(self) -> None:
-        with self._lock:
-            if self._db is not None:
-                self._db.close()
-                self._db = None
+        if self.store is not None:
+            self.store.close()

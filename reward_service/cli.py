@@ -26,6 +26,7 @@ _SHARED_FLAGS: dict[str, tuple[str, type, str]] = {
     "--openai-base-url": ("openai_base_url", str, "OpenAI-compatible server, e.g. http://vllm:8000/v1"),
     "--config": ("config_path", str, "private Regime W config file (default: the packaged one)"),
     "--cache-path": ("cache_path", str, "SQLite arm cache file ('none': memory only)"),
+    "--cache-url": ("cache_url", str, "arm store: sqlite:///PATH or postgresql://USER@HOST:PORT/DB (wins)"),
     "--seed": ("seed", int, "base seed of arm sampling"),
     "--generation-batch-size": ("generation_batch_size", int, "questions per generation batch"),
     "--generation-engine": ("generation_engine", str, "hf backend: auto (fastgen on CUDA) | hf | fast"),
@@ -269,8 +270,10 @@ def precompute_main(argv: list[str] | None = None) -> int:
     try:
         questions = _read_questions(args.data, args.field)
         settings = Settings(insecure_no_auth=True)
-        if settings.backend == "provided" or settings.cache_path is None:
-            raise ValueError("precompute needs a generating backend (--backend hf|openai|vllm) and a --cache-path")
+        if settings.backend == "provided" or settings.cache_store_url() is None:
+            raise ValueError(
+                "precompute needs a generating backend (--backend hf|openai|vllm) and a --cache-path or --cache-url"
+            )
     except (OSError, ValueError, ValidationError) as exc:
         print(f"regime-w-precompute: {exc}", file=sys.stderr)
         return 2
@@ -298,7 +301,10 @@ def precompute_main(argv: list[str] | None = None) -> int:
     except ServiceError as exc:  # e.g. overloaded: --chunk above REGIME_W_MAX_PENDING_QUESTIONS
         print(f"regime-w-precompute: {exc.code}: {exc.message}", file=sys.stderr)
         return 1
-    print(json.dumps({**totals, "cache_path": settings.cache_path}))
+    from reward_service.store import redact_url
+
+    store_url = redact_url(settings.cache_store_url() or "")
+    print(json.dumps({**totals, "cache_path": settings.cache_path, "cache_url": store_url}))
     return 0
 
 

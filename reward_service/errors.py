@@ -80,6 +80,20 @@ class ArmModelUnavailable(ServiceError):
         super().__init__(message, headers={"Retry-After": str(max(1, int(retry_after_s)))})
 
 
+#: ``Retry-After`` of a 503 ``store_unavailable`` (the shared arm store's database cannot be reached)
+STORE_RETRY_AFTER_S = 2
+
+
+class StoreUnavailable(ServiceError):
+    """The arm store's database cannot be reached or failed a query: transient, a 503 with
+    ``Retry-After``. The message never holds the database's own text (it may quote a row)."""
+
+    status, code = 503, "store_unavailable"
+
+    def __init__(self, message: str, retry_after_s: int = STORE_RETRY_AFTER_S) -> None:
+        super().__init__(message, headers={"Retry-After": str(max(1, int(retry_after_s)))})
+
+
 class GenerationFailed(ServiceError):
     """The arm model answered something unusable (an error status that is not transient, a reply of
     the wrong shape): retrying the same request would fail the same way."""

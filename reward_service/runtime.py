@@ -13,7 +13,12 @@ tried again ``BACKEND_LOAD_ATTEMPTS`` times with a doubling backoff while ``/rea
 ``Retry-After``; after the last try the state calls ``on_fatal`` with a one-line reason (the CLI
 stops the server and exits 1; under a multi-worker uvicorn the worker exits with uvicorn's
 startup-failure status, which stops the supervisor too). Configuration mistakes (``ValueError``)
-are not retried.
+are not retried. An arm store that cannot be reached at start (PostgreSQL down: ``StoreUnavailable``)
+is retried the same way.
+
+While running, ``Runtime`` polls the arm store every ``CACHE_POLL_S`` for questions that another
+process wrote (``regime-w-precompute``, another replica) and adds them to the provider's question
+index, so a wrapped prompt finds them without a restart.
 """
 
 from __future__ import annotations
@@ -29,13 +34,14 @@ from dataclasses import dataclass
 from reward_service.arm_cache import ArmCache
 from reward_service.arms import ArmProvider, ProviderOptions
 from reward_service.engine import Limits, ScoringEngine
-from reward_service.errors import NotReady
+from reward_service.errors import NotReady, StoreUnavailable
 from reward_service.generation import PROVIDED_MODEL_ID, GenerationBackend, create_backend
 from reward_service.generation.base import probe_backend
 from reward_service.memo import PreparedMemo
 from reward_service.metrics import Metrics
 from reward_service.regime_w.config import RegimeWConfig, load_config
 from reward_service.settings import Settings
+from reward_service.store import ArmStore, PostgresOptions, open_store
 from shared_schemas.wire import InfoResponse
 
 log = logging.getLogger("reward_service")
@@ -53,6 +59,16 @@ def provider_options(settings: Settings) -> ProviderOptions:
         max_pending=settings.max_pending_questions,
         max_batch_questions=settings.generation_batch_size,
     )
+
+
+def open_arm_store(settings: Settings) -> ArmStore | None:
+    """The persistent arm store the settings name (``CACHE_URL``, else ``CACHE_PATH``); None: memory only."""
+    return open_store(settings.cache_store_url(), PostgresOptions(password_file=settings.cache_password_file))
+
+
+def open_arm_cache(settings: Settings) -> ArmCache:
+    """The arm store behind the in-memory LRU."""
+    return ArmCache(open_arm_store(settings), settings.cache_memory_items, settings.cache_memory_bytes)
 
 
 def service_limits(settings: Settings) -> Limits:
@@ -74,6 +90,7 @@ class Runtime:
     cache: ArmCache
     provider: ArmProvider
     engine: ScoringEngine
+    follower: asyncio.Task[None] | None = None  # learns questions other processes stored
 
     @classmethod
     async def start(
@@ -85,16 +102,27 @@ class Runtime:
         backend = await asyncio.to_thread(create_backend, settings.backend_config())
         try:
             await asyncio.to_thread(probe_backend, backend)
-            cache = await asyncio.to_thread(
-                ArmCache, settings.cache_path, settings.cache_memory_items, settings.cache_memory_bytes
-            )
+            cache = await asyncio.to_thread(open_arm_cache, settings)
         except BaseException:
             if backend is not None:
                 backend.close()
             raise
         model_id = backend.model_id if backend is not None else PROVIDED_MODEL_ID
-        provider = ArmProvider(backend, model_id, config, cache, metrics, provider_options(settings))
+        try:
+            # the cursor first: a question stored while the index loads is read again, never missed
+            cursor = await asyncio.to_thread(cache.question_cursor)
+            provider = ArmProvider(backend, model_id, config, cache, metrics, provider_options(settings))
+        except BaseException:
+            cache.close()
+            if backend is not None:
+                backend.close()
+            raise
         await provider.start()
+        follower = None
+        if cache.store is not None:
+            follower = asyncio.create_task(
+                follow_questions(provider, cursor, settings.cache_poll_s), name="regime-w-question-follower"
+            )
         metrics.queue_depth.set_function(lambda: provider.pending)
         engine = ScoringEngine(
             config,
@@ -105,7 +133,7 @@ class Runtime:
             count_tokens=backend.count_tokens if backend is not None else None,
             memo=PreparedMemo(settings.prepared_memo_items, settings.prepared_memo_bytes),
         )
-        return cls(settings, config, metrics, backend, cache, provider, engine)
+        return cls(settings, config, metrics, backend, cache, provider, engine, follower)
 
     @classmethod
     @asynccontextmanager
@@ -120,6 +148,12 @@ class Runtime:
             await runtime.close()
 
     async def close(self) -> None:
+        if self.follower is not None:
+            self.follower.cancel()
+            try:
+                await self.follower
+            except asyncio.CancelledError:
+                pass
         await self.provider.stop()
         self.cache.close()
         if self.backend is not None:
@@ -137,6 +171,22 @@ class Runtime:
             arms=list(self.config.arm_names),
             limits=self.settings.limits(),
         )
+
+
+async def follow_questions(provider: ArmProvider, cursor: int, interval_s: float) -> None:
+    """Every ``interval_s``: add the questions stored since ``cursor`` (by this or any other process)
+    to the provider's question index. A store outage skips a round (logged by the store)."""
+    cache, model_id, fingerprint = provider.cache, provider.model_id, provider.config.fingerprint
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            new, cursor = await asyncio.to_thread(cache.questions_since, model_id, fingerprint, cursor)
+        except StoreUnavailable:
+            continue
+        if new:
+            added = provider.questions.add_many(new)
+            if added:
+                log.info("learned %d question(s) stored by another process", added)
 
 
 def exit_startup_failure(reason: str) -> None:

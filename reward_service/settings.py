@@ -99,6 +99,14 @@ class Settings(BaseSettings):
     # --- scorer config and arm cache
     config_path: Path | None = None
     cache_path: str | None = ".cache/regime-w/arms.sqlite3"
+    # the arm store as a URL: sqlite:///PATH or postgresql://USER@HOST:PORT/DB (N replicas share one);
+    # wins over cache_path when both are set (see cache_store_url)
+    cache_url: str | None = None
+    cache_password_file: Path | None = None  # the PostgreSQL password (a secret file), never in the URL
+    cache_poll_s: float = Field(default=2.0, gt=0)  # how often a running service reads questions others stored
+    # a replica's claim on questions it generates lasts this long unless renewed (every third of it);
+    # a replica that died holding one is taken over after it
+    cache_claim_lease_s: float = Field(default=30.0, gt=0)
     cache_memory_items: int = Field(default=8192, ge=0)  # generated arm sets kept in memory (LRU)
     cache_memory_bytes: int = Field(default=256 * 1024 * 1024, ge=0)  # and the characters of arm text they hold
     prepared_memo_items: int = Field(default=4096, ge=0)  # parsed arms of recent questions (LRU)
@@ -173,6 +181,12 @@ class Settings(BaseSettings):
             raise ValueError("backend 'openai' needs REGIME_W_OPENAI_BASE_URL (e.g. http://vllm:8000/v1)")
         if self.backend in {"hf", "vllm"} and not self.model:
             raise ValueError(f"backend '{self.backend}' needs a model: REGIME_W_MODEL or --model")
+
+    def cache_store_url(self) -> str | None:
+        """The arm store: ``cache_url`` when set, else ``sqlite:///cache_path``, else None (memory only)."""
+        from reward_service.store import resolve_cache_url
+
+        return resolve_cache_url(self.cache_url, self.cache_path)
 
     def backend_config(self) -> BackendConfig:
         """The settings a generation backend is built from, as one object."""
