@@ -22,6 +22,7 @@ import httpx
 
 from shared_schemas.wire import InfoResponse, ScoreItem, ScoreResponse
 from trainer import __version__
+from trainer.reward_client.endpoints import Endpoints
 from trainer.reward_client.errors import RewardServiceTimeout
 from trainer.reward_client.responses import (
     PrecomputeResult,
@@ -30,12 +31,13 @@ from trainer.reward_client.responses import (
     check_precompute,
     merge,
     parse_body,
+    parse_retry_after,
     precompute_body,
     precompute_chunks,
     score_body,
     split_batches,
 )
-from trainer.reward_client.retry import Attempts
+from trainer.reward_client.retry import MOVE_ON_STATUSES, Attempts, is_unreachable
 from trainer.reward_client.settings import API_KEY_ENV, ClientSettings
 
 if TYPE_CHECKING:
@@ -86,6 +88,7 @@ class _ClientBase:
 
     def __init__(self, settings: ClientSettings) -> None:
         self.settings = settings
+        self.endpoints = Endpoints(settings.urls, settings.down_for_s)
         self.rng = random.Random(settings.seed)
         self.timeout = httpx.Timeout(settings.timeout_s, connect=min(settings.timeout_s, settings.connect_timeout_s))
         self.ready_timeout = httpx.Timeout(min(settings.timeout_s, 10.0))
@@ -116,10 +119,28 @@ class _ClientBase:
         return headers
 
     def url(self, path: str) -> str:
-        return f"{self.settings.base_url}{path}"
+        """``path`` on the first service URL (for messages; requests go through ``endpoints``)."""
+        return f"{self.settings.urls[0]}{path}"
 
     def attempts(self, method: str, url: str) -> Attempts:
         return Attempts(self.settings, self.rng, method, url)
+
+    def _after_exception(self, base: str, attempts: Attempts, exc: httpx.HTTPError) -> float:
+        """The wait before the next try after ``exc`` at ``base`` (raises when it is final)."""
+        if is_unreachable(exc):
+            self.endpoints.mark_down(base)
+        return attempts.on_exception(exc, move_on=is_unreachable(exc) and self.endpoints.any_up())
+
+    def _after_response(self, base: str, attempts: Attempts, response: httpx.Response) -> float | None:
+        """None on success, else the wait before the next try (raises when the status is final)."""
+        if response.is_success:
+            self.endpoints.mark_up(base)
+            attempts.on_response(response)
+            return None
+        moving = response.status_code in MOVE_ON_STATUSES and response.status_code in self.settings.retry_statuses
+        if moving:
+            self.endpoints.mark_down(base, parse_retry_after(response.headers.get("Retry-After")))
+        return attempts.on_response(response, move_on=moving and self.endpoints.any_up())
 
     def __repr__(self) -> str:
         s = self.settings
@@ -148,19 +169,21 @@ class RewardClient(_ClientBase):
         return cls(ClientSettings.from_args(args, **fields))
 
     def _send(self, method: str, path: str, content: bytes | None = None) -> tuple[httpx.Response, str]:
-        url = self.url(path)
-        attempts = self.attempts(method, url)
+        attempts = self.attempts(method, self.url(path))
         while True:
+            base = self.endpoints.pick()
+            url = attempts.url = base + path
             try:
                 response = self._http.request(method, url, content=content)
             except httpx.HTTPError as exc:
-                delay = attempts.on_exception(exc)
+                delay = self._after_exception(base, attempts, exc)
             else:
-                retry_in = attempts.on_response(response)
+                retry_in = self._after_response(base, attempts, response)
                 if retry_in is None:
                     return response, url
                 delay = retry_in
-            time.sleep(delay)
+            if delay > 0:
+                time.sleep(delay)
 
     def score(self, items: Sequence[ScoreItem | Mapping[str, Any]], *, return_details: bool = True) -> ScoreResponse:
         """Score ``items`` (in requests of at most ``batch_items``); results in the order of ``items``."""
@@ -198,11 +221,15 @@ class RewardClient(_ClientBase):
         return parse_body(response, InfoResponse, url)
 
     def ready(self) -> bool:
-        """True when ``GET /readyz`` answers 2xx (one try, at most 10 s, no retries); else False."""
-        try:
-            return self._http.get(self.url(READY_PATH), timeout=self.ready_timeout).is_success
-        except httpx.HTTPError:
-            return False
+        """True when ``GET /readyz`` of some service URL answers 2xx (one try each, at most 10 s, no
+        retries); else False."""
+        for base in self.settings.urls:
+            try:
+                if self._http.get(base + READY_PATH, timeout=self.ready_timeout).is_success:
+                    return True
+            except httpx.HTTPError:
+                continue
+        return False
 
     def close(self) -> None:
         self._http.close()
@@ -235,15 +262,16 @@ class AsyncRewardClient(_ClientBase):
         return cls(ClientSettings.from_args(args, **fields))
 
     async def _send(self, method: str, path: str, content: bytes | None = None) -> tuple[httpx.Response, str]:
-        url = self.url(path)
-        attempts = self.attempts(method, url)
+        attempts = self.attempts(method, self.url(path))
         while True:
+            base = self.endpoints.pick()
+            url = attempts.url = base + path
             try:
                 response = await self._http.request(method, url, content=content)
             except httpx.HTTPError as exc:
-                delay = attempts.on_exception(exc)
+                delay = self._after_exception(base, attempts, exc)
             else:
-                retry_in = attempts.on_response(response)
+                retry_in = self._after_response(base, attempts, response)
                 if retry_in is None:
                     return response, url
                 delay = retry_in
@@ -297,11 +325,14 @@ class AsyncRewardClient(_ClientBase):
         return parse_body(response, InfoResponse, url)
 
     async def ready(self) -> bool:
-        """True when ``GET /readyz`` answers 2xx (one try, at most 10 s, no retries); else False."""
-        try:
-            return (await self._http.get(self.url(READY_PATH), timeout=self.ready_timeout)).is_success
-        except httpx.HTTPError:
-            return False
+        """True when ``GET /readyz`` of some service URL answers 2xx (one try each, at most 10 s)."""
+        for base in self.settings.urls:
+            try:
+                if (await self._http.get(base + READY_PATH, timeout=self.ready_timeout)).is_success:
+                    return True
+            except httpx.HTTPError:
+                continue
+        return False
 
     async def close(self) -> None:
         await self._http.aclose()

@@ -6,6 +6,9 @@ dropped before the response), ``429``, ``503`` and ``504`` (the service's deadli
 arms it was generating are cached, so the retry is cheap). A ``Retry-After`` header (seconds or an
 HTTP date) is a lower bound on the wait, clamped to what is left of the budget. Every other status
 is final, and so is a read timeout (the service already spent ``timeout_s`` on the request).
+
+With several service URLs (``trainer.reward_client.endpoints``), a connection failure, 429 or 503
+moves on to another URL that is up at once (``move_on=True``: no wait, no patience spent).
 """
 
 from __future__ import annotations
@@ -28,12 +31,22 @@ from trainer.reward_client.responses import http_error, parse_retry_after
 if TYPE_CHECKING:
     from trainer.reward_client.settings import ClientSettings
 
-__all__ = ["RETRY_STATUSES", "Attempts", "backoff_delay", "parse_retry_after"]
+__all__ = ["RETRY_STATUSES", "MOVE_ON_STATUSES", "Attempts", "backoff_delay", "parse_retry_after", "is_unreachable"]
 
 log = logging.getLogger("trainer.reward_client")
 
 #: Statuses that mean "try again later"; every other error status is final.
 RETRY_STATUSES = frozenset({429, 503, 504})
+#: Statuses after which another service URL is tried at once (this one is overloaded or not ready).
+#: 504 is not among them: the service that timed out goes on generating and caches the arms.
+MOVE_ON_STATUSES = frozenset({429, 503})
+
+
+def is_unreachable(exc: httpx.HTTPError) -> bool:
+    """A connection refused, reset or dropped before the answer (not a read timeout)."""
+    if isinstance(exc, httpx.TimeoutException) and not isinstance(exc, httpx.ConnectTimeout):
+        return False
+    return isinstance(exc, (httpx.NetworkError, httpx.RemoteProtocolError, httpx.ConnectTimeout))
 
 
 def backoff_delay(
@@ -90,7 +103,10 @@ class Attempts:
             return ""
         return f" after {self.attempt} attempts in {self.elapsed:.1f}s (patience {self.settings.patience_s:g}s)"
 
-    def _retry_or(self, error: RewardServiceError, retry_after: float | None, why: str) -> float:
+    def _retry_or(self, error: RewardServiceError, retry_after: float | None, why: str, move_on: bool = False) -> float:
+        if move_on:
+            log.warning("reward service %s %s: %s; moving on to the next URL", self.method, self.url, why)
+            return 0.0
         cap = self.settings.max_retries
         remaining = self.settings.patience_s - self.elapsed
         if (cap is not None and self.attempt > cap) or remaining <= 0:
@@ -116,16 +132,17 @@ class Attempts:
         )
         return delay
 
-    def on_response(self, response: httpx.Response) -> float | None:
+    def on_response(self, response: httpx.Response, *, move_on: bool = False) -> float | None:
+        """``move_on``: another URL is up, go there at once if this status is retried."""
         self.attempt += 1
         if response.is_success:
             return None
         error = http_error(response, self.url, tries=self._tries())
         if response.status_code not in self.settings.retry_statuses:
             raise error
-        return self._retry_or(error, error.retry_after, f"HTTP {response.status_code}")
+        return self._retry_or(error, error.retry_after, f"HTTP {response.status_code}", move_on)
 
-    def on_exception(self, exc: httpx.HTTPError) -> float:
+    def on_exception(self, exc: httpx.HTTPError, *, move_on: bool = False) -> float:
         self.attempt += 1
         where = f"{self.method} {self.url}"
         if isinstance(exc, httpx.TimeoutException) and not isinstance(exc, httpx.ConnectTimeout):
@@ -139,7 +156,7 @@ class Attempts:
                 f"{type(exc).__name__}: {exc or 'connection failed'}"
             )
             error.__cause__ = exc
-            return self._retry_or(error, None, type(exc).__name__)
+            return self._retry_or(error, None, type(exc).__name__, move_on)
         raise RewardServiceError(f"reward service {where} failed: {type(exc).__name__}: {exc}") from exc
 
     def on_timeout(self, error: RewardServiceTimeout) -> float:

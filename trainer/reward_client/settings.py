@@ -1,7 +1,7 @@
 """How the reward client reaches the service: one frozen settings object.
 
 ``ClientSettings.from_env()`` resolves what is not given: the URL from ``REGIME_W_URL`` (else
-``http://127.0.0.1:8000``), the key from ``REGIME_W_API_KEY``, else the first key of the file named by
+``http://127.0.0.1:8000``; several services comma-separated, see ``trainer.reward_client.endpoints``), the key from ``REGIME_W_API_KEY``, else the first key of the file named by
 ``REGIME_W_API_KEY_FILE`` (the service's key-file format), else no key. ``ClientSettings.from_args()``
 is THE mapping of a recipe's ``trainer.configs.RewardServiceArguments`` to client settings.
 """
@@ -13,6 +13,7 @@ import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypedDict
 
+from trainer.reward_client.endpoints import split_urls
 from trainer.reward_client.errors import RewardServiceError
 from trainer.reward_client.retry import RETRY_STATUSES
 
@@ -41,6 +42,8 @@ API_KEY_ENV = "REGIME_W_API_KEY"
 DEFAULT_PATIENCE_S = 600.0
 #: The per-request read timeout: above the service's default generation deadline (90 s) plus 30 s.
 DEFAULT_TIMEOUT_S = 120.0
+#: How long a URL that refused, dropped the connection or answered 429/503 is skipped (several URLs).
+DEFAULT_DOWN_FOR_S = 30.0
 
 
 class SettingsFields(TypedDict, total=False):
@@ -57,6 +60,7 @@ class SettingsFields(TypedDict, total=False):
     max_concurrency: int
     retry_statuses: frozenset[int]
     seed: int | None
+    down_for_s: float
 
 
 @dataclass(frozen=True)
@@ -84,11 +88,10 @@ class ClientSettings:
     max_concurrency: int = 8
     retry_statuses: frozenset[int] = RETRY_STATUSES
     seed: int | None = None
+    down_for_s: float = DEFAULT_DOWN_FOR_S
 
     def __post_init__(self) -> None:
-        if not self.base_url.startswith(("http://", "https://")):
-            raise RewardServiceError(f"reward service URL must start with http:// or https://, got {self.base_url!r}")
-        object.__setattr__(self, "base_url", self.base_url.rstrip("/"))
+        object.__setattr__(self, "base_url", _checked_urls(self.base_url))
         object.__setattr__(self, "retry_statuses", frozenset(self.retry_statuses))
         checks = {
             "timeout_s": self.timeout_s > 0,
@@ -100,6 +103,7 @@ class ClientSettings:
             "batch_items": self.batch_items > 0,
             "max_connections": self.max_connections > 0,
             "max_concurrency": self.max_concurrency > 0,
+            "down_for_s": self.down_for_s >= 0,
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
@@ -133,17 +137,31 @@ class ClientSettings:
         mapped.update(fields)
         return cls.from_env(args.reward_url, api_key_env=args.reward_api_key_env, **mapped)
 
+    @property
+    def urls(self) -> tuple[str, ...]:
+        """The service URLs (``base_url`` may list several, comma-separated); requests go round robin."""
+        return split_urls(self.base_url)
+
     def replace(self, **changes: object) -> ClientSettings:
         """A copy with ``changes`` (validated again)."""
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
 
 
+def _checked_urls(value: str) -> str:
+    """One URL, or several comma-separated, each http(s) without a trailing slash, joined by ``,``."""
+    urls = split_urls(value)
+    if not urls:
+        raise RewardServiceError(f"no reward service URL in {value!r}")
+    for url in urls:
+        if not url.startswith(("http://", "https://")):
+            raise RewardServiceError(f"reward service URL must start with http:// or https://, got {url!r}")
+    return ",".join(urls)
+
+
 def resolve_base_url(base_url: str | None) -> str:
-    """``base_url``, else env ``REGIME_W_URL``, else ``http://127.0.0.1:8000``; no trailing slash."""
-    url = base_url or os.environ.get(URL_ENV) or DEFAULT_BASE_URL
-    if not url.startswith(("http://", "https://")):
-        raise RewardServiceError(f"reward service URL must start with http:// or https://, got {url!r}")
-    return url.rstrip("/")
+    """``base_url``, else env ``REGIME_W_URL``, else ``http://127.0.0.1:8000``; no trailing slash
+    (several URLs, comma-separated, come back as such: ``ClientSettings.urls`` splits them)."""
+    return _checked_urls(base_url or os.environ.get(URL_ENV) or DEFAULT_BASE_URL)
 
 
 def resolve_api_key(api_key: str | None, *, env: str = API_KEY_ENV) -> str | None:
