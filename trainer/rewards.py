@@ -18,7 +18,10 @@ Where each field comes from: the question from the ``question`` column, the data
 or a string prompt without its chat-template markup, each without the trainer's instruction), so the
 service finds the arms precomputed for the raw question instead of generating arms for the prompt;
 the gold from ``gold_answer`` (else a GSM8K-style
-``answer`` column reduced to its ``#### N`` value; none, or ``label_free=True`` -> label-free); the
+``answer`` column reduced to its ``#### N`` value, else a ``solution`` column (TRL's math data sets:
+a worked solution ending in ``\boxed{N}`` or ``#### N``) reduced to its final answer; none, or
+``label_free=True`` -> label-free, and a Regime W reward that gets no gold column without
+``label_free=True`` logs a warning once, naming the columns it did get); the
 item id from an ``id`` column (else a hash of the question); token counts from ``completion_ids``.
 A conversational completion is its assistant turns; a turn's ``reasoning_content`` (what TRL's
 ``parse_response`` splits off a reasoning model's output) is sent back in front of the content as
@@ -35,6 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -154,10 +158,24 @@ class RewardBatch:
     num_tokens: list[int] | None = None
 
 
+#: The columns a gold is read from, in order: as given, then reduced to a worked solution's final answer.
+GOLD_COLUMNS = ("gold_answer", "answer", "solution")
+#: Columns TRL passes to every reward function that are never data set columns.
+_TRL_ARGUMENTS = frozenset({"completion_ids", "trainer_state", "log_metric", "log_extra", "environments"})
+
+log = logging.getLogger("trainer.rewards")
+
+
+def gold_column(columns: Mapping[str, Any]) -> str | None:
+    """The column the gold comes from (``GOLD_COLUMNS`` order), or None: label-free."""
+    return next((name for name in GOLD_COLUMNS if columns.get(name) is not None), None)
+
+
 def _golds(columns: Mapping[str, Any], n: int) -> list[str | None]:
+    name = gold_column(columns)
     golds = _column("gold_answer", columns.get("gold_answer"), n)
-    if golds is None and columns.get("answer") is not None:
-        solutions = _column("answer", columns["answer"], n)
+    if golds is None and name is not None:  # "answer" (GSM8K) or "solution" (TRL math sets): the final answer
+        solutions = _column(name, columns[name], n)
         assert solutions is not None
         golds = [None if s is None else normalize_gold(str(s)) for s in solutions]
     if golds is None:
@@ -286,6 +304,7 @@ class _RegimeWBase:
         self.return_details = return_details
         self.use_completion_ids = use_completion_ids
         self.label_free = label_free
+        self._warned_label_free = False
         self._client: Any = client
         self._owns_client = client is None
         self._args = args
@@ -328,9 +347,24 @@ class _RegimeWBase:
         state["_owns_client"] = True
         return state
 
+    def _warn_label_free(self, columns: Mapping[str, Any]) -> None:
+        """Once per reward: data without a gold column, scored label-free though not asked to be."""
+        if self.label_free or self._warned_label_free or gold_column(columns) is not None:
+            return
+        self._warned_label_free = True
+        seen = sorted(k for k in columns if k not in _TRL_ARGUMENTS)
+        log.warning(
+            "Regime W reward %r: the data set has no gold column (%s; got %s): scoring LABEL-FREE, correctness "
+            "left out of the reward. Name the gold column gold_answer, or pass label_free=True to say so.",
+            self.__name__,
+            " / ".join(GOLD_COLUMNS),
+            ", ".join(seen) or "no columns",
+        )
+
     def _prepare(
         self, prompts: Sequence[Any], completions: Sequence[Any], columns: Mapping[str, Any]
     ) -> tuple[RewardBatch, list[ScoreItem], list[list[int]]]:
+        self._warn_label_free(columns)
         batch = read_batch(
             prompts, completions, columns, label_free=self.label_free, use_completion_ids=self.use_completion_ids
         )
