@@ -32,6 +32,7 @@ from shared_schemas.wire import (
     ScoreResponse,
     ScorerInfo,
     TrajectoryScore,
+    question_sha256,
 )
 
 
@@ -178,6 +179,7 @@ class ScoringEngine:
                     id=item.id,
                     consensus_answer=prepared.consensus_answer,
                     arms_from_cache=from_cache,
+                    arms_question_sha256=question_sha256(question),  # whose arms: the item's or a known question's
                     label_free=item.gold_answer is None,
                     token_count_source=source,  # type: ignore[arg-type]
                     scores=[to_wire(s, request.return_details) for s in scores],
