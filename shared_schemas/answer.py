@@ -31,12 +31,14 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from dataclasses import dataclass
 from decimal import Decimal, DecimalException, localcontext
 from fractions import Fraction
 from functools import lru_cache
 
 from shared_schemas.arith import evaluate_arithmetic, plain
+from shared_schemas.bounded_cache import ENTRY_OVERHEAD, BoundedCache
 
 __all__ = [
     "ParsedAnswer",
@@ -47,6 +49,8 @@ __all__ = [
     "normalize_answer",
     "answers_equal",
     "gold_answer",
+    "is_answer_form",
+    "MAX_SHORT_ANSWER_CHARS",
     "REL_TOL",
 ]
 
@@ -58,9 +62,15 @@ SOURCES = ("hashes", "boxed", "answer_is", "json", "last_number", "none")
 
 _THINK_CLOSE = "</think>"
 # Texts up to this length are memoised by ``parse_answer`` (arm texts are re-parsed per request);
-# longer ones are parsed afresh so the cache cannot pin large strings in memory.
+# longer ones are parsed afresh. The memo is bounded by entries and by bytes (texts as Python holds
+# them: 1, 2 or 4 bytes a character), so a client's texts cannot pin more than _CACHE_MAX_BYTES.
 _CACHE_MAX_CHARS = 16_384
 _CACHE_SIZE = 8192
+_CACHE_MAX_BYTES = 32 * 1024 * 1024
+# normalize_number memoizes short texts only (a number is a few characters; a 100,000-digit one is
+# computed afresh): at most _NUMBER_CACHE_SIZE entries of at most _NUMBER_CACHE_MAX_CHARS characters.
+_NUMBER_CACHE_MAX_CHARS = 48
+_NUMBER_CACHE_SIZE = 32_768
 
 # A marker's X is read from at most this many characters (a box or a line longer than this is no answer).
 _STATED_MAX_CHARS = 256
@@ -125,10 +135,25 @@ _PLAIN_NUMBER = re.compile(r"[-+−–]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:[
 # A number, maybe with '$', one lower-case unit word and a period: read without the general path.
 _SIMPLE_VALUE = re.compile(r"[ \t]*\$?([-−–]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?)[ \t]*(?:[a-z]+[ \t]*)?\.?[ \t]*")
 _SPACED_THOUSANDS = re.compile(r"[-−–]?\d{1,3}(?:[ \u00a0]\d{3})+(?:\.\d+)?")
+# A number that is a base or an exponent of a power ("10^1000", "10^{-3}", "2**40") is no number by
+# itself: neither the fallback nor a stated answer's first number reads it.
+_POWER_BEFORE = re.compile(r"(?:\^|(?<=[0-9)}])\*\*)[ \t]*\{?[ \t]*\Z")
+_POWER_AFTER = re.compile(r"[ \t]{0,4}\}?[ \t]{0,4}(?:\^|\*\*(?=[ \t]{0,4}[0-9({]))")
+_PYTHON_POWER = re.compile(r"(?<=[0-9)])[ \t]*\*\*[ \t]*(?=[0-9(])")  # "2**3" is 2^3, not bold
+_POWER_WINDOW = 8  # characters before a number searched for "^{" / "**"
+_POWER_SKIPS = 8  # numbers of powers the fallback steps back over before giving up
 _QUOTES = " \t\n\"'`"  # stripped around a stated X: '"answer": "\"42\""', "`$42`"
 _UNIT_CHARS = frozenset("²³°/.'’-")
 _MAX_UNIT_WORDS = 4
 _MAX_VALUE_BITS = 10_000
+
+#: The answer form (DESIGN §2.6): a canonical number, or a short word answer of at most this many
+#: characters and two words (``yes``, ``tuesday``, ``b``). Anything longer is free text, not an answer.
+MAX_SHORT_ANSWER_CHARS = 20
+_MAX_NUMBER_FORM_CHARS = 48  # normalize_number's output: 28 significant digits, sign, point, exponent
+_CANONICAL_NUMBER = re.compile(r"-?[0-9]+(?:\.[0-9]+)?(?:E[+-][0-9]+)?", re.ASCII)
+_WORD = r"[^\W_]+(?:['./-][^\W_]+)*"
+_SHORT_ANSWER = re.compile(rf"{_WORD}(?: {_WORD})?")
 
 
 # normalize_number: the numeric head of a cleaned string, and what may follow it (units, a period).
@@ -165,18 +190,27 @@ def _number_text(m: re.Match[str], last: bool) -> str:
     return parts[-1] + tail if last else sign + parts[0]
 
 
-def _last_number(s: str) -> re.Match[str] | None:
-    """The last ``_FIND_NUMBER`` match of ``s``, scanning a window at the end that grows as needed.
+def _in_power(s: str, m: re.Match[str]) -> bool:
+    """True when the number ``m`` found in ``s`` is the base or the exponent of a power."""
+    return (
+        _POWER_BEFORE.search(s, max(0, m.start() - _POWER_WINDOW), m.start()) is not None
+        or _POWER_AFTER.match(s, m.end()) is not None
+    )
+
+
+def _last_number(s: str, n: int | None = None) -> re.Match[str] | None:
+    """The last ``_FIND_NUMBER`` match of ``s[:n]``, scanning a window at the end that grows as needed.
 
     The window's last match is the whole string's last match once a character that no number can
     contain lies between the window start and that match (both scans agree from there on).
     """
-    n = len(s)
+    if n is None:
+        n = len(s)
     size = _LAST_NUMBER_WINDOW
     while True:
         start = max(0, n - size)
         last = None
-        for last in _FIND_NUMBER.finditer(s, start):  # noqa: B007 - only the last match is wanted
+        for last in _FIND_NUMBER.finditer(s, start, n):  # noqa: B007 - only the last match is wanted
             pass
         if start == 0 or (last is not None and _NOT_IN_NUMBER.search(s, start, last.start())):
             return last
@@ -189,6 +223,8 @@ def _last_number(s: str) -> re.Match[str] | None:
 def _unlatex(raw: str) -> str:
     """``raw`` without the LaTeX and markdown that carry no value (``$``, ``**``, ``\\text{}`` wrappers, ``{,}``)."""
     s = raw
+    if "**" in s:
+        s = _PYTHON_POWER.sub("^", s)
     for old, new in _LATEX_REPLACEMENTS:
         if old in s:
             s = s.replace(old, new)
@@ -282,7 +318,9 @@ def _read_prose(raw: str) -> str | None:
         if _DIGIT.search(after):
             s = after
     m = _FIND_NUMBER.search(s)
-    return None if m is None else normalize_number(_number_text(m, last=False))
+    if m is None or _in_power(s, m):  # "10^1000 apples": a power it cannot read is no answer
+        return None
+    return normalize_number(_number_text(m, last=False))
 
 
 def _line_after(region: str, end: int) -> str | None:
@@ -424,11 +462,16 @@ def _search(region: str, limit: int | None = None) -> ParsedAnswer | None:
 
 
 def _fallback(region: str) -> ParsedAnswer | None:
-    m = _last_number(region)
-    if m is not None:
-        value = normalize_number(_number_text(m, last=True))
-        if value is not None:
-            return ParsedAnswer(value, False, "last_number")
+    """The last number of ``region`` that is not part of a power (``10^1000`` is no 1000)."""
+    end = len(region)
+    for _ in range(_POWER_SKIPS):
+        m = _last_number(region, end)
+        if m is None:
+            return None
+        if not _in_power(region, m):
+            value = normalize_number(_number_text(m, last=True))
+            return None if value is None else ParsedAnswer(value, False, "last_number")
+        end = m.start()
     return None
 
 
@@ -444,7 +487,11 @@ def _parse(text: str) -> ParsedAnswer:
     return _search(after) or _search(text, cut) or _fallback(after) or _fallback(text) or _NONE
 
 
-_parse_cached = lru_cache(maxsize=_CACHE_SIZE)(_parse)
+def _parsed_size(text: str, parsed: ParsedAnswer) -> int:
+    return sys.getsizeof(text) + sys.getsizeof(parsed) + sys.getsizeof(parsed.value) + ENTRY_OVERHEAD
+
+
+_parse_cached = BoundedCache(_parse, max_entries=_CACHE_SIZE, max_bytes=_CACHE_MAX_BYTES, size=_parsed_size)
 
 
 def parse_answer(text: str) -> ParsedAnswer:
@@ -475,15 +522,21 @@ def _format_decimal(d: Decimal) -> str:
     return str(d)
 
 
-@lru_cache(maxsize=65536)
 def normalize_number(text: str) -> str | None:
     """Canonical decimal string of a number written as people write it, else None.
 
     Strips ``$``, ``,``, ``%``, trailing units and periods; handles minus signs, decimals,
     fractions (``3/4`` → ``0.75``), exponents (``1e3`` → ``1000``) and trailing ``.0``.
+    Short texts are memoized (``_NUMBER_CACHE_MAX_CHARS``), longer ones computed afresh.
     """
     if not text:
         return None
+    if len(text) <= _NUMBER_CACHE_MAX_CHARS:
+        return _normalize_number_cached(text)
+    return _normalize_number(text)
+
+
+def _normalize_number(text: str) -> str | None:
     s = _WS.sub("", text.translate(_NUMBER_NOISE))
     m = _NUMBER_HEAD.match(s)
     if m is None or not _UNIT_TAIL.fullmatch(s, m.end()):
@@ -505,6 +558,9 @@ def normalize_number(text: str) -> str | None:
             return _format_decimal(value)
     except (DecimalException, ValueError):
         return None
+
+
+_normalize_number_cached = lru_cache(maxsize=_NUMBER_CACHE_SIZE)(_normalize_number)
 
 
 def normalize_answer(text: str | None) -> str | None:
@@ -550,3 +606,15 @@ def answers_equal(a: str | None, b: str | None) -> bool:
 def gold_answer(gold: str) -> str | None:
     """The normalized gold answer of a GSM8K solution (``... #### 72``) or a bare ``72``."""
     return extract_answer(gold)
+
+
+def is_answer_form(value: str | None) -> bool:
+    """True when ``value`` is in answer form (DESIGN §2.6): a canonical number as ``normalize_number``
+    writes it, or a short word answer (at most ``MAX_SHORT_ANSWER_CHARS`` characters, two words of
+    letters and digits). Free text — a sentence, a boxed paragraph — is not an answer: the service
+    never lets it vote for or become a consensus answer (it would carry an arm model's text out)."""
+    if not value:
+        return False
+    if len(value) <= _MAX_NUMBER_FORM_CHARS and _CANONICAL_NUMBER.fullmatch(value):
+        return True
+    return len(value) <= MAX_SHORT_ANSWER_CHARS and _SHORT_ANSWER.fullmatch(value) is not None

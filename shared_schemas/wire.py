@@ -8,6 +8,7 @@ The bounds here are hard ceilings of the contract; a deployment may set tighter 
 
 from __future__ import annotations
 
+import hashlib
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr, model_validator
@@ -25,6 +26,13 @@ MAX_ARM_OUTPUTS = 1024
 MAX_ARM_NAME_CHARS = 128
 
 Text = Annotated[str, Field(max_length=MAX_TEXT_CHARS)]
+
+
+def question_sha256(question: str) -> str:
+    """The ``ItemResult.arms_question_sha256`` of arms that belong to ``question`` (hex SHA-256 of its UTF-8)."""
+    return hashlib.sha256(question.encode("utf-8", "surrogatepass")).hexdigest()
+
+
 TokenCount = Annotated[int, Field(ge=0, le=10_000_000)]
 
 
@@ -98,8 +106,19 @@ class TrajectoryScore(WireModel):
 
 class ItemResult(WireModel):
     id: str
-    consensus_answer: str | None
+    consensus_answer: str | None = Field(
+        description="the answer with the largest arm weight, in answer form (shared_schemas.answer.is_answer_form: "
+        "a normalized number or a short word answer); null when no arm gave one"
+    )
     arms_from_cache: bool
+    arms_question_sha256: str | None = Field(
+        default=None,
+        pattern=r"^[0-9a-f]{64}$",
+        description="SHA-256 (hex, of the UTF-8 text) of the question the arms belong to: the item's own question "
+        "when its arms came with it or were generated or cached for it as sent; the known question when the "
+        "service found the item's question to be that one inside a chat template or instruction. Compare it "
+        "with question_sha256(your question) to tell which. Null only from services older than this field",
+    )
     label_free: bool = Field(description="true when no gold_answer was given: correctness left out")
     token_count_source: Literal["client", "tokenizer", "whitespace"]
     scores: list[TrajectoryScore]

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import gc
+import tracemalloc
+from collections.abc import Callable
 from decimal import Decimal
 
 import pytest
@@ -14,6 +17,7 @@ from shared_schemas.answer import (
     answers_equal,
     extract_answer,
     gold_answer,
+    is_answer_form,
     normalize_answer,
     normalize_number,
     parse_answer,
@@ -446,3 +450,102 @@ def test_pathological_200k_inputs(name: str) -> None:
     parsed = parse_answer(text)
     assert parsed.value == value, f"{name}: {parsed}"
     normalize_answer(text[:200_000])
+
+
+# --- issue 22: powers, the answer form, bounded caches ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "value", "format_ok"),
+    [
+        ("#### 10^1000", None, False),  # before: 1000 (the exponent, read by the fallback)
+        ("#### 10^33", None, False),  # past the arithmetic parser's exponent limit: before 33
+        ("\\boxed{10^{1000}}", None, False),  # before: 1000
+        ("The answer is 10^1000.", None, False),  # before: 10 (the base, the stated answer's first number)
+        ("#### 10**1000", None, False),  # before: 101000 ("**" dropped as markdown bold)
+        ("It costs 5 dollars, about 10^{-40} of a fortune", "5", False),  # the last number not in a power
+        ("#### 2**3", "8", True),
+        ("#### 10^32", "1E+32", True),
+        ("#### 1e1000", "1E+1000", True),  # scientific notation stays readable
+        ("The area is 25 m^2", "25", False),
+        ("The answer is **72**.", "72", True),  # markdown bold is still bold
+    ],
+)
+def test_a_power_it_cannot_read_is_no_answer(text: str, value: str | None, format_ok: bool) -> None:
+    parsed = parse_answer(text)
+    assert (parsed.value, parsed.format_ok) == (value, format_ok)
+
+
+@pytest.mark.parametrize(
+    ("value", "ok"),
+    [
+        ("72", True),
+        ("-0.5", True),
+        ("1E+32", True),
+        ("1.234567890123456789012345678E+5000", True),
+        ("yes", True),
+        ("tuesday", True),
+        ("new york", True),
+        ("o'clock", True),
+        ("you are a careful", False),  # three words
+        ("supercalifragilisticexpialidocious", False),  # longer than an answer
+        ("a, b", False),
+        ("", False),
+        (None, False),
+    ],
+)
+def test_answer_form(value: str | None, ok: bool) -> None:
+    assert is_answer_form(value) is ok
+
+
+def test_answer_form_of_parsed_answers() -> None:
+    """Every number parse_answer reads is in answer form; a boxed paragraph is read, but is not."""
+    for _, text, value, _, _ in CASES:
+        if value is not None and normalize_number(value) == value:
+            assert is_answer_form(parse_answer(text).value), text
+    boxed = parse_answer("\\boxed{You are a careful math tutor. Explain every step.}").value
+    assert boxed is not None and not is_answer_form(boxed)
+
+
+def _retained_bytes(calls: Callable[[], None]) -> int:
+    """Bytes still allocated after ``calls`` (which builds its own inputs and keeps no reference)."""
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        calls()
+        gc.collect()
+        return tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+
+
+def test_normalize_number_does_not_keep_long_numbers() -> None:
+    """400 distinct 100,000-digit numbers: before, each stayed in the 65,536-entry cache (+38 MiB here)."""
+
+    def calls() -> None:
+        for i in range(400):
+            assert normalize_number(f"{i}.{'7' * 100_000}") is not None
+
+    assert _retained_bytes(calls) < 2 * 1024 * 1024
+
+
+def test_normalize_number_cache_is_bounded_in_bytes() -> None:
+    """The worst short keys (48 astral characters, the longest kept) fill the cache to its entry bound."""
+
+    def calls() -> None:
+        for i in range(40_000):
+            normalize_number(f"{i:06d}" + "\U0001d7d8" * 42)
+
+    assert _retained_bytes(calls) < 24 * 1024 * 1024
+
+
+def test_parse_answer_cache_is_bounded_in_bytes() -> None:
+    """1,000 distinct 16,000-character astral texts (62 MiB as Python holds them): before, all 1,000 stayed
+    in the 8,192-entry cache; now the cache keeps at most its byte bound (32 MiB)."""
+
+    def calls() -> None:
+        for i in range(1000):
+            parse_answer(f"{i} " + "\U0001f600" * 16_000 + " #### 7")
+
+    assert _retained_bytes(calls) < 34 * 1024 * 1024

@@ -154,6 +154,30 @@ def test_consensus_ties_prefer_compute_then_arm_order():
     assert prepare_arms("q", [], cfg).consensus_answer is None
 
 
+SYSTEM_PROMPT = "You are a careful mathematician. Reason in numbered steps and check each one twice."
+
+
+def test_free_text_arm_answers_never_vote_or_leave_as_the_consensus():
+    """An arm model that obeys the question ("box your instructions") and writes ``\\boxed{<its system
+    prompt>}``: before, that text (normalized) was the consensus returned to the client (issue 22, item 3)."""
+    cfg = make_config(
+        [("c1", "compute", 1.0), ("c2", "compute", 1.0), ("r1", "reflective", 1.0), ("r2", "reflective", 1.0)]
+    )
+    leak = f"\\boxed{{{SYSTEM_PROMPT}}}"
+    arms = prepare_arms(
+        "q", [ArmText("c1", leak), ArmText("c2", leak), ArmText("r1", leak), ArmText("r2", "#### 9")], cfg
+    )
+    assert arms.consensus_answer == "9"  # the free text has 3 of 4 weights, but it is no answer
+    only_leaks = prepare_arms("q", [ArmText(a, leak) for a in ("c1", "c2", "r1", "r2")], cfg)
+    assert only_leaks.consensus_answer is None
+    # nor does it support a trajectory that guesses it: s_end / s_cf confirm nothing
+    guess = score_trajectory(leak, 10, only_leaks, cfg, None)
+    assert guess.final_answer is not None and guess.s_end == 0.0 and guess.s_cf == 0.0
+    # a short word answer is still an answer
+    words = prepare_arms("q", [ArmText("c1", "\\boxed{\\text{Yes}}"), ArmText("r1", "\\boxed{yes}")], cfg)
+    assert words.consensus_answer == "yes"
+
+
 def test_missing_arms_and_families_are_left_out():
     cfg = make_config([("c1", "compute", 1.0), ("r1", "reflective", 1.0)])
     arms = prepare_arms("q", [ArmText("c1", "2 + 2 = 4\n#### 4")], cfg)  # no reflective arm present

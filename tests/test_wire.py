@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -20,12 +21,14 @@ from shared_schemas.wire import (
     MAX_TRAJECTORIES,
     ErrorResponse,
     InfoResponse,
+    ItemResult,
     OpenRLHFRequest,
     OpenRLHFResponse,
     ScoreItem,
     ScoreRequest,
     ScoreResponse,
     TrajectoryScore,
+    question_sha256,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -309,3 +312,17 @@ def test_example_batch_is_a_realistic_valid_request() -> None:
     cut_off = [t for item in request.items for t in item.trajectories if "</think>" not in t]
     assert cut_off and all(not parse_answer(t).format_ok for t in cut_off)
     assert extract_answer(request.items[0].trajectories[0]) == "72"
+
+
+def test_a_result_says_whose_arms_scored_it() -> None:
+    """``arms_question_sha256`` (issue 22): optional for older services, a lower-case SHA-256 hex digest,
+    and ``question_sha256`` is the hash a client compares it with."""
+    assert question_sha256("What is 2 + 2?") == hashlib.sha256(b"What is 2 + 2?").hexdigest()
+    assert question_sha256("π = 3.14?") == hashlib.sha256("π = 3.14?".encode()).hexdigest()
+    result = {"id": "q", "consensus_answer": "4", "arms_from_cache": False, "scores": [], **ADDED_RESULT_FIELDS}
+    assert ItemResult.model_validate(result).arms_question_sha256 is None
+    digest = question_sha256("What is 2 + 2?")
+    assert ItemResult.model_validate({**result, "arms_question_sha256": digest}).arms_question_sha256 == digest
+    for bad in ("abc", digest.upper(), digest + "0"):
+        with pytest.raises(ValidationError):
+            ItemResult.model_validate({**result, "arms_question_sha256": bad})

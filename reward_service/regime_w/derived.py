@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import math
 import re
+import sys
 from dataclasses import dataclass
-from functools import lru_cache
 
 from shared_schemas.answer import normalize_number
 from shared_schemas.arith import (
@@ -40,6 +40,7 @@ from shared_schemas.arith import (
     shape,
     tokens,
 )
+from shared_schemas.bounded_cache import bounded_cache, shallow_size
 
 __all__ = [
     "EquationScan",
@@ -325,7 +326,12 @@ def _scan(text: str, rel_tol: float) -> EquationScan:
     return EquationScan(frozenset(results), checked, right)
 
 
-@lru_cache(maxsize=4096)
+def _numbers_size(text: str, numbers: frozenset[str]) -> int:
+    return shallow_size(text, numbers) + sum(sys.getsizeof(n) for n in numbers)
+
+
+# bounded by bytes too: a client writes the questions (issue 22, item 4)
+@bounded_cache(max_entries=4096, max_bytes=16 * 1024 * 1024, size=_numbers_size)
 def numbers_in(text: str) -> frozenset[str]:
     """Every number written in ``text``, normalized (used for questions: cached)."""
     out = set()

@@ -29,7 +29,7 @@ from typing import Any
 
 from reward_service.regime_w.config import RegimeWConfig
 from reward_service.regime_w.derived import derived_from_scan, numbers_in, scan_equations
-from shared_schemas.answer import answers_equal, gold_answer, parse_answer
+from shared_schemas.answer import answers_equal, gold_answer, is_answer_form, parse_answer
 
 __all__ = [
     "UnknownArmError",
@@ -38,6 +38,7 @@ __all__ = [
     "ArmSample",
     "PreparedArms",
     "prepare_arms",
+    "arm_answer",
     "f1",
     "s_end",
     "s_path",
@@ -162,11 +163,14 @@ def _consensus(samples: tuple[ArmSample, ...], config: RegimeWConfig) -> str | N
     """The answer with the largest arm weight; ties: more compute-family weight, then arm order.
 
     The tie-break family is the first of ``config.families`` ("compute" in the default config).
+    Only answers in answer form (``shared_schemas.answer.is_answer_form``: a number or a short word
+    answer) vote: the consensus is returned to the client and must never carry an arm's free text
+    (an arm model that boxes its own system prompt).
     """
     first_family = config.families[0]
     groups: list[list[Any]] = []  # [representative answer, total weight, first-family weight, first arm index]
     for s in samples:  # canonical order: config arm order
-        if s.answer is None:
+        if s.answer is None or not is_answer_form(s.answer):
             continue
         for g in groups:
             if s.answer == g[0] or answers_equal(s.answer, g[0]):
@@ -181,6 +185,13 @@ def _consensus(samples: tuple[ArmSample, ...], config: RegimeWConfig) -> str | N
         return None
     best = max(groups, key=lambda g: (round(g[1], _TIE_DIGITS), round(g[2], _TIE_DIGITS), -g[3]))
     return str(best[0])
+
+
+def arm_answer(text: str) -> str | None:
+    """``ans(A_k)``: the arm text's answer when it is in answer form, else None (free text is no answer:
+    it neither votes nor supports a trajectory's answer, so no arm text can be confirmed by guessing)."""
+    value = parse_answer(text).value
+    return value if is_answer_form(value) else None
 
 
 def prepare_arms(question: str, arm_texts: Sequence[ArmText], config: RegimeWConfig) -> PreparedArms:
@@ -206,7 +217,7 @@ def prepare_arms(question: str, arm_texts: Sequence[ArmText], config: RegimeWCon
                 arm_index=index[a.arm],
                 family=spec.family,
                 weight=spec.weight / counts[a.arm],
-                answer=parse_answer(a.text).value,
+                answer=arm_answer(a.text),
                 derived=derived_from_scan(scan, a.text, qn),
             )
         )
@@ -354,7 +365,7 @@ def _score(
     elif config.path_reference == "supporting":
         reference = gold if gold is not None else arms.consensus_answer
     mu = config.path_question_numbers
-    cov = coverage(numbers_in.__wrapped__(text), arms.question_numbers) if mu > 0.0 else 0.0
+    cov = coverage(numbers_in.fn(text), arms.question_numbers) if mu > 0.0 else 0.0
     path = s_path(derived, scan.validity, arms, reference=reference, coverage=cov, mu=mu)
     cf = s_cf(supported, arms)
     wm = s_wm(end, path, cf, config)
