@@ -1,11 +1,19 @@
 """Getting the arm texts of questions: cache first, else one batched generation, never twice.
 
-``ArmProvider.get`` is called by every request. Questions already cached return at once; the rest
-join a queue that one background task drains: it waits a few milliseconds for more questions, then
-renders every arm prompt of every queued question and sends them to the backend in ONE
-``generate`` call (batched across arms and questions, in a worker thread). Identical questions in
-flight share one future, so concurrent requests for one question generate it once. A request that
-outlives its deadline gets a 504, but the generation goes on and fills the cache for the retry.
+``ArmProvider.get`` is called by every request. Its cache lookups (and the question-index search for
+a known question inside a wrapped prompt) run in a worker thread, never on the event loop. Questions
+already cached return at once; the rest join a queue. A dispatcher drains it into *batches*: when a
+generation slot is free it takes the first queued question, waits a few milliseconds for more, and
+hands every queued question (up to ``max_batch_questions``) to one batch task, which renders every
+arm prompt of them and sends them to the backend in ONE ``generate`` call (in a thread of the
+provider's own pool, one thread a slot). Up to ``concurrency`` batches run at once
+(``GENERATION_CONCURRENCY``): a batch whose backend call hangs holds its slot until its deadline, and
+the questions behind it go out in the other slots. Identical questions in flight share one future,
+so concurrent requests for one question generate it once. A request that outlives its deadline gets
+a 504, but the generation goes on and fills the cache for the retry.
+
+One batch, start to end, is ``_run_batch``: ``_produce`` (render + generate in the pool) and
+``_publish`` (cache write, then the waiters' futures) or ``_fail`` (every waiter gets the error).
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ import logging
 import time
 import uuid
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from reward_service.arm_cache import ArmCache, cache_key
@@ -25,6 +34,7 @@ from reward_service.errors import (
     GenerationDeadline,
     GenerationFailed,
     Overloaded,
+    ServiceError,
 )
 from reward_service.generation import ArmPrompt, GenerationBackend, GenerationError, GenerationTimeout
 from reward_service.metrics import Metrics
@@ -77,6 +87,7 @@ class ProviderOptions:
     batch_window_s: float = 0.005
     max_pending: int = 4096
     max_batch_questions: int = 64
+    concurrency: int = 1  # generation batches in flight at once (the service setting GENERATION_CONCURRENCY)
 
 
 class ArmProvider:
@@ -102,10 +113,14 @@ class ArmProvider:
         self.batch_window_s = options.batch_window_s
         self.max_pending = options.max_pending
         self.max_batch_questions = options.max_batch_questions
+        self.concurrency = options.concurrency
         self.redactor = Redactor(config)
         self._inflight: dict[str, asyncio.Future[tuple[ArmText, ...]]] = {}
         self._queue: asyncio.Queue[_Pending] | None = None
-        self._worker: asyncio.Task[None] | None = None
+        self._worker: asyncio.Task[None] | None = None  # the dispatcher
+        self._slots: asyncio.Semaphore | None = None  # one permit a batch in flight
+        self._batches: set[asyncio.Task[None]] = set()
+        self._pool: ThreadPoolExecutor | None = None  # the backend calls: one thread a slot
         # the questions cached for this model and config, findable inside a wrapped prompt (lookup, get)
         self.questions = QuestionIndex()
         self.questions.add_many(cache.questions(model_id, config.fingerprint))
@@ -126,16 +141,24 @@ class ArmProvider:
     async def start(self) -> None:
         if self._worker is None and self.backend is not None:
             self._queue = asyncio.Queue()
+            self._slots = asyncio.Semaphore(self.concurrency)
+            self._pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="regime-w-generate")
             self._worker = asyncio.create_task(self._run(self.backend), name="regime-w-arm-generation")
 
     async def stop(self) -> None:
-        if self._worker is not None:
-            self._worker.cancel()
+        tasks = [t for t in (self._worker, *self._batches) if t is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
             try:
-                await self._worker
+                await task
             except asyncio.CancelledError:
                 pass
-            self._worker = None
+        self._worker = None
+        self._batches.clear()
+        if self._pool is not None:  # a call in flight ends at its own deadline; nobody waits for it
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
         for fut in self._inflight.values():
             if not fut.done():
                 fut.set_exception(GenerationFailed("service shutting down"))
@@ -174,19 +197,27 @@ class ArmProvider:
         self.metrics.arm_cache_hits.labels(layer=layer).inc()
         return arms
 
+    def _lookup_all(self, questions: Sequence[str]) -> list[tuple[str, tuple[tuple[ArmText, ...], str] | None]]:
+        """``_resolve`` of every question (cache reads, index searches: a worker thread's work), counting
+        the hits; the cached questions the index does not know yet are added to it."""
+        found = [self._resolve(q) for q in questions]
+        for _, hit in found:
+            if hit is not None:
+                self.metrics.arm_cache_hits.labels(layer=hit[1]).inc()
+        unindexed = self.questions.unknown(resolved for resolved, hit in found if hit is not None)
+        if unindexed:  # cached before the index knew them (a cache file of an older version)
+            self._learn(unindexed)
+        return found
+
     async def get(self, questions: Sequence[str]) -> list[tuple[tuple[ArmText, ...], bool, str]]:
         """Arms of each question, in order, each with ``from_cache`` and the question whose arms they are
         (the question as sent, or the known question it contains: score against that one)."""
+        found = await asyncio.to_thread(self._lookup_all, questions)
         results: list[tuple[tuple[ArmText, ...], bool, str] | None] = [None] * len(questions)
         waits: dict[int, asyncio.Future[tuple[ArmText, ...]]] = {}
-        resolved_as: dict[int, str] = {}  # the question whose arms serve questions[i]
-        for i, question in enumerate(questions):
-            resolved, found = self._resolve(question)
-            resolved_as[i] = resolved
-            if found is not None:
-                arms, layer = found
-                self.metrics.arm_cache_hits.labels(layer=layer).inc()
-                results[i] = (arms, True, resolved)
+        for i, (resolved, hit) in enumerate(found):
+            if hit is not None:
+                results[i] = (hit[0], True, resolved)
                 continue
             if not self.can_generate:
                 raise ArmsUnavailable(
@@ -194,9 +225,6 @@ class ArmProvider:
                     f"(arms: {', '.join(self.config.arm_names)})"
                 )
             waits[i] = self._enqueue(resolved)
-        unindexed = self.questions.unknown(resolved_as[i] for i in range(len(questions)) if i not in waits)
-        if unindexed:  # cached before the index knew them (a cache file of an older version)
-            await asyncio.to_thread(self._learn, unindexed)
         if waits:
             self.metrics.arm_cache_misses.inc(len(waits))
             try:
@@ -209,8 +237,8 @@ class ArmProvider:
                     "it continues in the background and a retry will be served from the cache"
                 ) from None
             for i, arms in zip(waits, done):
-                results[i] = (arms, False, resolved_as[i])
-            await asyncio.to_thread(self._learn, [resolved_as[i] for i in waits])
+                results[i] = (arms, False, found[i][0])
+            await asyncio.to_thread(self._learn, [found[i][0] for i in waits])
         return [r for r in results if r is not None]
 
     def _enqueue(self, question: str) -> asyncio.Future[tuple[ArmText, ...]]:
@@ -233,45 +261,79 @@ class ArmProvider:
         return fut
 
     async def _run(self, backend: GenerationBackend) -> None:
-        assert self._queue is not None
+        """The dispatcher: a free slot first (questions queue meanwhile and go out together), then the
+        next batch, in a task of its own."""
+        assert self._slots is not None
         while True:
-            first = await self._queue.get()
-            batch = [first]
-            if self.batch_window_s > 0:
-                await asyncio.sleep(self.batch_window_s)
-            while len(batch) < self.max_batch_questions and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
+            await self._slots.acquire()
+            try:
+                batch = await self._next_batch()
+            except BaseException:
+                self._slots.release()
+                raise
+            task = asyncio.create_task(self._run_batch(backend, batch), name="regime-w-arm-batch")
+            self._batches.add(task)
+            task.add_done_callback(self._batches.discard)
+
+    async def _next_batch(self) -> list[_Pending]:
+        """The first queued question, then every one queued within the batch window (up to the batch size)."""
+        assert self._queue is not None
+        batch = [await self._queue.get()]
+        if self.batch_window_s > 0:
+            await asyncio.sleep(self.batch_window_s)
+        while len(batch) < self.max_batch_questions and not self._queue.empty():
+            batch.append(self._queue.get_nowait())
+        return batch
+
+    async def _run_batch(self, backend: GenerationBackend, batch: list[_Pending]) -> None:
+        """One batch in one slot: its arms generated, then cached and handed to its waiters."""
+        assert self._slots is not None
+        try:
             await self._generate(backend, batch)
+        finally:
+            self._slots.release()
 
     async def _generate(self, backend: GenerationBackend, batch: list[_Pending]) -> None:
+        started = time.perf_counter()
+        try:
+            loop = asyncio.get_running_loop()
+            prompts, entries = await loop.run_in_executor(self._pool, self._produce, backend, batch)
+        except Exception as exc:
+            self.metrics.generation_failures.inc()
+            self._fail(batch, self._failure(exc, len(batch)))
+            return
+        elapsed = time.perf_counter() - started
+        self.metrics.generation_seconds.observe(elapsed)
+        self.metrics.arm_generations.inc(prompts)
+        await self._publish(batch, entries)
+        log.info("generated arms for %d question(s) (%d prompts) in %.2f s", len(batch), prompts, elapsed)
+
+    def _produce(
+        self, backend: GenerationBackend, batch: Sequence[_Pending]
+    ) -> tuple[int, list[tuple[str, str, str, tuple[ArmText, ...]]]]:
+        """In the generation pool: every arm prompt of the batch rendered and sent in ONE ``generate``
+        call; the number of prompts and the cache entries of the batch's questions, in order."""
         prompts: list[ArmPrompt] = []
         spans: list[tuple[int, int]] = []
         for p in batch:
             rendered = render_arm_prompts(p.question, self.config, self.seed)
             spans.append((len(prompts), len(prompts) + len(rendered)))
             prompts.extend(rendered)
-        started = time.perf_counter()
-        try:
-            texts = await asyncio.to_thread(backend.generate, prompts)
-            if len(texts) != len(prompts):
-                raise GenerationError(f"backend returned {len(texts)} texts for {len(prompts)} prompts")
-            if not all(isinstance(t, str) for t in texts):  # never cache what is not a text
-                raise GenerationError("backend returned an arm that is not a string")
-        except Exception as exc:
-            self.metrics.generation_failures.inc()
-            error = self._failure(exc, len(batch))
-            for p in batch:
-                self._inflight.pop(p.key, None)
-                if not p.future.done():
-                    p.future.set_exception(error)
-            return
-        elapsed = time.perf_counter() - started
-        self.metrics.generation_seconds.observe(elapsed)
-        self.metrics.arm_generations.inc(len(prompts))
+        texts = backend.generate(prompts)
+        if len(texts) != len(prompts):
+            raise GenerationError(f"backend returned {len(texts)} texts for {len(prompts)} prompts")
+        if not all(isinstance(t, str) for t in texts):  # never cache what is not a text
+            raise GenerationError("backend returned an arm that is not a string")
         entries = []
         for p, (lo, hi) in zip(batch, spans):
             arms = tuple(ArmText(arm=pr.arm, text=t) for pr, t in zip(prompts[lo:hi], texts[lo:hi]))
             entries.append((p.key, self.model_id, self.config.fingerprint, arms))
+        return len(prompts), entries
+
+    async def _publish(
+        self, batch: Sequence[_Pending], entries: list[tuple[str, str, str, tuple[ArmText, ...]]]
+    ) -> None:
+        """Cache a batch's arms, then hand them to its waiters (a failed cache write is logged only)."""
         try:
             await asyncio.to_thread(self.cache.put_many, entries)
         except Exception as exc:
@@ -280,7 +342,13 @@ class ArmProvider:
             self._inflight.pop(p.key, None)
             if not p.future.done():
                 p.future.set_result(arms)
-        log.info("generated arms for %d question(s) (%d prompts) in %.2f s", len(batch), len(prompts), elapsed)
+
+    def _fail(self, batch: Sequence[_Pending], error: ServiceError) -> None:
+        """Every waiter of a batch gets ``error``; nothing of it is cached."""
+        for p in batch:
+            self._inflight.pop(p.key, None)
+            if not p.future.done():
+                p.future.set_exception(error)
 
     def _failure(self, exc: Exception, questions: int) -> GenerationFailed | ArmModelUnavailable:
         """Log a failed generation and build the error its waiters get: 503 ``arm_model_unavailable``
@@ -324,13 +392,21 @@ class ArmProvider:
     async def precompute(self, questions: Sequence[str]) -> dict[str, int]:
         """Fill the cache for many questions (deduplicated); returns counts."""
         unique = list(dict.fromkeys(questions))
-        missing = [q for q in unique if self.cache.get(self.key(q)) is None]
+        missing = await asyncio.to_thread(self._uncached, unique)
         if missing and not self.can_generate:
             raise ArmsUnavailable("backend 'provided' generates no arms: nothing to precompute")
-        for lo in range(0, len(missing), self.max_batch_questions):
-            chunk = missing[lo : lo + self.max_batch_questions]
+        step = self.max_batch_questions * self.concurrency  # a batch for every slot at a time
+        for lo in range(0, len(missing), step):
+            chunk = missing[lo : lo + step]
             await asyncio.gather(*(asyncio.shield(self._enqueue(q)) for q in chunk))
-        unindexed = self.questions.unknown(unique)
-        if unindexed:
-            await asyncio.to_thread(self._learn, unindexed)
+        await asyncio.to_thread(self._learn_unknown, unique)
         return {"questions": len(unique), "generated": len(missing), "already_cached": len(unique) - len(missing)}
+
+    def _uncached(self, questions: Sequence[str]) -> list[str]:
+        """The questions without cached arms (cache reads: a worker thread's work)."""
+        return [q for q in questions if self.cache.get(self.key(q)) is None]
+
+    def _learn_unknown(self, questions: Sequence[str]) -> None:
+        unindexed = self.questions.unknown(questions)
+        if unindexed:
+            self._learn(unindexed)

@@ -190,8 +190,11 @@ class ScoringEngine:
         return ScoreResponse(scorer=self.info, results=results)
 
     async def score(self, request: ScoreRequest) -> ScoreResponse:
-        check_limits(request, self.limits)
+        """Limits, arms, scores. Every step whose work grows with the request (the limit checks over
+        every text, the cache lookups in ``ArmProvider.get``, parsing arms and trajectories, scoring)
+        runs in a worker thread, whatever the request's size: the event loop only awaits, so one
+        dense request never stalls the others (a small request pays two thread hops for it:
+        docs/reliability.md, "One request blocks every other")."""
+        await asyncio.to_thread(check_limits, request, self.limits)
         arms = await self.gather_arms(request)
-        if sum(len(it.trajectories) for it in request.items) > 512:
-            return await asyncio.to_thread(self.score_items, request, arms)
-        return self.score_items(request, arms)
+        return await asyncio.to_thread(self.score_items, request, arms)

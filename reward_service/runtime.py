@@ -58,6 +58,7 @@ def provider_options(settings: Settings) -> ProviderOptions:
         batch_window_s=settings.generation_batch_window_ms / 1000.0,
         max_pending=settings.max_pending_questions,
         max_batch_questions=settings.generation_batch_size,
+        concurrency=settings.generation_slots,
     )
 
 

@@ -7,7 +7,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from reward_service.generation.base import BackendConfig
@@ -22,6 +22,11 @@ GenerationEngine = Literal["auto", "hf", "fast"]
 GENERATION_TIMEOUT_MARGIN_S = 30.0
 #: the longest wait between two tries to load the backend
 BACKEND_LOAD_BACKOFF_MAX_S = 60.0
+#: generation batches in flight at once when GENERATION_CONCURRENCY is not set, by backend: an
+#: OpenAI-compatible server batches requests of its own (continuous batching), so batches of
+#: different questions go out together and a hung call holds one slot; an in-process model (hf,
+#: vllm) is one model on one device that batches within a call, so its calls run one at a time
+DEFAULT_GENERATION_CONCURRENCY: dict[str, int] = {"openai": 4}
 
 #: what an API key must be (checked at start; a key file line holds one key, comments on their own lines)
 KEY_MIN_CHARS = 16
@@ -42,6 +47,45 @@ def _check_key(key: str, where: str) -> None:
         problem = f"is {len(key)} characters long"
     if problem is not None:
         raise ValueError(f"{where}: the API key {problem}; keys must be {KEY_RULES}")
+
+
+def load_keys(api_keys: str | None, api_keys_file: Path | None) -> tuple[str, ...]:
+    """Every API key of the env list ``api_keys`` (comma-separated) and the key file (one key a
+    line, blank lines and lines starting with ``#`` ignored), each checked against ``KEY_RULES``.
+    A key breaking a rule or an unreadable file is a ``ValueError`` naming where, never the key."""
+    found: list[str] = []
+    if api_keys:
+        for n, key in enumerate((k.strip() for k in api_keys.split(",")), 1):
+            if key:
+                _check_key(key, f"REGIME_W_API_KEYS entry {n}")
+                found.append(key)
+    if api_keys_file is not None:
+        try:
+            text = api_keys_file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ValueError(f"cannot read REGIME_W_API_KEYS_FILE {api_keys_file}: {exc}") from exc
+        for n, line in enumerate(text.splitlines(), 1):
+            key = line.strip()
+            if key and not key.startswith("#"):
+                _check_key(key, f"REGIME_W_API_KEYS_FILE {api_keys_file} line {n}")
+                found.append(key)
+    return tuple(dict.fromkeys(found))
+
+
+#: fields whose values never appear in an error message
+_SECRET_FIELDS = frozenset({"api_keys", "openai_api_key"})
+
+
+def settings_error_line(exc: ValidationError) -> str:
+    """One line for a settings ``ValidationError``: each bad field as its environment variable, what
+    is wrong and the value given (never a secret's), e.g. ``REGIME_W_BACKEND_TIMEOUT_S: Input should
+    be a finite number (got 'inf')``."""
+    parts = []
+    for err in exc.errors():
+        field = ".".join(str(p) for p in err.get("loc", ())) or "settings"
+        shown = "" if field in _SECRET_FIELDS or "input" not in err else f" (got {err['input']!r:.80})"
+        parts.append(f"REGIME_W_{field.upper()}: {err.get('msg', 'invalid')}{shown}")
+    return "; ".join(parts)
 
 
 def is_loopback(host: str) -> bool:
@@ -83,18 +127,26 @@ class Settings(BaseSettings):
     # how long a request waits on generation (504 + Retry-After after; the generation goes on). Kept
     # under the reward client's default read timeout (trainer: 120 s) by GENERATION_TIMEOUT_MARGIN_S,
     # so a client hears the 504 instead of giving up first; tests/test_service_faults.py checks it
-    generation_timeout_s: float = Field(default=90.0, gt=0)
-    backend_timeout_s: float = Field(default=900.0, gt=0)  # deadline of one backend call (a hung backend)
-    generation_batch_window_ms: float = Field(default=5.0, ge=0)
+    generation_timeout_s: float = Field(default=90.0, gt=0, allow_inf_nan=False)
+    # deadline of one backend call (a hung backend); with GENERATION_TIMEOUT_S it must fit in the
+    # clients' patience (check_startable): a hung call then ends, and its retry is answered, in time
+    backend_timeout_s: float = Field(default=300.0, gt=0, allow_inf_nan=False)
+    # how long the service's clients keep retrying one request (the trainer's reward client: 600 s)
+    client_patience_s: float = Field(default=600.0, gt=0, allow_inf_nan=False)
+    # generation batches in flight at once (None: DEFAULT_GENERATION_CONCURRENCY of the backend, else 1)
+    generation_concurrency: int | None = Field(default=None, ge=1, le=256)
+    generation_batch_window_ms: float = Field(default=5.0, ge=0, allow_inf_nan=False)
     max_pending_questions: int = Field(default=4096, ge=1)
     seed: int = 0
     openai_base_url: str | None = None
     openai_api_key: str | None = Field(default=None, repr=False)
-    openai_max_concurrency: int = Field(default=16, ge=1)
+    # requests in flight to the OpenAI-compatible server, all generation batches together (each
+    # batch gets its share: openai_max_concurrency // generation slots, at least 1)
+    openai_max_concurrency: int = Field(default=64, ge=1)
     # start: building the backend and its first readiness probe are tried this many times, waiting
     # backend_load_backoff_s, then twice that ... (at most BACKEND_LOAD_BACKOFF_MAX_S) between tries
     backend_load_attempts: int = Field(default=6, ge=1)
-    backend_load_backoff_s: float = Field(default=5.0, ge=0)
+    backend_load_backoff_s: float = Field(default=5.0, ge=0, allow_inf_nan=False)
 
     # --- scorer config and arm cache
     config_path: Path | None = None
@@ -126,6 +178,9 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, ge=0, le=65535)
     workers: int = Field(default=1, ge=1)
     log_level: str = "info"
+    # a connection must send a whole request head (request line and headers) this many seconds after
+    # it opens or after its previous response; else it is closed (reward_service.server)
+    header_timeout_s: float = Field(default=10.0, gt=0, le=3600, allow_inf_nan=False)
 
     @field_validator("cache_path")
     @classmethod
@@ -140,25 +195,10 @@ class Settings(BaseSettings):
 
         ``REGIME_W_API_KEYS`` is comma-separated; the key file holds one key a line, blank lines
         and lines starting with ``#`` ignored. A key breaking a rule is an error (``ValueError``)
-        that names where it came from, never the key itself.
+        that names where it came from, never the key itself. Read once, at start; a running service
+        reads the key file again on SIGHUP (``auth.KeyRing.reload``).
         """
-        found: list[str] = []
-        if self.api_keys:
-            for n, key in enumerate((k.strip() for k in self.api_keys.split(",")), 1):
-                if key:
-                    _check_key(key, f"REGIME_W_API_KEYS entry {n}")
-                    found.append(key)
-        if self.api_keys_file is not None:
-            try:
-                text = self.api_keys_file.read_text(encoding="utf-8")
-            except (OSError, UnicodeDecodeError) as exc:
-                raise ValueError(f"cannot read REGIME_W_API_KEYS_FILE {self.api_keys_file}: {exc}") from exc
-            for n, line in enumerate(text.splitlines(), 1):
-                key = line.strip()
-                if key and not key.startswith("#"):
-                    _check_key(key, f"REGIME_W_API_KEYS_FILE {self.api_keys_file} line {n}")
-                    found.append(key)
-        return tuple(dict.fromkeys(found))
+        return load_keys(self.api_keys, self.api_keys_file)
 
     @property
     def auth_enabled(self) -> bool:
@@ -181,6 +221,28 @@ class Settings(BaseSettings):
             raise ValueError("backend 'openai' needs REGIME_W_OPENAI_BASE_URL (e.g. http://vllm:8000/v1)")
         if self.backend in {"hf", "vllm"} and not self.model:
             raise ValueError(f"backend '{self.backend}' needs a model: REGIME_W_MODEL or --model")
+        self.check_deadlines()
+
+    def check_deadlines(self) -> None:
+        """``ValueError`` unless one hung backend call and the generation after it fit in the clients'
+        patience: ``BACKEND_TIMEOUT_S + GENERATION_TIMEOUT_S <= CLIENT_PATIENCE_S``. A request that
+        meets a hung call waits for it to fail (503 + Retry-After), and its retry for a fresh
+        generation; a longer backend deadline makes the client give up first (a trainer run ends)."""
+        total = self.backend_timeout_s + self.generation_timeout_s
+        if total > self.client_patience_s:
+            raise ValueError(
+                f"REGIME_W_BACKEND_TIMEOUT_S ({self.backend_timeout_s:g} s) + REGIME_W_GENERATION_TIMEOUT_S "
+                f"({self.generation_timeout_s:g} s) exceed REGIME_W_CLIENT_PATIENCE_S ({self.client_patience_s:g} s): "
+                "a hung arm-model call would outlast the clients' patience; lower BACKEND_TIMEOUT_S "
+                "(or raise CLIENT_PATIENCE_S if every client waits longer)"
+            )
+
+    @property
+    def generation_slots(self) -> int:
+        """Generation batches in flight at once: ``GENERATION_CONCURRENCY``, else the backend's default."""
+        if self.generation_concurrency is not None:
+            return self.generation_concurrency
+        return DEFAULT_GENERATION_CONCURRENCY.get(self.backend, 1)
 
     def cache_store_url(self) -> str | None:
         """The arm store: ``cache_url`` when set, else ``sqlite:///cache_path``, else None (memory only)."""
@@ -202,6 +264,7 @@ class Settings(BaseSettings):
             openai_base_url=self.openai_base_url,
             openai_api_key=self.openai_api_key,
             max_concurrency=self.openai_max_concurrency,
+            concurrent_calls=self.generation_slots,
         )
 
     def load_retry_delay(self, failed_attempt: int) -> float:

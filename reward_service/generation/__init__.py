@@ -70,6 +70,7 @@ def create_backend(config: BackendConfig) -> GenerationBackend | None:
             api_key=config.openai_api_key,
             timeout_s=config.timeout_s,
             max_concurrency=config.max_concurrency,
+            concurrent_calls=config.concurrent_calls,
             seed=config.seed,
             tokenizer=tokenizer,
         )

@@ -56,7 +56,9 @@ class BackendConfig:
     """Everything a backend is built from, as one object (the service maps its settings onto it).
 
     ``kind`` is ``hf | openai | vllm | provided``; ``timeout_s`` is the deadline of one ``generate``
-    call; ``batch_size`` applies to ``hf``, ``max_concurrency`` and ``openai_*`` to ``openai``.
+    call; ``batch_size`` applies to ``hf``, ``max_concurrency`` and ``openai_*`` to ``openai``;
+    ``concurrent_calls`` is how many ``generate`` calls the service makes at once (``openai`` gives
+    each call its share of ``max_concurrency``, so a hung call cannot hold the others' connections).
     """
 
     kind: str
@@ -69,7 +71,8 @@ class BackendConfig:
     seed: int = 0
     openai_base_url: str | None = None
     openai_api_key: str | None = field(default=None, repr=False)
-    max_concurrency: int = 16
+    max_concurrency: int = 64
+    concurrent_calls: int = 1
 
 
 class GenerationError(RuntimeError):

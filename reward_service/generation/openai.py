@@ -10,16 +10,23 @@ to ``GenerationError.detail``, never into the message: an upstream may echo the 
 A 200 whose choices are not a list of ``{"message": {"content": str}}`` is a ``GenerationError``
 too (not transient): ``content`` null, a number, a list or an object is never taken for a text.
 ``timeout_s`` is the deadline of one ``generate`` call, retries and queueing included.
+
+The service makes ``concurrent_calls`` ``generate`` calls at once (one a generation batch); each
+call keeps at most ``max_concurrency // concurrent_calls`` (at least 1) requests in flight, so the
+calls together never need more threads or connections than the pool has: a call whose requests
+hang holds its own share until its deadline, and the other calls go on with theirs.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import random
 import threading
 import time
+from collections import deque
 from collections.abc import Sequence
-from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any
 
 import httpx
@@ -44,19 +51,26 @@ class OpenAIBackend:
         model: str | None = None,
         api_key: str | None = None,
         timeout_s: float = 120.0,
-        max_concurrency: int = 16,
+        max_concurrency: int = 64,
+        concurrent_calls: int = 1,
         seed: int = 0,
         backoff_s: float = 0.25,
         tokenizer: str | None = None,
     ) -> None:
         if not base_url.startswith(("http://", "https://")):
             raise ValueError(f"openai base_url must start with http:// or https://, got {base_url!r}")
-        if timeout_s <= 0:
-            raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
-        if max_concurrency < 1:
-            raise ValueError(f"max_concurrency must be >= 1, got {max_concurrency}")
+        if not math.isfinite(timeout_s) or timeout_s <= 0:
+            raise ValueError(f"timeout_s must be a finite number > 0, got {timeout_s}")
+        if max_concurrency < 1 or concurrent_calls < 1:
+            raise ValueError(
+                f"max_concurrency and concurrent_calls must be >= 1, got {max_concurrency}, {concurrent_calls}"
+            )
         self.base_url = base_url.rstrip("/")
         self.timeout_s = timeout_s
+        #: requests one generate call keeps in flight: its share of max_concurrency
+        self.per_call_concurrency = max(1, max_concurrency // concurrent_calls)
+        # every call's share at once (more than max_concurrency only when the calls outnumber it)
+        max_concurrency = max(max_concurrency, self.per_call_concurrency * concurrent_calls)
         self.max_concurrency = max_concurrency
         self.seed = seed
         self.backoff_s = backoff_s
@@ -195,25 +209,27 @@ class OpenAIBackend:
         groups: dict[tuple[Any, ...], list[int]] = {}
         for i, prompt in enumerate(prompts):
             groups.setdefault(prompt.sampling_key, []).append(i)
-        futures: dict[Future[list[str]], list[int]] = {
-            self._pool.submit(self._complete_group, [prompts[i] for i in idx], deadline): idx for idx in groups.values()
-        }
-        done, pending = wait(futures, timeout=max(0.0, deadline - time.monotonic()) + 1.0, return_when=FIRST_EXCEPTION)
-        for future in done:
-            if future.exception() is not None:
-                for other in pending:
-                    other.cancel()
-                raise future.exception()  # type: ignore[misc]
-        if pending:
-            for other in pending:
-                other.cancel()
-            raise GenerationTimeout(
-                f"backend 'openai': {len(pending)} of {len(futures)} requests exceeded the {self.timeout_s:g} s deadline"
-            )
+        todo = deque(groups.values())
+        running: dict[Future[list[str]], list[int]] = {}
         texts: list[str] = [""] * len(prompts)
-        for future, idx in futures.items():
-            for i, text in zip(idx, future.result()):
-                texts[i] = text
+        try:
+            while todo or running:
+                while todo and len(running) < self.per_call_concurrency:
+                    idx = todo.popleft()
+                    running[self._pool.submit(self._complete_group, [prompts[i] for i in idx], deadline)] = idx
+                timeout = max(0.0, deadline - time.monotonic()) + 1.0
+                done, _ = wait(running, timeout=timeout, return_when=FIRST_COMPLETED)
+                if not done:
+                    raise GenerationTimeout(
+                        f"backend 'openai': {len(running) + len(todo)} of {len(groups)} requests exceeded the "
+                        f"{self.timeout_s:g} s deadline"
+                    )
+                for future in done:
+                    for i, text in zip(running.pop(future), future.result()):  # the first failure raises
+                        texts[i] = text
+        finally:
+            for future in running:
+                future.cancel()
         return texts
 
     def count_tokens(self, texts: Sequence[str]) -> list[int] | None:

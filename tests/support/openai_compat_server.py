@@ -11,8 +11,10 @@ completion S seconds. ``GET /_control/stats`` lists the completions received and
 ``POST /_control`` changes ``fail_first`` / ``delay`` / ``retry_after`` / ``max_n`` / ``gather`` at run time (and resets the
 stats), so one server process serves a whole test module. ``"content_override": [X]`` makes every
 completion answer 200 with ``message.content`` = X, any JSON value (null, a number, a list, an
-object: a server of the wrong shape), without generating; ``[]`` turns it off. :func:`running_server` starts it as a
-subprocess on a free loopback port and waits until it answers.
+object: a server of the wrong shape), without generating; ``[]`` turns it off. ``"hang_on": "TEXT"`` holds every
+completion whose messages contain TEXT (a hung upstream call) until ``hang_on`` is set to ``""`` again (or a
+300 s hang guard passes); ``/_control/stats`` counts them in ``hanging`` (now) and ``hung`` (since the last
+reset). :func:`running_server` starts it as a subprocess on a free loopback port and waits until it answers.
 """
 
 from __future__ import annotations
@@ -48,6 +50,9 @@ class _State:
         self.max_n = 0  # 0: honour n; k: answer at most k choices (like servers without n support)
         self.content_override: list[Any] = []  # [X]: every choice's content is X (any JSON value)
         self.gather = 0  # k > 0: each completion waits (up to 60 s) until k completions are in flight together
+        self.hang_on = ""  # non-empty: completions whose messages contain it wait until it is cleared
+        self.hanging = 0  # completions held by hang_on now
+        self.hung = 0  # completions held by hang_on since the last reset
         self.active = 0  # completions in flight now
         self.max_active = 0  # most completions in flight together since the last reset
         self.completions: list[dict[str, Any]] = []
@@ -172,8 +177,22 @@ def build_app(
                 state.fail_first -= 1
             delay, retry_after = state.delay, state.retry_after
             override = list(state.content_override)
+            hang_on = state.hang_on
+            hang = bool(hang_on) and any(hang_on in m["content"] for m in messages)
+            if hang:
+                state.hanging += 1
+                state.hung += 1
             if state.max_n:
                 n = min(n, state.max_n)
+        if hang:
+            try:
+                waited = 0.0
+                while state.hang_on == hang_on and waited < 300.0:  # released by the test; 300 s: a hang guard
+                    await asyncio.sleep(0.01)
+                    waited += 0.01
+            finally:
+                with state.lock:
+                    state.hanging -= 1
         if failing:
             return _error(503, "server overloaded (injected failure)", headers={"Retry-After": f"{retry_after:g}"})
         if override:
@@ -232,6 +251,8 @@ def build_app(
                 "fail_first": state.fail_first,
                 "delay": state.delay,
                 "max_active": state.max_active,
+                "hanging": state.hanging,
+                "hung": state.hung,
             }
 
     @app.post("/_control")
@@ -243,7 +264,9 @@ def build_app(
             state.retry_after = float(body.get("retry_after", state.retry_after))
             state.max_n = int(body.get("max_n", state.max_n))
             state.gather = int(body.get("gather", state.gather))
+            state.hang_on = str(body.get("hang_on", state.hang_on))
             state.max_active = state.active
+            state.hung = state.hanging
             if "content_override" in body:
                 state.content_override = list(body["content_override"])[:1]
             state.completions.clear()
