@@ -84,7 +84,7 @@ def _copy_sources(path: Path) -> list[str]:
 
 
 def test_three_services_and_their_images(compose: dict[str, Any]) -> None:
-    assert set(compose["services"]) == {"vllm", "reward-service", "trainer"}
+    assert set(compose["services"]) == {"vllm", "reward-service", "trainer", "postgres", "reward-fleet", "lb"}
     vllm = _service(compose, "vllm")
     assert vllm["image"].startswith("vllm/vllm-openai:")
     assert any("${ARM_MODEL:-deepseek-ai/DeepSeek-R1-Distill-Llama-8B}" in arg for arg in vllm["command"])
@@ -143,6 +143,57 @@ def test_trainer_profile_and_wiring(compose: dict[str, Any]) -> None:
     assert trainer["depends_on"]["reward-service"]["condition"] == "service_healthy"
     for name in ("vllm", "reward-service"):
         assert "profiles" not in _service(compose, name), f"{name} must start without a profile"
+
+
+# ---------------------------------------------------------------- profile `fleet` (docs/scaling.md)
+
+HAPROXY_CFG = REPO / "docker" / "haproxy-fleet.cfg"
+PG_SECRET_TARGET = "/run/secrets/regime_w_pg_password"
+
+
+def test_fleet_profile_postgres_replicas_and_a_load_balancer(compose: dict[str, Any]) -> None:
+    for name in ("postgres", "reward-fleet", "lb"):
+        assert _service(compose, name)["profiles"] == ["fleet"], name
+    pg = _service(compose, "postgres")
+    assert pg["image"].startswith("postgres:")
+    assert _env(pg)["POSTGRES_PASSWORD_FILE"] == PG_SECRET_TARGET and "POSTGRES_PASSWORD" not in _env(pg)
+    assert "pg_isready" in pg["healthcheck"]["test"]
+    assert any(v.split(":")[0] in compose["volumes"] for v in pg["volumes"]), "the database lives on a named volume"
+    fleet = _service(compose, "reward-fleet")
+    env = _env(fleet)
+    cache_url = env["REGIME_W_CACHE_URL"]
+    assert cache_url.startswith("postgresql://") and "@postgres:5432/" in cache_url
+    userinfo = cache_url.removeprefix("postgresql://").split("@")[0]
+    assert ":" not in userinfo, "no password in the cache URL: it comes from the secret file"
+    assert env["REGIME_W_CACHE_PASSWORD_FILE"] == PG_SECRET_TARGET
+    assert env["REGIME_W_API_KEYS_FILE"] == SECRET_TARGET
+    assert {"regime_w_api_keys", "regime_w_pg_password"} <= set(fleet["secrets"])
+    assert "ports" not in fleet, "replicas publish nothing (a fixed host port would break --scale)"
+    assert fleet["depends_on"]["postgres"]["condition"] == "service_healthy"
+    assert any("127.0.0.1:8000/readyz'" in part for part in fleet["healthcheck"]["test"])
+    fields = set(Settings.model_fields)
+    for name in env:
+        assert name.removeprefix("REGIME_W_").lower() in fields, name
+    secret = compose["secrets"]["regime_w_pg_password"]
+    assert set(secret) == {"file"} and "./secrets/pg_password.txt" in secret["file"]
+    lb = _service(compose, "lb")
+    assert lb["image"].startswith("haproxy:")
+    assert any(v.startswith("./docker/haproxy-fleet.cfg:") and v.endswith(":ro") for v in lb["volumes"])
+    assert lb["depends_on"]["reward-fleet"]["condition"] == "service_healthy"
+
+
+def test_haproxy_config_checks_readyz_and_finds_every_replica() -> None:
+    cfg = HAPROXY_CFG.read_text(encoding="utf-8")
+    assert "option httpchk GET /readyz" in cfg and "http-check expect status 200" in cfg
+    assert re.search(r"server-template \w+ 1-\d+ reward-fleet:8000", cfg)
+    assert "resolvers docker" in cfg and "127.0.0.11:53" in cfg
+    timeouts = {m.group(1): int(m.group(2)) for m in re.finditer(r"timeout (client|server) (\d+)s", cfg)}
+    assert min(timeouts.values()) > Settings.model_fields["generation_timeout_s"].default + 30
+    haproxy = shutil.which("haproxy")
+    if haproxy is None:
+        pytest.skip("haproxy is not installed here (apt-get install haproxy): the syntax check needs it")
+    done = subprocess.run([haproxy, "-c", "-f", str(HAPROXY_CFG)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
 
 
 def test_keys_only_through_secrets(compose: dict[str, Any]) -> None:
