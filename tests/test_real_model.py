@@ -34,11 +34,13 @@ import httpx
 import pytest
 
 from shared_schemas.answer import answers_equal
+from tests.support.limits import HANG_GUARD_S
 from tests.support.servers import ServerProcess, running_service
 from tests.support.service_config import small_service_config
 
-# A few minutes on 2 idle cores; the limit leaves room for a loaded machine (each stage is one fixture).
-pytestmark = [pytest.mark.real_model, pytest.mark.timeout(2400)]
+# A few minutes on 2 idle cores. The limits are hang guards (tests/support/limits.py), far above a loaded
+# machine's run time: a stage's subprocess gets HANG_GUARD_S, a test with its fixtures twice that.
+pytestmark = [pytest.mark.real_model, pytest.mark.timeout(2 * HANG_GUARD_S)]
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPES = REPO / "recipes" / "smollm2-135m"
@@ -105,7 +107,7 @@ def run_stage(stage: str, workdir: Path, *flags: str, url: str | None = None) ->
         argv += ["--reward_url", url]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "REGIME_W_API_KEY": API_KEY, "TOKENIZERS_PARALLELISM": "false"}
     started = time.monotonic()
-    proc = subprocess.run(argv, cwd=workdir, env=env, capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(argv, cwd=workdir, env=env, capture_output=True, text=True, timeout=HANG_GUARD_S)
     STAGE_SECONDS[stage] = time.monotonic() - started
     assert proc.returncode == 0, f"{stage} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
     start = proc.stdout.rfind('{\n  "stage"')
@@ -278,7 +280,7 @@ def service(smollm2: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         "REGIME_W_CONFIG_PATH": str(small_service_config(tmp, max_tokens=ARM_MAX_TOKENS)),
         "REGIME_W_CACHE_PATH": str(tmp / "arms.sqlite3"),
     }
-    with running_service("--backend", "hf", "--model", str(smollm2), env=env, timeout=300) as server:
+    with running_service("--backend", "hf", "--model", str(smollm2), env=env) as server:
         server.api_key = API_KEY
         yield server
 

@@ -179,3 +179,26 @@ def test_bad_recipe_is_one_line_naming_the_file_and_exit_2(tmp_path: Path, text:
     assert "Traceback" not in proc.stderr
     ours = [line for line in proc.stderr.splitlines() if line.startswith("regime-w-train")]
     assert len(ours) == 1 and ours[0].startswith(f"regime-w-train sft: invalid arguments: {recipe}: {says}"), ours
+
+
+def test_the_bitsandbytes_hub_kernel_warning_is_not_shown(caplog) -> None:
+    """Issue 21: on CPUs with AVX512-BF16 bitsandbytes logs, at import, that the hub kernel package is missing
+    (then uses its own CPU code). The CLI drops that one message; other warnings of the logger still show."""
+    import logging
+
+    from trainer import cli
+
+    cli._quiet_known_warnings()
+    cli._quiet_known_warnings()  # once per process is enough: a second call adds no second filter
+    bnb = logging.getLogger(cli.BNB_CPU_LOGGER)
+    assert sum(isinstance(f, cli._DropPrefix) for f in bnb.filters) == 1
+    with caplog.at_level(logging.WARNING):
+        # the call bitsandbytes makes (backends/cpu/ops.py, bitsandbytes 0.50)
+        bnb.warning(
+            "Failed to load CPU gemm_4bit_forward from kernels-community: %s. Please make sure you already "
+            "`pip install kernels` and the kernels >= 0.11.1",
+            ModuleNotFoundError("No module named 'kernels'"),
+        )
+        bnb.warning("some other bitsandbytes warning")
+    messages = [r.getMessage() for r in caplog.records if r.name == cli.BNB_CPU_LOGGER]
+    assert messages == ["some other bitsandbytes warning"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import re
 import sys
 import warnings
@@ -104,10 +105,32 @@ def parse_stage_args(stage: str, argv: Sequence[str]) -> tuple[Any, ...]:
     return tuple(parsed[: len(module.ARG_CLASSES)])
 
 
+#: bitsandbytes, imported on a CPU with AVX512-BF16 (e.g. AMD EPYC Zen 4, Intel Sapphire Rapids), looks for a
+#: hub kernel (the ``kernels`` package, which loads code from a hub at run time) and logs this warning before
+#: every stage when it is missing; it then computes 4-bit layers with its own CPU code, which is what every
+#: CPU run of this project uses. Nothing to act on, so it is not shown (README, "Troubleshooting").
+BNB_HUB_KERNEL_WARNING = "Failed to load CPU gemm_4bit_forward from kernels-community"
+BNB_CPU_LOGGER = "bitsandbytes.backends.cpu.ops"
+
+
+class _DropPrefix(logging.Filter):
+    """Drops the records of one logger whose message starts with ``prefix``; the others pass."""
+
+    def __init__(self, prefix: str) -> None:
+        super().__init__()
+        self.prefix = prefix
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(self.prefix)
+
+
 def _quiet_known_warnings() -> None:
     # TRL configs still use the transformers-5 deprecated alias; nothing a user can act on.
     warnings.filterwarnings("ignore", message=r"`gradient_checkpointing\w*` is deprecated")
     warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated")
+    bnb = logging.getLogger(BNB_CPU_LOGGER)
+    if not any(isinstance(f, _DropPrefix) and f.prefix == BNB_HUB_KERNEL_WARNING for f in bnb.filters):
+        bnb.addFilter(_DropPrefix(BNB_HUB_KERNEL_WARNING))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -30,6 +30,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.support.limits import HANG_GUARD_S
 from tests.support.service_config import small_service_config
 
 DEFAULT_KEY = "live-service-key-0123456789"
@@ -70,7 +71,10 @@ class ServerProcess:
         return self.proc.returncode
 
 
-def wait_until_ready(server: ServerProcess, path: str = "/readyz", timeout: float = 180.0) -> None:
+def wait_until_ready(server: ServerProcess, path: str = "/readyz", timeout: float = HANG_GUARD_S) -> None:
+    """Poll ``path`` until it answers 200; a server that exits first fails at once. ``timeout`` is a hang
+    guard, never less than ``HANG_GUARD_S``: a busy 2-core machine may take minutes to start a service."""
+    timeout = max(timeout, HANG_GUARD_S)
     deadline = time.monotonic() + timeout
     last = "no answer"
     while time.monotonic() < deadline:
@@ -95,7 +99,7 @@ def running_process(
     *,
     env: dict[str, str] | None = None,
     ready_path: str = "/readyz",
-    timeout: float = 180.0,
+    timeout: float = HANG_GUARD_S,
     cwd: str | os.PathLike[str] | None = None,
 ) -> Iterator[ServerProcess]:
     log_file = tempfile.NamedTemporaryFile(prefix="server-", suffix=".log", delete=False)  # noqa: SIM115 - closed below
@@ -114,7 +118,7 @@ def running_process(
 def running_service(
     *flags: str,
     env: dict[str, str] | None = None,
-    timeout: float = 180.0,
+    timeout: float = HANG_GUARD_S,
     cwd: str | os.PathLike[str] | None = None,
 ) -> Iterator[ServerProcess]:
     """``regime-w-serve FLAGS --port <free>`` as a subprocess; yields once /readyz is 200."""
@@ -155,7 +159,7 @@ def service_env(spec: ServiceSpec, tmp: Path, model_dir: Path | None = None) -> 
 
 @contextlib.contextmanager
 def start_live_service(
-    spec: ServiceSpec, tmp: Path, model_dir: Path | None = None, *, timeout: float = 180.0
+    spec: ServiceSpec, tmp: Path, model_dir: Path | None = None, *, timeout: float = HANG_GUARD_S
 ) -> Iterator[ServerProcess]:
     """``regime-w-serve`` as ``spec`` says, ready; ``.api_key`` / ``.headers`` name its key."""
     flags = () if spec.api_key is not None else ("--insecure-no-auth",)

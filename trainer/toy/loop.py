@@ -42,6 +42,7 @@ import httpx
 
 from trainer.jsonl import iter_jsonl, read_records
 from trainer.records import EvalPrediction, RolloutRecord
+from trainer.toy.determinism import PINNED_CPU_KERNELS
 
 ROOT = Path(__file__).resolve().parents[2]
 RECIPES = ROOT / "recipes" / "toy"
@@ -71,9 +72,11 @@ def free_port() -> int:
 
 
 def subprocess_env(threads: int, extra: dict[str, str] | None = None) -> dict[str, str]:
-    """Offline, deterministic thread count, no tokenizer fork warnings."""
+    """Offline, deterministic thread count, the CPU kernels pinned (``trainer.toy.determinism``: the same
+    numbers on every x86-64 CPU family), no tokenizer fork warnings."""
     return {
         **os.environ,
+        **PINNED_CPU_KERNELS,
         "HF_HUB_OFFLINE": "1",
         "TRANSFORMERS_OFFLINE": "1",
         "HF_DATASETS_OFFLINE": "1",
@@ -91,13 +94,14 @@ def reward_service(
     *flags: str,
     log_path: Path,
     env: dict[str, str] | None = None,
-    ready_timeout_s: float = 300.0,
+    ready_timeout_s: float = 1800.0,
     say: Callable[[str], None] = print,
     api_key: str | None = None,
 ) -> Iterator[tuple[str, str]]:
     """Start ``regime-w-serve FLAGS`` on a free loopback port with ``api_key`` (default: a fresh key);
     yield (url, key); stop it (SIGTERM, then SIGKILL) on exit, also when the body raises. ``env`` is
-    the whole environment of the service (default: this process's)."""
+    the whole environment of the service (default: this process's). ``ready_timeout_s`` is a hang guard
+    (a service that exits fails at once): a loaded 2-core machine may take minutes to load a model."""
     key = api_key or "toy-" + secrets.token_hex(16)
     port = free_port()
     url = f"http://127.0.0.1:{port}"

@@ -1,0 +1,37 @@
+"""The toy world's CPU arithmetic, the same on every x86-64 machine.
+
+The toy world's learning tests compare accuracy counts of models trained from scratch on the CPU. The
+same program computes different floats on different CPU families: oneMKL picks its matrix kernels by
+vendor and instruction set, and PyTorch's own vectorized kernels (softmax, norms, attention,
+elementwise) run their AVX-512 build where the CPU has it and their AVX2 build elsewhere. Each
+difference is tiny, but a model trained for hundreds of steps and then sampled amplifies it into a
+different model: on an AMD EPYC the default toy loop gave base / SFT / DPO / GRPO = 302 / 316 /
+334 / 324 of 800 dev problems where an Intel machine gave 338 / 353 / 385 / 408 (issue 21).
+
+Every process of the toy world therefore runs with these kernels pinned (``PINNED_CPU_KERNELS``, set by
+``trainer.toy.loop.subprocess_env``), which makes its numbers depend on the program alone:
+
+- ``MKL_CBWR=COMPATIBLE``: oneMKL's Conditional Numerical Reproducibility on its COMPATIBLE branch, the
+  one branch that gives the same results on Intel and non-Intel processors (oneMKL developer guide,
+  "Getting Started with Conditional Numerical Reproducibility"). The AVX2 branch is refused on AMD:
+  there ``MKL_VERBOSE=1`` shows ``CNR:AUTO``, i.e. the vendor's own kernels again.
+- ``ATEN_CPU_CAPABILITY=avx2``: PyTorch's vectorized kernels use their AVX2 build on every CPU, also on
+  one with AVX-512. (Every x86-64 server CPU of the last ten years has AVX2; one without it would fall
+  back to the DEFAULT build and compute other numbers.)
+- ``ONEDNN_MAX_CPU_ISA=AVX2``: oneDNN, where PyTorch uses it, generates AVX2 code at most.
+
+With one thread per process (``OMP_NUM_THREADS=MKL_NUM_THREADS=1``, also set there) nothing else
+depends on the machine. The price is speed: the COMPATIBLE branch is SSE2 code, about 2x slower for the
+toy model's matrix products (``python bench/cpu_arithmetic.py`` prints both fingerprints and times).
+Outside the toy world (real models, GPUs) nothing is pinned.
+"""
+
+from __future__ import annotations
+
+__all__ = ["PINNED_CPU_KERNELS"]
+
+PINNED_CPU_KERNELS: dict[str, str] = {
+    "MKL_CBWR": "COMPATIBLE",
+    "ATEN_CPU_CAPABILITY": "avx2",
+    "ONEDNN_MAX_CPU_ISA": "AVX2",
+}
