@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -298,3 +299,46 @@ def test_build_script_refuses_leaks(tmp_path: Path) -> None:
     script.check_archive(clean, prompts)
     with pytest.raises(script.BuildError, match="contains an arm prompt"):
         script.check_archive(leaky, prompts)
+
+
+# Every install command of the docs for the framework side must work as written: neither distribution
+# is on the public index, so `pip install "regime-w[client]"` / `pip install regime-w-trainer` cannot.
+DOCS = ("README.md", "docs/integrations.md", "packaging/trainer/README.md")
+
+
+def doc_install_commands() -> list[tuple[str, str]]:
+    """(doc, command) for every ``pip install`` line of the docs that names one of our distributions."""
+    found = []
+    for doc in DOCS:
+        for line in (ROOT / doc).read_text(encoding="utf-8").splitlines():
+            command = line.strip().strip("`")
+            at = command.find("pip install")
+            if at >= 0 and re.search(r"regime[-_]w", command[at:].split("#")[0]):
+                found.append((doc, command[at:].split("#")[0].split("`")[0].strip()))
+    return found
+
+
+def test_docs_install_our_code_from_a_built_wheel_never_by_name() -> None:
+    commands = doc_install_commands()
+    assert len(commands) >= 4, commands  # README, integrations (verl, OpenRLHF), the package README
+    for doc, command in commands:
+        for word in command.split()[2:]:
+            if re.search(r"regime[-_]w", word):
+                assert "dist/regime_w_trainer-*.whl" in word, f"{doc}: {command!r} names {word!r}, not on any index"
+        assert "[client]" not in command, f"{doc}: {command!r}: regime-w[client] brings reward_service"
+
+
+def test_the_documented_wheel_commands_work_as_written(dist: dict[str, Path], tmp_path: Path) -> None:
+    """The docs' commands, run by a shell in a directory whose dist/ is what build-trainer-dist wrote
+    (installed with --no-deps --no-index --target: the dependencies are public, the wheel is ours)."""
+    (tmp_path / "dist").mkdir()
+    shutil.copy2(dist["wheel"], tmp_path / "dist" / dist["wheel"].name)
+    for i, command in enumerate(sorted({c for _, c in doc_install_commands()})):
+        target = tmp_path / f"site{i}"
+        flags = f"--no-deps --no-index --quiet --disable-pip-version-check --target {target}"
+        line = command.replace("pip install", f"{sys.executable} -m pip install {flags}", 1)
+        proc = subprocess.run(["bash", "-c", line], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, f"{command!r}: {proc.stderr}"
+        files = [p.relative_to(target).as_posix() for p in target.rglob("*") if p.is_file()]
+        assert "trainer/integrations/verl_reward.py" in files and "trainer/reward_client/clients.py" in files
+        assert not [f for f in files if f.startswith("reward_service/") or f.endswith(".toml")], command
