@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+import signal
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 
 from fastapi import FastAPI
 
+from reward_service.auth import KeyRing
 from reward_service.errors import install_error_handlers
 from reward_service.metrics import Metrics
 from reward_service.middleware import AuthMiddleware, BodyLimitMiddleware, FramingMiddleware, MetricsMiddleware
@@ -26,17 +30,20 @@ def create_app(settings: Settings | None = None, *, on_fatal: Callable[[str], No
     The runtime (:mod:`reward_service.runtime`) loads in the background during the lifespan, so the
     probes answer while a model loads; routes reach it through ``routers.deps.RuntimeDep``. A start
     that fails is tried again (``BACKEND_LOAD_ATTEMPTS``); after the last try ``on_fatal(reason)``
-    runs (default: none, ``/readyz`` stays 503).
+    runs (default: none, ``/readyz`` stays 503). While it serves, SIGHUP reloads the API keys
+    (``auth.KeyRing.reload``) instead of ending the process.
     """
     settings = settings or Settings()
     config = load_config(settings.config_path)
     metrics = Metrics()
     service = ServiceState(settings, metrics, on_fatal)
+    keyring = KeyRing(settings)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        async with service.serving():
-            yield
+        with reload_keys_on_sighup(keyring):
+            async with service.serving():
+                yield
 
     app = FastAPI(
         title="Regime W reward service",
@@ -45,6 +52,7 @@ def create_app(settings: Settings | None = None, *, on_fatal: Callable[[str], No
         lifespan=lifespan,
     )
     app.state.service = service
+    app.state.keyring = keyring
     install_error_handlers(app)
     install_openapi(app, settings, config)
     app.include_router(health.router)
@@ -52,10 +60,31 @@ def create_app(settings: Settings | None = None, *, on_fatal: Callable[[str], No
     app.include_router(openrlhf.router)
     # added innermost first: metrics -> framing -> auth -> body limit -> the routes
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
-    app.add_middleware(AuthMiddleware, keys=service.api_keys)
+    app.add_middleware(AuthMiddleware, keyring=keyring)
     app.add_middleware(FramingMiddleware)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app
+
+
+@contextmanager
+def reload_keys_on_sighup(keyring: KeyRing) -> Iterator[None]:
+    """While the block runs: SIGHUP calls ``keyring.reload()`` on the event loop. Only where a handler
+    can be installed (the main thread of a POSIX process: ``regime-w-serve`` and each uvicorn worker);
+    elsewhere (an app embedded in another thread) SIGHUP keeps its meaning."""
+    sighup: int | None = getattr(signal, "SIGHUP", None)
+    loop = asyncio.get_running_loop()
+    installed = False
+    if sighup is not None and threading.current_thread() is threading.main_thread():
+        try:
+            loop.add_signal_handler(sighup, keyring.reload)
+            installed = True
+        except (NotImplementedError, RuntimeError, ValueError):
+            pass
+    try:
+        yield
+    finally:
+        if installed and sighup is not None:
+            loop.remove_signal_handler(sighup)
 
 
 def create_app_from_env() -> FastAPI:

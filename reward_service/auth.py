@@ -3,17 +3,66 @@
 The check runs twice over: ``middleware.AuthMiddleware`` answers 401 from the headers before any
 body is read, and ``require_api_key`` (a route dependency) declares the bearer scheme in the
 OpenAPI document and checks again, so a route is never reachable without a key by mistake.
+
+Both read the keys from one ``KeyRing``, which ``reload()`` refills from the settings' sources
+(``REGIME_W_API_KEYS`` and the file ``REGIME_W_API_KEYS_FILE``): the app calls it on SIGHUP, so keys
+rotate without a restart (as nginx reloads its configuration). New keys are accepted and removed
+ones refused from the next request on; a key file that cannot be read, breaks a key rule or holds
+no key at all leaves the keys in use as they were and logs one line, which never holds a key.
 """
 
 from __future__ import annotations
 
 import hmac
+import logging
 from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from reward_service.errors import Unauthorized
+from reward_service.settings import Settings, load_keys
+
+log = logging.getLogger("reward_service.auth")
+
+
+class KeyRing:
+    """The API keys accepted now (UTF-8 bytes); ``reload`` reads their sources again."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._api_keys = settings.api_keys
+        self._api_keys_file = settings.api_keys_file
+        self._keys = tuple(k.encode("utf-8") for k in settings.keys)
+
+    @property
+    def keys(self) -> tuple[bytes, ...]:
+        """The keys in use (empty: no authentication, ``--insecure-no-auth``)."""
+        return self._keys
+
+    def reload(self) -> bool:
+        """Read the keys again; True when the new set is in use. On any problem the keys in use stay
+        and one line is logged (where and what, never a key)."""
+        if self._api_keys_file is None:
+            log.warning("API keys not reloaded: REGIME_W_API_KEYS_FILE is not set (REGIME_W_API_KEYS needs a restart)")
+            return False
+        try:
+            keys = load_keys(self._api_keys, self._api_keys_file)
+        except ValueError as exc:
+            problem = " ".join(str(exc).split())
+            log.error("API keys not reloaded, the %d key(s) in use are kept: %s", len(self._keys), problem)
+            return False
+        if not keys and self._keys:
+            log.error(
+                "API keys not reloaded, the %d key(s) in use are kept: REGIME_W_API_KEYS_FILE %s holds no key "
+                "(the service would serve without authentication)",
+                len(self._keys),
+                self._api_keys_file,
+            )
+            return False
+        self._keys = tuple(k.encode("utf-8") for k in keys)  # one assignment: a request sees the old or the new set
+        log.info("API keys reloaded from REGIME_W_API_KEYS_FILE %s: %d key(s)", self._api_keys_file, len(keys))
+        return True
+
 
 bearer_scheme = HTTPBearer(auto_error=False, description="an API key of this service: `Authorization: Bearer <key>`")
 
@@ -43,8 +92,8 @@ async def require_api_key(
     request: Request,
     _: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],  # the scheme, in OpenAPI
 ) -> None:
-    from reward_service.routers.deps import service_state
-
-    problem = check_authorization(request.headers.get("authorization"), service_state(request).api_keys)
+    keyring = request.app.state.keyring
+    assert isinstance(keyring, KeyRing), "the app was not built by reward_service.app.create_app"
+    problem = check_authorization(request.headers.get("authorization"), keyring.keys)
     if problem is not None:
         raise Unauthorized(problem)

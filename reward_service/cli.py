@@ -95,13 +95,16 @@ def serve_main(argv: list[str] | None = None) -> int:
         },
     )
 
-    from reward_service.settings import Settings
+    from reward_service.settings import Settings, settings_error_line
 
     try:
         settings = Settings()
         settings.check_startable()
-    except (ValueError, ValidationError) as exc:
-        print(f"regime-w-serve: {exc}", file=sys.stderr)
+    except ValidationError as exc:  # a setting of the wrong type or range (inf, nan, 0 ...): one line
+        print(f"regime-w-serve: {settings_error_line(exc)}", file=sys.stderr)
+        return 2
+    except ValueError as exc:
+        print(f"regime-w-serve: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
     if not _check_config("regime-w-serve", settings):
         return 2
@@ -114,6 +117,8 @@ def serve_main(argv: list[str] | None = None) -> int:
         )
     import uvicorn
 
+    from reward_service.server import http_protocol
+
     if settings.workers > 1:  # each worker builds the app from the environment; see create_app_from_env
         uvicorn.run(
             "reward_service.app:create_app_from_env",
@@ -123,6 +128,7 @@ def serve_main(argv: list[str] | None = None) -> int:
             workers=settings.workers,
             log_level=settings.log_level,
             timeout_graceful_shutdown=10,
+            http=http_protocol(settings.header_timeout_s),  # type: ignore[arg-type]
         )
         return 0
     return _serve_one(settings)
@@ -134,6 +140,7 @@ def _serve_one(settings: Settings) -> int:
     import uvicorn
 
     from reward_service.app import create_app
+    from reward_service.server import http_protocol
 
     fatal: list[str] = []
     server: uvicorn.Server | None = None
@@ -151,6 +158,7 @@ def _serve_one(settings: Settings) -> int:
             port=settings.port,
             log_level=settings.log_level,
             timeout_graceful_shutdown=10,
+            http=http_protocol(settings.header_timeout_s),  # type: ignore[arg-type]
         )
     )
     server.run()

@@ -11,7 +11,7 @@ import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from reward_service.auth import check_authorization
+from reward_service.auth import KeyRing, check_authorization
 from reward_service.errors import error_body
 from reward_service.metrics import Metrics
 
@@ -32,16 +32,18 @@ async def send_error(send: Send, status: int, code: str, message: str, headers: 
 
 class AuthMiddleware:
     """401 from the ``Authorization`` header alone, before the body is read, on every path but
-    ``PUBLIC_PATHS``. No keys configured (``--insecure-no-auth``): everything passes."""
+    ``PUBLIC_PATHS``, against the keys ``keyring`` holds now (reloaded on SIGHUP). No keys
+    configured (``--insecure-no-auth``): everything passes."""
 
-    def __init__(self, app: ASGIApp, keys: tuple[bytes, ...]) -> None:
+    def __init__(self, app: ASGIApp, keyring: KeyRing) -> None:
         self.app = app
-        self.keys = keys
+        self.keyring = keyring
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and self.keys and scope.get("path", "") not in PUBLIC_PATHS:
+        keys = self.keyring.keys
+        if scope["type"] == "http" and keys and scope.get("path", "") not in PUBLIC_PATHS:
             header = next((v for k, v in scope.get("headers", ()) if k == b"authorization"), None)
-            problem = check_authorization(header.decode("latin-1") if header is not None else None, self.keys)
+            problem = check_authorization(header.decode("latin-1") if header is not None else None, keys)
             if problem is not None:
                 await send_error(send, 401, "unauthorized", problem, {"WWW-Authenticate": "Bearer"})
                 return

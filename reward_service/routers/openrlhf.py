@@ -7,6 +7,7 @@ chunks through the scoring engine and answers OpenRLHF's ``{rewards, scores, ext
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from fastapi import APIRouter, Depends
@@ -18,7 +19,7 @@ from reward_service.openrlhf_compat import CompatError, CompatLimits, build_resp
 from reward_service.routers.deps import RuntimeDep
 from reward_service.settings import Settings
 from reward_service.strict_json import StrictJSONRoute
-from shared_schemas.wire import OpenRLHFRequest, OpenRLHFResponse, ScoreRequest
+from shared_schemas.wire import OpenRLHFRequest, OpenRLHFResponse, ScoreItem, ScoreRequest
 
 router = APIRouter(tags=["openrlhf"], dependencies=[Depends(require_api_key)], route_class=StrictJSONRoute)
 
@@ -77,9 +78,12 @@ async def get_reward(body: OpenRLHFRequest, runtime: RuntimeDep) -> OpenRLHFResp
             "(no model); start it with --backend hf|openai|vllm, or use POST /v1/score with arm_outputs"
         )
     limits = compat_limits(runtime.settings)
+
+    def plan() -> list[tuple[list[ScoreItem], list[list[int]]]]:  # parsing and index lookups: off the event loop
+        return list(chunk_items(plan_groups(body, limits, runtime.provider.resolve), limits))
+
     try:
-        groups = plan_groups(body, limits, runtime.provider.resolve)
-        chunks = list(chunk_items(groups, limits))
+        chunks = await asyncio.to_thread(plan)
     except (CompatError, ValidationError) as exc:
         raise InvalidRequest(str(exc)) from None
     scored = []

@@ -1,0 +1,180 @@
+"""The service under many callers (issue 22 item 2): no request stalls the others.
+
+- a question whose upstream arm-model call hangs holds one generation slot only: another question is
+  generated and answered while the first is still hanging (a live ``regime-w-serve`` on the
+  ``openai`` backend, the OpenAI-compatible test server holding the first question's completions);
+- a dense ``/v1/score`` (client arms dense with equations) and a cache lookup leave the event loop
+  free while they are worked on: the loop turns while the work is in flight (ordering, no clock).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from reward_service.arm_cache import cache_key
+from reward_service.regime_w.config import default_config
+from reward_service.regime_w.scorer import ArmText
+from reward_service.runtime import OFFLINE_LIMITS, Runtime
+from reward_service.settings import Settings
+from shared_schemas.wire import ScoreRequest
+from tests.support.openai_compat_server import running_server
+from tests.support.servers import ServiceSpec, start_live_service
+
+KEY = "concurrency-test-key-0123456789"
+UPSTREAM_KEY = "upstream-key"
+SERVED = "tiny-llama"
+HUNG_MARKER = "Hangs-upstream-7391"
+ARMS = default_config().arm_names
+#: hang guards: far above any honest run time of what they wait for (a 3-token arm of the tiny model)
+GUARD_S = 240.0
+
+
+def item(question: str) -> dict:
+    return {"id": "q", "question": question, "trajectories": ["3*4 = 12\n#### 12"], "num_tokens": [6]}
+
+
+def wait_for(condition, what: str, timeout: float = GUARD_S, every: float = 0.05):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"hang guard ({timeout:.0f} s) passed: {what}")
+
+
+@pytest.fixture(scope="module")
+def upstream(tiny_model_dir: Path) -> Iterator[str]:
+    with running_server(tiny_model_dir, "--api-key", UPSTREAM_KEY, "--served-model-name", SERVED) as base_url:
+        yield base_url
+
+
+def control(base_url: str, **values: object) -> None:
+    httpx.post(base_url.removesuffix("/v1") + "/_control", json=values, timeout=10).raise_for_status()
+
+
+def stats(base_url: str) -> dict:
+    return httpx.get(base_url.removesuffix("/v1") + "/_control/stats", timeout=10).json()
+
+
+def test_a_hung_upstream_call_holds_one_slot_and_other_questions_are_served(upstream: str, tmp_path: Path) -> None:
+    spec = ServiceSpec(
+        "provided",
+        api_key=KEY,
+        max_tokens=3,
+        env={
+            "REGIME_W_BACKEND": "openai",
+            "REGIME_W_OPENAI_BASE_URL": upstream,
+            "REGIME_W_OPENAI_API_KEY": UPSTREAM_KEY,
+            "REGIME_W_MODEL": SERVED,
+            "REGIME_W_GENERATION_BATCH_WINDOW_MS": "0",
+            # the deadlines are hang guards here: the hung call is released by the test, never timed out
+            "REGIME_W_GENERATION_TIMEOUT_S": "300",
+            "REGIME_W_BACKEND_TIMEOUT_S": "290",
+        },  # GENERATION_CONCURRENCY left at the openai default
+    )
+    control(upstream, hang_on=HUNG_MARKER, fail_first=0, delay=0.0, content_override=[])
+    results: dict[str, httpx.Response] = {}
+
+    def score(name: str, question: str) -> None:
+        results[name] = httpx.post(
+            service.url + "/v1/score", json={"items": [item(question)]}, headers=service.headers, timeout=600
+        )
+
+    with start_live_service(spec, tmp_path) as service:
+        hung = threading.Thread(target=score, args=("hung", f"{HUNG_MARKER}: Ava has 2 bags of 5 pens. How many?"))
+        other = threading.Thread(target=score, args=("other", "Ava has 3 boxes of 4 pens. How many pens?"))
+        try:
+            hung.start()
+            wait_for(lambda: stats(upstream)["hanging"] >= 1, "the first question's upstream call hangs")
+            other.start()
+            other.join(GUARD_S)
+            other_done_first = not other.is_alive()
+            still_hanging = stats(upstream)["hanging"] >= 1 and hung.is_alive()
+        finally:
+            control(upstream, hang_on="")  # release the hung call
+            hung.join(GUARD_S)
+            other.join(GUARD_S)
+    assert other_done_first and still_hanging, "the second question waited for the hung call"
+    assert results["other"].status_code == 200, results["other"].text
+    assert results["other"].json()["results"][0]["arms_from_cache"] is False
+    assert results["hung"].status_code == 200, results["hung"].text  # released: generated after all
+
+
+# ----------------------------------------------------------------- the event loop stays free
+
+
+def dense_text(rnd: random.Random, chars: int) -> str:
+    parts, n = [], 0
+    while n < chars:
+        x, y = rnd.randint(1, 99_999), rnd.randint(1, 99_999)
+        parts.append(f"{x} + {y} = {x + y}. ")
+        n += len(parts[-1])
+    return "".join(parts)[:chars] + "\n#### 72"
+
+
+def dense_request(items: int, chars: int) -> ScoreRequest:
+    rnd = random.Random(0)
+    return ScoreRequest.model_validate(
+        {
+            "items": [
+                {
+                    "id": f"dense-{i}",
+                    "question": f"Question {i}: Ann has 70 apples and buys 2 more. How many?",
+                    "gold_answer": "72",
+                    "trajectories": [dense_text(rnd, chars)],
+                    "num_tokens": [chars // 4],
+                    "arm_outputs": [{"arm": a, "text": dense_text(rnd, chars)} for a in ARMS],
+                }
+                for i in range(items)
+            ]
+        }
+    )
+
+
+async def loop_turns_while(work: asyncio.Future | asyncio.Task) -> tuple[bool, int]:  # type: ignore[type-arg]
+    """(was the work still in flight after the loop's first turn, loop turns until it was done)."""
+    await asyncio.sleep(0)  # the work's task starts: if it runs on the loop, it runs to its end here
+    in_flight = not work.done()
+    turns = 0
+    while not work.done():
+        turns += 1
+        await asyncio.sleep(0)
+    return in_flight, turns
+
+
+def test_dense_scoring_and_cached_lookups_leave_the_event_loop_free() -> None:
+    settings = Settings(insecure_no_auth=True, backend="provided", cache_path="none")
+    request = dense_request(items=4, chars=20_000)
+
+    async def run() -> tuple[tuple[bool, int], tuple[bool, int], int]:
+        async with Runtime.running(settings, limits=OFFLINE_LIMITS) as runtime:
+            scored = asyncio.ensure_future(runtime.engine.score(request))
+            dense = await loop_turns_while(scored)
+            assert len((await scored).results) == 4
+            # cached arms of questions the index knows: ArmProvider.get's lookups
+            config, provider = runtime.config, runtime.provider
+            questions = [f"Question {i}: what is {i} + 2?" for i in range(64)]
+            arms = tuple(ArmText(arm=a, text=f"#### {i + 2}") for i, a in enumerate(ARMS))
+            runtime.cache.put_many(
+                (cache_key(provider.model_id, config.fingerprint, q), provider.model_id, config.fingerprint, arms)
+                for q in questions
+            )
+            provider.questions.add_many(questions)
+            got = asyncio.ensure_future(provider.get(questions))
+            lookup = await loop_turns_while(got)
+            hits = sum(from_cache for _, from_cache, _ in await got)
+            return dense, lookup, hits
+
+    dense, lookup, hits = asyncio.run(run())
+    assert hits == 64
+    assert dense[0] and dense[1] >= 2, f"the dense request was scored on the event loop (turns: {dense[1]})"
+    assert lookup[0], "the cache lookups ran on the event loop"
