@@ -1,4 +1,5 @@
-"""The light client (``pip install "regime-w[client]"``: httpx + pydantic) works without torch,
+"""The light client (the published trainer wheel's core, ``pip install dist/regime_w_trainer-*.whl``:
+httpx + pydantic; tests/test_publish.py installs the wheel itself) works without torch,
 transformers or trl: a child Python in which importing them fails imports ``trainer.reward_client``
 and the OpenRLHF / verl reward files, and scores through each against a live keyed ``regime-w-serve``.
 """
