@@ -97,15 +97,22 @@ INSTRUCTIONS: tuple[str, ...] = (
 )
 
 
-def _alternation(patterns: Iterable[str]) -> re.Pattern[str]:
-    return re.compile("|".join(f"(?:{p})" for p in patterns))
+# The characters a piece may start with (a cheap test before the alternation, at every position).
+_TEMPLATE_FIRST = "<[CTQPSA"
 
 
-_TEMPLATE = _alternation(TEMPLATE_PIECES)
+def _alternation(patterns: Iterable[str], first: str) -> re.Pattern[str]:
+    return re.compile(f"(?=[{re.escape(first)}])(?:" + "|".join(f"(?:{p})" for p in patterns) + ")")
+
+
+_TEMPLATE = _alternation(TEMPLATE_PIECES, _TEMPLATE_FIRST)
 # longest literal first: "Let's think step by step and ..." before "Let's think step by step."
-_INSTRUCTION_PATTERNS = tuple(re.escape(normalize(s)) for s in sorted(INSTRUCTIONS, key=len, reverse=True))
+_INSTRUCTION_TEXTS = tuple(sorted((normalize(s) for s in INSTRUCTIONS), key=len, reverse=True))
 #: Every piece of scaffolding: template pieces and instruction sentences.
-SCAFFOLDING = _alternation((*TEMPLATE_PIECES, *_INSTRUCTION_PATTERNS))
+SCAFFOLDING = _alternation(
+    (*TEMPLATE_PIECES, *map(re.escape, _INSTRUCTION_TEXTS)),
+    "".join(sorted(set(_TEMPLATE_FIRST) | {s[0] for s in _INSTRUCTION_TEXTS})),
+)
 
 
 def strip_scaffolding(norm: str, pieces: re.Pattern[str] = SCAFFOLDING) -> str:

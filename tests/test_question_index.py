@@ -96,6 +96,18 @@ def test_the_allow_list_is_scaffolding_only() -> None:
     read as part of the question (the Llama date header's digits end on a non-digit)."""
     for instruction in INSTRUCTIONS:
         assert strip_scaffolding(normalize(instruction)) == ""
+    templates = (
+        "<|begin_of_text|><|start_header_id|>system<|end_header_id|> Cutting Knowledge Date: December 2023 "
+        "Today Date: 26 Jul 2024 <|eot_id|><|start_header_id|>assistant<|end_header_id|>",
+        "<|im_start|>system <|im_end|> <|im_start|>assistant <|endoftext|>",
+        "<｜begin▁of▁sentence｜><｜User｜><｜Assistant｜><think></think><｜end▁of▁sentence｜>",
+        "<s>[INST] [/INST]</s> <|system|><|user|><|end|><|assistant|>",
+        "<bos><start_of_turn>user <end_of_turn> <start_of_turn>model",
+        "Question: Problem: Solve: Solve this: Answer: Solution:",
+    )
+    for text in templates:  # every template piece, each found at both ends
+        assert strip_scaffolding(text) == "", text
+        assert strip_scaffolding(f"{text} x {text}") == "x", text
     assert strip_scaffolding("<|im_start|>user x <|im_end|> <|im_start|>assistant") == "x"
     assert strip_scaffolding("<|im_start|>users of x<|im_end|>") == "users of x"  # a role word is a whole word
     assert strip_scaffolding("Today Date: 26 Jul 20245 apples") == "Today Date: 26 Jul 20245 apples"
