@@ -106,11 +106,12 @@ class ArmCache:
         return found
 
     def put_arms(self, rows: Sequence[ArmRow]) -> None:
-        """Store arm sets with their questions: the store writes both in one transaction."""
-        for row in rows:
-            self._remember(row.key, tuple(row.arms))
+        """Store arm sets with their questions: the store writes both in one transaction, then the
+        memory layer keeps them (a failed write leaves nothing behind in either)."""
         if self.store is not None and rows:
             self.store.put(rows)
+        for row in rows:
+            self._remember(row.key, tuple(row.arms))
 
     def put_many(self, entries: Iterable[tuple[str, str, str, Sequence[ArmText]]]) -> None:
         """Store ``(key, model_id, fingerprint, arm texts)`` entries, without their questions."""

@@ -35,6 +35,7 @@ from reward_service.errors import (
     GenerationFailed,
     Overloaded,
     ServiceError,
+    StoreUnavailable,
 )
 from reward_service.generation import ArmPrompt, GenerationBackend, GenerationError, GenerationTimeout
 from reward_service.metrics import Metrics
@@ -42,6 +43,8 @@ from reward_service.question_index import QuestionIndex
 from reward_service.redact import Redactor
 from reward_service.regime_w.config import RegimeWConfig
 from reward_service.regime_w.scorer import ArmText
+from reward_service.store import ArmRow
+from reward_service.store.fleet import FleetClaims
 
 log = logging.getLogger("reward_service.arms")
 
@@ -88,6 +91,7 @@ class ProviderOptions:
     max_pending: int = 4096
     max_batch_questions: int = 64
     concurrency: int = 1  # generation batches in flight at once (the service setting GENERATION_CONCURRENCY)
+    claim_lease_s: float = 30.0  # a claim on questions being generated (the service setting CACHE_CLAIM_LEASE_S)
 
 
 class ArmProvider:
@@ -125,6 +129,14 @@ class ArmProvider:
         self.questions = QuestionIndex()
         self.questions.add_many(cache.questions(model_id, config.fingerprint))
         metrics.arm_questions_indexed.set_function(lambda: len(self.questions))
+        # replicas sharing the arm store generate each question once (reward_service.store.fleet)
+        self.fleet = FleetClaims(
+            cache,
+            options.claim_lease_s,
+            on_found=self._found_elsewhere,
+            on_failed=lambda p, exc: self._fail([p], exc),
+            on_taken_over=self._requeue,
+        )
 
     @property
     def can_generate(self) -> bool:
@@ -146,6 +158,7 @@ class ArmProvider:
             self._worker = asyncio.create_task(self._run(self.backend), name="regime-w-arm-generation")
 
     async def stop(self) -> None:
+        await self.fleet.stop()
         tasks = [t for t in (self._worker, *self._batches) if t is not None]
         for task in tasks:
             task.cancel()
@@ -289,9 +302,23 @@ class ArmProvider:
         """One batch in one slot: its arms generated, then cached and handed to its waiters."""
         assert self._slots is not None
         try:
-            await self._generate(backend, batch)
+            mine = await self.fleet.split(batch)  # the rest: another replica generates them (watched)
+            if mine:
+                async with self.fleet.holding([p.key for p in mine]):
+                    await self._generate(backend, mine)
         finally:
             self._slots.release()
+
+    def _found_elsewhere(self, p: _Pending, arms: tuple[ArmText, ...]) -> None:
+        """Another replica stored the arms of a question this one waited on."""
+        self._inflight.pop(p.key, None)
+        if not p.future.done():
+            p.future.set_result(arms)
+
+    def _requeue(self, p: _Pending) -> None:
+        """A question whose claim this replica took over (its holder stopped): generate it here."""
+        if self._queue is not None:
+            self._queue.put_nowait(p)
 
     async def _generate(self, backend: GenerationBackend, batch: list[_Pending]) -> None:
         started = time.perf_counter()
@@ -300,6 +327,7 @@ class ArmProvider:
             prompts, entries = await loop.run_in_executor(self._pool, self._produce, backend, batch)
         except Exception as exc:
             self.metrics.generation_failures.inc()
+            await self.fleet.release([p.key for p in batch])
             self._fail(batch, self._failure(exc, len(batch)))
             return
         elapsed = time.perf_counter() - started
@@ -308,9 +336,7 @@ class ArmProvider:
         await self._publish(batch, entries)
         log.info("generated arms for %d question(s) (%d prompts) in %.2f s", len(batch), prompts, elapsed)
 
-    def _produce(
-        self, backend: GenerationBackend, batch: Sequence[_Pending]
-    ) -> tuple[int, list[tuple[str, str, str, tuple[ArmText, ...]]]]:
+    def _produce(self, backend: GenerationBackend, batch: Sequence[_Pending]) -> tuple[int, list[ArmRow]]:
         """In the generation pool: every arm prompt of the batch rendered and sent in ONE ``generate``
         call; the number of prompts and the cache entries of the batch's questions, in order."""
         prompts: list[ArmPrompt] = []
@@ -327,21 +353,26 @@ class ArmProvider:
         entries = []
         for p, (lo, hi) in zip(batch, spans):
             arms = tuple(ArmText(arm=pr.arm, text=t) for pr, t in zip(prompts[lo:hi], texts[lo:hi]))
-            entries.append((p.key, self.model_id, self.config.fingerprint, arms))
+            entries.append(ArmRow(p.key, self.model_id, self.config.fingerprint, arms, p.question))
         return len(prompts), entries
 
-    async def _publish(
-        self, batch: Sequence[_Pending], entries: list[tuple[str, str, str, tuple[ArmText, ...]]]
-    ) -> None:
-        """Cache a batch's arms, then hand them to its waiters (a failed cache write is logged only)."""
+    async def _publish(self, batch: Sequence[_Pending], entries: list[ArmRow]) -> None:
+        """Store a batch's arms with their questions (one transaction), then hand them to its waiters. A
+        store that cannot be reached fails them with 503 ``store_unavailable``: an answer means stored
+        (another replica finds the arms); a store error of another kind is logged and the arms served."""
         try:
-            await asyncio.to_thread(self.cache.put_many, entries)
+            await asyncio.to_thread(self.cache.put_arms, entries)
+        except StoreUnavailable as exc:
+            await self.fleet.release([p.key for p in batch])
+            self._fail(batch, exc)
+            return
         except Exception as exc:
-            log.error("arm cache write failed: %s", exc)
-        for p, (_, _, _, arms) in zip(batch, entries):
+            log.error("arm cache write failed: %s", type(exc).__name__)
+        self.questions.add_many(e.question for e in entries if e.question is not None)
+        for p, row in zip(batch, entries):
             self._inflight.pop(p.key, None)
             if not p.future.done():
-                p.future.set_result(arms)
+                p.future.set_result(row.arms)
 
     def _fail(self, batch: Sequence[_Pending], error: ServiceError) -> None:
         """Every waiter of a batch gets ``error``; nothing of it is cached."""

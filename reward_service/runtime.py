@@ -59,6 +59,7 @@ def provider_options(settings: Settings) -> ProviderOptions:
         max_pending=settings.max_pending_questions,
         max_batch_questions=settings.generation_batch_size,
         concurrency=settings.generation_slots,
+        claim_lease_s=settings.cache_claim_lease_s,
     )
 
 

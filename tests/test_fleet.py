@@ -134,6 +134,8 @@ def replicas(n: int, env: dict[str, str], *, ready: bool = True) -> Iterator[lis
         for server, log in started:
             server.stop()
             log.close()
+            with contextlib.suppress(OSError):
+                os.unlink(log.name)
 
 
 def score(client: httpx.Client, server: ServerProcess, question: str) -> httpx.Response:

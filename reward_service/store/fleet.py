@@ -71,9 +71,9 @@ class FleetClaims:
         *,
         poll_s: float = DEFAULT_POLL_S,
         owner: str | None = None,
-        on_found: Callable[[PendingQuestion, tuple[ArmText, ...]], None],
-        on_failed: Callable[[PendingQuestion, Exception], None],
-        on_taken_over: Callable[[PendingQuestion], None],
+        on_found: Callable[[Any, tuple[ArmText, ...]], None],
+        on_failed: Callable[[Any, StoreUnavailable], None],
+        on_taken_over: Callable[[Any], None],
     ) -> None:
         self.cache = cache
         self.lease_s = lease_s

@@ -42,6 +42,8 @@ SCHEMA_VERSION = 1
 #: advisory lock ids: schema creation, and question-row inserts (ids visible in commit order)
 _SCHEMA_LOCK = 0x5245_5731
 _QUESTIONS_LOCK = 0x5245_5732
+#: tries of one call: a broken pooled connection is retried once, a deadlock / serialization failure twice
+_ATTEMPTS = 3
 #: seconds the store answers StoreUnavailable at once after a failure
 COOL_DOWN_S = 0.5
 
@@ -147,7 +149,7 @@ class PostgresArmStore:
         psycopg = self._psycopg
         if time.monotonic() < self._down_until:
             raise StoreUnavailable("the arm store is unavailable; retry shortly")
-        for attempt in (1, 2):
+        for attempt in range(1, _ATTEMPTS + 1):
             broken = False
             try:
                 with self._pool.connection() as conn:
@@ -156,6 +158,10 @@ class PostgresArmStore:
                     except psycopg.OperationalError:
                         broken = conn.broken or conn.closed
                         raise
+            except psycopg.errors.TransactionRollbackError as exc:  # a deadlock or serialization failure
+                if attempt < _ATTEMPTS:
+                    continue
+                self._fail(exc, cool_down=False)
             except psycopg.OperationalError as exc:
                 if broken and attempt == 1:
                     continue
@@ -209,6 +215,7 @@ class PostgresArmStore:
         if not rows:
             return
         now = time.time()
+        rows = sorted(rows, key=lambda r: r.key)  # every transaction locks keys in one order: no deadlock
         arms = [
             (r.key, r.model, r.fingerprint, now if r.created is None else r.created, encode_payload(r.arms))
             for r in rows
@@ -281,14 +288,14 @@ class PostgresArmStore:
     def claim(self, keys: Sequence[str], owner: str, lease_s: float) -> list[str]:
         if not keys:
             return []
-        unique = list(dict.fromkeys(keys))
+        unique = sorted(set(keys))  # every transaction locks keys in one order: no deadlock
 
         def take(conn: Any) -> list[str]:
             with conn.transaction():
                 got = conn.execute(
                     "INSERT INTO arm_claims (key, owner, expires) "
                     "SELECT k, %(owner)s, clock_timestamp() + make_interval(secs => %(lease)s) "
-                    "FROM unnest(%(keys)s::text[]) AS k WHERE NOT EXISTS (SELECT 1 FROM arms WHERE arms.key = k) "
+                    "FROM unnest(%(keys)s::text[]) AS k WHERE NOT EXISTS (SELECT 1 FROM arms WHERE arms.key = k) ORDER BY k "
                     "ON CONFLICT (key) DO UPDATE SET owner = EXCLUDED.owner, expires = EXCLUDED.expires "
                     "WHERE arm_claims.expires < clock_timestamp() OR arm_claims.owner = EXCLUDED.owner "
                     "RETURNING key",
@@ -313,7 +320,7 @@ class PostgresArmStore:
             lambda c: c.execute(
                 "UPDATE arm_claims SET expires = clock_timestamp() + make_interval(secs => %s) "
                 "WHERE key = ANY(%s) AND owner = %s",
-                (float(lease_s), list(keys), owner),
+                (float(lease_s), sorted(keys), owner),
             )
         )
 
