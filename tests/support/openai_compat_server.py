@@ -11,7 +11,7 @@ completion S seconds. ``GET /_control/stats`` lists the completions received and
 ``POST /_control`` changes ``fail_first`` / ``delay`` / ``retry_after`` / ``max_n`` / ``gather`` at run time (and resets the
 stats), so one server process serves a whole test module. ``"content_override": [X]`` makes every
 completion answer 200 with ``message.content`` = X, any JSON value (null, a number, a list, an
-object: a server of the wrong shape), without generating; ``[]`` turns it off. ``"hang_on": "TEXT"`` holds every
+object: a server of the wrong shape), without generating; ``[]`` turns it off; ``"override_delay": S`` makes each such completion take S seconds. ``"hang_on": "TEXT"`` holds every
 completion whose messages contain TEXT (a hung upstream call) until ``hang_on`` is set to ``""`` again (or a
 300 s hang guard passes); ``/_control/stats`` counts them in ``hanging`` (now) and ``hung`` (since the last
 reset). :func:`running_server` starts it as a subprocess on a free loopback port and waits until it answers.
@@ -53,6 +53,7 @@ class _State:
         self.hang_on = ""  # non-empty: completions whose messages contain it wait until it is cleared
         self.hanging = 0  # completions held by hang_on now
         self.hung = 0  # completions held by hang_on since the last reset
+        self.override_delay = 0.0  # seconds a content_override completion takes (a fixed generation time)
         self.active = 0  # completions in flight now
         self.max_active = 0  # most completions in flight together since the last reset
         self.completions: list[dict[str, Any]] = []
@@ -196,6 +197,8 @@ def build_app(
         if failing:
             return _error(503, "server overloaded (injected failure)", headers={"Retry-After": f"{retry_after:g}"})
         if override:
+            if state.override_delay > 0:
+                await asyncio.sleep(state.override_delay)
             return {
                 "id": f"chatcmpl-{uuid.uuid4().hex}",
                 "object": "chat.completion",
@@ -265,6 +268,7 @@ def build_app(
             state.max_n = int(body.get("max_n", state.max_n))
             state.gather = int(body.get("gather", state.gather))
             state.hang_on = str(body.get("hang_on", state.hang_on))
+            state.override_delay = float(body.get("override_delay", state.override_delay))
             state.max_active = state.active
             state.hung = state.hanging
             if "content_override" in body:
