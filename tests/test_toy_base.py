@@ -259,3 +259,46 @@ def test_toy_base_recipe_parses_into_the_stage_arguments() -> None:
     (args,) = TrlParser(toy_base.ARG_CLASSES).parse_args_and_config(args=["--config", str(recipe)])[:1]
     assert args == ToyBaseArguments(toy_data_dir=args.toy_data_dir, toy_base_dir=args.toy_base_dir)
     assert args.toy_data_dir == "data/toy" and args.toy_base_dir == "checkpoints/toy_base"
+
+
+def _recipe_args() -> ToyBaseArguments:
+    from trl import TrlParser
+
+    from trainer.stages import toy_base
+
+    recipe = Path(__file__).resolve().parents[1] / "recipes" / "toy" / "toy_base.yaml"
+    (args,) = TrlParser(toy_base.ARG_CLASSES).parse_args_and_config(args=["--config", str(recipe)])[:1]
+    return args
+
+
+def test_the_shipped_base_is_the_recipes_base_on_the_pinned_kernels(monkeypatch) -> None:
+    """assets/toy_base (scripts/toy_base_asset.py) is found by the stage's cache for the recipe's settings on the
+    pinned kernels (the toy loop starts from it), and by no other: unpinned kernels are another base."""
+    from trainer.toy.base import load_cached
+    from trainer.toy.determinism import PINNED_CPU_KERNELS
+    from trainer.toy.loop import SHIPPED_BASE
+
+    args = dataclasses.replace(_recipe_args(), toy_base_dir=str(SHIPPED_BASE))
+    for name, value in PINNED_CPU_KERNELS.items():
+        monkeypatch.setenv(name, value)
+    meta = load_cached(args)
+    assert meta is not None, "assets/toy_base does not match the recipe: rebuild it (scripts/toy_base_asset.py)"
+    assert meta["cpu_kernels"] == dict(sorted(PINNED_CPU_KERNELS.items()))
+    assert meta["train_steps"] == args.base_max_steps
+    import hashlib
+
+    assert hashlib.sha256((SHIPPED_BASE / "model.safetensors").read_bytes()).hexdigest() == meta["weights_sha256"]
+    assert "/tmp" not in json.dumps(meta) and "/work" not in json.dumps(meta)
+    monkeypatch.delenv("MKL_CBWR")
+    assert load_cached(args) is None  # other kernels: the stage would train a new base
+
+
+@pytest.mark.slow
+def test_a_rebuild_on_the_pinned_kernels_reproduces_the_shipped_base_bit_for_bit() -> None:
+    """The 800-step build on the pinned kernels (about 6.5 CPU-minutes): the same weights as shipped."""
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "toy_base_asset.py"
+    proc = subprocess.run([sys.executable, str(script), "--check"], capture_output=True, text=True)
+    assert proc.returncode == 0 and "identical" in proc.stdout, proc.stdout + proc.stderr

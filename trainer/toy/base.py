@@ -22,6 +22,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 import random
 import shutil
 import time
@@ -30,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from trainer.errors import StageError
+from trainer.toy.determinism import PINNED_CPU_KERNELS
 from trainer.toy.problems import GENERATOR_VERSION, Step, ToyProblem, make_splits, write_splits
 
 __all__ = [
@@ -39,6 +41,7 @@ __all__ = [
     "CHAT_TEMPLATE",
     "MARKER_FILE",
     "cache_key",
+    "kernel_pins",
     "build_toy_base",
     "load_cached",
     "noisy_solution",
@@ -171,11 +174,18 @@ _NOT_IN_KEY = {
 }
 
 
+def kernel_pins() -> dict[str, str | None]:
+    """The CPU-kernel pins this process runs with (``trainer.toy.determinism``; None: not pinned). They
+    decide the arithmetic, so a base built on other kernels is another base."""
+    return {name: os.environ.get(name) for name in sorted(PINNED_CPU_KERNELS)}
+
+
 def cache_key(args: ToyBaseArguments) -> str:
-    """sha256 of the generator version, the trainer version and every weight-relevant setting."""
+    """sha256 of the generator version, the trainer version, every weight-relevant setting and the CPU
+    kernels' pins (``kernel_pins``)."""
     settings = {k: v for k, v in dataclasses.asdict(args).items() if k not in _NOT_IN_KEY}
     blob = json.dumps(
-        {"generator": GENERATOR_VERSION, "trainer": TRAINER_VERSION, "settings": settings},
+        {"generator": GENERATOR_VERSION, "trainer": TRAINER_VERSION, "settings": settings, "kernels": kernel_pins()},
         sort_keys=True,
     )
     return hashlib.sha256(blob.encode()).hexdigest()
@@ -530,6 +540,7 @@ def build_toy_base(args: ToyBaseArguments) -> ToyBaseResult:
         "num_parameters": n_params,
         "vocab_size": len(tokenizer),
         "torch_threads": args.base_num_threads or old_threads,
+        "cpu_kernels": kernel_pins(),
         **stats,
         **evaluation,
     }

@@ -28,6 +28,7 @@ import json
 import os
 import re
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -42,11 +43,15 @@ import httpx
 
 from trainer.jsonl import iter_jsonl, read_records
 from trainer.records import EvalPrediction, RolloutRecord
+from trainer.toy.base import MARKER_FILE
 from trainer.toy.determinism import PINNED_CPU_KERNELS
 
 ROOT = Path(__file__).resolve().parents[2]
 RECIPES = ROOT / "recipes" / "toy"
 TOY_CONFIG = ROOT / "reward_service" / "regime_w" / "toy_config.toml"
+#: The recipe's toy base, built once on the pinned kernels (``scripts/toy_base_asset.py``): the loop starts
+#: from it (its cache key must match the settings and kernels, else the stage trains a new base).
+SHIPPED_BASE = ROOT / "assets" / "toy_base"
 STAGES = ("sft", "rollouts", "prefs", "dpo", "grpo", "eval")
 MODELS = ("base", "sft", "rl-dpo", "rl-grpo")
 
@@ -139,6 +144,14 @@ def reward_service(
                     proc.kill()
                     proc.wait()
             say(f"reward service stopped (exit {proc.returncode})")
+
+
+def seed_from_shipped(base: Path) -> bool:
+    """Copy ``SHIPPED_BASE`` into an empty ``base`` folder; True when copied."""
+    if (base / MARKER_FILE).exists() or not (SHIPPED_BASE / MARKER_FILE).exists():
+        return False
+    shutil.copytree(SHIPPED_BASE, base, dirs_exist_ok=True)
+    return True
 
 
 def run_parallel(tasks: Sequence[Callable[[], Any]], jobs: int) -> None:
@@ -331,6 +344,7 @@ def run_toy_loop(
     say: Callable[[str], None] | None = None,
     only: Sequence[str] | None = None,
     jobs: int = 1,
+    shipped_base: bool = True,
 ) -> dict[str, Any]:
     """Run the whole loop under ``workdir``; return the accuracy table, timings and step summaries.
 
@@ -342,7 +356,9 @@ def run_toy_loop(
     ``result["before_stop"]``). ``only`` runs just those stages (the others' artifacts must already
     be in ``workdir``: for experiments on one stage). ``jobs`` 2 runs DPO and GRPO side by side (each
     from the SFT adapter, each its own process of ``threads`` threads; only GRPO calls the service), which
-    gives the same adapters as one after the other on a machine with two free cores.
+    gives the same adapters as one after the other on a machine with two free cores. ``shipped_base``
+    starts an empty base folder from ``SHIPPED_BASE`` (the toy-base stage keeps it when its cache key
+    matches these settings, else trains over it); False trains the base here.
     """
     say = say or (lambda text: print(text, flush=True))
     workdir = Path(workdir).resolve()
@@ -362,6 +378,8 @@ def run_toy_loop(
         return [*stage_flags(stage, paths, seed), *extra.get(stage, [])]
 
     started = time.monotonic()
+    if shipped_base and seed_from_shipped(paths.base):
+        say(f"--- toy base: the shipped one ({_short(str(SHIPPED_BASE))}), used when its settings match")
     say(f"--- toy base (cached under {_short(str(paths.base))})")
     base = runner.stage("toy-base", [*flags("toy-base"), "--base_num_threads", str(threads)])
     say(
@@ -588,6 +606,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--base-dir", type=Path, default=None, help="a shared toy base directory (cached)")
     parser.add_argument(
+        "--rebuild-base",
+        action="store_true",
+        help="train the toy base here instead of starting from the shipped one (assets/toy_base)",
+    )
+    parser.add_argument(
         "--only",
         nargs="+",
         choices=STAGES,
@@ -626,6 +649,7 @@ def main(argv: list[str] | None = None) -> int:
             overrides=overrides,
             only=args.only,
             jobs=args.jobs,
+            shipped_base=not args.rebuild_base,
         )
     except LoopError as exc:
         print(f"toy loop failed: {exc}", file=sys.stderr)
