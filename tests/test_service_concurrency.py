@@ -4,7 +4,8 @@
   generated and answered while the first is still hanging (a live ``regime-w-serve`` on the
   ``openai`` backend, the OpenAI-compatible test server holding the first question's completions);
 - a dense ``/v1/score`` (client arms dense with equations) and a cache lookup leave the event loop
-  free while they are worked on: the loop turns while the work is in flight (ordering, no clock).
+  free while they are worked on: the loop turns while the work is in flight (ordering, no clock);
+- ``/get_reward`` looks its questions up in a worker thread, not on the event loop.
 """
 
 from __future__ import annotations
@@ -20,13 +21,16 @@ import httpx
 import pytest
 
 from reward_service.arm_cache import cache_key
+from reward_service.arms import ArmProvider
 from reward_service.regime_w.config import default_config
 from reward_service.regime_w.scorer import ArmText
 from reward_service.runtime import OFFLINE_LIMITS, Runtime
 from reward_service.settings import Settings
 from shared_schemas.wire import ScoreRequest
+from tests.support.inprocess import InProcessService
 from tests.support.openai_compat_server import running_server
 from tests.support.servers import ServiceSpec, start_live_service
+from tests.support.service_config import small_service_config
 
 KEY = "concurrency-test-key-0123456789"
 UPSTREAM_KEY = "upstream-key"
@@ -178,3 +182,39 @@ def test_dense_scoring_and_cached_lookups_leave_the_event_loop_free() -> None:
     assert hits == 64
     assert dense[0] and dense[1] >= 2, f"the dense request was scored on the event loop (turns: {dense[1]})"
     assert lookup[0], "the cache lookups ran on the event loop"
+
+
+def test_get_reward_finds_its_questions_off_the_event_loop(
+    upstream: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``/get_reward`` plans its groups (question found in each prompt: cache reads and index searches)
+    in a worker thread: a spy around ``ArmProvider.resolve`` (it calls the real one) records where."""
+    control(upstream, hang_on="", fail_first=0, delay=0.0, content_override=[])
+    on_loop: list[bool] = []
+    resolve = ArmProvider.resolve
+
+    def spy(self: ArmProvider, question: str) -> str:
+        on_loop.append(threading.current_thread() is threading.main_thread())
+        return resolve(self, question)
+
+    monkeypatch.setattr(ArmProvider, "resolve", spy)
+    settings = Settings(
+        insecure_no_auth=True,
+        backend="openai",
+        openai_base_url=upstream,
+        openai_api_key=UPSTREAM_KEY,
+        model=SERVED,
+        config_path=small_service_config(tmp_path, max_tokens=3),
+        cache_path="none",
+        generation_batch_window_ms=0,
+    )
+    prompt = "Question: Ava has 3 boxes of 4 pens. How many pens?\nAnswer:"
+    body = {
+        "query": [prompt + " 3*4 = 12. #### 12", prompt + " #### 11"],
+        "prompts": [prompt] * 2,
+        "labels": ["12"] * 2,
+    }
+    with InProcessService(settings) as svc:  # its event loop runs in this (the main) thread
+        r = svc.post("/get_reward", json=body)
+    assert r.status_code == 200, r.text
+    assert on_loop and not any(on_loop), f"{sum(on_loop)} of {len(on_loop)} lookups ran on the event loop"

@@ -13,22 +13,25 @@ connections that never send a whole request head closed after the header-read ti
 
 from __future__ import annotations
 
+import os
 import selectors
 import signal
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import httpx
 import pytest
 
-from reward_service import cli
 from reward_service.settings import Settings
-from tests.support.servers import ServerProcess, running_service
+from tests.support.servers import ServerProcess, free_port, running_service
 from trainer.reward_client.settings import DEFAULT_PATIENCE_S
 
 #: hang guards: far above any honest run time of what they wait for
 GUARD_S = 120.0
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def wait_for(condition, what: str, timeout: float = GUARD_S, every: float = 0.1):  # type: ignore[no-untyped-def]
@@ -44,14 +47,25 @@ def wait_for(condition, what: str, timeout: float = GUARD_S, every: float = 0.1)
 # ----------------------------------------------------------------- settings checked at start
 
 
-def serve_with(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], **env: str) -> tuple[int, str]:
-    monkeypatch.setenv("REGIME_W_INSECURE_NO_AUTH", "true")
-    monkeypatch.setenv("REGIME_W_BACKEND", "provided")
-    monkeypatch.setenv("REGIME_W_CACHE_PATH", "none")
-    for name, value in env.items():
-        monkeypatch.setenv(f"REGIME_W_{name}", value)
-    code = cli.serve_main([])
-    return code, capsys.readouterr().err
+def serve_with(**env: str) -> tuple[int, str]:
+    """``regime-w-serve`` with ``REGIME_W_<name>=value`` for each of ``env``: its exit status and stderr.
+    A configuration that is accepted starts a server, which the hang guard ends (a failure)."""
+    full = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "REGIME_W_INSECURE_NO_AUTH": "true",
+        "REGIME_W_BACKEND": "provided",
+        "REGIME_W_CACHE_PATH": "none",
+        **{f"REGIME_W_{name}": value for name, value in env.items()},
+    }
+    argv = [sys.executable, "-c", "from reward_service.cli import serve_main; raise SystemExit(serve_main())"]
+    try:
+        done = subprocess.run(
+            [*argv, "--port", str(free_port())], env=full, capture_output=True, text=True, timeout=60, cwd=ROOT
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"the service started with {env} (still serving after the 60 s hang guard)")
+    return done.returncode, done.stderr
 
 
 @pytest.mark.parametrize(
@@ -70,19 +84,15 @@ def serve_with(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[st
         ("GENERATION_CONCURRENCY", "0"),
     ],
 )
-def test_a_timeout_that_is_not_finite_and_positive_refuses_the_start(
-    name: str, value: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    code, err = serve_with(monkeypatch, capsys, **{name: value})
+def test_a_timeout_that_is_not_finite_and_positive_refuses_the_start(name: str, value: str) -> None:
+    code, err = serve_with(**{name: value})
     lines = err.strip().splitlines()
     assert code == 2 and len(lines) == 1, err
     assert lines[0].startswith(f"regime-w-serve: REGIME_W_{name}: ") and repr(value) in lines[0], lines[0]
 
 
-def test_a_backend_deadline_past_the_clients_patience_refuses_the_start(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    code, err = serve_with(monkeypatch, capsys, BACKEND_TIMEOUT_S="900")  # the old default
+def test_a_backend_deadline_past_the_clients_patience_refuses_the_start() -> None:
+    code, err = serve_with(BACKEND_TIMEOUT_S="900")  # the old default
     lines = err.strip().splitlines()
     assert code == 2 and len(lines) == 1, err
     assert "REGIME_W_BACKEND_TIMEOUT_S (900 s) + REGIME_W_GENERATION_TIMEOUT_S (90 s) exceed" in lines[0], lines[0]
