@@ -13,15 +13,29 @@ and ``majority`` (the vote among the question's own N samples) are computed here
 (``trainer.reward_modes``). Every record names its reward, and ``<rollouts_file stem>.run.json``
 (``trainer.records.RunInfo``) records the run: reward, scorer, inputs, summary.
 
+Overlap (``scoring_in_flight``, default 2): a generated chunk is scored and appended on a background
+thread (``trainer.pipeline.OrderedJobs``: in order, one chunk at a time) while the next chunk generates;
+generation runs at most ``scoring_in_flight`` chunks ahead of the last chunk written (0: score each chunk
+before generating the next, as before). With ``reward: regime_w`` and ``precompute_arms_ahead`` N > 0
+(default 2) the service is asked (``POST /v1/arms/precompute``, ``trainer.pipeline.ArmPrefetcher``) to
+generate the arms of the chunk about to be generated and of the N - 1 after it, so scoring finds them
+cached; a failed request only switches that off. The summary's ``timing`` and ``arms_precompute`` say
+how the time went.
+
 Crash safety: a line is appended with a single write of ``line + "\\n"`` followed by flush + fsync.
 On start the file is read, a torn last line (from a killed run) is cut off, and the ids already done
 are skipped, so rerunning the same command after a crash finishes the set with every question
-exactly once (a file made with another reward or other sampling settings is refused). A reward-service error stops the run with a clear message; lines already written stay.
+exactly once (a file made with another reward or other sampling settings is refused). Chunks are
+appended in order; a killed run loses only the chunks generated and not yet written (their seeds make
+them again on the rerun). A reward-service error stops the run with a clear message: lines already
+written stay, and no chunk after the failed one is written.
 """
 
 from __future__ import annotations
 
+import functools
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,9 +92,25 @@ class RolloutArguments:
             "bf16 copy, CUDA-graph decode, refill) or 'auto' (fast on a GPU, hf on the CPU)."
         },
     )
+    scoring_in_flight: int = field(
+        default=2,
+        metadata={
+            "help": "Chunks generated and not yet scored + written while the next chunk generates (scoring "
+            "runs on a background thread, in order); 0 = score each chunk before generating the next."
+        },
+    )
+    precompute_arms_ahead: int = field(
+        default=2,
+        metadata={
+            "help": "reward regime_w: ask the service to generate the arms of this many chunks of questions "
+            "ahead, the one about to be generated included (POST /v1/arms/precompute); 0 = never."
+        },
+    )
     progress: bool = field(default=True, metadata={"help": "Show a tqdm progress bar."})
 
     def __post_init__(self) -> None:
+        if self.scoring_in_flight < 0 or self.precompute_arms_ahead < 0:
+            raise ValueError("scoring_in_flight and precompute_arms_ahead must be >= 0")
         if self.num_samples < 1:
             raise ValueError(f"num_samples must be >= 1, got {self.num_samples}")
         if self.rollout_split not in SPLITS:
@@ -239,6 +269,8 @@ def plan(
             "questions_per_chunk": args.questions_per_chunk,
             "backend": args.generation_backend,
             "engine": args.generation_engine,
+            "scoring_in_flight": args.scoring_in_flight,
+            "precompute_arms_ahead": args.precompute_arms_ahead if uses_service else 0,
         },
         "reward": {
             "mode": reward_args.reward,
@@ -420,13 +452,75 @@ def _record(
     )
 
 
+class _Writer:
+    """Scores a generated chunk and appends its records, in chunk order (an ``OrderedJobs`` job)."""
+
+    def __init__(
+        self,
+        out: JsonlAppender,
+        jobs: Any,
+        reward: _ServiceReward | _LocalReward,
+        reward_args: RewardServiceArguments,
+        summary: dict[str, Any],
+        bar: Any,
+        scorer: dict[str, Any] | None,
+        *,
+        total: int,
+        rollouts_file: str,
+    ) -> None:
+        self.out, self.jobs, self.reward, self.bar = out, jobs, reward, bar
+        self.reward_mode = reward_args.reward
+        self.label_free = reward_label_free(reward_args.reward, reward_args.label_free)
+        self.summary = summary
+        self.scorer = scorer
+        self.rewards: list[float] = []
+        self.total = total
+        self.rollouts_file = rollouts_file
+
+    def finish(self, chunk: Sequence[Any], gens: Sequence[Sequence[Any]], specs: Sequence[Sequence[Any]]) -> None:
+        from trainer.reward_client import RewardServiceError
+
+        try:
+            scored = self.reward.score(chunk, gens)
+        except RewardServiceError as exc:
+            saved = self.summary["already_done"] + self.summary["written"]
+            raise RolloutsStopped(
+                f"rollouts stopped: the reward service failed while scoring {[p.id for p in chunk]}: {exc}. "
+                f"{saved} of {self.total} questions are saved in {self.rollouts_file}; rerun the same "
+                "command to resume."
+            ) from exc
+        records = [
+            _record(p, g, s, sc, scorer=self.reward.scorer, reward_mode=self.reward_mode, label_free=self.label_free)
+            for p, g, s, sc in zip(chunk, gens, specs, scored, strict=True)
+        ]
+
+        def write() -> None:
+            self.scorer = self.reward.scorer or self.scorer
+            for record in records:
+                self.out.append(record)
+                self.summary["written"] += 1
+                self.rewards.extend(t.reward for t in record.trajectories)
+                self.bar.update(1)
+
+        self.jobs.commit(write)
+
+
+def _prefetcher(reward_args: RewardServiceArguments, args: RolloutArguments) -> Any:
+    if reward_args.reward != "regime_w" or args.precompute_arms_ahead == 0:
+        return None
+    from trainer.pipeline import ArmPrefetcher
+    from trainer.reward_client import RewardClient
+
+    return ArmPrefetcher(RewardClient.from_args(reward_args))  # its own connections: it runs beside scoring
+
+
 def run(
     model_args: ModelArguments, data_args: DataArguments, reward_args: RewardServiceArguments, args: RolloutArguments
 ) -> dict[str, Any]:
     from tqdm.auto import tqdm
 
+    from trainer.pipeline import OrderedJobs
     from trainer.prompts import build_prompt
-    from trainer.reward_client import RewardServiceError
 
     problems = _select_problems(data_args, args.rollout_split)
     existing = read_rollouts(args.rollouts_file, tail="truncate")
@@ -449,12 +543,18 @@ def run(
         _write_run_info(args, reward_args, data_args, summary, scorer)
         return summary
 
+    chunks = [todo[i : i + args.questions_per_chunk] for i in range(0, len(todo), args.questions_per_chunk)]
     reward: _ServiceReward | _LocalReward = (
         _ServiceReward(reward_args) if reward_args.reward == "regime_w" else _LocalReward(reward_args.reward)
     )
-    rewards: list[float] = []
+    prefetch = None
+    jobs = OrderedJobs(args.scoring_in_flight, name="rollouts-scoring")
+    generation_s = 0.0
+    loop_start = time.perf_counter()
     try:
         sampler = _Sampler(model_args, args)
+        prefetch = _prefetcher(reward_args, args)
+        requested = 0  # chunks whose arms were asked for
         bar = tqdm(
             total=len(problems),
             initial=already,
@@ -464,39 +564,58 @@ def run(
             dynamic_ncols=True,
             file=sys.stderr,
         )
+        loop_start = time.perf_counter()
         try:
             with JsonlAppender(args.rollouts_file) as out:
-                for start in range(0, len(todo), args.questions_per_chunk):
-                    chunk = todo[start : start + args.questions_per_chunk]
-                    specs = [sampling_specs(args, p.id) for p in chunk]
-                    prompts = [build_prompt(p.question, sampler.tokenizer) for p in chunk]
-                    flat = sampler(
-                        [pr for pr in prompts for _ in range(args.num_samples)], [s for per_q in specs for s in per_q]
-                    )
-                    gens = [flat[i * args.num_samples : (i + 1) * args.num_samples] for i in range(len(chunk))]
-                    try:
-                        scored = reward.score(chunk, gens)
-                    except RewardServiceError as exc:
-                        raise RolloutsStopped(
-                            f"rollouts stopped: the reward service failed while scoring "
-                            f"{[p.id for p in chunk]}: {exc}. {already + summary['written']} of "
-                            f"{len(problems)} questions are saved in {args.rollouts_file}; rerun the same "
-                            "command to resume."
-                        ) from exc
-                    scorer = reward.scorer or scorer
-                    for p, g, s, sc in zip(chunk, gens, specs, scored, strict=True):
-                        record = _record(
-                            p, g, s, sc, scorer=reward.scorer, reward_mode=reward_args.reward, label_free=label_free
+                writer = _Writer(
+                    out,
+                    jobs,
+                    reward,
+                    reward_args,
+                    summary,
+                    bar,
+                    scorer,
+                    total=len(problems),
+                    rollouts_file=args.rollouts_file,
+                )
+                try:
+                    for k, chunk in enumerate(chunks):
+                        if prefetch is not None:
+                            while requested < min(len(chunks), k + args.precompute_arms_ahead):
+                                prefetch.request([p.question for p in chunks[requested]])
+                                requested += 1
+                        specs = [sampling_specs(args, p.id) for p in chunk]
+                        prompts = [build_prompt(p.question, sampler.tokenizer) for p in chunk]
+                        started = time.perf_counter()
+                        flat = sampler(
+                            [pr for pr in prompts for _ in range(args.num_samples)],
+                            [s for per_q in specs for s in per_q],
                         )
-                        out.append(record)
-                        summary["written"] += 1
-                        rewards.extend(t.reward for t in record.trajectories)
-                        bar.update(1)
+                        generation_s += time.perf_counter() - started
+                        gens = [flat[i * args.num_samples : (i + 1) * args.num_samples] for i in range(len(chunk))]
+                        jobs.submit(functools.partial(writer.finish, chunk, gens, specs))
+                    jobs.drain()
+                finally:
+                    jobs.stop()  # no append starts after this; the file closes next
+            scorer = writer.scorer
         finally:
             bar.close()
     finally:
+        jobs.stop()
+        if prefetch is not None:
+            prefetch.close()
         reward.close()
+    rewards = writer.rewards
     summary["mean_reward"] = sum(rewards) / len(rewards) if rewards else None
+    summary["timing"] = {
+        "loop_s": round(time.perf_counter() - loop_start, 3),
+        "generation_s": round(generation_s, 3),
+        "scoring_s": round(jobs.busy_s, 3),
+        "waited_on_scoring_s": round(jobs.waited_s, 3),
+        "scoring_in_flight": args.scoring_in_flight,
+        "max_scoring_in_flight": jobs.max_pending,
+    }
+    summary["arms_precompute"] = prefetch.stats() if prefetch is not None else None
     _write_run_info(args, reward_args, data_args, summary, scorer)
     print(
         f"rollouts: wrote {summary['written']} questions ({already} were already done) to {args.rollouts_file} "
