@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 #: hidden, layers, heads, kv heads, intermediate
 PRESETS = {"llama3-8b": (4096, 32, 32, 8, 14336), "tiny": (64, 2, 4, 2, 128)}
-STAGE_ORDER = ("sft", "rollouts", "prefs", "dpo", "grpo", "eval", "export")
+STAGE_ORDER = ("sft", "rollouts", "rollouts_cached", "rollouts_seq", "prefs", "dpo", "grpo", "eval", "export")
 
 
 def build(out: Path, tokenizer_dir: Path, preset: str) -> dict[str, Any]:
@@ -154,6 +154,13 @@ def summarize_stage(m: dict[str, Any]) -> dict[str, Any]:
         )
     if m.get("score_calls_s"):
         row["score_s"] = round(sum(m["score_calls_s"]), 1)
+    run_info = m.get("run_info") or {}
+    timing = (run_info.get("summary") or {}).get("timing")
+    if timing:  # the rollouts stage's own clock (issue 26): its loop, generating, blocked on scoring
+        row["rollouts_timing"] = timing
+        if timing.get("generation_s"):
+            row["loop_over_generation"] = round(timing["loop_s"] / timing["generation_s"], 3)
+        row["arms_precompute"] = (run_info.get("summary") or {}).get("arms_precompute")
     return row
 
 
@@ -162,7 +169,13 @@ def summarize(metrics_dir: Path) -> dict[str, Any]:
     for stage in STAGE_ORDER:
         path = metrics_dir / f"{stage}.json"
         if path.is_file():
-            rows.append(summarize_stage(json.loads(path.read_text(encoding="utf-8"))))
+            m = json.loads(path.read_text(encoding="utf-8"))
+            run_info = metrics_dir / f"{stage}_run.json"
+            if run_info.is_file():
+                m["run_info"] = json.loads(run_info.read_text(encoding="utf-8"))
+            row = summarize_stage(m)
+            row["name"] = stage
+            rows.append(row)
     extra = {}
     for name in ("service.json", "versions.json", "build.json"):
         path = metrics_dir / name
@@ -192,12 +205,12 @@ def main(argv: list[str] | None = None) -> int:
     else:
         result = summarize(args.dir)
         args.out.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
-        fmt = "{:<9} {:>3} {:>7} {:>7} {:>9} {:>10} {:>9} {:>10}"
-        print(fmt.format("stage", "rc", "wall_s", "load_s", "s/step", "tok/s", "s/100c", "peak_GB"))
+        fmt = "{:<15} {:>3} {:>7} {:>7} {:>9} {:>10} {:>9} {:>10} {:>9}"
+        print(fmt.format("stage", "rc", "wall_s", "load_s", "s/step", "tok/s", "s/100c", "peak_GB", "loop/gen"))
         for r in result["stages"]:
             print(
                 fmt.format(
-                    r["stage"],
+                    r.get("name", r["stage"]),
                     r["rc"],
                     r["wall_s"],
                     r.get("load_s", "-"),
@@ -205,6 +218,7 @@ def main(argv: list[str] | None = None) -> int:
                     r.get("tokens_per_s", r.get("gen_tokens_per_s", "-")),
                     r.get("s_per_100_completions", "-"),
                     r["peak_process_gb"],
+                    r.get("loop_over_generation", "-"),
                 )
             )
         return 0

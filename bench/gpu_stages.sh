@@ -15,6 +15,14 @@
 #   bash bench/gpu_stages.sh                    # all stages
 #   bash bench/gpu_stages.sh sft rollouts       # some stages (state under $WORK is reused; missing
 #                                               # inputs of a stage are made by running its predecessor)
+# Rollout variants (issue 26; each writes its own rollouts file and metrics/<name>.json + <name>_run.json):
+#   rollouts         the recipe: scoring overlapped with generation, arms asked for ahead (live arms when
+#                    the service's cache is cold, as on a fresh machine)
+#   rollouts_cached  the same questions again: every arm already in the service's cache (precomputed arms)
+#   rollouts_seq     scoring_in_flight 0, precompute_arms_ahead 0: the pre-issue-26 loop (score, then generate)
+#   service_reset    stop the service, delete its arm cache, start it again (cold arms for the next stage)
+# EVAL_REUSE_SFT=1: eval's rl-dpo / rl-grpo models are the SFT adapter when those stages did not run (same
+# LoRA shape, so the same cost; accuracy columns then mean nothing).
 # Results: $WORK/metrics/<stage>.json, $WORK/metrics/stages.json; copied to $OUT when set.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
@@ -108,19 +116,20 @@ path.write_text(json.dumps(data, indent=1))
 EOF
 }
 
-probe() {  # probe STAGE [args...]: one stage through the real CLI, metrics to $M/STAGE.json
+probe() {  # probe STAGE [args...]: one stage through the real CLI, metrics to $M/NAME.json (NAME: $PROBE_NAME or STAGE)
   local stage=$1; shift
+  local name=${PROBE_NAME:-$stage}
   local extra_var="EXTRA_${stage^^}"  # EXTRA_SFT="--optim adamw_torch" etc.: more overrides
   # shellcheck disable=SC2206
   local extra=(${!extra_var:-})
   set -- "$@" "${extra[@]}"
-  echo "=== $stage: regime-w-train $stage $*"
+  echo "=== $name: regime-w-train $stage $*"
   local t0=$SECONDS
-  (cd "$WORK" && python3 "$REPO/bench/stage_probe.py" --metrics "$M/$stage.json" -- "$stage" "$@") \
-    >"$WORK/$stage.log" 2>&1
+  (cd "$WORK" && python3 "$REPO/bench/stage_probe.py" --metrics "$M/$name.json" -- "$stage" "$@") \
+    >"$WORK/$name.log" 2>&1
   local rc=$?
-  echo "=== $stage: rc=$rc in $((SECONDS - t0)) s"
-  [ $rc -eq 0 ] || tail -25 "$WORK/$stage.log"
+  echo "=== $name: rc=$rc in $((SECONDS - t0)) s"
+  [ $rc -eq 0 ] || tail -25 "$WORK/$name.log"
   service_memory
   # archive after every stage: a call killed at its time limit still brings back the stages it finished
   # (the EXIT trap does not run while bash waits on a foreground child that outlives the limit)
@@ -136,12 +145,29 @@ run_sft() {
 }
 need_sft() { [ -f "$WORK/checkpoints/lora_sft/adapter_config.json" ] || run_sft; }
 
-run_rollouts() {
+rollouts_as() {  # rollouts_as NAME FILE [overrides...]
+  local name=$1 file=$2; shift 2
   need_sft; service || return 1
-  rm -f "$WORK/data/rl_rollouts.jsonl"
-  probe rollouts --config "$RECIPES/rollouts.yaml" --model_name_or_path "$MODEL" $DATA \
+  rm -f "$file" "${file%.jsonl}.run.json"
+  PROBE_NAME=$name probe rollouts --config "$RECIPES/rollouts.yaml" --model_name_or_path "$MODEL" $DATA \
     --adapter_path "$WORK/checkpoints/lora_sft" --max_train_samples "$ROLLOUT_QUESTIONS" \
-    --max_new_tokens "$MAX_TOKENS" --rollouts_file "$WORK/data/rl_rollouts.jsonl" --progress false
+    --max_new_tokens "$MAX_TOKENS" --rollouts_file "$file" --progress false "$@"
+  local rc=$?
+  cp "${file%.jsonl}.run.json" "$M/${name}_run.json" 2>/dev/null
+  collect >/dev/null 2>&1
+  return $rc
+}
+run_rollouts() { rollouts_as rollouts "$WORK/data/rl_rollouts.jsonl"; }
+run_rollouts_cached() { rollouts_as rollouts_cached "$WORK/data/rl_rollouts_cached.jsonl"; }
+run_rollouts_seq() {
+  rollouts_as rollouts_seq "$WORK/data/rl_rollouts_seq.jsonl" --scoring_in_flight 0 --precompute_arms_ahead 0
+}
+
+service_reset() {
+  local pid; pid=$(cat "$WORK/service.pid" 2>/dev/null)
+  if [ -n "$pid" ]; then kill "$pid" 2>/dev/null; for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || break; sleep 1; done; fi
+  rm -f "$WORK"/arms.sqlite3*
+  service
 }
 
 run_prefs() {
@@ -186,8 +212,13 @@ run_grpo() {
 run_eval() {
   need_sft
   local models="base sft=$WORK/checkpoints/lora_sft"
-  [ -f "$WORK/checkpoints/lora_rl/adapter_config.json" ] && models="$models rl-dpo=$WORK/checkpoints/lora_rl"
-  [ -f "$WORK/checkpoints/lora_grpo/adapter_config.json" ] && models="$models rl-grpo=$WORK/checkpoints/lora_grpo"
+  local dpo=$WORK/checkpoints/lora_rl grpo=$WORK/checkpoints/lora_grpo
+  if [ "${EVAL_REUSE_SFT:-0}" = 1 ]; then  # timing only: same LoRA shape as the RL adapters
+    [ -f "$dpo/adapter_config.json" ] || dpo=$WORK/checkpoints/lora_sft
+    [ -f "$grpo/adapter_config.json" ] || grpo=$WORK/checkpoints/lora_sft
+  fi
+  [ -f "$dpo/adapter_config.json" ] && models="$models rl-dpo=$dpo"
+  [ -f "$grpo/adapter_config.json" ] && models="$models rl-grpo=$grpo"
   # shellcheck disable=SC2086
   probe eval --config "$RECIPES/eval.yaml" --model_name_or_path "$MODEL" $DATA \
     --platinum "$PREP/data/platinum.jsonl" --max_eval_samples "$EVAL_SAMPLES" --max_new_tokens "$MAX_TOKENS" \
@@ -209,8 +240,9 @@ stages=("$@")
 [ ${#stages[@]} -eq 0 ] && stages=(sft rollouts prefs dpo grpo eval export)
 for s in "${stages[@]}"; do
   case "$s" in
-    sft|rollouts|prefs|dpo|grpo|eval|export) "run_$s" || echo "stage $s failed" ;;
+    sft|rollouts|rollouts_cached|rollouts_seq|prefs|dpo|grpo|eval|export) "run_$s" || echo "stage $s failed" ;;
     service) service ;;
+    service_reset) service_reset ;;
     *) echo "unknown stage $s" ;;
   esac
 done
