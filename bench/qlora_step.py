@@ -50,7 +50,7 @@ PRESETS = {
 #: The issue's numbers (H100 80GB, plain transformers 5.17 + peft 0.21 + bitsandbytes 0.50 loop).
 ISSUE_BASELINE = {4: (1.153, 3552, 17.05), 8: (2.234, 3667, 25.57), 16: (4.422, 3705, 42.61)}
 
-LORA = {"r": 64, "alpha": 16, "dropout": 0.05, "targets": ["q_proj", "k_proj", "v_proj", "o_proj"]}
+LORA: dict[str, Any] = {"r": 64, "alpha": 16, "dropout": 0.05, "targets": ["q_proj", "k_proj", "v_proj", "o_proj"]}
 
 
 @dataclass
