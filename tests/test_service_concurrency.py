@@ -22,7 +22,7 @@ import pytest
 
 from reward_service.arm_cache import cache_key
 from reward_service.arms import ArmProvider
-from reward_service.regime_w.config import default_config
+from reward_service.regime_w.config import default_config, load_config
 from reward_service.regime_w.scorer import ArmText
 from reward_service.runtime import OFFLINE_LIMITS, Runtime
 from reward_service.settings import Settings
@@ -93,9 +93,11 @@ def test_a_hung_upstream_call_holds_one_slot_and_other_questions_are_served(upst
             service.url + "/v1/score", json={"items": [item(question)]}, headers=service.headers, timeout=600
         )
 
+    hung_question = f"{HUNG_MARKER}: Ava has 2 bags of 5 pens. How many?"
     with start_live_service(spec, tmp_path) as service:
-        hung = threading.Thread(target=score, args=("hung", f"{HUNG_MARKER}: Ava has 2 bags of 5 pens. How many?"))
+        hung = threading.Thread(target=score, args=("hung", hung_question))
         other = threading.Thread(target=score, args=("other", "Ava has 3 boxes of 4 pens. How many pens?"))
+        again = threading.Thread(target=score, args=("again", hung_question))  # the hung question once more
         try:
             hung.start()
             wait_for(lambda: stats(upstream)["hanging"] >= 1, "the first question's upstream call hangs")
@@ -103,14 +105,27 @@ def test_a_hung_upstream_call_holds_one_slot_and_other_questions_are_served(upst
             other.join(GUARD_S)
             other_done_first = not other.is_alive()
             still_hanging = stats(upstream)["hanging"] >= 1 and hung.is_alive()
+            again.start()  # joins the generation in flight (one generation per question, slots or not)
+            wait_for(lambda: metric(service.url, "regime_w_arm_inflight_joins_total") >= 1, "the repeat joined")
         finally:
             control(upstream, hang_on="")  # release the hung call
-            hung.join(GUARD_S)
-            other.join(GUARD_S)
+            for thread in (hung, other, again):
+                thread.join(GUARD_S)
+        generated = metric(service.url, "regime_w_arm_generations_total")
     assert other_done_first and still_hanging, "the second question waited for the hung call"
     assert results["other"].status_code == 200, results["other"].text
     assert results["other"].json()["results"][0]["arms_from_cache"] is False
     assert results["hung"].status_code == 200, results["hung"].text  # released: generated after all
+    assert results["again"].status_code == 200 and results["again"].json()["results"][0]["arms_from_cache"] is False
+    per_question = sum(spec.n for spec in load_config(small_service_config(tmp_path, max_tokens=3)).arms)
+    assert generated == 2 * per_question, (generated, per_question)  # two questions, each generated once
+
+
+def metric(url: str, name: str) -> float:
+    for line in httpx.get(url + "/metrics", timeout=30).text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
 
 
 # ----------------------------------------------------------------- the event loop stays free
