@@ -185,6 +185,9 @@ async def follow_questions(provider: ArmProvider, cursor: int, interval_s: float
             new, cursor = await asyncio.to_thread(cache.questions_since, model_id, fingerprint, cursor)
         except StoreUnavailable:
             continue
+        except Exception as exc:  # never end the follower: the next round may succeed
+            log.error("reading new questions from the arm store failed: %s", type(exc).__name__)
+            continue
         if new:
             added = provider.questions.add_many(new)
             if added:

@@ -224,6 +224,8 @@ def test_a_replica_killed_while_generating_is_taken_over(upstream: str, tmp_path
                         results[name].append(check_answer(score(c, server, q)))
                     except httpx.TransportError:
                         results[name].append("killed")  # the request was in the replica that died
+                    except BaseException as exc:  # an answer check failed: reported by the asserts below
+                        results[name].append(repr(exc))
 
         to_a = threading.Thread(target=client, args=(a, "a"))
         to_a.start()
@@ -236,6 +238,7 @@ def test_a_replica_killed_while_generating_is_taken_over(upstream: str, tmp_path
         control(upstream, hang_on="")  # the upstream lets go; A's answers go nowhere
         to_a.join(timeout=HANG_GUARD_S)
         to_b.join(timeout=HANG_GUARD_S)  # B waits for A's claims to expire, then generates them
+        assert len(results["b"]) == len(questions), results
         assert results["a"] and set(results["a"]) <= {"killed"}
         assert all(code in {"ok", "generation_timeout"} for code in results["b"]), results["b"]
         with httpx.Client(timeout=HANG_GUARD_S) as c:  # everything B was asked is now served
@@ -288,9 +291,24 @@ def test_postgres_restarted_under_load(upstream: str, tmp_path: Path, own_cluste
     with replicas(2, replica_env(tmp_path, upstream, cache_url)) as servers:
         answered: dict[str, str] = {}  # question -> the code of its last answer
         codes: list[str] = []
+        failures: list[BaseException] = []
         stop = threading.Event()
 
         def load(worker: int) -> None:
+            try:
+                run_load(worker)
+            except BaseException as exc:  # reported by the waits below, not lost with the thread
+                failures.append(exc)
+
+        def progress(condition: Callable[[], bool]) -> Callable[[], bool]:
+            def check() -> bool:
+                if failures:
+                    raise AssertionError(f"a load thread failed: {failures[0]!r}") from failures[0]
+                return condition()
+
+            return check
+
+        def run_load(worker: int) -> None:
             with httpx.Client(timeout=HANG_GUARD_S) as c:
                 n = 0
                 while not stop.is_set():
@@ -305,15 +323,16 @@ def test_postgres_restarted_under_load(upstream: str, tmp_path: Path, own_cluste
         workers = [threading.Thread(target=load, args=(w,)) for w in range(4)]
         for w in workers:
             w.start()
-        wait_for(lambda: codes.count("ok") >= 20, "answers before the restart")
+        wait_for(progress(lambda: codes.count("ok") >= 20), "answers before the restart")
         pg_ctl(name, "stop")
-        wait_for(lambda: "store_unavailable" in codes[-20:], "503 store_unavailable while PostgreSQL is down")
+        wait_for(progress(lambda: "store_unavailable" in codes[-20:]), "503 store_unavailable while PostgreSQL is down")
         pg_ctl(name, "start")
         seen = len(codes)
-        wait_for(lambda: codes[seen:].count("ok") >= 20, "answers again after the restart")
+        wait_for(progress(lambda: codes[seen:].count("ok") >= 20), "answers again after the restart")
         stop.set()
         for w in workers:
             w.join(timeout=HANG_GUARD_S)
+        assert not failures, failures
         assert "store_unavailable" in codes and codes[-1] == "ok"
         ok = {q for q, code in answered.items() if code == "ok"}
         store = PostgresArmStore(cache_url)

@@ -158,18 +158,15 @@ class PostgresArmStore:
                     except psycopg.OperationalError:
                         broken = conn.broken or conn.closed
                         raise
-            except psycopg.errors.TransactionRollbackError as exc:  # a deadlock or serialization failure
-                if attempt < _ATTEMPTS:
+            except psycopg.Error as exc:
+                # class 40: a deadlock or serialization failure, rolled back whole: run it again
+                rolled_back = (getattr(exc, "sqlstate", None) or "").startswith("40")
+                if attempt < _ATTEMPTS and (rolled_back or (broken and attempt == 1)):
                     continue
-                self._fail(exc, cool_down=False)
-            except psycopg.OperationalError as exc:
-                if broken and attempt == 1:
-                    continue
-                self._fail(exc, cool_down=True)
+                connection_lost = isinstance(exc, psycopg.OperationalError) and not rolled_back
+                self._fail(exc, cool_down=connection_lost)
             except self._pool_errors() as exc:
                 self._fail(exc, cool_down=True)
-            except psycopg.Error as exc:  # a query failed; the server is up
-                self._fail(exc, cool_down=False)
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _pool_errors(self) -> type[Exception]:
