@@ -233,3 +233,40 @@ def test_get_reward_finds_its_questions_off_the_event_loop(
         r = svc.post("/get_reward", json=body)
     assert r.status_code == 200, r.text
     assert on_loop and not any(on_loop), f"{sum(on_loop)} of {len(on_loop)} lookups ran on the event loop"
+
+
+def test_an_openai_call_keeps_to_its_share_of_the_connections(upstream: str) -> None:
+    """``OPENAI_MAX_CONCURRENCY`` 4 over 2 concurrent calls: a call of 4 requests that all hang keeps
+    2 in flight, so the other call's request still gets a thread and a connection."""
+    from reward_service.generation import ArmPrompt
+    from reward_service.generation.openai import OpenAIBackend
+
+    def prompt(text: str) -> ArmPrompt:
+        return ArmPrompt(arm="cot_greedy", messages=(("user", text),), temperature=0.0, top_p=1.0, max_tokens=3, seed=0)
+
+    control(upstream, hang_on=HUNG_MARKER, fail_first=0, delay=0.0, content_override=[])
+    backend = OpenAIBackend(
+        upstream, model=SERVED, api_key=UPSTREAM_KEY, timeout_s=280, max_concurrency=4, concurrent_calls=2
+    )
+    out: dict[str, list[str]] = {}
+    hung = threading.Thread(
+        target=lambda: out.setdefault(
+            "hung", backend.generate([prompt(f"{HUNG_MARKER} {i}: 1 + {i}?") for i in range(4)])
+        )
+    )
+    other = threading.Thread(target=lambda: out.setdefault("other", backend.generate([prompt("What is 2 + 2?")])))
+    try:
+        hung.start()
+        wait_for(lambda: stats(upstream)["hanging"] >= 2, "the first call's requests hang")
+        other.start()
+        other.join(GUARD_S)
+        other_done_first = not other.is_alive()
+        in_flight = stats(upstream)["hanging"]
+    finally:
+        control(upstream, hang_on="")
+        hung.join(GUARD_S)
+        other.join(GUARD_S)
+        backend.close()
+    assert other_done_first, "the other call waited for a thread the hung call held"
+    assert in_flight == 2, in_flight  # the hung call's share: 4 // 2
+    assert len(out["other"]) == 1 and len(out["hung"]) == 4
