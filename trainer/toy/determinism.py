@@ -6,7 +6,7 @@ vendor and instruction set, and PyTorch's own vectorized kernels (softmax, norms
 elementwise) run their AVX-512 build where the CPU has it and their AVX2 build elsewhere. Each
 difference is tiny, but a model trained for hundreds of steps and then sampled amplifies it into a
 different model: on an AMD EPYC the default toy loop gave base / SFT / DPO / GRPO = 302 / 316 /
-334 / 324 of 800 dev problems where an Intel machine gave 338 / 353 / 385 / 408 (issue 21).
+334 / 324 of 800 dev problems where the earlier sessions' machine gave 338 / 353 / 385 / 408 (issue 21).
 
 Every process of the toy world therefore runs with these kernels pinned (``PINNED_CPU_KERNELS``, set by
 ``trainer.toy.loop.subprocess_env``), which makes its numbers depend on the program alone:
