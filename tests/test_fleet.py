@@ -38,8 +38,8 @@ import httpx
 import pytest
 
 from reward_service.store import PostgresArmStore
-from tests.support.limits import HANG_GUARD_S
-from tests.support.openai_compat_server import running_server
+from tests.support.limits import HANG_GUARD_S, wait_for
+from tests.support.openai_compat_server import control, running_server, stats
 from tests.support.postgres import fresh_database
 from tests.support.postgres import url as pg_url
 from tests.support.servers import ServerProcess, free_port, wait_until_ready
@@ -62,17 +62,6 @@ def wrapped(question: str) -> str:
     return f"<|user|>{question}\nLet's think step by step.<|end|>\n<|assistant|>"
 
 
-def wait_for(condition: Callable[[], Any], what: str, every: float = 0.2) -> Any:
-    """Poll ``condition`` until truthy; ``HANG_GUARD_S`` only tells a hang from a slow machine."""
-    deadline = time.monotonic() + HANG_GUARD_S
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"hung: {what}")
-
-
 # ----------------------------------------------------------------- the upstream and the replicas
 
 
@@ -81,14 +70,6 @@ def upstream(tiny_model_dir: Path) -> Iterator[str]:
     with running_server(tiny_model_dir, "--api-key", UPSTREAM_KEY, "--served-model-name", SERVED) as base_url:
         control(base_url, content_override=[ARM_TEXT])
         yield base_url
-
-
-def control(base_url: str, **values: object) -> None:
-    httpx.post(base_url.removesuffix("/v1") + "/_control", json=values, timeout=30).raise_for_status()
-
-
-def stats(base_url: str) -> dict[str, Any]:
-    return httpx.get(base_url.removesuffix("/v1") + "/_control/stats", timeout=30).json()
 
 
 def completions(base_url: str) -> int:

@@ -26,7 +26,7 @@ import httpx
 import pytest
 
 import trainer.generation as generation
-from tests.support.openai_compat_server import running_server
+from tests.support.openai_compat_server import control, running_server
 from tests.support.servers import ServerProcess, ServiceSpec, start_live_service
 from trainer.configs import DataArguments, ModelArguments, RewardServiceArguments
 from trainer.data import load_train_dev
@@ -72,10 +72,6 @@ def service(upstream: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     )
     with start_live_service(spec, tmp_path_factory.mktemp("overlap-service")) as server:
         yield server
-
-
-def control(base_url: str, **values: object) -> None:
-    httpx.post(base_url.removesuffix("/v1") + "/_control", json=values, timeout=30).raise_for_status()
 
 
 def hanging(base_url: str) -> int:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import random
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,7 +27,8 @@ from reward_service.runtime import OFFLINE_LIMITS, Runtime
 from reward_service.settings import Settings
 from shared_schemas.wire import ScoreRequest
 from tests.support.inprocess import InProcessService
-from tests.support.openai_compat_server import running_server
+from tests.support.limits import wait_for
+from tests.support.openai_compat_server import control, running_server, stats
 from tests.support.servers import ServiceSpec, start_live_service
 from tests.support.service_config import small_service_config
 
@@ -45,28 +45,10 @@ def item(question: str) -> dict:
     return {"id": "q", "question": question, "trajectories": ["3*4 = 12\n#### 12"], "num_tokens": [6]}
 
 
-def wait_for(condition, what: str, timeout: float = GUARD_S, every: float = 0.05):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"hang guard ({timeout:.0f} s) passed: {what}")
-
-
 @pytest.fixture(scope="module")
 def upstream(tiny_model_dir: Path) -> Iterator[str]:
     with running_server(tiny_model_dir, "--api-key", UPSTREAM_KEY, "--served-model-name", SERVED) as base_url:
         yield base_url
-
-
-def control(base_url: str, **values: object) -> None:
-    httpx.post(base_url.removesuffix("/v1") + "/_control", json=values, timeout=10).raise_for_status()
-
-
-def stats(base_url: str) -> dict:
-    return httpx.get(base_url.removesuffix("/v1") + "/_control/stats", timeout=10).json()
 
 
 def test_a_hung_upstream_call_holds_one_slot_and_other_questions_are_served(upstream: str, tmp_path: Path) -> None:

@@ -18,7 +18,6 @@ import os
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,7 +28,8 @@ from reward_service.redact import prompt_pieces
 from reward_service.regime_w.config import default_config
 from reward_service.settings import GENERATION_TIMEOUT_MARGIN_S, Settings
 from tests.support.inprocess import InProcessService
-from tests.support.openai_compat_server import running_server
+from tests.support.limits import wait_for
+from tests.support.openai_compat_server import control, running_server
 from tests.support.servers import ServiceSpec, free_port, start_live_service
 from tests.support.service_config import small_service_config
 from trainer.configs import RewardServiceArguments
@@ -47,24 +47,10 @@ def item(question: str) -> dict:
     return {"id": "q", "question": question, "trajectories": ["3*4 = 12\n#### 12"], "num_tokens": [6]}
 
 
-def wait_for(condition, what: str, timeout: float = 120.0, every: float = 0.2):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"not within {timeout:.0f} s: {what}")
-
-
 @pytest.fixture(scope="module")
 def upstream(tiny_model_dir) -> Iterator[str]:
     with running_server(tiny_model_dir, "--api-key", UPSTREAM_KEY, "--served-model-name", SERVED) as base_url:
         yield base_url
-
-
-def control(base_url: str, **values: object) -> None:
-    httpx.post(base_url.removesuffix("/v1") + "/_control", json=values, timeout=10).raise_for_status()
 
 
 def completions(base_url: str) -> int:

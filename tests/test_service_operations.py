@@ -26,22 +26,13 @@ import httpx
 import pytest
 
 from reward_service.settings import Settings
+from tests.support.limits import wait_for
 from tests.support.servers import ServerProcess, free_port, running_service
 from trainer.reward_client.settings import DEFAULT_PATIENCE_S
 
 #: hang guards: far above any honest run time of what they wait for
 GUARD_S = 120.0
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def wait_for(condition, what: str, timeout: float = GUARD_S, every: float = 0.1):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"hang guard ({timeout:.0f} s) passed: {what}")
 
 
 # ----------------------------------------------------------------- settings checked at start

@@ -33,6 +33,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
@@ -277,6 +278,16 @@ def build_app(
         return {"ok": True}
 
     return app
+
+
+def control(base_url: str, **values: object) -> None:
+    """Set the test server's switches (``/_control``: ``hang_on``, ``fail_first``, ``delay``, ``content_override``...)."""
+    httpx.post(base_url.removesuffix("/v1") + "/_control", json=values, timeout=30).raise_for_status()
+
+
+def stats(base_url: str) -> dict[str, Any]:
+    """What the test server counted (``/_control/stats``: ``completions``, ``hanging``, ``hung``...)."""
+    return dict(httpx.get(base_url.removesuffix("/v1") + "/_control/stats", timeout=30).json())
 
 
 @contextlib.contextmanager
