@@ -1,4 +1,4 @@
-"""The commands in README.md's and docs/*.md's ```bash blocks that run our own programs still parse.
+"""The commands in README.md's and docs/*.md's ```bash / ```sh blocks that run our own programs still parse.
 
 Every documented command line of ours is taken apart (continuations joined, ``for`` loops over literal words
 expanded, ``$(...)`` substitutions checked as commands of their own, ``VAR=value`` prefixes dropped, ``docker
@@ -48,6 +48,9 @@ RUN_OUTRIGHT = {"trainer.integrations"}
 NOT_OURS = {"docker", "curl", "pip", "git", "cd", "vllm", "export", "source", ".", "deepspeed", "ray", "kill", "wait"}
 _SEPARATORS = {";", "&", "&&", "|", "||", "(", ")"}
 _REDIRECTS = {">", ">>", "<", "2>", "&>", ">&"}
+#: the options of ``docker compose run`` / ``exec`` that take a value
+_COMPOSE_RUN_VALUED = {"-v", "--volume", "-e", "--env", "--entrypoint", "-w", "--workdir", "-u", "--user", "-p"}
+_COMPOSE_RUN_VALUED |= {"--publish", "--name", "-l", "--label", "--env-from-file", "--pull"}
 
 
 @dataclass(frozen=True)
@@ -65,9 +68,9 @@ class Command:
 
 
 def bash_blocks(text: str) -> list[tuple[int, str]]:
-    """(first line number, body) of every ```bash fenced block."""
+    """(first line number, body) of every ```bash (or ```sh, ```shell) fenced block."""
     out = []
-    for m in re.finditer(r"^```bash[^\n]*\n(.*?)^```", text, re.S | re.M):
+    for m in re.finditer(r"^```(?:bash|sh|shell)[ \t]*\n(.*?)^```", text, re.S | re.M):
         out.append((text.count("\n", 0, m.start(1)) + 1, m.group(1)))
     return out
 
@@ -149,9 +152,14 @@ def _strip_prefix(argv: list[str]) -> list[str]:
         argv = argv[1:]
     if argv[:2] == ["docker", "compose"] and ("run" in argv or "exec" in argv):
         rest = argv[argv.index("run" if "run" in argv else "exec") + 1 :]
+        entrypoint: list[str] = []
         while rest and rest[0].startswith("-"):
-            rest = rest[1:]
-        argv = rest[1:]  # past the service name
+            option, rest = rest[0], rest[1:]
+            if option in _COMPOSE_RUN_VALUED and rest:
+                if option == "--entrypoint":
+                    entrypoint = [rest[0]]
+                rest = rest[1:]
+        argv = entrypoint + rest[1:]  # past the service name
     return argv
 
 
@@ -398,6 +406,7 @@ def test_the_extraction_of_a_hand_written_block(tmp_path: Path) -> None:
         "for s in sft eval; do regime-w-train $s --config recipes/toy/$s.yaml; done   # both\n"
         'curl -s http://x | python -m json.tool\nx="$(python -m trainer.integrations verl)"\n'
         "docker compose --profile train run trainer regime-w-train sft [--dry-run]\n```\n"
+        "```sh\ndocker compose run --rm -v a:/b:ro --entrypoint regime-w-cache svc --password-file f check u\n```\n"
         "```\nregime-w-serve --not-bash\n```\n",
         encoding="utf-8",
     )
@@ -409,6 +418,7 @@ def test_the_extraction_of_a_hand_written_block(tmp_path: Path) -> None:
         ("doc.md:7", "module", "trainer.integrations", ("verl",)),
         ("doc.md:8", "train", "regime-w-train", ("sft",)),
         ("doc.md:8", "train", "regime-w-train", ("sft", "--dry-run")),
+        ("doc.md:11", "console", "regime-w-cache", ("--password-file", "f", "check", "u")),
     ]
     assert skipped == ["curl", "python"]
 
