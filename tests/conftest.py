@@ -15,3 +15,14 @@ from tests.support.tiny_model import build_tiny_model
 def tiny_model_dir(tmp_path_factory):
     """A tiny Llama + tokenizer (with a chat template) built locally once per test session."""
     return build_tiny_model(tmp_path_factory.mktemp("tiny-llama"))
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The ``unit`` marker on every test of a module in ``tests/support/unit_modules.py``'s ``UNIT_MODULES``:
+    the inner loop, ``python -m pytest -q -m unit -n 2 --dist loadfile``."""
+    from tests.support.unit_modules import UNIT_MODULES
+
+    for item in items:
+        if item.path.stem in UNIT_MODULES:
+            item.add_marker(pytest.mark.unit)
