@@ -16,6 +16,7 @@ UNIT_MODULES: frozenset[str] = frozenset(
         "test_answer_format",
         "test_boundaries",
         "test_bounded_cache",
+        "test_docs_claims",
         "test_docs_commands",
         "test_grpo_generation",
         "test_integrations_core",
