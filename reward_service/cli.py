@@ -28,7 +28,11 @@ _SHARED_FLAGS: dict[str, tuple[str, type, str]] = {
     "--cache-path": ("cache_path", str, "SQLite arm cache file ('none': memory only)"),
     "--cache-url": ("cache_url", str, "arm store: sqlite:///PATH or postgresql://USER@HOST:PORT/DB (wins)"),
     "--seed": ("seed", int, "base seed of arm sampling"),
-    "--generation-batch-size": ("generation_batch_size", int, "questions per generation batch"),
+    "--generation-batch-size": (
+        "generation_batch_size",
+        int,
+        "questions per generation batch; hf backend: also rows decoded together",
+    ),
     "--generation-engine": ("generation_engine", str, "hf backend: auto (fastgen on CUDA) | hf | fast"),
 }
 

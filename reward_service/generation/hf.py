@@ -1,4 +1,4 @@
-"""The ``hf`` backend: transformers in process, on CPU or GPU (the embedded default).
+"""The ``hf`` backend: transformers in process, on CPU or GPU (the in-process model backend).
 
 Batches across arms and questions: prompts are sorted by (max_tokens, prompt length), cut into
 chunks of ``batch_size``, left-padded, and decoded together with per-row temperature / top_p /
