@@ -40,7 +40,8 @@ pytestmark = pytest.mark.timeout(5400)
 
 SEED = 0
 #: Minimum gains (absolute accuracy, 800 dev problems). Pinned kernels, seed 0 (this test's run; docs/toy-results.md):
-#: SFT - base = +2.6 points, DPO - SFT = +4.0, GRPO - SFT = +3.0, AUROC of label-free s_wm 0.896. On the earlier
+#: SFT - base = +2.6 points, DPO - SFT = +4.0, GRPO - SFT = +3.0, AUROC of label-free s_wm 0.896; seeds 1 / 2 (the
+#: loop alone): SFT - base = +4.5 / +2.7, DPO - SFT = +2.1 / +4.0, GRPO - SFT = +4.0 / +2.3. On the earlier
 #: sessions' machine's own kernels, seeds 0, 1, 2: SFT - base = +1.9 / +1.1 / +2.5; DPO - SFT = +4.0 / +6.3 / +3.1;
 #: GRPO - SFT = +6.9 / +5.9 / +3.3; AUROC 0.899 / 0.897 / 0.895.
 SFT_OVER_BASE = 0.005
