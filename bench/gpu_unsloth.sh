@@ -33,7 +33,7 @@ PYTHONPATH=/tmp/site:$REPO python3 bench/qlora_step.py build --out "$MODEL" 2>&1
 echo "=== build: $((SECONDS - t0)) s"
 
 t0=$SECONDS
-PYTHONPATH=/tmp/site:$REPO python3 bench/qlora_step.py one --path trainer --batch "$BATCH" --liger \
+PYTHONPATH=/tmp/site:$REPO python3 bench/qlora_step.py one --model "$MODEL" --path trainer --batch "$BATCH" --liger \
   --json-out "$RES/qlora_trainer_liger_b$BATCH.json" >"$WORK/ours.log" 2>&1
 echo "=== ours (trainer + Liger, batch $BATCH): rc=$? in $((SECONDS - t0)) s"; tail -3 "$WORK/ours.log"
 
