@@ -129,6 +129,7 @@ class ArmProvider:
         self.questions = QuestionIndex()
         self.questions.add_many(cache.questions(model_id, config.fingerprint))
         metrics.arm_questions_indexed.set_function(lambda: len(self.questions))
+        metrics.arm_questions_not_indexed.set_function(lambda: self.questions.dropped)
         # replicas sharing the arm store generate each question once (reward_service.store.fleet)
         self.fleet = FleetClaims(
             cache,

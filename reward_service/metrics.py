@@ -28,13 +28,17 @@ class Metrics:
             "regime_w_arm_question_matches",
             "questions not cached as sent whose arms were looked up under a known question: how=exact (the same "
             "once whitespace is normalized), how=contained (a known question inside the text, e.g. a chat "
-            "template or an instruction around it); how=ambiguous counts texts holding several known questions "
-            "side by side (not resolved)",
+            "template or known instruction scaffolding around it; anything else around it is not resolved)",
             ["how"],
             registry=r,
         )
         self.arm_questions_indexed = Gauge(
             "regime_w_arm_questions_indexed", "known questions findable inside wrapped prompts", registry=r
+        )
+        self.arm_questions_not_indexed = Gauge(
+            "regime_w_arm_questions_not_indexed",
+            "known questions left out of the index by its bounds (still served when sent exactly)",
+            registry=r,
         )
         self.arm_generations = Counter("regime_w_arm_generations", "arm texts generated", registry=r)
         self.generation_failures = Counter("regime_w_generation_failures", "failed generation batches", registry=r)

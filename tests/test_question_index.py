@@ -223,6 +223,7 @@ def test_wrapped_questions_use_the_precomputed_arms_across_a_restart(tiny_model_
         assert score(service, f"<|user|>{Q2}<|end|>")["arms_from_cache"] is True
         assert metric(service.url, "regime_w_arm_generations_total") == after_q2
         assert metric(service.url, "regime_w_arm_questions_indexed") == 2
+        assert metric(service.url, "regime_w_arm_questions_not_indexed") == 0  # bounds far away: nothing left out
 
     with start_live_service(spec, tmp_path, tiny_model_dir) as restarted:  # same cache file
         assert metric(restarted.url, "regime_w_arm_questions_indexed") == 2  # read back from SQLite

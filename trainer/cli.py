@@ -108,7 +108,7 @@ def parse_stage_args(stage: str, argv: Sequence[str]) -> tuple[Any, ...]:
 #: bitsandbytes, imported on a CPU with AVX512-BF16 (e.g. AMD EPYC Zen 4, Intel Sapphire Rapids), looks for a
 #: hub kernel (the ``kernels`` package, which loads code from a hub at run time) and logs this warning before
 #: every stage when it is missing; it then computes 4-bit layers with its own CPU code, which is what every
-#: CPU run of this project uses. Nothing to act on, so it is not shown (README, "Troubleshooting").
+#: CPU run of this project uses. Nothing to act on, so it is not shown (README, "Tests").
 BNB_HUB_KERNEL_WARNING = "Failed to load CPU gemm_4bit_forward from kernels-community"
 BNB_CPU_LOGGER = "bitsandbytes.backends.cpu.ops"
 
@@ -150,7 +150,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ImportError as exc:
         hint = ""
         if getattr(exc, "name", None) and str(exc.name).split(".")[0] in _TRAINING_STACK:
-            hint = ' (the light install has no training stack: pip install "regime-w-trainer[trainer]")'
+            hint = (
+                " (the light install has no training stack: install the trainer wheel with its extra,"
+                ' pip install "dist/regime_w_trainer-<version>-py3-none-any.whl[trainer]")'
+            )
         print(f"regime-w-train: stage {stage!r} is not available: {exc}{hint}", file=sys.stderr)
         return 2
     try:
