@@ -27,6 +27,7 @@ from reward_service.store import (
     open_store,
     resolve_cache_url,
 )
+from tests.support.limits import HANG_GUARD_S
 from tests.support.postgres import fresh_database
 
 M, F = "model-a", "fp-1"
@@ -141,7 +142,7 @@ def test_concurrent_claims_give_each_key_to_exactly_one_owner(stores: Opener) ->
     barrier = threading.Barrier(len(owners))
 
     def worker(owner: str) -> None:
-        barrier.wait(timeout=60)
+        barrier.wait(timeout=HANG_GUARD_S)
         mine: list[str] = []
         for lo in range(0, len(keys), 7):
             mine += views[owner].claim(keys[lo : lo + 7][::-1] if owner.endswith(("1", "3")) else keys, owner, 30)

@@ -20,6 +20,7 @@ import yaml
 
 from reward_service.settings import Settings
 from shared_schemas.wire import ScoreRequest, ScoreResponse
+from tests.support.limits import HANG_GUARD_S
 from tests.support.servers import running_service
 
 REPO = Path(__file__).resolve().parents[1]
@@ -192,7 +193,7 @@ def test_haproxy_config_checks_readyz_and_finds_every_replica() -> None:
     haproxy = shutil.which("haproxy")
     if haproxy is None:
         pytest.skip("haproxy is not installed here (apt-get install haproxy): the syntax check needs it")
-    done = subprocess.run([haproxy, "-c", "-f", str(HAPROXY_CFG)], capture_output=True, text=True, timeout=600)
+    done = subprocess.run([haproxy, "-c", "-f", str(HAPROXY_CFG)], capture_output=True, text=True, timeout=HANG_GUARD_S)
     assert done.returncode == 0, done.stdout + done.stderr
 
 
@@ -308,7 +309,7 @@ def test_scripts_parse_and_are_executable(script: Path) -> None:
 
 def test_entrypoint_refuses_an_unreadable_keys_file(tmp_path: Path) -> None:
     env = {**os.environ, "REGIME_W_API_KEYS_FILE": str(tmp_path / "missing.txt")}
-    result = subprocess.run(["sh", str(ENTRYPOINT)], env=env, capture_output=True, text=True, timeout=30)
+    result = subprocess.run(["sh", str(ENTRYPOINT)], env=env, capture_output=True, text=True, timeout=HANG_GUARD_S)
     assert result.returncode == 2
     assert "cannot read REGIME_W_API_KEYS_FILE" in result.stderr and "secrets/README.md" in result.stderr
 
@@ -317,7 +318,9 @@ def test_entrypoint_starts_regime_w_serve(tmp_path: Path) -> None:
     keys = tmp_path / "keys.txt"
     keys.write_text("# comment\nk-one\n", encoding="utf-8")
     env = {**os.environ, "REGIME_W_API_KEYS_FILE": str(keys)}
-    result = subprocess.run(["sh", str(ENTRYPOINT), "--help"], env=env, capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        ["sh", str(ENTRYPOINT), "--help"], env=env, capture_output=True, text=True, timeout=HANG_GUARD_S
+    )
     assert result.returncode == 0, result.stderr
     assert "regime-w-serve" in result.stdout and "--host" in result.stdout
 
@@ -327,7 +330,7 @@ def _curl(url: str, key: str | None) -> subprocess.CompletedProcess[str]:
     env["REGIME_W_URL"] = url
     if key is not None:
         env["REGIME_W_API_KEY"] = key
-    return subprocess.run(["bash", str(CURL_SH)], env=env, capture_output=True, text=True, timeout=120)
+    return subprocess.run(["bash", str(CURL_SH)], env=env, capture_output=True, text=True, timeout=HANG_GUARD_S)
 
 
 def test_curl_sh_scores_the_example_batch_against_the_real_service(tmp_path: Path) -> None:

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.limits import HANG_GUARD_S
 from tests.support.servers import ServiceSpec
 
 CHECKS = (
@@ -81,7 +82,7 @@ def run_schemathesis(url: str, key: str, examples: int, report: Path) -> tuple[i
         "--report-ndjson-path",
         str(report),
     ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=report.parent)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=HANG_GUARD_S, cwd=report.parent)
     return proc.returncode, proc.stdout + proc.stderr
 
 

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.limits import HANG_GUARD_S
+
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "scripts" / "build-trainer-dist"
 PRIVATE_CONFIG = ROOT / "reward_service" / "regime_w" / "default_config.toml"
@@ -26,7 +28,7 @@ PUBLIC_ARM_KEYS = {"name", "family", "style"}
 @pytest.fixture(scope="module")
 def dist(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     out = tmp_path_factory.mktemp("dist")
-    proc = subprocess.run([sys.executable, str(SCRIPT), str(out)], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([sys.executable, str(SCRIPT), str(out)], capture_output=True, text=True, timeout=HANG_GUARD_S)
     assert proc.returncode == 0, f"build-trainer-dist failed:\n{proc.stdout}\n{proc.stderr}"
     wheels = list(out.glob("regime_w_trainer-*.whl"))
     sdists = list(out.glob("regime_w_trainer-*.tar.gz"))
@@ -236,6 +238,7 @@ for name in ("trainer.reward_client", "trainer.integrations.openrlhf_reward", "t
     loaded[name] = importlib.import_module(name).__file__
 import contextlib, io
 from trainer.cli import main
+from tests.support.limits import HANG_GUARD_S
 err = io.StringIO()
 with contextlib.redirect_stderr(err):
     code = main(["sft", "--dry-run"])
@@ -339,7 +342,7 @@ def test_the_documented_wheel_commands_work_as_written(dist: dict[str, Path], tm
         target = tmp_path / f"site{i}"
         flags = f"--no-deps --no-index --quiet --disable-pip-version-check --target {target}"
         line = command.replace("pip install", f"{sys.executable} -m pip install {flags}", 1)
-        proc = subprocess.run(["bash", "-c", line], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        proc = subprocess.run(["bash", "-c", line], cwd=tmp_path, capture_output=True, text=True, timeout=HANG_GUARD_S)
         assert proc.returncode == 0, f"{command!r}: {proc.stderr}"
         files = [p.relative_to(target).as_posix() for p in target.rglob("*") if p.is_file()]
         assert "trainer/integrations/verl_reward.py" in files and "trainer/reward_client/clients.py" in files

@@ -14,6 +14,7 @@ import pytest
 
 from shared_schemas.wire import ScoreItem
 from tests.support.flaky_server import FlakyServer, free_port, start_flaky_server
+from tests.support.limits import HANG_GUARD_S
 from trainer.configs import RewardServiceArguments
 from trainer.reward_client import (
     DEFAULT_PATIENCE_S,
@@ -326,7 +327,7 @@ def test_an_outage_shorter_than_the_patience_is_survived(monkeypatch: pytest.Mon
         assert outcome["elapsed"] >= 3.0  # type: ignore[operator]
     finally:
         proc.terminate()
-        proc.wait(timeout=10)
+        proc.wait(timeout=HANG_GUARD_S)
 
 
 def test_connection_errors_stop_when_the_patience_is_spent() -> None:

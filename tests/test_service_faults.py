@@ -28,7 +28,7 @@ from reward_service.redact import prompt_pieces
 from reward_service.regime_w.config import default_config
 from reward_service.settings import GENERATION_TIMEOUT_MARGIN_S, Settings
 from tests.support.inprocess import InProcessService
-from tests.support.limits import wait_for
+from tests.support.limits import HANG_GUARD_S, wait_for
 from tests.support.openai_compat_server import control, running_server
 from tests.support.servers import ServiceSpec, free_port, start_live_service
 from tests.support.service_config import small_service_config
@@ -260,7 +260,7 @@ def test_backend_load_is_retried_until_the_arm_model_answers(tiny_model_dir: Pat
             assert info["scorer"]["model"] == SERVED
     finally:
         proc.terminate()
-        proc.wait(timeout=30)
+        proc.wait(timeout=HANG_GUARD_S)
     text = log_path.read_text()
     assert "trying again" in text and "Traceback" not in text
 
@@ -272,7 +272,9 @@ def test_backend_that_never_loads_ends_the_server_with_one_line(tmp_path: Path) 
         REGIME_W_BACKEND_LOAD_ATTEMPTS="2",
         REGIME_W_BACKEND_LOAD_BACKOFF_S="0.1",
     )
-    done = subprocess.run(serve_argv(free_port()), env=env, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    done = subprocess.run(
+        serve_argv(free_port()), env=env, capture_output=True, text=True, timeout=HANG_GUARD_S, cwd=ROOT
+    )
     assert done.returncode == 1, done.stderr[-3000:]
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("regime-w-serve: the backend failed to load after 2 attempts: GenerationError:"), last

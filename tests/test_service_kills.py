@@ -16,6 +16,7 @@ import time
 import httpx
 import pytest
 
+from tests.support.limits import HANG_GUARD_S
 from tests.support.servers import ServiceSpec, running_service, service_env
 
 KILLS = 10
@@ -49,7 +50,7 @@ def test_arm_cache_survives_repeated_sigkill(tiny_model_dir, tmp_path) -> None:
             worker.start()
             time.sleep(rng.uniform(2.0, 12.0))
             server.proc.send_signal(signal.SIGKILL)
-            server.proc.wait(timeout=30)
+            server.proc.wait(timeout=HANG_GUARD_S)
             worker.join(timeout=60)
         db = sqlite3.connect(env["REGIME_W_CACHE_PATH"])
         assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"

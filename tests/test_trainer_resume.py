@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.limits import HANG_GUARD_S
 from trainer.checkpoints import apply_resume, last_checkpoint, resume_path
 from trainer.cli import main as cli_main
 
@@ -250,7 +251,7 @@ def test_grpo_killed_after_a_checkpoint_resumes_to_completion(
             assert time.monotonic() < deadline, "no checkpoint in 10 minutes"
             time.sleep(0.05)
         first.send_signal(signal.SIGKILL)
-        first.wait(timeout=30)
+        first.wait(timeout=HANG_GUARD_S)
     finally:
         if first.poll() is None:
             first.kill()

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.limits import HANG_GUARD_S
 from tests.support.servers import ServiceSpec
 from trainer.configs import DataArguments, ModelArguments, RewardServiceArguments
 from trainer.generation import SamplingSpec, _to_generation, generate_texts, sample_seed
@@ -141,7 +142,7 @@ def test_killed_run_resumes_with_every_question_once(service, tiny_model_dir, tm
                 pytest.fail("no rollout line appeared in time")
             time.sleep(0.01)
         proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
+        proc.wait(timeout=HANG_GUARD_S)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -153,7 +154,7 @@ def test_killed_run_resumes_with_every_question_once(service, tiny_model_dir, tm
     with out.open("ab") as f:
         f.write(b'{"id": "gsm8k-train-999", "question": "unfini')
 
-    resumed = subprocess.run(cli(recipe), cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    resumed = subprocess.run(cli(recipe), cwd=tmp_path, env=env, capture_output=True, text=True, timeout=HANG_GUARD_S)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     summary = json.loads(resumed.stdout[resumed.stdout.index("{") :])
     assert summary["already_done"] == len(before)
@@ -162,7 +163,7 @@ def test_killed_run_resumes_with_every_question_once(service, tiny_model_dir, tm
     records = check_file(out, tmp_path / "split.json")
 
     # Same command again: nothing to do, file untouched.
-    again = subprocess.run(cli(recipe), cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    again = subprocess.run(cli(recipe), cwd=tmp_path, env=env, capture_output=True, text=True, timeout=HANG_GUARD_S)
     assert again.returncode == 0 and "nothing to do" in again.stdout
     assert [json.loads(x) for x in out.read_bytes().splitlines()] == records
 
