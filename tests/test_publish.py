@@ -184,7 +184,7 @@ def install_wheel(wheel: Path, target: Path) -> Path:
         ],
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=HANG_GUARD_S,
     )
     assert pip.returncode == 0, pip.stderr
     return target
@@ -197,7 +197,7 @@ def test_wheel_runs_without_reward_service(dist: dict[str, Path], tmp_path: Path
         [sys.executable, "-c", PROBE, str(target)],
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=HANG_GUARD_S,
         cwd=tmp_path,
         env={
             "PATH": os.environ.get("PATH", ""),
@@ -238,7 +238,6 @@ for name in ("trainer.reward_client", "trainer.integrations.openrlhf_reward", "t
     loaded[name] = importlib.import_module(name).__file__
 import contextlib, io
 from trainer.cli import main
-from tests.support.limits import HANG_GUARD_S
 err = io.StringIO()
 with contextlib.redirect_stderr(err):
     code = main(["sft", "--dry-run"])
@@ -253,7 +252,7 @@ def test_wheel_client_imports_without_the_training_stack(dist: dict[str, Path], 
         [sys.executable, "-c", LIGHT_PROBE, str(target)],
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=HANG_GUARD_S,
         cwd=tmp_path,
         env={"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path)},
     )
