@@ -50,6 +50,7 @@ from shared_schemas.wire import (
     ScorerInfo,
     TrajectoryScore,
 )
+from tests.support.limits import HANG_GUARD_S
 from tests.support.servers import free_port  # noqa: F401 - re-exported: tests take it from here
 
 Action = str | dict[str, Any]
@@ -296,7 +297,7 @@ class FlakyServer:
 
 
 @contextmanager
-def start_flaky_server(startup_timeout_s: float = 60.0) -> Iterator[FlakyServer]:
+def start_flaky_server(startup_timeout_s: float = HANG_GUARD_S) -> Iterator[FlakyServer]:
     """Start the flaky server in a subprocess on a free loopback port; stop it on exit."""
     process = subprocess.Popen(
         [sys.executable, "-m", "tests.support.flaky_server"],

@@ -38,6 +38,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
+from tests.support.limits import HANG_GUARD_S
 from tests.support.servers import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -292,7 +293,7 @@ def stats(base_url: str) -> dict[str, Any]:
 
 @contextlib.contextmanager
 def running_server(
-    model_dir: str | Path, *extra_args: str, startup_timeout_s: float = 120.0, port: int | None = None
+    model_dir: str | Path, *extra_args: str, startup_timeout_s: float = HANG_GUARD_S, port: int | None = None
 ) -> Iterator[str]:
     """Run the server as a subprocess on ``port`` (default: a free loopback port); yields its base URL
     (``.../v1``). A port given again after the server stopped brings "the same server" back."""
