@@ -77,7 +77,7 @@ def main() -> int:
         "greedy_tokens_matching_transformers_before_first_difference": agree,
         "new_tokens": new,
         "sampled_rows_alone_equal_in_batch": [a == b for a, b in zip(alone, batch[:4], strict=True)],
-        "graphs_captured": len(engine._graphs),
+        "graphs_captured": engine.graphs_captured,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")

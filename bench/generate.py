@@ -164,7 +164,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     model, tokenizer, name = load(args)
     results = []
     for batch in [int(b) for b in args.batch_sizes.split(",")]:
-        backend = HFBackend(name, batch_size=batch, ignore_eos=True, compile=args.compile, preloaded=(model, tokenizer))
+        backend = HFBackend(
+            name,
+            batch_size=batch,
+            ignore_eos=True,
+            compile=args.compile,
+            preloaded=(model, tokenizer),
+            generation_engine="hf",  # transformers generate, the path this compares with plain generate
+        )
         prompts = make_prompts(batch, args)
         for _ in range(args.warmup):
             backend.generate(prompts)

@@ -4,10 +4,11 @@ Builds a random-weight Llama of the chosen shape directly on the device (``llama
 8.03 B parameters, vocab 128,256, Llama-3 RoPE scaling; ``tiny`` for a CPU smoke run), then times,
 in one process on the same model object:
 
-* ``hf-dynamic``: ``model.generate`` with the trainer's per-row sampler (``trainer.generation.SpecSampler``,
-  what ``generate_texts`` runs for rollouts/eval), dynamic KV cache, bf16;
+* ``hf-dynamic``: ``model.generate`` with the per-row sampler (``fastgen.LogitsSampler``, what
+  ``trainer.generation.generate_texts`` runs for ``generation_engine: hf``), dynamic KV cache, bf16;
 * ``hf-static``: the same with ``cache_implementation="static"`` (transformers compiles the forward:
-  what the merged bf16 copy of ``trainer.grpo_generation`` and the service's ``--compile`` do);
+  what GRPO's ``grpo_policy_copy: merged_bf16`` (``trainer.generation.policy_copy``) and the service's
+  ``--compile`` do);
 * ``fast``: :class:`fastgen.Engine` (static cache, CUDA-graph decode, seeded sampling, refill).
 
 Prompts are random token ids of ``--prompt`` tokens; no stop ids, so every row decodes its whole
@@ -96,7 +97,8 @@ def _peak_gb() -> float:
 def run_hf(model: Any, batch: list[list[int]], new: int, temperature: float, static: bool) -> list[list[int]]:
     from transformers import GenerationConfig, LogitsProcessorList
 
-    from trainer.generation import SamplingSpec, SpecSampler
+    from fastgen import LogitsSampler
+    from trainer.generation import SamplingSpec
 
     device = next(model.parameters()).device
     ids = torch.tensor(batch, device=device)
@@ -116,7 +118,7 @@ def run_hf(model: Any, batch: list[list[int]], new: int, temperature: float, sta
             input_ids=ids,
             attention_mask=torch.ones_like(ids),
             generation_config=config,
-            logits_processor=LogitsProcessorList([SpecSampler(specs)]),
+            logits_processor=LogitsProcessorList([LogitsSampler.from_specs(specs)]),
         )
     return list(out[:, ids.shape[1] :].tolist())
 
@@ -235,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
         engine = Engine(model, EngineConfig(slots=rows))
         row = {"path": "fast", "batch": rows, "new_tokens": new, "temperature": temp}
         row.update(timed(lambda e=engine, b=batch, n=new, t=temp: run_fast(e, b, n, t), rows, new))
-        row["graphs_captured"] = len(engine._graphs)
+        row["graphs_captured"] = engine.graphs_captured
         engine.release()
         del engine
         add(row)

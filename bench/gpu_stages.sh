@@ -90,7 +90,8 @@ service() {
   # setsid: on a machine kept warm between calls the service outlives this command
   setsid python3 -c 'import sys; from reward_service.cli import serve_main; sys.exit(serve_main())' \
     --backend hf --model "$MODEL" --device "${SERVICE_DEVICE:-cuda}" --dtype bfloat16 --config "$WORK/arms.toml" \
-    --cache-path "$WORK/arms.sqlite3" --generation-batch-size 64 --insecure-no-auth --port "$PORT" \
+    --cache-path "$WORK/arms.sqlite3" --arm-batch-questions 64 --generation-batch-rows 64 --insecure-no-auth \
+    --port "$PORT" \
     --log-level warning >"$WORK/service.log" 2>&1 < /dev/null &
   echo $! >"$WORK/service.pid"
   for _ in $(seq 1 300); do service_up && break; sleep 1; done

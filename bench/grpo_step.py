@@ -10,7 +10,9 @@ the same cheap reward (completion length; no reward service, so the step is gene
   issue's baseline: 18.4 s a step at 8 generations x 256 tokens on an H100).
 * ``trainer``: what ``regime-w-train grpo`` builds: ``trainer.modeling`` loading, ``GRPOStageConfig``
   with the 8B recipe's knobs (``loss_type: dapo``, ``beta: 0``, ``paged_adamw_8bit``) and
-  ``FastGenerationGRPOTrainer`` with the ``generation_engine`` of the row.
+  ``FastGenerationGRPOTrainer`` with the ``generation_engine`` and ``grpo_policy_copy`` of the row
+  (rows measured before the one-setting rename said ``merged_bf16`` for ``hf`` + ``merged_bf16``
+  and ``trl`` for ``hf`` + ``none``).
 
 s/step = median over the timed optimizer steps (after ``--warmup`` steps) of step begin to step end,
 CUDA synchronized; generated tokens/s = completions per step x mean completion length / s per step.
@@ -42,8 +44,9 @@ ISSUE_BASELINE = {"s_per_step": 18.4, "peak_gb": 7.2, "setting": "TRL 1.16 GRPOT
 class Spec:
     name: str
     path: str  # "trl" | "trainer"
-    engine: str = "trl"  # trainer only: generation_engine
-    static_cache: bool = True  # trainer merged_bf16 only
+    engine: str = "hf"  # trainer only: generation_engine
+    policy_copy: str = "none"  # trainer only: grpo_policy_copy
+    static_cache: bool = True  # trainer grpo_policy_copy merged_bf16 only
     batch: int = 8  # per_device_train_batch_size (= num_generations: one prompt a micro-batch)
     accum: int = 1  # gradient_accumulation_steps (TRL generates batch x accum completions at once)
     generations: int = 8
@@ -140,8 +143,8 @@ def run_one(spec: Spec, model_dir: str, data: Path, warmup: int, steps: int) -> 
                 callbacks=[Timer()],
             )
         elif spec.path == "trainer":
-            from trainer.grpo_generation import FastGenerationGRPOTrainer
-            from trainer.stages.grpo import GRPOStageConfig, fast_generation_config
+            from trainer.generation.grpo import FastGenerationGRPOTrainer, fast_generation_config
+            from trainer.stages.grpo import GRPOStageConfig
 
             model = load_base_model(model_args, for_training=True)
             config = GRPOStageConfig(
@@ -153,6 +156,7 @@ def run_one(spec: Spec, model_dir: str, data: Path, warmup: int, steps: int) -> 
                 top_p=0.95,
                 learning_rate=1e-6,
                 generation_engine=spec.engine,
+                grpo_policy_copy=spec.policy_copy,
                 generation_static_cache=spec.static_cache,
                 precompute_arms=False,
                 **common,
@@ -197,10 +201,10 @@ def run_one(spec: Spec, model_dir: str, data: Path, warmup: int, steps: int) -> 
 def default_specs(tokens: int) -> list[Spec]:
     return [
         Spec("trl-b8", "trl", tokens=tokens),
-        Spec("trainer-merged-static-b8", "trainer", engine="merged_bf16", tokens=tokens),
-        Spec("trainer-merged-static-b8x4", "trainer", engine="merged_bf16", accum=4, tokens=tokens),
-        Spec("trainer-merged-eager-b8", "trainer", engine="merged_bf16", static_cache=False, tokens=tokens),
-        Spec("trainer-trlgen-b8", "trainer", engine="trl", tokens=tokens),
+        Spec("trainer-merged-static-b8", "trainer", policy_copy="merged_bf16", tokens=tokens),
+        Spec("trainer-merged-static-b8x4", "trainer", policy_copy="merged_bf16", accum=4, tokens=tokens),
+        Spec("trainer-merged-eager-b8", "trainer", policy_copy="merged_bf16", static_cache=False, tokens=tokens),
+        Spec("trainer-trlgen-b8", "trainer", engine="hf", tokens=tokens),
     ]
 
 
@@ -269,7 +273,8 @@ def main(argv: list[str] | None = None) -> int:
     one = sub.add_parser("one")
     one.add_argument("--spec", help="a Spec as JSON (suite use)")
     one.add_argument("--path", choices=["trl", "trainer"])
-    one.add_argument("--engine", default="merged_bf16")
+    one.add_argument("--engine", default="hf", help="generation_engine: auto | hf | fast | vllm")
+    one.add_argument("--policy-copy", default="merged_bf16", help="grpo_policy_copy (generation_engine hf only)")
     one.add_argument("--no-static-cache", action="store_true")
     one.add_argument("--batch", type=int, default=8)
     one.add_argument("--accum", type=int, default=1)
@@ -298,6 +303,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{args.path}-cli",
             args.path,
             engine=args.engine,
+            policy_copy=args.policy_copy if args.engine == "hf" else "none",
             static_cache=not args.no_static_cache,
             batch=args.batch,
             accum=args.accum,

@@ -48,9 +48,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import httpx  # noqa: E402
 
+from experiments.toy_loop import reward_service  # noqa: E402
 from tests.support.service_config import small_service_config  # noqa: E402
 from tests.support.tiny_model import build_tiny_model  # noqa: E402
-from trainer.toy.loop import reward_service  # noqa: E402
 
 KEY = "bench-grpo-key-0123456789abcdef"
 SCENARIOS = ("cached", "cold")

@@ -34,9 +34,9 @@ sys.path.insert(0, str(HERE))
 
 from score_inprocess import build_workload  # noqa: E402
 
+from experiments.toy_loop import reward_service  # noqa: E402
 from reward_service.arm_cache import ArmCache, cache_key  # noqa: E402
 from reward_service.regime_w.config import default_config  # noqa: E402
-from trainer.toy.loop import reward_service  # noqa: E402
 
 KEY = "bench-key-0123456789abcdef"
 

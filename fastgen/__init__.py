@@ -5,6 +5,14 @@ importing each other. :func:`build_engine` returns an :class:`Engine` (hand-writ
 static KV cache, CUDA-graph decode, per-row seeded sampling, refill of finished rows) for a
 Llama-family model in a float dtype, else a :class:`GenerateFallback` over ``transformers``
 ``generate``, with a log line saying why.
+
+The engine is laid out in parts: :mod:`fastgen.scheduler` (slots, queue, refill),
+:mod:`fastgen.model_runner` (prefill, decode step, CUDA graphs), :mod:`fastgen.kv_cache` (the static
+cache and slot state), :mod:`fastgen.llama` (the forward), orchestrated by :mod:`fastgen.engine`.
+
+The repository's one sampler is :mod:`fastgen.sampling`: :func:`select_tokens` (the engine's, on the
+device) and :class:`LogitsSampler` (the same selection as a transformers ``generate`` logits processor,
+for every path that decodes with ``generate``).
 """
 
 from __future__ import annotations
@@ -16,6 +24,16 @@ import torch
 
 from fastgen.engine import Engine
 from fastgen.fallback import GenerateFallback
+from fastgen.sampling import (
+    LogitsSampler,
+    Mode,
+    RowParams,
+    SamplingParams,
+    mix32,
+    seed_keys,
+    select_tokens,
+    uniforms,
+)
 from fastgen.types import Completion, EngineConfig, EngineTimeout, Request, UnsupportedModel
 
 __all__ = [
@@ -25,10 +43,18 @@ __all__ = [
     "EngineConfig",
     "EngineTimeout",
     "GenerateFallback",
+    "LogitsSampler",
+    "Mode",
     "Request",
+    "RowParams",
+    "SamplingParams",
     "UnsupportedModel",
     "build_engine",
+    "mix32",
     "resolve_engine",
+    "seed_keys",
+    "select_tokens",
+    "uniforms",
 ]
 
 log = logging.getLogger(__name__)

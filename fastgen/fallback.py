@@ -1,7 +1,7 @@
 """Models the hand-written decoder does not read: plain transformers ``generate``, same API.
 
 Requests are decoded ``slots`` at a time, left-padded, with the engine's per-row sampling
-(:func:`fastgen.sampling.select_tokens`, seeded by ``hash(seed, step)``) and per-row stop ids and
+(:class:`fastgen.sampling.LogitsSampler`, seeded by ``hash(seed, step)``) and per-row stop ids and
 budgets, so results follow the same rules as :class:`fastgen.engine.Engine` (not the same floats).
 No static cache, no graphs, no refill: correct but not fast.
 """
@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from fastgen.sampling import Mode, RowParams, select_tokens
+from fastgen.sampling import LogitsSampler
 from fastgen.types import Completion, EngineConfig, EngineTimeout, Request
 
 __all__ = ["GenerateFallback"]
@@ -64,17 +64,7 @@ class GenerateFallback:
         for row, r in enumerate(reqs):
             ids[row, width - len(r.prompt_ids) :] = torch.tensor(list(r.prompt_ids), dtype=torch.long)
             mask[row, width - len(r.prompt_ids) :] = 1
-        params = RowParams.build(
-            [r.temperature for r in reqs], [r.top_p for r in reqs], [r.seed for r in reqs], self.device
-        )
-        mode = Mode.of([r.temperature for r in reqs], [r.top_p for r in reqs])
-
-        def choose(input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-            steps = torch.full((len(reqs),), input_ids.shape[1] - width, dtype=torch.long, device=scores.device)
-            chosen = select_tokens(scores, params, steps, mode)
-            out = torch.full_like(scores, float("-inf"))
-            return out.scatter_(1, chosen[:, None], 0.0)
-
+        sampler = LogitsSampler.from_specs(reqs)
         config = GenerationConfig(
             max_new_tokens=max(r.max_new_tokens for r in reqs), do_sample=False, pad_token_id=pad, eos_token_id=None
         )
@@ -82,7 +72,7 @@ class GenerateFallback:
             input_ids=ids.to(self.device),
             attention_mask=mask.to(self.device),
             generation_config=config,
-            logits_processor=LogitsProcessorList([choose]),
+            logits_processor=LogitsProcessorList([sampler]),
         )
         completions = []
         for r, row in zip(reqs, out[:, width:].tolist(), strict=True):

@@ -5,7 +5,7 @@ the model (a LoRA re-merge) is seen by the next step, CUDA graphs included. Supp
 linear and Llama-3 scaling, read from the model's rotary module), grouped-query attention, RMSNorm,
 SwiGLU, optional q/k/v/o and MLP biases, and tied embeddings.
 
-Two entry points: :func:`prefill` (a batch of right-padded prompts into given cache slots, causal
+Two entry points over a :class:`fastgen.kv_cache.KVCache`: :func:`prefill` (a batch of right-padded prompts into given cache slots, causal
 attention, logits of each prompt's last token) and :func:`decode` (one token for every slot at its
 own position, attention over the cache up to ``kv_len``; no host synchronisation, so it can be
 captured as a CUDA graph).
@@ -19,9 +19,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from fastgen.kv_cache import KVCache
 from fastgen.types import UnsupportedModel
 
-__all__ = ["LayerWeights", "LlamaWeights", "KVCache", "prefill", "decode"]
+__all__ = ["LayerWeights", "LlamaWeights", "prefill", "decode"]
 
 _ROPE_TYPES = ("default", "linear", "llama3")
 
@@ -79,6 +80,10 @@ class LlamaWeights:
     @property
     def dtype(self) -> torch.dtype:
         return self.embed.dtype
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.layers)
 
     @property
     def vocab_size(self) -> int:
@@ -144,32 +149,6 @@ class LlamaWeights:
             inv_freq=rotary.inv_freq.detach().float().clone(),
             rope_scaling=float(getattr(rotary, "attention_scaling", 1.0)),
         )
-
-
-@dataclass(slots=True)
-class KVCache:
-    """Static keys and values, ``(layers, slots, kv_heads, seq, head_dim)``, and the RoPE tables."""
-
-    k: torch.Tensor
-    v: torch.Tensor
-    cos: torch.Tensor  # (seq, head_dim), model dtype
-    sin: torch.Tensor
-
-    @property
-    def seq_len(self) -> int:
-        return int(self.k.shape[3])
-
-    @staticmethod
-    def allocate(w: LlamaWeights, slots: int, seq_len: int) -> KVCache:
-        shape = (len(w.layers), slots, w.n_kv_heads, seq_len, w.head_dim)
-        k = torch.zeros(shape, dtype=w.dtype, device=w.device)
-        v = torch.zeros(shape, dtype=w.dtype, device=w.device)
-        positions = torch.arange(seq_len, dtype=torch.float32, device=w.device)
-        freqs = positions[:, None] * w.inv_freq.to(w.device)[None, :]
-        emb = torch.cat((freqs, freqs), dim=-1)
-        cos = (emb.cos() * w.rope_scaling).to(w.dtype)
-        sin = (emb.sin() * w.rope_scaling).to(w.dtype)
-        return KVCache(k, v, cos, sin)
 
 
 def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:

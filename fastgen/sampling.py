@@ -9,16 +9,31 @@ arithmetic on the logits' device (no host round trip), so the selection can be c
 Rows with ``top_p < 1`` draw from their nucleus in descending-probability order; rows with
 ``top_p == 1`` draw from the full softmax in vocabulary order, whether or not another row of the
 batch needed the sort. Temperature 0 is greedy (argmax).
+
+The engine calls :func:`select_tokens` inside its decode step; :class:`LogitsSampler` is the same
+selection as a transformers ``generate`` logits processor (the engine's fallback, the service's ``hf``
+engine, the trainer's ``generate`` path), so every path of the repository samples with one algorithm.
 """
 
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 
-__all__ = ["Mode", "RowParams", "mix32", "seed_keys", "uniforms", "select_tokens"]
+__all__ = [
+    "LogitsSampler",
+    "Mode",
+    "RowParams",
+    "SamplingParams",
+    "mix32",
+    "seed_keys",
+    "select_tokens",
+    "uniforms",
+]
 
 _MASK32 = 0xFFFFFFFF
 # Multipliers below 2**31 keep every product of a 32-bit value under 2**63 (no int64 overflow).
@@ -112,3 +127,74 @@ def select_tokens(logits: torch.Tensor, params: RowParams, steps: torch.Tensor, 
         nucleus = order.gather(1, _inverse_cdf(kept, u)[:, None]).squeeze(1)
         chosen = torch.where(params.top_p < 1.5, nucleus, chosen)
     return torch.where(params.sampled, chosen, greedy)
+
+
+class SamplingParams(Protocol):
+    """Anything with a row's sampling parameters (a fastgen ``Request``, the trainer's ``SamplingSpec``)."""
+
+    @property
+    def temperature(self) -> float: ...
+
+    @property
+    def top_p(self) -> float: ...
+
+    @property
+    def seed(self) -> int: ...
+
+
+class LogitsSampler:
+    """:func:`select_tokens` as a transformers ``generate`` logits processor, one entry per row.
+
+    Returns scores that are ``-inf`` everywhere except each row's chosen token, so greedy decoding
+    inside ``generate`` (``do_sample=False``) picks exactly that token. A row's step is the number of
+    tokens ``generate`` has produced so far (the growth of ``input_ids`` since the first call), so the
+    same row gives the same tokens as :class:`fastgen.Engine` would draw from the same logits. Rows
+    that finished keep being fed by ``generate`` (pad tokens); their choices are ignored there. Use one
+    instance per ``generate`` call.
+    """
+
+    def __init__(self, temperatures: Sequence[float], top_ps: Sequence[float], seeds: Sequence[int]) -> None:
+        if not len(temperatures) == len(top_ps) == len(seeds):
+            raise ValueError(
+                f"LogitsSampler needs one temperature, top_p and seed per row, got "
+                f"{len(temperatures)}, {len(top_ps)} and {len(seeds)}"
+            )
+        if not temperatures:
+            raise ValueError("LogitsSampler needs at least one row")
+        for t, p in zip(temperatures, top_ps, strict=True):
+            if t < 0:
+                raise ValueError(f"temperature must be >= 0, got {t}")
+            if not 0.0 < p <= 1.0:
+                raise ValueError(f"top_p must be in (0, 1], got {p}")
+        self.temperatures = [float(t) for t in temperatures]
+        self.top_ps = [float(p) for p in top_ps]
+        self.seeds = [int(s) for s in seeds]
+        self.mode = Mode.of(self.temperatures, self.top_ps)
+        self._params: RowParams | None = None
+        self._start: int | None = None  # input_ids length at the first call (the step-0 length)
+
+    @classmethod
+    def from_specs(cls, specs: Sequence[SamplingParams]) -> LogitsSampler:
+        """One row per spec, read from its ``temperature``, ``top_p`` and ``seed``."""
+        return cls([s.temperature for s in specs], [s.top_p for s in specs], [s.seed for s in specs])
+
+    @property
+    def rows(self) -> int:
+        return len(self.seeds)
+
+    def _row_params(self, device: torch.device) -> RowParams:
+        if self._params is None or self._params.keys.device != device:
+            self._params = RowParams.build(self.temperatures, self.top_ps, self.seeds, device)
+        return self._params
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        """``input_ids (rows, length)``, ``scores (rows, vocab)`` -> one-hot scores (0 at the choice, -inf elsewhere)."""
+        if scores.shape[0] != self.rows:
+            raise ValueError(f"LogitsSampler has {self.rows} rows but the batch has {scores.shape[0]}")
+        length = int(input_ids.shape[1])
+        if self._start is None:
+            self._start = length
+        steps = torch.full((self.rows,), length - self._start, dtype=torch.long, device=scores.device)
+        chosen = select_tokens(scores, self._row_params(scores.device), steps, self.mode)
+        out = torch.full_like(scores, float("-inf"))
+        return out.scatter_(1, chosen[:, None], 0.0)

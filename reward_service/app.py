@@ -11,10 +11,11 @@ from contextlib import asynccontextmanager, contextmanager
 
 from fastapi import FastAPI
 
-from reward_service.auth import KeyRing
+from reward_service.auth import AuthMiddleware, KeyRing
 from reward_service.errors import install_error_handlers
+from reward_service.limits import Limits
 from reward_service.metrics import Metrics
-from reward_service.middleware import AuthMiddleware, BodyLimitMiddleware, FramingMiddleware, MetricsMiddleware
+from reward_service.middleware import BodyLimitMiddleware, FramingMiddleware, MetricsMiddleware
 from reward_service.openapi import install_openapi
 from reward_service.regime_w.config import load_config
 from reward_service.routers import health, openrlhf, score
@@ -28,7 +29,8 @@ def create_app(settings: Settings | None = None, *, on_fatal: Callable[[str], No
     """Build the service from ``settings`` (default: the ``REGIME_W_*`` environment).
 
     The runtime (:mod:`reward_service.runtime`) loads in the background during the lifespan, so the
-    probes answer while a model loads; routes reach it through ``routers.deps.RuntimeDep``. A start
+    probes answer while a model loads; routes reach it through ``routers.deps.RuntimeDep``. The API key
+    is checked once, by ``auth.AuthMiddleware``, on every path but ``auth.PUBLIC_PATHS``. A start
     that fails is tried again (``BACKEND_LOAD_ATTEMPTS``); after the last try ``on_fatal(reason)``
     runs (default: none, ``/readyz`` stays 503). While it serves, SIGHUP reloads the API keys
     (``auth.KeyRing.reload``) instead of ending the process.
@@ -38,6 +40,7 @@ def create_app(settings: Settings | None = None, *, on_fatal: Callable[[str], No
     metrics = Metrics()
     service = ServiceState(settings, metrics, on_fatal)
     keyring = KeyRing(settings)
+    limits = Limits.from_settings(settings)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -52,14 +55,13 @@ def create_app(settings: Settings | None = None, *, on_fatal: Callable[[str], No
         lifespan=lifespan,
     )
     app.state.service = service
-    app.state.keyring = keyring
     install_error_handlers(app)
-    install_openapi(app, settings, config)
+    install_openapi(app, limits, config)
     app.include_router(health.router)
     app.include_router(score.router)
     app.include_router(openrlhf.router)
     # added innermost first: metrics -> framing -> auth -> body limit -> the routes
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=limits.max_body_bytes)
     app.add_middleware(AuthMiddleware, keyring=keyring)
     app.add_middleware(FramingMiddleware)
     app.add_middleware(MetricsMiddleware, metrics=metrics)

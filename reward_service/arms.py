@@ -4,7 +4,7 @@
 a known question inside a wrapped prompt) run in a worker thread, never on the event loop. Questions
 already cached return at once; the rest join a queue. A dispatcher drains it into *batches*: when a
 generation slot is free it takes the first queued question, waits a few milliseconds for more, and
-hands every queued question (up to ``max_batch_questions``) to one batch task, which renders every
+hands every queued question (up to ``max_batch_questions``, the setting ``ARM_BATCH_QUESTIONS``) to one batch task, which renders every
 arm prompt of them and sends them to the backend in ONE ``generate`` call (in a thread of the
 provider's own pool, one thread a slot). Up to ``concurrency`` batches run at once
 (``GENERATION_CONCURRENCY``): a batch whose backend call hangs holds its slot until its deadline, and
@@ -43,6 +43,7 @@ from reward_service.question_index import QuestionIndex
 from reward_service.redact import Redactor
 from reward_service.regime_w.config import RegimeWConfig
 from reward_service.regime_w.scorer import ArmText
+from reward_service.settings import DEFAULT_ARM_BATCH_QUESTIONS
 from reward_service.store import ArmRow
 from reward_service.store.fleet import FleetClaims
 
@@ -74,6 +75,15 @@ def render_arm_prompts(question: str, config: RegimeWConfig, base_seed: int) -> 
     return prompts
 
 
+@dataclass(frozen=True)
+class QuestionArms:
+    """The arms that score one question, as ``ArmProvider.get`` (or the client) supplies them."""
+
+    arms: tuple[ArmText, ...]
+    from_cache: bool  # found in the arm cache (False: generated for this request, or sent by the client)
+    question: str  # whose arms: the question as sent, or the known question found inside it
+
+
 @dataclass
 class _Pending:
     key: str
@@ -89,7 +99,7 @@ class ProviderOptions:
     timeout_s: float = 90.0  # the service setting GENERATION_TIMEOUT_S's default
     batch_window_s: float = 0.005
     max_pending: int = 4096
-    max_batch_questions: int = 64
+    max_batch_questions: int = DEFAULT_ARM_BATCH_QUESTIONS  # the service setting ARM_BATCH_QUESTIONS
     concurrency: int = 1  # generation batches in flight at once (the service setting GENERATION_CONCURRENCY)
     claim_lease_s: float = 30.0  # a claim on questions being generated (the service setting CACHE_CLAIM_LEASE_S)
 
@@ -223,15 +233,15 @@ class ArmProvider:
             self._learn(unindexed)
         return found
 
-    async def get(self, questions: Sequence[str]) -> list[tuple[tuple[ArmText, ...], bool, str]]:
+    async def get(self, questions: Sequence[str]) -> list[QuestionArms]:
         """Arms of each question, in order, each with ``from_cache`` and the question whose arms they are
         (the question as sent, or the known question it contains: score against that one)."""
         found = await asyncio.to_thread(self._lookup_all, questions)
-        results: list[tuple[tuple[ArmText, ...], bool, str] | None] = [None] * len(questions)
+        results: list[QuestionArms | None] = [None] * len(questions)
         waits: dict[int, asyncio.Future[tuple[ArmText, ...]]] = {}
         for i, (resolved, hit) in enumerate(found):
             if hit is not None:
-                results[i] = (hit[0], True, resolved)
+                results[i] = QuestionArms(hit[0], from_cache=True, question=resolved)
                 continue
             if not self.can_generate:
                 raise ArmsUnavailable(
@@ -251,7 +261,7 @@ class ArmProvider:
                     "it continues in the background and a retry will be served from the cache"
                 ) from None
             for i, arms in zip(waits, done):
-                results[i] = (arms, False, found[i][0])
+                results[i] = QuestionArms(arms, from_cache=False, question=found[i][0])
             await asyncio.to_thread(self._learn, [found[i][0] for i in waits])
         return [r for r in results if r is not None]
 

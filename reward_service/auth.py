@@ -1,10 +1,11 @@
-"""Bearer-key authentication. Keys are compared in constant time.
+"""Bearer-key authentication, checked in one place: ``AuthMiddleware``. Keys are compared in constant time.
 
-The check runs twice over: ``middleware.AuthMiddleware`` answers 401 from the headers before any
-body is read, and ``require_api_key`` (a route dependency) declares the bearer scheme in the
-OpenAPI document and checks again, so a route is never reachable without a key by mistake.
+The middleware answers 401 from the ``Authorization`` header before any body is read, on every path
+but ``PUBLIC_PATHS`` (probes, the scraper, the API description): a route added later is keyed
+unless it is listed there. The OpenAPI document states the same rule (``reward_service.openapi``
+marks every operation outside ``PUBLIC_PATHS`` with ``BEARER_SCHEME``).
 
-Both read the keys from one ``KeyRing``, which ``reload()`` refills from the settings' sources
+The middleware reads the keys from one ``KeyRing``, which ``reload()`` refills from the settings' sources
 (``REGIME_W_API_KEYS`` and the file ``REGIME_W_API_KEYS_FILE``): the app calls it on SIGHUP, so keys
 rotate without a restart (as nginx reloads its configuration). New keys are accepted and removed
 ones refused from the next request on; a key file that cannot be read, breaks a key rule or holds
@@ -15,15 +16,28 @@ from __future__ import annotations
 
 import hmac
 import logging
-from typing import Annotated
+from typing import Any
 
-from fastapi import Depends, Request
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from reward_service.errors import Unauthorized
+from reward_service.middleware import send_error
 from reward_service.settings import Settings, load_keys
 
 log = logging.getLogger("reward_service.auth")
+
+#: routes anyone may call: probes, the scraper and the API description
+PUBLIC_PATHS = frozenset(
+    {"/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
+)
+
+#: the OpenAPI security scheme every operation outside ``PUBLIC_PATHS`` requires
+BEARER_SCHEME_NAME = "HTTPBearer"
+BEARER_SCHEME: dict[str, Any] = {
+    "type": "http",
+    "description": "an API key of this service: `Authorization: Bearer <key>`",
+    "scheme": "bearer",
+}
 
 
 class KeyRing:
@@ -64,9 +78,6 @@ class KeyRing:
         return True
 
 
-bearer_scheme = HTTPBearer(auto_error=False, description="an API key of this service: `Authorization: Bearer <key>`")
-
-
 def _matches(presented: bytes, keys: tuple[bytes, ...]) -> bool:
     ok = False
     for key in keys:  # compare against every key, so timing says nothing about which matched
@@ -88,12 +99,22 @@ def check_authorization(header: str | None, keys: tuple[bytes, ...]) -> str | No
     return None
 
 
-async def require_api_key(
-    request: Request,
-    _: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],  # the scheme, in OpenAPI
-) -> None:
-    keyring = request.app.state.keyring
-    assert isinstance(keyring, KeyRing), "the app was not built by reward_service.app.create_app"
-    problem = check_authorization(request.headers.get("authorization"), keyring.keys)
-    if problem is not None:
-        raise Unauthorized(problem)
+class AuthMiddleware:
+    """401 from the ``Authorization`` header alone, before the body is read, on every path but
+    ``PUBLIC_PATHS``, against the keys ``keyring`` holds now (reloaded on SIGHUP). No keys
+    configured (``--insecure-no-auth``): everything passes."""
+
+    def __init__(self, app: ASGIApp, keyring: KeyRing) -> None:
+        self.app = app
+        self.keyring = keyring
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        keys = self.keyring.keys
+        if scope["type"] == "http" and keys and scope.get("path", "") not in PUBLIC_PATHS:
+            header = next((v for k, v in scope.get("headers", ()) if k == b"authorization"), None)
+            problem = check_authorization(header.decode("latin-1") if header is not None else None, keys)
+            if problem is not None:
+                refused = Unauthorized(problem)
+                await send_error(send, refused.status, refused.code, refused.message, refused.headers)
+                return
+        await self.app(scope, receive, send)

@@ -28,12 +28,15 @@ _SHARED_FLAGS: dict[str, tuple[str, type, str]] = {
     "--cache-path": ("cache_path", str, "SQLite arm cache file ('none': memory only)"),
     "--cache-url": ("cache_url", str, "arm store: sqlite:///PATH or postgresql://USER@HOST:PORT/DB (wins)"),
     "--seed": ("seed", int, "base seed of arm sampling"),
-    "--generation-batch-size": (
-        "generation_batch_size",
-        int,
-        "questions per generation batch; hf backend: also rows decoded together",
+    "--arm-batch-questions": ("arm_batch_questions", int, "questions whose arms go to the backend in one call"),
+    "--generation-batch-rows": ("generation_batch_rows", int, "hf backend: prompt rows decoded together"),
+    # retired: passed on, so the start fails with the settings' message naming the two flags above
+    "--generation-batch-size": ("generation_batch_size", str, argparse.SUPPRESS),
+    "--generation-engine": (
+        "generation_engine",
+        str,
+        "backend hf: auto (fastgen on CUDA) | hf | fast; backend vllm: auto | vllm",
     ),
-    "--generation-engine": ("generation_engine", str, "hf backend: auto (fastgen on CUDA) | hf | fast"),
 }
 
 
@@ -196,7 +199,7 @@ def score_main(argv: list[str] | None = None) -> int:
     _apply_flags(args, {})
 
     from reward_service.errors import ServiceError
-    from reward_service.settings import Settings
+    from reward_service.settings import Settings, settings_error_line
 
     try:
         request = _read_batch(args.batch)
@@ -207,7 +210,11 @@ def score_main(argv: list[str] | None = None) -> int:
         request.return_details = False
     from reward_service.generation import GenerationError
 
-    settings = Settings(insecure_no_auth=True)
+    try:
+        settings = Settings(insecure_no_auth=True)
+    except ValidationError as exc:  # a setting of the wrong type or range, or a retired one: one line
+        print(f"regime-w-score: {settings_error_line(exc)}", file=sys.stderr)
+        return 2
     if not _check_config("regime-w-score", settings):
         return 2
     try:
@@ -234,10 +241,11 @@ def score_main(argv: list[str] | None = None) -> int:
 
 
 async def _score_offline(settings: Settings, request: ScoreRequest) -> ScoreResponse:
-    from reward_service.runtime import OFFLINE_LIMITS, Runtime
+    from reward_service.limits import OFFLINE_LIMITS
+    from reward_service.runtime import Runtime
 
     async with Runtime.running(settings, limits=OFFLINE_LIMITS) as runtime:
-        return await runtime.engine.score(request)
+        return await runtime.scoring.score(request)
 
 
 def _read_questions(path: Path, field: str) -> list[str]:
@@ -270,14 +278,16 @@ def precompute_main(argv: list[str] | None = None) -> int:
         "data", type=Path, help="GSM8K-format JSONL (question field) or a text file, one question a line"
     )
     parser.add_argument("--field", default="question", help="JSONL field holding the question")
-    parser.add_argument("--chunk", type=int, default=64, help="questions per generation batch")
+    parser.add_argument(
+        "--chunk", type=int, default=64, help="questions handed to the provider at a time (progress steps)"
+    )
     _add_shared(parser)
     args = parser.parse_args(argv)
     _apply_flags(args, {})
 
     from tqdm import tqdm
 
-    from reward_service.settings import Settings
+    from reward_service.settings import Settings, settings_error_line
 
     try:
         questions = _read_questions(args.data, args.field)
@@ -286,7 +296,10 @@ def precompute_main(argv: list[str] | None = None) -> int:
             raise ValueError(
                 "precompute needs a generating backend (--backend hf|openai|vllm) and a --cache-path or --cache-url"
             )
-    except (OSError, ValueError, ValidationError) as exc:
+    except ValidationError as exc:  # a setting of the wrong type or range, or a retired one: one line
+        print(f"regime-w-precompute: {settings_error_line(exc)}", file=sys.stderr)
+        return 2
+    except (OSError, ValueError) as exc:
         print(f"regime-w-precompute: {exc}", file=sys.stderr)
         return 2
     if not _check_config("regime-w-precompute", settings):

@@ -1,6 +1,6 @@
 """The prepared-arms memo: parsed arms of recent (question, arm texts), bounded in entries and bytes.
 
-Every request of a training run scores the same questions again, so the engine keeps the
+Every request of a training run scores the same questions again, so the scoring service keeps the
 ``PreparedArms`` of recent questions instead of parsing their arm texts on every request. The
 memo is keyed by a SHA-256 digest of the question and the arm texts (never by the texts
 themselves, which a client may send megabytes of), and it is bounded twice, from the settings:

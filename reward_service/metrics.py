@@ -48,6 +48,19 @@ class Metrics:
             registry=r,
             buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600),
         )
+        self.progress_continuations = Counter(
+            "regime_w_progress_continuations",
+            "continuations of trajectory prefixes for the [progress] scorer: cached=false generated, "
+            "cached=true reused (from the cache or an earlier trajectory of the same request)",
+            ["cached"],
+            registry=r,
+        )
+        self.progress_seconds = Histogram(
+            "regime_w_progress_seconds",
+            "seconds of continuation generation per trajectory scored with the [progress] scorer",
+            registry=r,
+            buckets=(0.0, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+        )
         self.inflight = Gauge("regime_w_inflight_requests", "requests being served", registry=r)
         self.ready = Gauge("regime_w_ready", "1 when the model is loaded", registry=r)
         self.queue_depth = Gauge(

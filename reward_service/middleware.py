@@ -1,4 +1,5 @@
-"""The service's ASGI middleware, outermost first: metrics, request framing, auth, body limit.
+"""The service's ASGI middleware, outermost first: metrics, request framing, auth
+(``reward_service.auth.AuthMiddleware``), body limit.
 
 Each answers from the request line and headers alone where it can, so a request that must be
 refused (no key, ambiguous framing, too large) is refused before anything reads its body.
@@ -11,14 +12,8 @@ import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from reward_service.auth import KeyRing, check_authorization
 from reward_service.errors import error_body
 from reward_service.metrics import Metrics
-
-#: routes anyone may call: probes, the scraper and the API description
-PUBLIC_PATHS = frozenset(
-    {"/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
-)
 
 
 async def send_error(send: Send, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
@@ -28,26 +23,6 @@ async def send_error(send: Send, status: int, code: str, message: str, headers: 
     raw += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in (headers or {}).items()]
     await send({"type": "http.response.start", "status": status, "headers": raw})
     await send({"type": "http.response.body", "body": body})
-
-
-class AuthMiddleware:
-    """401 from the ``Authorization`` header alone, before the body is read, on every path but
-    ``PUBLIC_PATHS``, against the keys ``keyring`` holds now (reloaded on SIGHUP). No keys
-    configured (``--insecure-no-auth``): everything passes."""
-
-    def __init__(self, app: ASGIApp, keyring: KeyRing) -> None:
-        self.app = app
-        self.keyring = keyring
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        keys = self.keyring.keys
-        if scope["type"] == "http" and keys and scope.get("path", "") not in PUBLIC_PATHS:
-            header = next((v for k, v in scope.get("headers", ()) if k == b"authorization"), None)
-            problem = check_authorization(header.decode("latin-1") if header is not None else None, keys)
-            if problem is not None:
-                await send_error(send, 401, "unauthorized", problem, {"WWW-Authenticate": "Bearer"})
-                return
-        await self.app(scope, receive, send)
 
 
 class FramingMiddleware:

@@ -1,13 +1,15 @@
 """The OpenAPI document as the service really behaves: every status each route answers, the error
-body's schema, the bearer scheme, ``/metrics`` as text, and this deployment's limits.
+body's schema, the bearer scheme where a key is required, ``/metrics`` as text, and this deployment's limits.
 
 FastAPI derives the document from the routes and the wire models; this module completes it:
 
+- every operation outside ``auth.PUBLIC_PATHS`` requires the bearer scheme (``auth.BEARER_SCHEME``),
+  the rule ``auth.AuthMiddleware`` enforces;
 - every route lists each status it can answer (``ROUTE_STATUSES``, plus 400 for ambiguous framing
   on every route), each error with the ``ErrorResponse`` schema (``{"error": {"code", "message"}}``)
   and, where sent, its ``Retry-After`` / ``WWW-Authenticate`` header;
-- the wire models' ceilings are replaced by this deployment's settings (``max_items``,
-  ``max_trajectories``, ``max_text_chars``) and arm names are an enum of the configured arms, so a
+- the wire models' ceilings are replaced by this deployment's limits (``reward_service.limits``:
+  ``max_items``, ``max_trajectories``, ``max_text_chars``) and arm names are an enum of the configured arms, so a
   request the schema allows is not refused by a rule the schema does not state.
 """
 
@@ -19,9 +21,10 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from pydantic.json_schema import models_json_schema
 
+from reward_service.auth import BEARER_SCHEME, BEARER_SCHEME_NAME, PUBLIC_PATHS
+from reward_service.limits import Limits
 from reward_service.regime_w.config import RegimeWConfig
-from reward_service.settings import Settings
-from shared_schemas.wire import MAX_QUESTION_CHARS, ErrorResponse
+from shared_schemas.wire import ErrorResponse
 
 ERROR_REF = {"$ref": "#/components/schemas/ErrorResponse"}
 
@@ -60,29 +63,33 @@ _HEADERS = {
 }
 
 
-def install_openapi(app: FastAPI, settings: Settings, config: RegimeWConfig) -> None:
+def install_openapi(app: FastAPI, limits: Limits, config: RegimeWConfig) -> None:
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             doc = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
-            app.openapi_schema = describe(doc, settings, config)
+            app.openapi_schema = describe(doc, limits, config)
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
 
 
-def describe(doc: dict[str, Any], settings: Settings, config: RegimeWConfig) -> dict[str, Any]:
-    schemas = doc.setdefault("components", {}).setdefault("schemas", {})
+def describe(doc: dict[str, Any], limits: Limits, config: RegimeWConfig) -> dict[str, Any]:
+    components = doc.setdefault("components", {})
+    components.setdefault("securitySchemes", {})[BEARER_SCHEME_NAME] = dict(BEARER_SCHEME)
+    schemas = components.setdefault("schemas", {})
     _, defs = models_json_schema([(ErrorResponse, "serialization")], ref_template="#/components/schemas/{model}")
     schemas.update(defs["$defs"])
     for name in ("HTTPValidationError", "ValidationError"):
         schemas.pop(name, None)
     for path, operations in doc.get("paths", {}).items():
         for method, operation in operations.items():
+            if path not in PUBLIC_PATHS:
+                operation["security"] = [{BEARER_SCHEME_NAME: []}]
             _describe_responses(path, method, operation)
     operation = doc["paths"].get("/metrics", {}).get("get")
     if operation is not None:
         operation["responses"]["200"]["content"] = {"text/plain": {"schema": {"type": "string"}}}
-    _apply_limits(schemas, settings, config)
+    _apply_limits(schemas, limits, config)
     return doc
 
 
@@ -100,16 +107,16 @@ def _describe_responses(path: str, method: str, operation: dict[str, Any]) -> No
             del responses[status]  # a status the route cannot answer is not documented
 
 
-def _apply_limits(schemas: dict[str, Any], settings: Settings, config: RegimeWConfig) -> None:
-    text = settings.max_text_chars
-    question = min(MAX_QUESTION_CHARS, text)
+def _apply_limits(schemas: dict[str, Any], limits: Limits, config: RegimeWConfig) -> None:
+    text = limits.max_text_chars
+    question = limits.max_question_chars
     request = schemas.get("ScoreRequest", {}).get("properties", {})
     if "items" in request:
-        request["items"]["maxItems"] = settings.max_items
+        request["items"]["maxItems"] = limits.max_items
     item = schemas.get("ScoreItem", {}).get("properties", {})
     if item:
         item["question"]["maxLength"] = question
-        item["trajectories"]["maxItems"] = settings.max_trajectories
+        item["trajectories"]["maxItems"] = limits.max_trajectories
         item["trajectories"]["items"]["maxLength"] = text
         for option in item["gold_answer"].get("anyOf", ()):
             if option.get("type") == "string":

@@ -1,4 +1,4 @@
-"""OpenRLHF's ``POST /get_reward`` met where it is: the pure logic, no HTTP and no engine.
+"""OpenRLHF's ``POST /get_reward`` met where it is: the pure logic, no HTTP and no scoring.
 
 OpenRLHF (``--reward.remote_url http://host/get_reward``, formerly ``--remote_rm_url``) posts
 ``{"query": [prompt + response], "prompts": [prompt], "labels": [label]}`` where ``prompt`` is the
@@ -18,8 +18,8 @@ module turns such a body into ``ScoreItem`` chunks and the scores back into Open
 - the **score** (OpenRLHF's 0-1 value for dynamic filtering): correctness when labelled, ``s_wm``
   when label-free, clamped to [0, 1]; ``reward`` is the Regime W reward itself.
 
-Every text is checked before it reaches the scorer (lone surrogates, lengths) so that a bad body is
-a 422 naming its field, never a 500.
+Every text is checked before it reaches the scorer (lone surrogates, lengths within the deployment's
+``reward_service.limits.Limits``) so that a bad body is a 422 naming its field, never a 500.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from reward_service.limits import Limits
 from shared_schemas.rl_frameworks import (
     INSTRUCTION_SUFFIXES,
     has_lone_surrogate,
@@ -35,19 +36,12 @@ from shared_schemas.rl_frameworks import (
     question_from_prompt,
     response_from_query,
 )
-from shared_schemas.wire import (
-    MAX_QUESTION_CHARS,
-    OpenRLHFRequest,
-    OpenRLHFResponse,
-    ScoreItem,
-    TrajectoryScore,
-)
+from shared_schemas.wire import OpenRLHFRequest, OpenRLHFResponse, ScoreItem, TrajectoryScore
 
 __all__ = [
     "INSTRUCTION_SUFFIXES",
     "LOG_KEYS",
     "CompatError",
-    "CompatLimits",
     "Group",
     "question_from_prompt",
     "response_from_query",
@@ -64,16 +58,6 @@ LOG_KEYS = ("s_end", "s_path", "s_cf", "s_wm", "length_penalty", "correctness", 
 
 class CompatError(ValueError):
     """A body the service cannot score; the message names the field (``labels[3]: ...``)."""
-
-
-@dataclass(frozen=True)
-class CompatLimits:
-    """The deployment's limits as they apply to ``/get_reward``."""
-
-    max_queries: int = 8192
-    max_items: int = 256  # items per scoring chunk (the /v1/score item limit)
-    max_trajectories: int = 256  # trajectories per item
-    max_text_chars: int = 100_000  # a question, a response
 
 
 @dataclass
@@ -104,20 +88,20 @@ def _meta_question(metas: Sequence[dict[str, Any]] | None, i: int) -> str | None
     return value if value.strip() else None
 
 
-def plan_groups(
-    body: OpenRLHFRequest, limits: CompatLimits, resolve: Callable[[str], str] | None = None
-) -> list[Group]:
+def plan_groups(body: OpenRLHFRequest, limits: Limits, resolve: Callable[[str], str] | None = None) -> list[Group]:
     """The body's queries grouped by (question, label), in order of first appearance; ``resolve`` maps
-    each question read from a prompt to the known question whose arms serve it (``ArmProvider.resolve``)."""
+    each question read from a prompt to the known question whose arms serve it (``ArmProvider.resolve``).
+    ``limits``: ``openrlhf_max_queries`` queries, ``max_text_chars`` a response (10 times that a query
+    or prompt), ``max_question_chars`` a question."""
     n = len(body.query)
-    if n > limits.max_queries:
+    if n > limits.openrlhf_max_queries:
         raise CompatError(
-            f"query: {n} queries exceed this service's limit of {limits.max_queries} "
+            f"query: {n} queries exceed this service's limit of {limits.openrlhf_max_queries} "
             "(REGIME_W_OPENRLHF_MAX_QUERIES); send smaller batches"
         )
     if body.prompts is None:
         raise CompatError("prompts: required (the service splits each response off its prompt and reads the question)")
-    question_chars = min(limits.max_text_chars, MAX_QUESTION_CHARS)
+    question_chars = limits.max_question_chars
     groups: dict[tuple[str, str | None], Group] = {}
     for i, (query, prompt) in enumerate(zip(body.query, body.prompts)):
         _check_text(f"query[{i}]", query, 10 * limits.max_text_chars)
@@ -145,8 +129,9 @@ def plan_groups(
     return list(groups.values())
 
 
-def chunk_items(groups: Sequence[Group], limits: CompatLimits) -> Iterator[tuple[list[ScoreItem], list[list[int]]]]:
-    """``ScoreItem`` chunks within the item and trajectory limits, with each item's query indices.
+def chunk_items(groups: Sequence[Group], limits: Limits) -> Iterator[tuple[list[ScoreItem], list[list[int]]]]:
+    """``ScoreItem`` chunks within ``limits.max_items`` and ``limits.max_trajectories``, with each item's
+    query indices.
 
     A group larger than ``max_trajectories`` is split into several items of the same question (the
     arms are still generated once: the cache keys on the question)."""

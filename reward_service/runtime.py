@@ -1,7 +1,7 @@
 """The composition root of the service: settings in, a running scorer out.
 
 ``Runtime.start(settings)`` builds, in order, the private Regime W config, the generation backend,
-the arm cache, the arm provider (its generation worker started) and the scoring engine;
+the arm cache, the arm provider (its generation worker started) and the scoring service;
 ``close()`` stops and releases them in reverse. The HTTP app's lifespan and every console script
 (``regime-w-score``, ``regime-w-precompute``) build the service here and nowhere else, so every
 setting means the same thing wherever the scorer runs.
@@ -33,13 +33,14 @@ from dataclasses import dataclass
 
 from reward_service.arm_cache import ArmCache
 from reward_service.arms import ArmProvider, ProviderOptions
-from reward_service.engine import Limits, ScoringEngine
 from reward_service.errors import NotReady, StoreUnavailable
 from reward_service.generation import PROVIDED_MODEL_ID, GenerationBackend, create_backend
 from reward_service.generation.base import probe_backend
+from reward_service.limits import Limits
 from reward_service.memo import PreparedMemo
 from reward_service.metrics import Metrics
 from reward_service.regime_w.config import RegimeWConfig, load_config
+from reward_service.scoring import ScoringService
 from reward_service.settings import Settings
 from reward_service.store import ArmStore, PostgresOptions, open_store
 from shared_schemas.wire import InfoResponse
@@ -57,7 +58,7 @@ def provider_options(settings: Settings) -> ProviderOptions:
         timeout_s=settings.generation_timeout_s,
         batch_window_s=settings.generation_batch_window_ms / 1000.0,
         max_pending=settings.max_pending_questions,
-        max_batch_questions=settings.generation_batch_size,
+        max_batch_questions=settings.arm_batch_questions,
         concurrency=settings.generation_slots,
         claim_lease_s=settings.cache_claim_lease_s,
     )
@@ -73,14 +74,6 @@ def open_arm_cache(settings: Settings) -> ArmCache:
     return ArmCache(open_arm_store(settings), settings.cache_memory_items, settings.cache_memory_bytes)
 
 
-def service_limits(settings: Settings) -> Limits:
-    return Limits(settings.max_items, settings.max_trajectories, settings.max_text_chars)
-
-
-#: limits of offline scoring: the input file is the limit, not an HTTP deployment's
-OFFLINE_LIMITS = Limits(max_items=10**9, max_trajectories=10**9, max_text_chars=10**9)
-
-
 @dataclass
 class Runtime:
     """One running scorer: every part built from one ``Settings``."""
@@ -91,7 +84,7 @@ class Runtime:
     backend: GenerationBackend | None  # None: backend 'provided' (no model)
     cache: ArmCache
     provider: ArmProvider
-    engine: ScoringEngine
+    scoring: ScoringService
     follower: asyncio.Task[None] | None = None  # learns questions other processes stored
 
     @classmethod
@@ -126,16 +119,16 @@ class Runtime:
                 follow_questions(provider, cursor, settings.cache_poll_s), name="regime-w-question-follower"
             )
         metrics.queue_depth.set_function(lambda: provider.pending)
-        engine = ScoringEngine(
+        scoring = ScoringService(
             config,
             provider,
             metrics,
-            limits or service_limits(settings),
+            limits or Limits.from_settings(settings),
             model_name=settings.public_model_name(model_id),
             count_tokens=backend.count_tokens if backend is not None else None,
             memo=PreparedMemo(settings.prepared_memo_items, settings.prepared_memo_bytes),
         )
-        return cls(settings, config, metrics, backend, cache, provider, engine, follower)
+        return cls(settings, config, metrics, backend, cache, provider, scoring, follower)
 
     @classmethod
     @asynccontextmanager
@@ -168,10 +161,10 @@ class Runtime:
     def info(self) -> InfoResponse:
         """The public facts of ``GET /v1/info``: arm names and limits, never prompts or paths."""
         return InfoResponse(
-            scorer=self.engine.info,
+            scorer=self.scoring.info,
             backend=self.backend_name,
             arms=list(self.config.arm_names),
-            limits=self.settings.limits(),
+            limits=self.scoring.limits.public(),
         )
 
 
@@ -215,7 +208,6 @@ class ServiceState:
     def __init__(self, settings: Settings, metrics: Metrics, on_fatal: Callable[[str], None] | None = None) -> None:
         self.settings = settings
         self.metrics = metrics
-        self.api_keys = tuple(k.encode("utf-8") for k in settings.keys)
         self.runtime: Runtime | None = None
         self.load_error: str | None = None
         self.fatal: str | None = None
@@ -264,7 +256,7 @@ class ServiceState:
         log.info(
             "ready: backend=%s model=%s config=%s",
             runtime.backend_name,
-            runtime.engine.info.model,
+            runtime.scoring.info.model,
             runtime.config.fingerprint,
         )
 

@@ -7,15 +7,13 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from reward_service.generation.base import BackendConfig
+from reward_service.generation.base import DEFAULT_GENERATION_ENGINE, BackendConfig, GenerationEngine
 from shared_schemas.wire import MAX_ITEMS, MAX_TEXT_CHARS, MAX_TRAJECTORIES
 
 BackendKind = Literal["provided", "hf", "openai", "vllm"]
-#: the hf backend's decoder: transformers ``generate``, the fastgen engine, or fastgen on CUDA only
-GenerationEngine = Literal["auto", "hf", "fast"]
 
 
 #: seconds a request's generation deadline stays under a client's read timeout (room to score and answer)
@@ -27,6 +25,17 @@ BACKEND_LOAD_BACKOFF_MAX_S = 60.0
 #: different questions go out together and a hung call holds one slot; an in-process model (hf,
 #: vllm) is one model on one device that batches within a call, so its calls run one at a time
 DEFAULT_GENERATION_CONCURRENCY: dict[str, int] = {"openai": 4}
+#: questions whose arm prompts go to the backend together, in one ``generate`` call (ARM_BATCH_QUESTIONS)
+DEFAULT_ARM_BATCH_QUESTIONS = 32
+#: the hf backend's prompt rows decoded together (GENERATION_BATCH_ROWS): transformers ``generate``
+#: takes a call's prompts in chunks of this many rows, fastgen runs this many slots
+DEFAULT_GENERATION_BATCH_ROWS = 32
+#: settings that no longer exist -> what replaces them (a start with one of them set fails, naming these)
+RETIRED_SETTINGS: dict[str, str] = {
+    "generation_batch_size": "it meant two things and is now two settings: REGIME_W_ARM_BATCH_QUESTIONS "
+    "(questions per generation batch) and REGIME_W_GENERATION_BATCH_ROWS (hf backend: prompt rows decoded "
+    "together); set those instead",
+}
 
 #: what an API key must be (checked at start; a key file line holds one key, comments on their own lines)
 KEY_MIN_CHARS = 16
@@ -122,8 +131,11 @@ class Settings(BaseSettings):
     model_name: str | None = None  # public name of the arm model in responses (default: see public_model_name)
     device: str = "auto"
     dtype: str = "auto"
-    generation_batch_size: int = Field(default=32, ge=1)
-    generation_engine: GenerationEngine = "auto"
+    arm_batch_questions: int = Field(default=DEFAULT_ARM_BATCH_QUESTIONS, ge=1)
+    generation_batch_rows: int = Field(default=DEFAULT_GENERATION_BATCH_ROWS, ge=1)
+    # how the in-process backend decodes (the trainer's generation_engine values): backend hf takes
+    # auto (fast on CUDA, hf elsewhere) | hf | fast; backend vllm is vLLM (auto | vllm)
+    generation_engine: GenerationEngine = DEFAULT_GENERATION_ENGINE
     # how long a request waits on generation (504 + Retry-After after; the generation goes on). Kept
     # under the reward client's default read timeout (trainer: 120 s) by GENERATION_TIMEOUT_MARGIN_S,
     # so a client hears the 504 instead of giving up first; tests/test_service_faults.py checks it
@@ -181,6 +193,28 @@ class Settings(BaseSettings):
     # a connection must send a whole request head (request line and headers) this many seconds after
     # it opens or after its previous response; else it is closed (reward_service.server)
     header_timeout_s: float = Field(default=10.0, gt=0, le=3600, allow_inf_nan=False)
+
+    # --- retired (RETIRED_SETTINGS): read only to refuse a start that still sets one
+    generation_batch_size: int | str | None = Field(default=None, repr=False, exclude=True)
+
+    @field_validator(*RETIRED_SETTINGS, mode="before")
+    @classmethod
+    def _retired(cls, value: object, info: ValidationInfo) -> None:
+        if value is not None:
+            raise ValueError(f"no longer a setting: {RETIRED_SETTINGS[str(info.field_name)]}")
+        return None
+
+    @field_validator("generation_engine")
+    @classmethod
+    def _engine_fits_the_backend(cls, value: str, info: ValidationInfo) -> str:
+        backend = info.data.get("backend")
+        if value == "vllm" and backend != "vllm":
+            raise ValueError(
+                f"vllm is the vllm backend: set REGIME_W_BACKEND=vllm (backend {backend!r} does not run vLLM in process)"
+            )
+        if backend == "vllm" and value in ("hf", "fast"):
+            raise ValueError(f"backend 'vllm' decodes with vLLM: use auto or vllm, not {value!r}")
+        return value
 
     @field_validator("cache_path")
     @classmethod
@@ -257,7 +291,7 @@ class Settings(BaseSettings):
             model=self.model,
             device=self.device,
             dtype=self.dtype,
-            batch_size=self.generation_batch_size,
+            batch_size=self.generation_batch_rows,
             generation_engine=self.generation_engine,
             timeout_s=self.backend_timeout_s,
             seed=self.seed,
@@ -279,11 +313,3 @@ class Settings(BaseSettings):
         if model_id.startswith(("/", "~", ".")) or "\\" in model_id or Path(model_id).expanduser().exists():
             return Path(model_id.rstrip("/\\")).name or "local-model"
         return model_id
-
-    def limits(self) -> dict[str, int]:
-        return {
-            "max_body_bytes": self.max_body_bytes,
-            "max_items": self.max_items,
-            "max_trajectories": self.max_trajectories,
-            "max_text_chars": self.max_text_chars,
-        }

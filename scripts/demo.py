@@ -3,7 +3,7 @@
     python scripts/demo.py                 # everything: service + curl, then the toy-world loop
     python scripts/demo.py --service-only  # start the service, curl-score examples/batch.json, stop
 
-The loop (trainer/toy/loop.py) builds the toy base (cached), starts the reward service on it with
+The loop (experiments/toy_loop.py) builds the toy base (cached), starts the reward service on it with
 arms generated live by the toy model, curl-scores examples/batch.json and a toy item without arm
 outputs, runs sft -> rollouts -> prefs -> dpo -> grpo -> eval through the real CLIs and prints the
 accuracy table. Each step prints what it runs; the service is always stopped at the end, also on
@@ -26,8 +26,8 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from experiments.toy_loop import LoopError, Paths, reward_service, run_toy_loop, write_results_page  # noqa: E402
 from shared_schemas.answer import gold_answer  # noqa: E402
-from trainer.toy.loop import LoopError, Paths, reward_service, run_toy_loop, write_results_page  # noqa: E402
 
 
 def banner(text: str) -> None:

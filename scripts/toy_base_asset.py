@@ -2,7 +2,7 @@
 
 The toy world's numbers are the same on every x86-64 machine (``trainer.toy.determinism``), so its base
 model, the most expensive step of the loop (800 pre-training steps: about 6.5 CPU-minutes on the pinned
-kernels), is built once and shipped; ``trainer.toy.loop`` starts from it when the settings match (its
+kernels), is built once and shipped; ``experiments.toy_loop`` starts from it when the settings match (its
 ``TOY_BASE.json`` cache key covers the generator, the trainer, every setting and the kernel pins) and
 trains a new one otherwise. This script runs the real stage and copies its output:
 
@@ -28,9 +28,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from experiments.toy_loop import RECIPES, SHIPPED_BASE  # noqa: E402
 from trainer.toy.base import MARKER_FILE, ToyBaseArguments, cache_key  # noqa: E402 - the checkout, not installed
-from trainer.toy.determinism import PINNED_CPU_KERNELS  # noqa: E402
-from trainer.toy.loop import RECIPES, SHIPPED_BASE, subprocess_env  # noqa: E402
+from trainer.toy.determinism import PINNED_CPU_KERNELS, subprocess_env  # noqa: E402
 
 #: what is shipped (the marker last); the weights' digest goes into the marker as ``weights_sha256``
 FILES = (

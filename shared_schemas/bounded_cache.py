@@ -6,7 +6,8 @@ used first out, and charges every entry ``size(key, value)`` bytes (``sys.getsiz
 and value by default, which counts 1, 2 or 4 bytes a character as the string holds them); an entry
 larger than ``max_bytes // 8`` is computed and not kept. Thread-safe (one lock; the function runs
 outside it). The wrapped function keeps ``__wrapped__`` and gets ``cache_clear()`` and
-``cache_info()``, like ``lru_cache``.
+``cache_info()``, like ``lru_cache``. ``peek(key)`` and ``put(key, value)`` serve a caller that
+computes its misses itself (many at once, in one batch) under the same bounds.
 """
 
 from __future__ import annotations
@@ -76,9 +77,26 @@ class BoundedCache(Generic[K, V]):
                 return hit[0]
             self._misses += 1
         value = self.fn(key)
+        self.put(key, value)
+        return value
+
+    def peek(self, key: K) -> V | None:
+        """The cached value of ``key`` (counted as a hit, and now the most recently used), else None
+        (counted as a miss; nothing is computed)."""
+        with self._lock:
+            hit = self._entries.get(key)
+            if hit is None:
+                self._misses += 1
+                return None
+            self._entries.move_to_end(key)
+            self._hits += 1
+            return hit[0]
+
+    def put(self, key: K, value: V) -> None:
+        """Keep ``value`` for ``key`` (unless it alone is over ``max_bytes // 8``), least recently used out."""
         cost = self.size(key, value)
         if cost > self.max_entry_bytes:
-            return value
+            return
         with self._lock:
             if key not in self._entries:
                 self._entries[key] = (value, cost)
@@ -86,7 +104,6 @@ class BoundedCache(Generic[K, V]):
                 while self._bytes > self.max_bytes or len(self._entries) > self.max_entries:
                     _, (_, dropped) = self._entries.popitem(last=False)
                     self._bytes -= dropped
-        return value
 
     def cache_clear(self) -> None:
         with self._lock:

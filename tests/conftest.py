@@ -7,6 +7,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest
 
+from tests.support.flaky_server import flaky_server, srv  # noqa: F401 - shared fixtures (tests/support)
 from tests.support.servers import live_service, service_spec  # noqa: F401 - shared fixtures (tests/support)
 from tests.support.tiny_model import build_tiny_model
 

@@ -9,12 +9,11 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.support.flaky_server import FlakyServer, free_port, start_flaky_server
+from tests.support.flaky_server import FlakyServer, free_port
 from tests.support.limits import HANG_GUARD_S
 
 CURL_SH = Path(__file__).resolve().parents[1] / "examples" / "curl.sh"
@@ -23,17 +22,11 @@ KEY = "curl-example-key-0123456789"
 pytestmark = pytest.mark.skipif(shutil.which("curl") is None, reason="examples/curl.sh needs curl")
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[FlakyServer]:
-    with start_flaky_server() as srv:
-        yield srv
-
-
 @pytest.fixture
-def srv(server: FlakyServer) -> FlakyServer:
-    server.reset()
-    server.configure(api_key=KEY, default="ok", script=[])
-    return server
+def srv(srv: FlakyServer) -> FlakyServer:
+    """The shared flaky server (tests/support/flaky_server.py), asking for this module's key."""
+    srv.configure(api_key=KEY, default="ok", script=[])
+    return srv
 
 
 def run_curl(url: str, **env: str) -> subprocess.CompletedProcess[str]:

@@ -182,7 +182,14 @@ def classify(where: str, argv: list[str]) -> Command | None:
             module = rest[1]
             if module == "pytest":
                 return Command(where, "pytest", module, tuple(rest[2:]))
-            if module.split(".")[0] in {"trainer", "tests", "reward_service", "fastgen", "shared_schemas"}:
+            if module.split(".")[0] in {
+                "trainer",
+                "tests",
+                "reward_service",
+                "fastgen",
+                "shared_schemas",
+                "experiments",
+            }:
                 return Command(where, "module", module, tuple(rest[2:]))
             return None
         if re.match(r"(scripts|bench)/", rest[0]):

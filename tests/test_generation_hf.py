@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import pytest
 import torch
 
+from fastgen import LogitsSampler, Mode, RowParams, select_tokens
 from reward_service.generation import (
     ArmPrompt,
     BackendConfig,
@@ -17,7 +18,7 @@ from reward_service.generation import (
     create_backend,
 )
 from reward_service.generation.hf import HFBackend
-from reward_service.generation.sampling import RowSampler, row_uniforms, seed_keys
+from reward_service.generation.sampling import RowSampler
 from tests.support.tiny_model import build_tiny_model
 
 SYSTEM = "Solve step by step."
@@ -220,12 +221,23 @@ def test_arm_prompt_validates() -> None:
         arm("q", temperature=-1.0)
 
 
-# -- the per-row sampler -------------------------------------------------------------------------
+# -- the per-row sampler: fastgen's, behind the service's RowSampler ------------------------------
+
+
+def choose(processor: RowSampler | LogitsSampler, logits: torch.Tensor, step: int = 0) -> torch.Tensor:
+    """The tokens ``processor`` picks at ``step``, called as ``generate`` calls it (a fresh processor:
+    its first call is step 0, each call after it one token later)."""
+    rows, width = logits.shape[0], 5
+    if step:
+        processor(torch.zeros((rows, width), dtype=torch.long), logits)
+    out = processor(torch.zeros((rows, width + step), dtype=torch.long), logits)
+    assert torch.isfinite(out).sum(dim=-1).tolist() == [1] * rows  # one-hot: generate's argmax is the choice
+    return out.argmax(dim=-1)
 
 
 def sample(logits: torch.Tensor, temperature: float, top_p: float, seeds: list[int], step: int = 0) -> torch.Tensor:
     n = len(seeds)
-    return RowSampler([temperature] * n, [top_p] * n, seeds)(logits, step)
+    return choose(RowSampler([temperature] * n, [top_p] * n, seeds), logits, step)
 
 
 def test_sampler_rows_are_independent_of_the_batch() -> None:
@@ -234,14 +246,16 @@ def test_sampler_rows_are_independent_of_the_batch() -> None:
     temperatures = [0.0, 0.7, 1.0, 0.5, 1.3]
     top_ps = [1.0, 0.9, 1.0, 0.5, 0.95]
     seeds = [0, 11, 2**40 + 3, 7, 99]
-    together = RowSampler(temperatures, top_ps, seeds)(logits, 4)
+    together = choose(RowSampler(temperatures, top_ps, seeds), logits, 4)
     perm = [3, 0, 4, 1, 2]
-    permuted = RowSampler([temperatures[i] for i in perm], [top_ps[i] for i in perm], [seeds[i] for i in perm])(
-        logits[perm], 4
+    permuted = choose(
+        RowSampler([temperatures[i] for i in perm], [top_ps[i] for i in perm], [seeds[i] for i in perm]),
+        logits[perm],
+        4,
     )
     assert torch.equal(permuted, together[perm])
     for r in range(5):
-        alone = RowSampler([temperatures[r]], [top_ps[r]], [seeds[r]])(logits[r : r + 1], 4)
+        alone = choose(RowSampler([temperatures[r]], [top_ps[r]], [seeds[r]]), logits[r : r + 1], 4)
         assert int(alone) == int(together[r])
     assert int(together[0]) == int(logits[0].argmax())
 
@@ -268,24 +282,39 @@ def test_sampler_top_p_keeps_only_the_nucleus() -> None:
     assert set(sample(base.repeat(n, 1), 1.0, 0.01, list(range(n)), step=2).tolist()) == {1}
 
 
-def test_precomputed_uniform_table_matches_per_step_uniforms() -> None:
-    torch.manual_seed(1)
-    logits = torch.randn(3, 40)
-    args = ([0.7, 1.0, 0.4], [0.9, 1.0, 0.8], [5, 6, 2**62 + 1])
-    with_table, without = RowSampler(*args, max_steps=8), RowSampler(*args)
-    assert with_table.table is not None and without.table is None
-    keys = seed_keys(torch.tensor([5, 6, 2**62 + 1]))
-    for step in range(8):
-        assert torch.equal(with_table.table[step], row_uniforms(keys, step))
-    for step in range(10):  # past the table too
-        assert torch.equal(with_table(logits, step), without(logits, step))
+def test_banned_ids_are_never_chosen() -> None:
+    """``ignore_eos``: the eos ids are out of every row's choice, greedy rows take the next best."""
+    logits = torch.tensor([[0.0, 5.0, 4.0, 1.0]]).repeat(300, 1)
+    temperatures = [0.0] + [1.5] * 299
+    tokens = choose(RowSampler(temperatures, [1.0] * 300, list(range(300)), banned=[1]), logits, 3)
+    assert int(tokens[0]) == 2
+    assert 1 not in tokens.tolist() and {0, 2, 3} <= set(tokens.tolist())
+    assert 1 in choose(RowSampler(temperatures, [1.0] * 300, list(range(300))), logits, 3).tolist()
 
 
-def test_row_uniforms_are_uniform_in_the_open_unit_interval() -> None:
-    u = row_uniforms(seed_keys(torch.arange(100_000)), step=3)
-    assert float(u.min()) > 0.0 and float(u.max()) < 1.0
-    hist = torch.histc(u, bins=10, min=0.0, max=1.0) / u.numel()
-    assert torch.allclose(hist, torch.full((10,), 0.1), atol=0.005)
+@pytest.mark.parametrize("step", [0, 1, 7, 1000])
+def test_service_sampler_and_logits_sampler_are_fastgens_select_tokens(step: int) -> None:
+    """One sampler: the service's RowSampler, fastgen's LogitsSampler (the ``generate`` processor the
+    trainer and the fallback use) and the engine's select_tokens pick the same token for the same
+    (logits, seed, step, temperature, top_p)."""
+    torch.manual_seed(step)
+    rows = 64
+    logits = torch.randn(rows, 300) * 4
+    temperatures = [[0.0, 0.3, 0.7, 1.0, 1.6][r % 5] for r in range(rows)]
+    top_ps = [[1.0, 0.95, 0.5, 1.0, 0.8, 0.1][r % 6] for r in range(rows)]
+    seeds = [r * 7919 + 2**33 * (r % 3) for r in range(rows)]
+    engine = select_tokens(
+        logits,
+        RowParams.build(temperatures, top_ps, seeds, "cpu"),
+        torch.full((rows,), step, dtype=torch.long),
+        Mode.of(temperatures, top_ps),
+    )
+    service = choose(RowSampler(temperatures, top_ps, seeds), logits, step)
+    processor = choose(LogitsSampler(temperatures, top_ps, seeds), logits, step)
+    assert service.tolist() == engine.tolist() == processor.tolist()
+    greedy = [r for r in range(rows) if temperatures[r] == 0]
+    assert engine[greedy].tolist() == logits[greedy].argmax(dim=-1).tolist()
+    assert len(set(engine.tolist())) > 10  # sampled rows spread: the comparison is not of argmaxes only
 
 
 # -- the fastgen engine behind the hf backend -------------------------------------------------------
@@ -305,10 +334,9 @@ def test_fast_engine_produces_arms(fast_backend: HFBackend, backend: HFBackend) 
     assert fast_backend.last_stats is not None
     for prompt, count in zip(MIXED, fast_backend.last_stats.tokens_per_prompt):
         assert 0 <= count <= prompt.max_tokens
-    # greedy arms are the same text as the hf engine's (same model, same argmax)
-    greedy = [i for i, p in enumerate(MIXED) if p.temperature == 0]
-    reference = backend.generate([MIXED[i] for i in greedy])
-    assert [texts[i] for i in greedy] == reference
+    # every arm is the same text as the hf engine's: same model, and one sampler (fastgen's) for greedy
+    # and sampled rows alike (only a near-tie flipped by the two forwards' rounding could tell them apart)
+    assert texts == backend.generate(MIXED)
     # seeded: the same again, and independent of what else is in the call
     assert fast_backend.generate(MIXED) == texts
     assert fast_backend.generate([MIXED[1]]) == [texts[1]]
@@ -333,3 +361,5 @@ def test_generation_engine_auto_is_hf_on_the_cpu(backend: HFBackend, tiny_model_
         b.close()
     with pytest.raises(ValueError):
         HFBackend(str(tiny_model_dir), device="cpu", generation_engine="turbo")
+    with pytest.raises(ValueError, match="backend 'vllm'"):
+        HFBackend(str(tiny_model_dir), device="cpu", generation_engine="vllm")

@@ -5,20 +5,22 @@ tiny model), plus the pure parsing of ``reward_service.openrlhf_compat``."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import httpx
 import pytest
 
+from reward_service.limits import Limits
 from reward_service.openrlhf_compat import (
     INSTRUCTION_SUFFIXES,
     CompatError,
-    CompatLimits,
     chunk_items,
     normalize_label,
     plan_groups,
     question_from_prompt,
     response_from_query,
 )
+from reward_service.settings import Settings
 from shared_schemas.wire import OpenRLHFRequest
 from tests.test_service_hf import metric
 from trainer.prompts import INSTRUCTION, PLAIN_TEMPLATE, build_prompt
@@ -104,12 +106,17 @@ def test_an_unreadable_label_names_the_field():
         normalize_label("no number here", "labels[3]")
 
 
+def deployment_limits(**changes: int) -> Limits:
+    """The default deployment's limits (the settings' defaults), with ``changes``."""
+    return replace(Limits.from_settings(Settings()), **changes)
+
+
 def test_groups_and_chunks_respect_the_limits():
     prompts = [TEMPLATED["chatml_qwen"]] * 5 + [TEMPLATED["llama3"].replace("7 coins", "8 coins")] * 3
     body = OpenRLHFRequest(
         query=[p + f" #### {i}" for i, p in enumerate(prompts)], prompts=prompts, labels=["12"] * 5 + [None] * 3
     )
-    limits = CompatLimits(max_queries=8, max_items=2, max_trajectories=2)
+    limits = deployment_limits(openrlhf_max_queries=8, max_items=2, max_trajectories=2)
     groups = plan_groups(body, limits)
     assert [(g.question[:12], g.label, g.indices) for g in groups] == [
         ("Sam has 7 co", "12", [0, 1, 2, 3, 4]),
@@ -119,7 +126,7 @@ def test_groups_and_chunks_respect_the_limits():
     assert [[len(i.trajectories) for i in items] for items, _ in chunks] == [[2, 2], [1, 2], [1]]
     assert sorted(i for _, where in chunks for idx in where for i in idx) == list(range(8))
     with pytest.raises(CompatError, match="limit of 7"):
-        plan_groups(body, CompatLimits(max_queries=7))
+        plan_groups(body, deployment_limits(openrlhf_max_queries=7))
 
 
 def test_questions_go_through_the_providers_resolution():
@@ -140,20 +147,20 @@ def test_questions_go_through_the_providers_resolution():
         f"Solve: {question}\nAnswer:",
     ]
     body = OpenRLHFRequest(query=[p + " #### 12" for p in prompts], prompts=prompts, labels=["12", "12"])
-    groups = plan_groups(body, CompatLimits(), resolve)
+    groups = plan_groups(body, deployment_limits(), resolve)
     assert [(g.question, g.indices) for g in groups] == [(question, [0, 1])]
-    assert len(plan_groups(body, CompatLimits())) == 2  # without it: two texts, two arm sets
+    assert len(plan_groups(body, deployment_limits())) == 2  # without it: two texts, two arm sets
 
 
 def test_lone_surrogates_and_long_questions_name_their_field():
     body = OpenRLHFRequest(query=["What is 1? #### 1"], prompts=["What is 1?"], metas=[{"question": "a \ud800 b"}])
     with pytest.raises(CompatError, match=r"metas\[0\]\.question: holds a lone UTF-16 surrogate"):
-        plan_groups(body, CompatLimits())
+        plan_groups(body, deployment_limits())
     with pytest.raises(ValueError, match="unicode"):  # typed text fields: refused by the wire model itself
         OpenRLHFRequest(query=["\udfff #### 1"], prompts=["What is 1?"])
     long = "q" * 100_001
     with pytest.raises(CompatError, match=r"prompts\[0\] \(the question read from it\): 100001 characters"):
-        plan_groups(OpenRLHFRequest(query=[long + " #### 1"], prompts=[long]), CompatLimits())
+        plan_groups(OpenRLHFRequest(query=[long + " #### 1"], prompts=[long]), deployment_limits())
 
 
 # ------------------------------------------------------------------------------------ live service

@@ -1,4 +1,5 @@
-"""The merged bf16 generation copy of a GRPO policy (trainer.grpo_generation)."""
+"""The merged bf16 copy of a policy (trainer.generation.policy_copy) and the one ``generation_engine``
+setting (trainer.generation.engine_choice, GRPO's hook trainer.generation.grpo)."""
 
 from __future__ import annotations
 
@@ -42,7 +43,7 @@ TOLERANCE = {"none": 1e-4, "4bit": 1e-2}
 
 @pytest.mark.parametrize("quantization", ["none", "4bit"])
 def test_copy_computes_the_policy(tiny: Path, quantization: str) -> None:
-    from trainer.grpo_generation import FastGenerationConfig, MergedPolicyCopy
+    from trainer.generation import FastGenerationConfig, MergedPolicyCopy
 
     policy, _ = _policy(tiny, quantization)
     copy = MergedPolicyCopy(policy, FastGenerationConfig(dtype=torch.float32, static_cache=False))
@@ -67,7 +68,7 @@ def test_copy_computes_the_policy(tiny: Path, quantization: str) -> None:
 
 
 def test_generate_left_pads_and_cuts_at_eos(tiny: Path) -> None:
-    from trainer.grpo_generation import FastGenerationConfig, MergedPolicyCopy
+    from trainer.generation import FastGenerationConfig, MergedPolicyCopy
 
     policy, tok = _policy(tiny, "none")
     copy = MergedPolicyCopy(policy, FastGenerationConfig(dtype=torch.float32, static_cache=True, pad_to_multiple_of=8))
@@ -102,7 +103,7 @@ def test_dense_weight_survives_bitsandbytes_cpu_repacking() -> None:
     AVX512-BF16); the copy's dequantization must read the same weight before and after."""
     import bitsandbytes as bnb
 
-    from trainer.grpo_generation import _dense_weight
+    from trainer.generation.policy_copy import _dense_weight
 
     torch.manual_seed(0)
     dense = torch.randn(64, 128) * 0.02
@@ -124,7 +125,7 @@ def test_dense_weight_survives_bitsandbytes_cpu_repacking() -> None:
 def test_fast_decoder_matches_the_copy_greedy_and_follows_sync(tiny: Path, quantization: str) -> None:
     """``generation_engine: fast``: the copy decoded by fastgen gives the copy's own greedy tokens, and
     sees a re-merged adapter (its weights are read in place)."""
-    from trainer.grpo_generation import FastGenerationConfig, MergedPolicyCopy
+    from trainer.generation import FastGenerationConfig, MergedPolicyCopy
 
     policy, tok = _policy(tiny, quantization)
     copy = MergedPolicyCopy(policy, FastGenerationConfig(dtype=torch.float32, decoder="fast"))
@@ -153,9 +154,85 @@ def test_fast_decoder_matches_the_copy_greedy_and_follows_sync(tiny: Path, quant
     assert [len(c) for c in sampled] == [5, 5]
 
 
-def test_fast_engine_is_a_grpo_choice() -> None:
-    from trainer.grpo_generation import GENERATION_ENGINES, FastGenerationConfig
+def test_the_copy_decoders() -> None:
+    from trainer.generation import FastGenerationConfig
 
-    assert "fast" in GENERATION_ENGINES
     with pytest.raises(ValueError):
         FastGenerationConfig(decoder="vllm")
+    assert FastGenerationConfig(decoder="fast").decoder == "fast"
+
+
+@pytest.mark.parametrize(
+    ("old", "names"),
+    [("trl", "generation_engine: hf"), ("merged_bf16", "grpo_policy_copy: merged_bf16"), ("turbo", "one of")],
+)
+def test_old_engine_values_name_the_new_setting(old: str, names: str) -> None:
+    from trainer.generation import check_generation_engine
+
+    with pytest.raises(ValueError, match=names):
+        check_generation_engine(old)
+
+
+@pytest.mark.parametrize(
+    ("backend", "names"),
+    [("vllm", "generation_engine: vllm"), ("transformers", "generation_engine: hf, fast or auto"), ("tgi", "removed")],
+)
+def test_the_removed_generation_backend_names_its_replacement(backend: str, names: str) -> None:
+    from trainer.generation import check_generation_engine
+
+    with pytest.raises(ValueError, match=names):
+        check_generation_engine("auto", removed_backend=backend)
+
+
+def test_auto_resolves_by_device_and_vllm() -> None:
+    from trainer.generation import EngineUnavailable, resolve_generation_engine, vllm_available
+
+    assert resolve_generation_engine("auto", "cpu", auto_vllm=False) == "hf"
+    assert resolve_generation_engine("auto", "cuda", auto_vllm=False) == "fast"
+    assert resolve_generation_engine("fast", "cpu") == "fast"
+    assert resolve_generation_engine("hf", "cuda") == "hf"
+    if vllm_available():
+        assert resolve_generation_engine("auto", "cpu") == "vllm"
+    else:
+        assert resolve_generation_engine("auto", "cpu") == "hf"
+        with pytest.raises(EngineUnavailable, match="needs vLLM"):
+            resolve_generation_engine("vllm")
+
+
+def test_grpo_generation_settings() -> None:
+    from trainer.generation.grpo import check_grpo_generation
+
+    assert check_grpo_generation("vllm", "none", use_vllm=False) is True  # vllm is TRL's vLLM mode
+    assert check_grpo_generation("auto", "none", use_vllm=True) is True  # a recipe's own use_vllm stays
+    assert check_grpo_generation("auto", "none", use_vllm=False) is False
+    assert check_grpo_generation("hf", "merged_bf16", use_vllm=False) is False
+    with pytest.raises(ValueError, match="contradicts generation_engine: fast"):
+        check_grpo_generation("fast", "none", use_vllm=True)
+    with pytest.raises(ValueError, match="applies to generation_engine: hf only"):
+        check_grpo_generation("fast", "merged_bf16", use_vllm=False)
+    with pytest.raises(ValueError, match="grpo_policy_copy must be one of"):
+        check_grpo_generation("hf", "fp8", use_vllm=False)
+
+
+def test_grpo_stage_config_maps_the_engine_to_the_copy(tmp_path: Path) -> None:
+    """On the CPU the default is TRL's own generation (no copy); ``fast`` and ``hf`` +
+    ``grpo_policy_copy: merged_bf16`` read the merged copy with their decoder; old values fail."""
+    from trainer.generation.grpo import fast_generation_config
+    from trainer.stages.grpo import GRPOStageConfig
+
+    def config(**kw: object) -> GRPOStageConfig:
+        return GRPOStageConfig(
+            output_dir=str(tmp_path), report_to="none", num_generations=2, per_device_train_batch_size=2, **kw
+        )
+
+    if not torch.cuda.is_available():
+        assert fast_generation_config(config()) is None  # auto on the CPU: hf = TRL's generate
+    fast = fast_generation_config(config(generation_engine="fast", seed=7))
+    assert fast is not None and (fast.decoder, fast.seed) == ("fast", 7)
+    assert fast_generation_config(config(generation_engine="hf")) is None
+    merged = fast_generation_config(config(generation_engine="hf", grpo_policy_copy="merged_bf16"))
+    assert merged is not None and merged.decoder == "hf" and merged.static_cache is True
+    assert config(generation_engine="vllm").use_vllm is True
+    for old in ("trl", "merged_bf16"):
+        with pytest.raises(ValueError, match="was renamed"):
+            config(generation_engine=old)

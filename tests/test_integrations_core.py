@@ -5,28 +5,23 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterator
 
 import pytest
 
-from tests.support.flaky_server import FlakyServer, start_flaky_server
+from tests.support.flaky_server import FlakyServer
+from trainer.configs import RewardServiceArguments
 from trainer.integrations.core import AsyncCoalescer, IntegrationError, IntegrationSettings, Sample, SyncCoalescer
-from trainer.reward_client import RewardServiceHTTPError
+from trainer.reward_client import ClientSettings, RewardServiceHTTPError
+from trainer.rewards import ServiceScorer
 
 Q = "Tom has 3 apples and buys 4 more. How many apples?"
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[FlakyServer]:
-    with start_flaky_server() as srv:
-        yield srv
-
-
 @pytest.fixture
-def srv(server: FlakyServer, monkeypatch: pytest.MonkeyPatch) -> FlakyServer:
-    server.reset()
-    monkeypatch.setenv("REGIME_W_URL", server.url)
-    return server
+def srv(srv: FlakyServer, monkeypatch: pytest.MonkeyPatch) -> FlakyServer:
+    """The shared flaky server (tests/support/flaky_server.py), named by ``REGIME_W_URL``."""
+    monkeypatch.setenv("REGIME_W_URL", srv.url)
+    return srv
 
 
 def sample(text: str, gold: str | None = "7") -> Sample:
@@ -43,6 +38,29 @@ def test_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("REGIME_W_LABEL_FREE", "maybe")
     with pytest.raises(IntegrationError, match="REGIME_W_LABEL_FREE"):
         IntegrationSettings.from_env()
+
+
+def test_the_client_defaults_come_from_the_client_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One source (trainer/reward_client/settings.py) for the recipes, the TRL rewards and the integrations;
+    the REGIME_W_* variables still override them."""
+    client = ClientSettings()
+    for name in ("REGIME_W_BATCH_ITEMS", "REGIME_W_TIMEOUT_S", "REGIME_W_PATIENCE_S"):
+        monkeypatch.delenv(name, raising=False)
+    settings = IntegrationSettings.from_env()
+    assert (settings.batch_items, settings.timeout_s) == (client.batch_items, client.timeout_s) == (32, 120.0)
+    recipe = RewardServiceArguments()
+    assert (recipe.reward_batch_items, recipe.reward_timeout_s) == (client.batch_items, client.timeout_s)
+    assert recipe.reward_patience_s == client.patience_s
+    scorer = SyncCoalescer(settings).scorer
+    assert isinstance(scorer, ServiceScorer) and scorer.client.settings.patience_s == client.patience_s
+    scorer.close()
+
+    monkeypatch.setenv("REGIME_W_BATCH_ITEMS", "256")
+    monkeypatch.setenv("REGIME_W_TIMEOUT_S", "300")
+    monkeypatch.setenv("REGIME_W_PATIENCE_S", "30")
+    with SyncCoalescer(IntegrationSettings.from_env()).scorer as scorer:
+        assert isinstance(scorer, ServiceScorer)
+        assert (scorer.client.batch_items, scorer.client.timeout_s, scorer.client.patience_s) == (256, 300.0, 30.0)
 
 
 def test_sequential_calls_are_sent_at_once_one_request_each(srv: FlakyServer) -> None:

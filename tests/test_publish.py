@@ -1,8 +1,10 @@
 """DESIGN §8: the published trainer (wheel + sdist of ``regime-w-trainer``) holds no ``reward_service``
-file and no arm prompt, and runs where ``reward_service`` cannot be imported."""
+file, no module that imports or names a path of it, no ``experiments/`` driver and no arm prompt, and runs
+where ``reward_service`` cannot be imported."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -81,6 +83,21 @@ def test_archive_holds_trainer_shared_schemas_and_fastgen_only(dist: dict[str, P
     assert packages == {"trainer", "shared_schemas", "fastgen"}, packages
     assert any(strip(n) == "trainer/reward_client/clients.py" for n in names)
     assert any(strip(n).startswith("trainer/recipes/") and n.endswith(".yaml") for n in names)
+    # the toy world's data and model code ships (the toy-base stage); its experiment drivers do not
+    toy = {strip(n) for n in names if strip(n).startswith("trainer/toy/") and n.endswith(".py")}
+    assert {"trainer/toy/problems.py", "trainer/toy/base.py", "trainer/toy/determinism.py"} <= toy, toy
+    assert not toy & {"trainer/toy/loop.py", "trainer/toy/ablation.py"}, toy
+    assert not [n for n in names if strip(n).startswith("experiments/")]
+
+
+@pytest.mark.parametrize("kind", ["wheel", "sdist"])
+def test_archive_has_no_module_that_names_reward_service(dist: dict[str, Path], kind: str) -> None:
+    """No import and no string path of ``reward_service`` in any module shipped (``scripts/private_refs.py``)."""
+    script = _load_build_script()
+    modules = {n: data.decode("utf-8") for n, data in members(dist[kind]).items() if n.endswith(".py")}
+    assert len(modules) > 50, sorted(modules)
+    offenders = [f"{name}:{ref}" for name, text in modules.items() for ref in script.private_refs(text)]
+    assert not offenders, f"{kind} names reward_service:\n" + "\n".join(offenders)
 
 
 @pytest.mark.parametrize("kind", ["wheel", "sdist"])
@@ -279,7 +296,8 @@ def _load_build_script():
 
 
 def test_build_script_refuses_leaks(tmp_path: Path) -> None:
-    """The script's own guards: a private import in staging, or an arm prompt in an archive, fail the build."""
+    """The script's own guards: a private import or string path in staging, or an arm prompt, a module naming
+    ``reward_service`` or an ``experiments/`` driver in an archive, fail the build."""
     script = _load_build_script()
     staging = tmp_path / "stage"
     (staging / "trainer").mkdir(parents=True)
@@ -288,8 +306,20 @@ def test_build_script_refuses_leaks(tmp_path: Path) -> None:
     (staging / "trainer" / "bad.py").write_text(
         "import importlib\nscorer = importlib.import_module('reward_service.regime_w.scorer')\n"
     )
-    with pytest.raises(script.BuildError, match="bad.py imports reward_service"):
+    with pytest.raises(
+        script.BuildError, match=r"bad.py names reward_service \(2: import 'reward_service.regime_w.scorer'\)"
+    ):
         script.check_staging(staging)
+    by_path = tmp_path / "stage-by-path"
+    (by_path / "trainer").mkdir(parents=True)
+    (by_path / "trainer" / "loop.py").write_text(
+        "import sys\nfrom pathlib import Path\nROOT = Path('.')\nCONFIG = ROOT / 'reward_service' / 'x.toml'\n"
+        "CMD = [sys.executable, '-m', 'reward_service.cli']\n"
+    )
+    with pytest.raises(
+        script.BuildError, match=r"loop.py names reward_service \(4: string 'reward_service'; 5: string"
+    ):
+        script.check_staging(by_path)
 
     prompts = script.arm_prompts(PRIVATE_CONFIG)
     assert set(arm_prompts()) <= set(prompts)  # the script guards at least what this test checks
@@ -303,6 +333,17 @@ def test_build_script_refuses_leaks(tmp_path: Path) -> None:
     script.check_archive(clean, prompts)
     with pytest.raises(script.BuildError, match="contains an arm prompt"):
         script.check_archive(leaky, prompts)
+    starts = tmp_path / "starts-0.0.0-py3-none-any.whl"
+    with zipfile.ZipFile(starts, "w") as zf:
+        zf.writestr("trainer/serve.py", "import subprocess\nsubprocess.run(['python', '-m', 'reward_service'])\n")
+    with pytest.raises(script.BuildError, match="trainer/serve.py names reward_service"):
+        script.check_archive(starts, prompts)
+    driver = tmp_path / "regime_w_trainer-0.0.0.tar.gz"
+    with tarfile.open(driver, "w:gz") as tf:
+        info = tarfile.TarInfo("regime_w_trainer-0.0.0/experiments/__init__.py")
+        tf.addfile(info, io.BytesIO(b""))
+    with pytest.raises(script.BuildError, match="never published: regime_w_trainer-0.0.0/experiments/__init__.py"):
+        script.check_archive(driver, prompts)
 
 
 # Every install command of the docs for the framework side must work as written: neither distribution

@@ -10,17 +10,7 @@ from pathlib import Path
 import pytest
 
 from reward_service.regime_w.config import ArmSpec, ConfigError, RegimeWConfig, default_config, load_config
-
-DESIGN_ARMS = {  # DESIGN §3's table: arm -> (family, style, temperature)
-    "cot_greedy": ("compute", "step by step", 0.0),
-    "cot_sampled": ("compute", "step by step", 0.7),
-    "equations_first": ("compute", "write the equations, then compute", 0.5),
-    "arithmetic_trace": ("compute", "one `expr = value` per line", 0.3),
-    "solve_then_verify": ("reflective", "solve, then substitute back to check", 0.6),
-    "work_backwards": ("reflective", "check the candidate answer backwards", 0.7),
-    "critique_and_revise": ("reflective", "draft, critique, revise", 0.8),
-    "teach_and_check": ("reflective", "explain to a student, double-check each step", 1.0),
-}
+from tests.support.arms import DESIGN_ARMS  # DESIGN §3's table: arm -> (family, style, temperature)
 
 
 def default_text() -> str:

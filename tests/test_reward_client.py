@@ -7,13 +7,12 @@ import dataclasses
 import pickle
 import random
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from shared_schemas.wire import ScoreItem
-from tests.support.flaky_server import FlakyServer, free_port, start_flaky_server
+from tests.support.flaky_server import FlakyServer, free_port
 from tests.support.limits import HANG_GUARD_S
 from trainer.configs import RewardServiceArguments
 from trainer.reward_client import (
@@ -35,20 +34,6 @@ from trainer.reward_client import (
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = dict(backoff_base_s=0.01, backoff_max_s=0.05, timeout_s=20.0, seed=0)
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[FlakyServer]:
-    with start_flaky_server() as srv:
-        yield srv
-
-
-@pytest.fixture
-def srv(server: FlakyServer, monkeypatch: pytest.MonkeyPatch) -> FlakyServer:
-    server.reset()
-    for name in ("REGIME_W_URL", "REGIME_W_API_KEY", "REGIME_W_API_KEY_FILE"):
-        monkeypatch.delenv(name, raising=False)
-    return server
 
 
 def make_items(n: int, per_item: int = 2) -> list[ScoreItem]:

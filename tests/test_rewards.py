@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import pickle
-from collections.abc import Iterator
 
 import pytest
 
-from tests.support.flaky_server import FlakyServer, start_flaky_server
+from tests.support.flaky_server import FlakyServer
 from trainer.configs import RewardServiceArguments
 from trainer.reward_client import RewardClient
 from trainer.rewards import (
@@ -26,18 +25,6 @@ from trainer.rewards import (
 
 Q1 = "Natalia sold 48 clips in April and half as many in May. How many in total?"
 Q2 = "Weng earns $12 an hour. How much for 50 minutes?"
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[FlakyServer]:
-    with start_flaky_server() as srv:
-        yield srv
-
-
-@pytest.fixture
-def srv(server: FlakyServer) -> FlakyServer:
-    server.reset()
-    return server
 
 
 def toy(text: str) -> dict[str, float]:

@@ -7,29 +7,16 @@ against the loopback test server (its toy scorer computes correctness from the g
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from tests.support.flaky_server import FlakyServer, start_flaky_server
+from tests.support.flaky_server import FlakyServer
 from trainer.rewards import CorrectnessReward, RegimeWReward, gold_column, read_batch
 
 Q = "Natalia sold clips to 48 of her friends in April, and then half as many in May. How many in all?"
 BOXED = "In May she sold 48/2 = 24. Altogether 48 + 24 = 72. The answer is $\\boxed{72}$."
 RIGHT, WRONG = "48 + 24 = 72. The answer is \\boxed{72}.", "48 + 20 = 68. The answer is \\boxed{68}."
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[FlakyServer]:
-    with start_flaky_server() as srv:
-        yield srv
-
-
-@pytest.fixture
-def srv(server: FlakyServer) -> FlakyServer:
-    server.reset()
-    return server
 
 
 def trl_call(reward: Any, completions: list[str], **columns: list[Any]) -> list[float | None]:

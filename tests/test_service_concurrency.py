@@ -21,9 +21,10 @@ import pytest
 
 from reward_service.arm_cache import cache_key
 from reward_service.arms import ArmProvider
+from reward_service.limits import OFFLINE_LIMITS
 from reward_service.regime_w.config import default_config, load_config
 from reward_service.regime_w.scorer import ArmText
-from reward_service.runtime import OFFLINE_LIMITS, Runtime
+from reward_service.runtime import Runtime
 from reward_service.settings import Settings
 from shared_schemas.wire import ScoreRequest
 from tests.support.inprocess import InProcessService
@@ -158,7 +159,7 @@ def test_dense_scoring_and_cached_lookups_leave_the_event_loop_free() -> None:
 
     async def run() -> tuple[tuple[bool, int], tuple[bool, int], int]:
         async with Runtime.running(settings, limits=OFFLINE_LIMITS) as runtime:
-            scored = asyncio.ensure_future(runtime.engine.score(request))
+            scored = asyncio.ensure_future(runtime.scoring.score(request))
             dense = await loop_turns_while(scored)
             assert len((await scored).results) == 4
             # cached arms of questions the index knows: ArmProvider.get's lookups
@@ -172,7 +173,7 @@ def test_dense_scoring_and_cached_lookups_leave_the_event_loop_free() -> None:
             provider.questions.add_many(questions)
             got = asyncio.ensure_future(provider.get(questions))
             lookup = await loop_turns_while(got)
-            hits = sum(from_cache for _, from_cache, _ in await got)
+            hits = sum(arms.from_cache for arms in await got)
             return dense, lookup, hits
 
     dense, lookup, hits = asyncio.run(run())

@@ -15,20 +15,11 @@ import httpx
 import pytest
 
 from reward_service.settings import Settings
+from tests.support.arms import ARMS
 from tests.support.inprocess import InProcessService
 from tests.support.servers import free_port, running_service
 
 KEY = "hardening-key-0123456789abcdef"
-ARMS = [
-    "cot_greedy",
-    "cot_sampled",
-    "equations_first",
-    "arithmetic_trace",
-    "solve_then_verify",
-    "work_backwards",
-    "critique_and_revise",
-    "teach_and_check",
-]
 
 
 def body(**overrides: object) -> dict:

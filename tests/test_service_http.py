@@ -15,20 +15,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from reward_service.settings import Settings
+from tests.support.arms import ARMS
 from tests.support.inprocess import InProcessService
 from tests.support.servers import free_port, running_service
 
 KEY = "test-key-0123456789abcdef"
-ARMS = [
-    "cot_greedy",
-    "cot_sampled",
-    "equations_first",
-    "arithmetic_trace",
-    "solve_then_verify",
-    "work_backwards",
-    "critique_and_revise",
-    "teach_and_check",
-]
 QUESTION = (
     "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. "
     "How many clips did Natalia sell altogether in April and May?"

@@ -26,7 +26,10 @@ QUESTIONS = [f"A shelf holds {n} books and {n + 3} more arrive. How many books?"
 @pytest.mark.slow
 def test_arm_cache_survives_repeated_sigkill(tiny_model_dir, tmp_path) -> None:
     spec = ServiceSpec(
-        "hf", api_key="kill-test-key-0123456789", max_tokens=8, env={"REGIME_W_GENERATION_BATCH_SIZE": "2"}
+        "hf",
+        api_key="kill-test-key-0123456789",
+        max_tokens=8,
+        env={"REGIME_W_ARM_BATCH_QUESTIONS": "2", "REGIME_W_GENERATION_BATCH_ROWS": "2"},
     )  # small batches: writes between kills
     env = service_env(spec, tmp_path, tiny_model_dir)
     headers = {"Authorization": f"Bearer {spec.api_key}"}

@@ -90,6 +90,15 @@ def test_a_backend_deadline_past_the_clients_patience_refuses_the_start() -> Non
     assert "REGIME_W_CLIENT_PATIENCE_S (600 s)" in lines[0]
 
 
+def test_the_retired_generation_batch_size_refuses_the_start_naming_its_successors() -> None:
+    """GENERATION_BATCH_SIZE meant questions per batch and (hf) rows decoded together: it is two settings now."""
+    code, err = serve_with(GENERATION_BATCH_SIZE="32")
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1, err
+    assert lines[0].startswith("regime-w-serve: REGIME_W_GENERATION_BATCH_SIZE: "), lines[0]
+    assert "REGIME_W_ARM_BATCH_QUESTIONS" in lines[0] and "REGIME_W_GENERATION_BATCH_ROWS" in lines[0], lines[0]
+
+
 def test_the_default_deadlines_fit_in_the_reward_clients_patience() -> None:
     assert Settings.model_fields["client_patience_s"].default == DEFAULT_PATIENCE_S
     settings = Settings(insecure_no_auth=True)

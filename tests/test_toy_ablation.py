@@ -1,4 +1,4 @@
-"""The reward ablation's bookkeeping (trainer.toy.ablation): rows, flags, summary, the bar, the report.
+"""The reward ablation's bookkeeping (experiments.ablation): rows, flags, summary, the bar, the report.
 
 The training itself runs in the learning tests (tests/test_toy_learning.py: the one-seed slice) and in
 the ablation command (docs/reward-ablation.md); here the arithmetic and the page are checked on
@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from trainer.toy.ablation import ALL_ROWS, ROWS, _overrides, collect, summarize, write_report
-from trainer.toy.loop import NOTES_MARKER, ROOT
+from experiments.ablation import ALL_ROWS, ROWS, _overrides, collect, summarize, write_report
+from experiments.toy_loop import NOTES_MARKER, ROOT
 
 SFT = {0: 0.44, 1: 0.43, 2: 0.45}
 

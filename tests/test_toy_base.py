@@ -274,9 +274,9 @@ def _recipe_args() -> ToyBaseArguments:
 def test_the_shipped_base_is_the_recipes_base_on_the_pinned_kernels(monkeypatch) -> None:
     """assets/toy_base (scripts/toy_base_asset.py) is found by the stage's cache for the recipe's settings on the
     pinned kernels (the toy loop starts from it), and by no other: unpinned kernels are another base."""
+    from experiments.toy_loop import SHIPPED_BASE
     from trainer.toy.base import load_cached
     from trainer.toy.determinism import PINNED_CPU_KERNELS
-    from trainer.toy.loop import SHIPPED_BASE
 
     args = dataclasses.replace(_recipe_args(), toy_base_dir=str(SHIPPED_BASE))
     for name, value in PINNED_CPU_KERNELS.items():

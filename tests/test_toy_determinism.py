@@ -12,8 +12,7 @@ import subprocess
 import sys
 
 from tests.support.limits import HANG_GUARD_S
-from trainer.toy.determinism import PINNED_CPU_KERNELS
-from trainer.toy.loop import subprocess_env
+from trainer.toy.determinism import PINNED_CPU_KERNELS, subprocess_env
 
 CHILD = """
 import torch

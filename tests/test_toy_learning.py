@@ -1,6 +1,6 @@
 """Learning evidence on the offline toy world (issue 4): the whole loop, through the real CLIs.
 
-One module-scoped run of ``trainer.toy.loop`` (``--quick`` settings, fixed seed, 1 torch thread
+One module-scoped run of ``experiments.toy_loop`` (``--quick`` settings, fixed seed, 1 torch thread
 per process): toy base -> SFT -> reward service (toy base, live arms, toy config) on loopback ->
 rollouts -> prefs -> DPO -> GRPO (Regime W reward over HTTP) -> eval on the dev split. The tests
 then check, on the same dev problems, that
@@ -11,7 +11,7 @@ then check, on the same dev problems, that
 (d) label-free ``s_wm`` (rollouts re-scored WITHOUT gold_answer) ranks correct trajectories above
     wrong ones (AUROC),
 (e) the one-seed slice of the reward ablation (docs/reward-ablation.md): GRPO run again from the same
-    SFT adapter with label-free Regime W and with the majority vote (``trainer.toy.ablation.grpo_controls``,
+    SFT adapter with label-free Regime W and with the majority vote (``experiments.ablation.grpo_controls``,
     while the loop's service is up): label-free Regime W beats the vote and raises accuracy over SFT.
 
 Every process of the loop runs on pinned CPU kernels (``trainer.toy.determinism``) and starts from the
@@ -32,8 +32,8 @@ from typing import Any
 
 import pytest
 
-from trainer.toy.ablation import grpo_controls
-from trainer.toy.loop import Paths, label_free_auroc, run_toy_loop
+from experiments.ablation import grpo_controls
+from experiments.toy_loop import Paths, label_free_auroc, run_toy_loop
 
 #: a hang guard, not a bound: the module fixture runs the whole loop (CI's whole run may take 5400 s)
 pytestmark = pytest.mark.timeout(5400)
@@ -138,7 +138,7 @@ def test_label_free_regime_w_grpo_beats_the_majority_vote_and_sft(loop: dict[str
 
 
 def test_auroc_is_the_probability_a_positive_outranks_a_negative() -> None:
-    from trainer.toy.loop import auroc
+    from experiments.toy_loop import auroc
 
     assert auroc([0.1, 0.2, 0.8, 0.9], [False, False, True, True]) == 1.0
     assert auroc([0.9, 0.8, 0.2, 0.1], [False, False, True, True]) == 0.0

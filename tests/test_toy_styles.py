@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from trainer.toy.loop import count_steps, format_styles, style_report
+from experiments.toy_loop import count_steps, format_styles, style_report
 from trainer.toy.problems import generate_problems
 
 

@@ -232,6 +232,23 @@ def test_cli_dry_run_reads_model_list_from_recipe(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize(
+    ("line", "names"),
+    [
+        ("generation_backend: transformers", "generation_backend was removed: use generation_engine"),
+        ("generation_backend: vllm", "is now generation_engine: vllm"),
+        ("generation_engine: trl", "renamed: use generation_engine: hf"),
+    ],
+)
+def test_an_old_generation_setting_in_a_recipe_names_the_new_one(tmp_path, capsys, line, names):
+    from trainer.cli import main
+
+    recipe = tmp_path / "eval.yaml"
+    recipe.write_text(f"model_name_or_path: some/model\n{line}\n")
+    assert main(["eval", "--config", str(recipe), "--dry-run"]) == 2
+    assert names in capsys.readouterr().err
+
+
 def test_plan_lists_datasets():
     p = plan(ModelArguments(), DataArguments(), EvalArguments(eval_datasets=["gsm8k_dev", "platinum"]))
     assert set(p["datasets"]) == {"gsm8k_dev", "platinum"}

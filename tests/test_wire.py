@@ -30,6 +30,7 @@ from shared_schemas.wire import (
     TrajectoryScore,
     question_sha256,
 )
+from tests.support.arms import ARMS
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -71,16 +72,7 @@ DESIGN_RESPONSE = """
 # Fields the models add to DESIGN's response example (required by ItemResult).
 ADDED_RESULT_FIELDS = {"label_free": False, "token_count_source": "client"}
 
-ARM_NAMES = {
-    "cot_greedy",
-    "cot_sampled",
-    "equations_first",
-    "arithmetic_trace",
-    "solve_then_verify",
-    "work_backwards",
-    "critique_and_revise",
-    "teach_and_check",
-}
+ARM_NAMES = set(ARMS)
 
 
 def _item(**overrides: Any) -> dict[str, Any]:

@@ -12,6 +12,15 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
+from trainer.reward_client.settings import (
+    API_KEY_ENV,
+    DEFAULT_BASE_URL,
+    DEFAULT_BATCH_ITEMS,
+    DEFAULT_PATIENCE_S,
+    DEFAULT_TIMEOUT_S,
+    URL_ENV,
+)
+
 __all__ = [
     "ModelArguments",
     "LoraArguments",
@@ -25,7 +34,8 @@ __all__ = [
 
 QUANTIZATION_CHOICES = ("4bit", "8bit", "none")
 TORCH_DTYPE_CHOICES = ("bfloat16", "float16", "float32", "auto")
-DEFAULT_REWARD_URL = "http://127.0.0.1:8000"
+#: The reward service's default address (the client's ``DEFAULT_BASE_URL``).
+DEFAULT_REWARD_URL = DEFAULT_BASE_URL
 
 
 @dataclass
@@ -124,29 +134,30 @@ class DataArguments:
 
 
 def _default_reward_url() -> str:
-    return os.environ.get("REGIME_W_URL") or DEFAULT_REWARD_URL
+    return os.environ.get(URL_ENV) or DEFAULT_REWARD_URL
 
 
 @dataclass
 class RewardServiceArguments:
-    """How to reach the Regime W reward service over HTTP."""
+    """How to reach the Regime W reward service over HTTP, and which reward scores the samples.
+
+    The defaults are the reward client's (``trainer.reward_client.settings``, where they are explained).
+    """
 
     reward_url: str = field(
         default_factory=_default_reward_url,
-        metadata={"help": "Base URL of the reward service (env REGIME_W_URL overrides the default)."},
+        metadata={"help": f"Base URL of the reward service (env {URL_ENV} overrides the default)."},
     )
-    reward_api_key_env: str = field(
-        default="REGIME_W_API_KEY", metadata={"help": "Environment variable holding the API key."}
-    )
+    reward_api_key_env: str = field(default=API_KEY_ENV, metadata={"help": "Environment variable holding the API key."})
     reward_timeout_s: float = field(
-        default=120.0,
+        default=DEFAULT_TIMEOUT_S,
         metadata={
             "help": "Per-request read timeout (s). Keep it at least 30 s above the service's "
             "REGIME_W_GENERATION_TIMEOUT_S (default 90), so the service's 504 + Retry-After arrives first."
         },
     )
     reward_patience_s: float = field(
-        default=600.0,
+        default=DEFAULT_PATIENCE_S,
         metadata={
             "help": "How long one request keeps retrying an unavailable service (connection errors, "
             "429, 503 with Retry-After, 504) before the stage stops (s)."
@@ -155,7 +166,9 @@ class RewardServiceArguments:
     reward_max_retries: int | None = field(
         default=None, metadata={"help": "Optional cap on retries within reward_patience_s (unset: no cap)."}
     )
-    reward_batch_items: int = field(default=32, metadata={"help": "Questions (items) per /v1/score request."})
+    reward_batch_items: int = field(
+        default=DEFAULT_BATCH_ITEMS, metadata={"help": "Questions (items) per /v1/score request."}
+    )
     reward: str = field(
         default="regime_w",
         metadata={
@@ -177,11 +190,9 @@ class RewardServiceArguments:
             raise ValueError(f"reward_max_retries must be >= 0, got {self.reward_max_retries}")
         if self.reward_batch_items <= 0:
             raise ValueError(f"reward_batch_items must be positive, got {self.reward_batch_items}")
-        from trainer.reward_modes import check_reward_mode
+        from trainer.reward_modes import check_reward
 
-        check_reward_mode(self.reward)
-        if self.label_free and self.reward != "regime_w":
-            raise ValueError(f"label_free applies to reward 'regime_w' only, not {self.reward!r}")
+        check_reward(self.reward, self.label_free)
 
 
 def apply_cpu_precision_rule(config: Any) -> None:

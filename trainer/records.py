@@ -21,19 +21,11 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from trainer import __version__
-from trainer.reward_modes import RewardMode
+from trainer.reward_modes import RewardMode, reward_label_free
 
+# ``reward_label_free`` (the label-free rule, defined in ``trainer.reward_modes``) is re-exported: a
+# record's ``label_free`` is what it says for the record's reward mode.
 __all__ = ["TrajectoryRecord", "RolloutRecord", "PreferenceRecord", "EvalPrediction", "RunInfo", "reward_label_free"]
-
-
-def reward_label_free(mode: str, label_free: bool) -> bool:
-    """Whether a reward used no gold answer: ``majority`` never does, ``correctness`` always does,
-    ``regime_w`` when run with ``label_free``."""
-    if mode == "majority":
-        return True
-    if mode == "correctness":
-        return False
-    return bool(label_free)
 
 
 class _Record(BaseModel):

@@ -1,4 +1,9 @@
-"""TRL reward functions: the Regime W service over HTTP, and the two controls (DESIGN §5).
+"""TRL reward functions over the scorers of ``trainer.reward_modes``, and the Regime W service scorer.
+
+``ServiceScorer`` is the ``regime_w`` scorer of ``trainer.reward_modes.make_scorer``: the Regime W
+service over HTTP (a ``RewardClient``, or an ``AsyncRewardClient`` built on the caller's event loop),
+the gold left out when label-free. ``build_reward_functions(args)`` wraps the scorer of a recipe's
+``reward`` as the TRL reward function of that mode.
 
 TRL's ``GRPOTrainer`` calls every reward function as
 ``f(prompts=..., completions=..., completion_ids=..., log_metric=..., log_extra=..., **dataset_columns)``
@@ -10,8 +15,9 @@ own event loop when ``__call__`` is a coroutine function.
   ``ScoreItem``, so the service looks up the arms of each question once per call; all items of a call
   go out in ``ceil(items / batch_items)`` requests (one, for a GRPO step of up to ``batch_items``
   questions).
-- ``CorrectnessReward`` and ``MajorityReward`` are the controls of ``trainer.reward_modes`` (no
-  service): answer == gold, and the label-free vote among one question's samples.
+- ``CorrectnessReward`` and ``MajorityReward`` (``ControlReward``s) are the controls of
+  ``trainer.reward_modes`` (no service): answer == gold, and the label-free vote among one question's
+  samples.
 
 Where each field comes from: the question from the ``question`` column, the data set's raw question
 (else read back from the prompt by ``question_text``: the last user turn of a conversational prompt,
@@ -40,6 +46,7 @@ import asyncio
 import hashlib
 import logging
 import math
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -48,21 +55,32 @@ from typing import Any
 from shared_schemas.answer import gold_answer as normalize_gold
 from shared_schemas.rl_frameworks import question_from_prompt, strip_instruction
 from shared_schemas.wire import ScoreItem, ScoreResponse, TrajectoryScore
-from trainer.reward_client import AsyncRewardClient, RewardClient
-from trainer.reward_modes import check_reward_mode, correctness_rewards, majority_rewards
+from trainer.reward_client import AsyncRewardClient, ClientSettings, RewardClient
+from trainer.reward_client.settings import DEFAULT_BATCH_ITEMS
+from trainer.reward_modes import (
+    CorrectnessScorer,
+    GroupScores,
+    MajorityScorer,
+    ScoreGroup,
+    Scorer,
+    scorer_from_args,
+)
 
 __all__ = [
     "COMPONENTS",
     "RewardBatch",
+    "ServiceScorer",
     "RegimeWReward",
     "AsyncRegimeWReward",
+    "ControlReward",
     "CorrectnessReward",
     "MajorityReward",
     "build_reward_functions",
+    "trl_reward_function",
     "completion_text",
     "question_text",
     "read_batch",
-    "build_items",
+    "build_groups",
     "scatter_scores",
 ]
 
@@ -209,46 +227,48 @@ def read_batch(
     )
 
 
-def build_items(batch: RewardBatch) -> tuple[list[ScoreItem], list[list[int]]]:
-    """One ``ScoreItem`` per (question, gold), and the completion positions of each."""
+def build_groups(batch: RewardBatch, *, need_questions: bool = True) -> tuple[list[ScoreGroup], list[list[int]]]:
+    """One ``ScoreGroup`` per (question, gold), and the completion positions of each. With
+    ``need_questions`` (a scorer that looks up the question's arms), a completion without question
+    text is an error."""
     groups: dict[tuple[str, str | None], list[int]] = {}
     for i, q in enumerate(batch.questions):
-        if not isinstance(q, str) or not q.strip():
+        if need_questions and (not isinstance(q, str) or not q.strip()):
             raise ValueError(f"completion {i} has no question text (got {q!r})")
         groups.setdefault((q, batch.golds[i]), []).append(i)
-    items: list[ScoreItem] = []
+    out: list[ScoreGroup] = []
     positions: list[list[int]] = []
     used_ids: set[str] = set()
     for (q, gold), members in groups.items():
         first = batch.ids[members[0]] if batch.ids is not None else None
-        item_id = str(first) if first is not None else _question_id(q)
-        base, k = item_id, 1
-        while item_id in used_ids:
+        group_id = str(first) if first is not None else _question_id(q)
+        base, k = group_id, 1
+        while group_id in used_ids:
             k += 1
-            item_id = f"{base}#{k}"
-        used_ids.add(item_id)
-        items.append(
-            ScoreItem(
-                id=item_id,
+            group_id = f"{base}#{k}"
+        used_ids.add(group_id)
+        out.append(
+            ScoreGroup(
+                id=group_id,
                 question=q,
-                gold_answer=gold,
-                trajectories=[batch.texts[i] for i in members],
+                gold=gold,
+                texts=[batch.texts[i] for i in members],
                 num_tokens=[batch.num_tokens[i] for i in members] if batch.num_tokens is not None else None,
             )
         )
         positions.append(members)
-    return items, positions
+    return out, positions
 
 
-def scatter_scores(n: int, positions: list[list[int]], response: ScoreResponse) -> list[TrajectoryScore]:
-    """The response's scores back in the order of the ``n`` completions (``positions`` from ``build_items``)."""
+def scatter_scores(n: int, positions: list[list[int]], scored: Sequence[GroupScores]) -> list[TrajectoryScore]:
+    """The groups' scores back in the order of the ``n`` completions (``positions`` from ``build_groups``)."""
     out: list[TrajectoryScore | None] = [None] * n
-    for members, result in zip(positions, response.results):
-        for i, score in zip(members, result.scores):
+    for members, group in zip(positions, scored):
+        for i, score in zip(members, group.scores):
             out[i] = score
     missing = [i for i, s in enumerate(out) if s is None]
     if missing:
-        raise ValueError(f"the service returned no score for completions {missing[:5]}")
+        raise ValueError(f"no score came back for completions {missing[:5]}")
     return out  # type: ignore[return-value]
 
 
@@ -273,11 +293,172 @@ def log_scores(columns: Mapping[str, Any], scores: Sequence[TrajectoryScore], wa
     log_metric("regime_w/http_calls", float(calls))
 
 
+# ------------------------------------------------------------------------------- the service scorer
+
+
+class ServiceScorer(Scorer):
+    """``regime_w``: the Regime W service over HTTP (``trainer.reward_modes.make_scorer`` builds it).
+
+    ``service``: a ``ClientSettings``, a recipe's ``RewardServiceArguments`` (the client is built from
+    it, key from the environment variable it names), a ``RewardClient`` / ``AsyncRewardClient`` to
+    use (the caller's: never closed here), or None with the client's keywords in ``client_fields``
+    (``base_url``, ``api_key``, ``timeout_s``, ...; unset ones from the environment). A client the
+    scorer builds is built at the first request — the sync one by ``score``, the async one by
+    ``ascore`` on the running event loop — and closed by ``close`` / ``aclose``. ``label_free``: the
+    groups' golds are never sent. ``info``: the ``ScorerInfo`` of the last response, as a dict.
+    Pickling drops a client the scorer built (the copy builds its own); one around a caller's client
+    cannot be pickled.
+    """
+
+    mode = "regime_w"
+    needs_question = True
+
+    def __init__(
+        self,
+        service: ClientSettings | RewardClient | AsyncRewardClient | Any = None,
+        *,
+        label_free: bool = False,
+        return_details: bool = True,
+        **client_fields: Any,
+    ) -> None:
+        given = service if isinstance(service, (RewardClient, AsyncRewardClient)) else None
+        fields = {k: v for k, v in client_fields.items() if v is not None}
+        if given is not None and fields:
+            raise ValueError("pass either a client or the settings to build one, not both")
+        self.label_free = bool(label_free)
+        self.return_details = return_details
+        self.info = None
+        #: ClientSettings | RewardServiceArguments | None (a caller's client is in _sync / _async)
+        self._service: Any = None if given is not None else service
+        self._fields = fields
+        self._sync: RewardClient | None = given if isinstance(given, RewardClient) else None
+        self._async: AsyncRewardClient | None = given if isinstance(given, AsyncRewardClient) else None
+        self._owns = given is None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._lock = threading.Lock()
+
+    def _build(self, kind: Any) -> Any:
+        """A client of ``kind`` from the settings given (keywords in ``client_fields`` override them)."""
+        if isinstance(self._service, ClientSettings):
+            return kind(self._service.replace(**self._fields) if self._fields else self._service)
+        if self._service is not None:  # a recipe's RewardServiceArguments
+            return kind.from_args(self._service, **self._fields)
+        return kind(**self._fields)
+
+    @property
+    def client(self) -> RewardClient:
+        """The sync client (built at first use unless the caller gave one)."""
+        with self._lock:
+            if self._sync is None:
+                if not self._owns:
+                    raise TypeError("this scorer was given an AsyncRewardClient: score with ascore()")
+                self._sync = self._build(RewardClient)
+            return self._sync  # type: ignore[return-value]
+
+    def connect(self) -> ServiceScorer:
+        """Build the sync client now (settings and key resolved; no request is sent)."""
+        _ = self.client
+        return self
+
+    async def aclient(self) -> AsyncRewardClient:
+        """The async client, built on the running event loop at first use unless the caller gave one."""
+        if self._async is None:
+            if not self._owns:
+                raise TypeError("this scorer was given a RewardClient: score with score()")
+            self._async = self._build(AsyncRewardClient)
+            self._loop = asyncio.get_running_loop()
+        return self._async
+
+    @property
+    def batch_items(self) -> int:
+        """Questions per ``/v1/score`` request of the client (built or to be built)."""
+        client = self._sync or self._async
+        if client is not None:
+            return int(client.batch_items)
+        if "batch_items" in self._fields:
+            return int(self._fields["batch_items"])
+        if isinstance(self._service, ClientSettings):
+            return self._service.batch_items
+        if self._service is not None:
+            return int(self._service.reward_batch_items)
+        return DEFAULT_BATCH_ITEMS
+
+    def items(self, groups: Sequence[ScoreGroup]) -> list[ScoreItem]:
+        """The ``ScoreItem``s sent for ``groups`` (no gold when label-free)."""
+        return [
+            ScoreItem(
+                id=g.id,
+                question=g.question,
+                gold_answer=None if self.label_free else g.gold,
+                trajectories=list(g.texts),
+                num_tokens=list(g.num_tokens) if g.num_tokens is not None else None,
+            )
+            for g in groups
+        ]
+
+    def _read(self, response: ScoreResponse) -> list[GroupScores]:
+        self.info = response.scorer.model_dump()
+        return [GroupScores(list(r.scores), r.consensus_answer) for r in response.results]
+
+    def score(self, groups: Sequence[ScoreGroup]) -> list[GroupScores]:
+        if not groups:
+            return []
+        return self._read(self.client.score(self.items(groups), return_details=self.return_details))
+
+    async def ascore(self, groups: Sequence[ScoreGroup]) -> list[GroupScores]:
+        if not groups:
+            return []
+        client = await self.aclient()
+        return self._read(await client.score(self.items(groups), return_details=self.return_details))
+
+    def close(self) -> None:
+        """Close the clients the scorer built; the async one also from outside its loop (e.g. after
+        ``trainer.train()``), where that loop still runs."""
+        if not self._owns:
+            return
+        with self._lock:
+            sync, self._sync = self._sync, None
+        if sync is not None:
+            sync.close()
+        loop = self._loop
+        if self._async is None:
+            return
+        if loop is not None and loop.is_running():
+            asyncio.run_coroutine_threadsafe(self.aclose(), loop).result(timeout=30)
+        elif loop is None or not loop.is_closed():
+            (loop or asyncio.new_event_loop()).run_until_complete(self.aclose())
+        else:
+            self._async = None  # its loop is gone; the sockets went with it
+
+    async def aclose(self) -> None:
+        if not self._owns:
+            return
+        client, self._async = self._async, None
+        if client is not None:
+            await client.close()
+        with self._lock:
+            sync, self._sync = self._sync, None
+        if sync is not None:
+            sync.close()
+
+    def __getstate__(self) -> dict[str, Any]:  # a live HTTP client never travels (multiprocessing, deepcopy)
+        if not self._owns:
+            raise TypeError("a reward built around a caller's client cannot be pickled; build it from settings")
+        state = dict(self.__dict__)
+        state.update(_sync=None, _async=None, _loop=None)
+        del state["_lock"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+
 # ------------------------------------------------------------------------------------- Regime W
 
 
 class _RegimeWBase:
-    """What the sync and async Regime W rewards share: settings, timing, request building."""
+    """What the sync and async Regime W rewards share: the service scorer, timing, reading TRL's call."""
 
     def __init__(
         self,
@@ -286,6 +467,7 @@ class _RegimeWBase:
         base_url: str | None = None,
         api_key: str | None = None,
         args: Any = None,
+        scorer: ServiceScorer | None = None,
         reward_key: str = "reward",
         return_details: bool = True,
         use_completion_ids: bool = True,
@@ -299,20 +481,34 @@ class _RegimeWBase:
             )
         if client is not None and (base_url or api_key or args is not None or client_fields):
             raise ValueError("pass either a client or the settings to build one, not both")
+        if scorer is not None and (client is not None or base_url or api_key or args is not None or client_fields):
+            raise ValueError("pass either a scorer or the settings to build one, not both")
+        if scorer is None:
+            scorer = ServiceScorer(
+                client if client is not None else args,
+                label_free=label_free,
+                return_details=return_details,
+                base_url=base_url,
+                api_key=api_key,
+                **client_fields,
+            )
+        self.scorer = scorer
         self.__name__ = name
         self.reward_key = reward_key
-        self.return_details = return_details
         self.use_completion_ids = use_completion_ids
-        self.label_free = label_free
         self._warned_label_free = False
-        self._client: Any = client
-        self._owns_client = client is None
-        self._args = args
-        self._client_kwargs: dict[str, Any] = dict(base_url=base_url, api_key=api_key, **client_fields)
         self.last_scores: list[TrajectoryScore] = []
         #: Timing hook: wall seconds spent waiting on the service, and the HTTP scoring requests sent.
         self.wait_seconds = 0.0
         self.calls = 0
+
+    @property
+    def label_free(self) -> bool:
+        return self.scorer.label_free
+
+    @property
+    def return_details(self) -> bool:
+        return self.scorer.return_details
 
     @classmethod
     def from_args(cls, args: Any, **kwargs: Any) -> Any:
@@ -321,31 +517,14 @@ class _RegimeWBase:
         kwargs.setdefault("label_free", bool(getattr(args, "label_free", False)))
         return cls(args=args, **kwargs)
 
-    def _new_client(self, kind: type[Any]) -> Any:
-        if self._args is not None:
-            return kind.from_args(self._args)
-        return kind(**{k: v for k, v in self._client_kwargs.items() if v is not None})
-
     @property
     def batch_items(self) -> int:
-        if self._client is not None:
-            return int(self._client.batch_items)
-        if self._args is not None:
-            return int(self._args.reward_batch_items)
-        return int(self._client_kwargs.get("batch_items") or 32)
+        return self.scorer.batch_items
 
     def reset_timing(self) -> None:
         """Zero ``wait_seconds`` and ``calls`` (e.g. after a warm-up step)."""
         self.wait_seconds = 0.0
         self.calls = 0
-
-    def __getstate__(self) -> dict[str, Any]:  # a live HTTP client never travels (multiprocessing, deepcopy)
-        state = dict(self.__dict__)
-        if state["_client"] is not None and not self._owns_client:
-            raise TypeError("a reward built around a caller's client cannot be pickled; build it from settings")
-        state["_client"] = None
-        state["_owns_client"] = True
-        return state
 
     def _warn_label_free(self, columns: Mapping[str, Any]) -> None:
         """Once per reward: data without a gold column, scored label-free though not asked to be."""
@@ -363,30 +542,29 @@ class _RegimeWBase:
 
     def _prepare(
         self, prompts: Sequence[Any], completions: Sequence[Any], columns: Mapping[str, Any]
-    ) -> tuple[RewardBatch, list[ScoreItem], list[list[int]]]:
+    ) -> tuple[list[ScoreGroup], list[list[int]]]:
         self._warn_label_free(columns)
         batch = read_batch(
             prompts, completions, columns, label_free=self.label_free, use_completion_ids=self.use_completion_ids
         )
-        items, positions = build_items(batch)
-        return batch, items, positions
+        return build_groups(batch)
 
     def _finish(
         self,
         columns: Mapping[str, Any],
         n: int,
         positions: list[list[int]],
-        response: ScoreResponse,
+        scored: Sequence[GroupScores],
         waited: float,
         requests: int,
     ) -> list[float | None]:
-        scores = scatter_scores(n, positions, response)
+        scores = scatter_scores(n, positions, scored)
         self.last_scores = scores
         log_scores(columns, scores, waited, requests)
         return [getattr(s, self.reward_key) for s in scores]
 
-    def _requests(self, items: Sequence[ScoreItem]) -> int:
-        return math.ceil(len(items) / self.batch_items)
+    def _requests(self, groups: Sequence[ScoreGroup]) -> int:
+        return math.ceil(len(groups) / self.batch_items)
 
     def _outside_trl(
         self,
@@ -395,7 +573,7 @@ class _RegimeWBase:
         gold_answers: Sequence[str | None] | None,
         ids: Sequence[str] | None,
         num_tokens: Sequence[int] | None,
-    ) -> tuple[RewardBatch, list[ScoreItem], list[list[int]]]:
+    ) -> tuple[list[ScoreGroup], list[list[int]]]:
         n = len(completions)
         qs = _column("questions", questions, n)
         assert qs is not None
@@ -407,8 +585,7 @@ class _RegimeWBase:
             ids=_column("ids", ids, n),
             num_tokens=_column("num_tokens", num_tokens, n),
         )
-        items, positions = build_items(batch)
-        return batch, items, positions
+        return build_groups(batch)
 
 
 class RegimeWReward(_RegimeWBase):
@@ -416,15 +593,10 @@ class RegimeWReward(_RegimeWBase):
 
     @property
     def client(self) -> RewardClient:
-        if self._client is None:
-            self._client = self._new_client(RewardClient)
-            self._owns_client = True
-        return self._client  # type: ignore[no-any-return]
+        return self.scorer.client
 
     def close(self) -> None:
-        if self._client is not None and self._owns_client:
-            self._client.close()
-            self._client = None
+        self.scorer.close()
 
     def __enter__(self) -> RegimeWReward:
         return self
@@ -432,23 +604,23 @@ class RegimeWReward(_RegimeWBase):
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def _send(self, items: list[ScoreItem]) -> tuple[ScoreResponse, float]:
+    def _send(self, groups: list[ScoreGroup]) -> tuple[list[GroupScores], float]:
         started = time.perf_counter()
         try:
-            response = self.client.score(items, return_details=self.return_details)
+            scored = self.scorer.score(groups)
         finally:
             elapsed = time.perf_counter() - started
             self.wait_seconds += elapsed
-            self.calls += self._requests(items)
-        return response, elapsed
+            self.calls += self._requests(groups)
+        return scored, elapsed
 
     def __call__(self, prompts: Sequence[Any], completions: Sequence[Any], **columns: Any) -> list[float | None]:
         """One reward per completion (``None`` where the chosen ``reward_key`` is absent)."""
-        _, items, positions = self._prepare(prompts, completions, columns)
-        if not items:
+        groups, positions = self._prepare(prompts, completions, columns)
+        if not groups:
             return []
-        response, waited = self._send(items)
-        return self._finish(columns, len(completions), positions, response, waited, self._requests(items))
+        scored, waited = self._send(groups)
+        return self._finish(columns, len(completions), positions, scored, waited, self._requests(groups))
 
     def score(
         self,
@@ -460,11 +632,11 @@ class RegimeWReward(_RegimeWBase):
         num_tokens: Sequence[int] | None = None,
     ) -> list[TrajectoryScore]:
         """Outside TRL: the full score of each completion of ``questions[i]`` (same order)."""
-        _, items, positions = self._outside_trl(questions, completions, gold_answers, ids, num_tokens)
-        if not items:
+        groups, positions = self._outside_trl(questions, completions, gold_answers, ids, num_tokens)
+        if not groups:
             return []
-        response, _ = self._send(items)
-        self.last_scores = scatter_scores(len(completions), positions, response)
+        scored, _ = self._send(groups)
+        self.last_scores = scatter_scores(len(completions), positions, scored)
         return self.last_scores
 
 
@@ -472,31 +644,15 @@ class AsyncRegimeWReward(_RegimeWBase):
     """Asynchronous TRL reward function (TRL awaits it on its reward event loop, alongside other async
     reward functions); the ``AsyncRewardClient`` is built on that loop at the first call."""
 
-    _loop: asyncio.AbstractEventLoop | None = None
-
     async def aclient(self) -> AsyncRewardClient:
-        if self._client is None:
-            self._client = self._new_client(AsyncRewardClient)
-            self._owns_client = True
-            self._loop = asyncio.get_running_loop()
-        return self._client  # type: ignore[no-any-return]
+        return await self.scorer.aclient()
 
     async def aclose(self) -> None:
-        if self._client is not None and self._owns_client:
-            client, self._client = self._client, None
-            await client.close()
+        await self.scorer.aclose()
 
     def close(self) -> None:
         """Close the client from outside its loop (e.g. after ``trainer.train()``), where it still runs."""
-        loop = self._loop
-        if self._client is None or not self._owns_client:
-            return
-        if loop is not None and loop.is_running():
-            asyncio.run_coroutine_threadsafe(self.aclose(), loop).result(timeout=30)
-        elif loop is None or not loop.is_closed():
-            (loop or asyncio.new_event_loop()).run_until_complete(self.aclose())
-        else:
-            self._client = None  # its loop is gone; the sockets went with it
+        self.scorer.close()
 
     async def __aenter__(self) -> AsyncRegimeWReward:
         return self
@@ -504,29 +660,24 @@ class AsyncRegimeWReward(_RegimeWBase):
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
 
-    def __getstate__(self) -> dict[str, Any]:
-        state = super().__getstate__()
-        state.pop("_loop", None)
-        return state
-
-    async def _send(self, items: list[ScoreItem]) -> tuple[ScoreResponse, float]:
-        client = await self.aclient()
+    async def _send(self, groups: list[ScoreGroup]) -> tuple[list[GroupScores], float]:
+        await self.scorer.aclient()  # built before the clock starts: wait_seconds is the service's time
         started = time.perf_counter()
         try:
-            response = await client.score(items, return_details=self.return_details)
+            scored = await self.scorer.ascore(groups)
         finally:
             elapsed = time.perf_counter() - started
             self.wait_seconds += elapsed
-            self.calls += self._requests(items)
-        return response, elapsed
+            self.calls += self._requests(groups)
+        return scored, elapsed
 
     async def __call__(self, prompts: Sequence[Any], completions: Sequence[Any], **columns: Any) -> list[float | None]:
         """One reward per completion (``None`` where the chosen ``reward_key`` is absent)."""
-        _, items, positions = self._prepare(prompts, completions, columns)
-        if not items:
+        groups, positions = self._prepare(prompts, completions, columns)
+        if not groups:
             return []
-        response, waited = await self._send(items)
-        return self._finish(columns, len(completions), positions, response, waited, self._requests(items))
+        scored, waited = await self._send(groups)
+        return self._finish(columns, len(completions), positions, scored, waited, self._requests(groups))
 
     async def score(
         self,
@@ -538,61 +689,63 @@ class AsyncRegimeWReward(_RegimeWBase):
         num_tokens: Sequence[int] | None = None,
     ) -> list[TrajectoryScore]:
         """Outside TRL: the full score of each completion of ``questions[i]`` (same order)."""
-        _, items, positions = self._outside_trl(questions, completions, gold_answers, ids, num_tokens)
-        if not items:
+        groups, positions = self._outside_trl(questions, completions, gold_answers, ids, num_tokens)
+        if not groups:
             return []
-        response, _ = await self._send(items)
-        self.last_scores = scatter_scores(len(completions), positions, response)
+        scored, _ = await self._send(groups)
+        self.last_scores = scatter_scores(len(completions), positions, scored)
         return self.last_scores
 
 
 # -------------------------------------------------------------------------------------- controls
 
 
-class CorrectnessReward:
+class ControlReward:
+    """TRL reward function of a control scorer (``correctness`` / ``majority``; no service): the
+    completions of one question form one group (``majority`` votes within it), and the call's mean
+    reward is logged as the scorer's ``log_name`` (``control/correctness``, ``control/majority_share``).
+    GRPO passes all ``num_generations`` samples of a question in one call, so each group is whole."""
+
+    def __init__(self, scorer: Scorer) -> None:
+        self.scorer = scorer
+        self.__name__ = scorer.mode
+
+    def __call__(self, prompts: Sequence[Any], completions: Sequence[Any], **columns: Any) -> list[float]:
+        batch = read_batch(prompts, completions, columns, label_free=self.scorer.label_free, use_completion_ids=False)
+        groups, positions = build_groups(batch, need_questions=self.scorer.needs_question)
+        rewards = [s.reward for s in scatter_scores(len(batch.texts), positions, self.scorer.score(groups))]
+        log_metric = columns.get("log_metric")
+        if callable(log_metric) and rewards and self.scorer.log_name:
+            log_metric(self.scorer.log_name, sum(rewards) / len(rewards))
+        return rewards
+
+
+class CorrectnessReward(ControlReward):
     """Control: 1.0 when a completion's answer equals the gold, else 0.0 (no service).
 
     A completion without a gold is an error: ``correctness`` needs labels."""
 
-    __name__ = "correctness"
-
-    def __call__(self, prompts: Sequence[Any], completions: Sequence[Any], **columns: Any) -> list[float]:
-        batch = read_batch(prompts, completions, columns, use_completion_ids=False)
-        rewards = [correctness_rewards([text], gold)[0] for text, gold in zip(batch.texts, batch.golds)]
-        log_metric = columns.get("log_metric")
-        if callable(log_metric) and rewards:
-            log_metric("control/correctness", sum(rewards) / len(rewards))
-        return rewards
+    def __init__(self) -> None:
+        super().__init__(CorrectnessScorer())
 
 
-class MajorityReward:
+class MajorityReward(ControlReward):
     """Control: label-free vote among the samples of one question in the call (test-time RL's reward):
-    1.0 when a completion's answer is the group's most frequent answer, else 0.0. GRPO passes all
-    ``num_generations`` samples of a question in one call, so each question's group is whole."""
+    1.0 when a completion's answer is the group's most frequent answer, else 0.0."""
 
-    __name__ = "majority"
+    def __init__(self) -> None:
+        super().__init__(MajorityScorer())
 
-    def __call__(self, prompts: Sequence[Any], completions: Sequence[Any], **columns: Any) -> list[float]:
-        batch = read_batch(prompts, completions, columns, use_completion_ids=False)
-        groups: dict[str, list[int]] = {}
-        for i, q in enumerate(batch.questions):
-            groups.setdefault(q, []).append(i)
-        rewards = [0.0] * len(batch.texts)
-        for members in groups.values():
-            for i, r in zip(members, majority_rewards([batch.texts[i] for i in members])):
-                rewards[i] = r
-        log_metric = columns.get("log_metric")
-        if callable(log_metric) and rewards:
-            log_metric("control/majority_share", sum(rewards) / len(rewards))
-        return rewards
+
+def trl_reward_function(scorer: Scorer, *, use_async: bool = True) -> Callable[..., Any]:
+    """``scorer`` as a TRL reward function: the service scorer as ``AsyncRegimeWReward`` (or, with
+    ``use_async=False``, ``RegimeWReward``), a control as a ``ControlReward``."""
+    if isinstance(scorer, ServiceScorer):
+        return (AsyncRegimeWReward if use_async else RegimeWReward)(scorer=scorer)
+    return ControlReward(scorer)
 
 
 def build_reward_functions(args: Any, *, use_async: bool = True) -> list[Callable[..., Any]]:
-    """The TRL reward function(s) of a recipe's ``reward`` mode (``RewardServiceArguments``)."""
-    mode = check_reward_mode(getattr(args, "reward", "regime_w"))
-    if mode == "correctness":
-        return [CorrectnessReward()]
-    if mode == "majority":
-        return [MajorityReward()]
-    kind = AsyncRegimeWReward if use_async else RegimeWReward
-    return [kind.from_args(args)]
+    """The TRL reward function of a recipe's ``reward`` (``RewardServiceArguments``): its scorer
+    (``trainer.reward_modes.scorer_from_args``) as a TRL function."""
+    return [trl_reward_function(scorer_from_args(args), use_async=use_async)]

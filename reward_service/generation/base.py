@@ -10,7 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Literal, Protocol, get_args, runtime_checkable
+
+#: ``GENERATION_ENGINE``: how the in-process backends decode, with the trainer's ``generation_engine``
+#: meaning: ``hf`` transformers ``generate``, ``fast`` fastgen, ``vllm`` vLLM (the ``vllm`` backend),
+#: ``auto`` the backend's own (``hf``: fast on CUDA, hf elsewhere; ``vllm``: vLLM)
+GenerationEngine = Literal["auto", "hf", "fast", "vllm"]
+GENERATION_ENGINES: tuple[str, ...] = get_args(GenerationEngine)
+DEFAULT_GENERATION_ENGINE: GenerationEngine = "auto"
 
 #: Seeds sent to engines are folded into [0, 2**31) so 32-bit engines (llama.cpp) accept them.
 SEED_MODULUS = 2**31
@@ -22,6 +29,10 @@ class ArmPrompt:
 
     ``messages`` is a tuple of ``(role, content)`` pairs so the prompt is hashable (the service
     de-duplicates and caches on it). ``temperature == 0`` means greedy decoding.
+    ``assistant_prefix``: text the assistant turn starts with, which the model continues (the
+    rendered prompt with its generation prompt, then this text); the returned text is what follows
+    it. Empty for arms; the ``[progress]`` scorer continues trajectory prefixes with it, on a backend
+    that supports it (``hf``; the others refuse a prompt that has one).
     """
 
     arm: str
@@ -30,6 +41,7 @@ class ArmPrompt:
     top_p: float
     max_tokens: int
     seed: int
+    assistant_prefix: str = ""
 
     def __post_init__(self) -> None:
         if not self.messages:
@@ -42,9 +54,9 @@ class ArmPrompt:
             raise ValueError(f"arm {self.arm!r}: max_tokens must be >= 1, got {self.max_tokens}")
 
     @property
-    def sampling_key(self) -> tuple[tuple[tuple[str, str], ...], float, float, int]:
+    def sampling_key(self) -> tuple[tuple[tuple[str, str], ...], str, float, float, int]:
         """Everything but the seed: prompts equal on this key differ only by their sample."""
-        return (self.messages, self.temperature, self.top_p, self.max_tokens)
+        return (self.messages, self.assistant_prefix, self.temperature, self.top_p, self.max_tokens)
 
     def message_dicts(self) -> list[dict[str, str]]:
         """The messages in the OpenAI / chat-template shape ``[{"role", "content"}, ...]``."""
@@ -66,7 +78,7 @@ class BackendConfig:
     device: str = "auto"
     dtype: str = "auto"
     batch_size: int = 32
-    generation_engine: str = "auto"  # hf backend: auto (fastgen on CUDA, transformers elsewhere) | hf | fast
+    generation_engine: str = DEFAULT_GENERATION_ENGINE  # GENERATION_ENGINES; hf backend: auto = fast on CUDA
     timeout_s: float = 120.0
     seed: int = 0
     openai_base_url: str | None = None

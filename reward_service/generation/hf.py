@@ -8,9 +8,9 @@ prompt, its seed and the backend's base seed.
 
 ``generation_engine="fast"`` (or ``"auto"`` on a GPU) decodes with :mod:`fastgen` instead (the open
 engine the trainer uses too): ``batch_size`` slots with a static KV cache, CUDA-graph decode, finished
-rows refilled from the queue, per-row ``hash(seed, step)`` sampling. Same seeding contract, other
-draws than the ``hf`` engine's :class:`RowSampler`, so the two engines give different (equally
-seeded) texts for the same prompt and seed.
+rows refilled from the queue. Both engines choose tokens with fastgen's one sampler (per-row
+``hash(seed, step)`` draws), so they differ only by the floating-point differences of their forwards,
+which can flip a near-tie.
 """
 
 from __future__ import annotations
@@ -27,13 +27,13 @@ from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
     GenerationConfig,
-    LogitsProcessor,
     LogitsProcessorList,
     StoppingCriteria,
     StoppingCriteriaList,
 )
 
 from reward_service.generation.base import (
+    DEFAULT_GENERATION_ENGINE,
     ArmPrompt,
     GenerationError,
     GenerationTimeout,
@@ -99,24 +99,6 @@ class _Deadline(Exception):
     """Raised inside ``model.generate`` when the call's deadline passed."""
 
 
-class _RowLogitsProcessor(LogitsProcessor):
-    """Chooses every row's next token and returns scores whose argmax is that token."""
-
-    def __init__(self, sampler: RowSampler, prompt_len: int, banned: torch.Tensor | None) -> None:
-        self.sampler = sampler
-        self.prompt_len = prompt_len
-        self.banned = banned
-
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        logits: torch.Tensor = scores
-        if self.banned is not None:  # generate hands us a fresh float32 copy: edit it in place
-            logits = logits.index_fill_(1, self.banned, float("-inf"))
-        chosen = self.sampler(logits, input_ids.shape[1] - self.prompt_len)
-        out = torch.full_like(logits, float("-inf"))
-        out.scatter_(1, chosen[:, None], 0.0)
-        return cast(torch.FloatTensor, out)
-
-
 class _RowBudget(StoppingCriteria):
     """Stops each row at its own max_tokens; raises when the call's deadline passed."""
 
@@ -148,7 +130,7 @@ class HFBackend:
         compile: bool = False,
         ignore_eos: bool = False,
         preloaded: tuple[Any, Any] | None = None,
-        generation_engine: str = "hf",
+        generation_engine: str = DEFAULT_GENERATION_ENGINE,
     ) -> None:
         """Load ``model`` (local path or hub id; local files only when HF_HUB_OFFLINE is set).
 
@@ -156,12 +138,17 @@ class HFBackend:
         GPU); ``ignore_eos`` decodes every row to its max_tokens (benchmarks); ``preloaded`` is a
         ``(model, tokenizer)`` pair already in memory (benchmarks of random-weight models), in
         which case ``model`` is only the id. ``generation_engine``: ``hf`` (transformers ``generate``),
-        ``fast`` (:mod:`fastgen`) or ``auto`` (fast on a GPU).
+        ``fast`` (:mod:`fastgen`) or ``auto`` (the default: fast on a GPU, hf elsewhere); ``vllm`` is
+        backend ``vllm``, an error here.
         """
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if timeout_s <= 0:
             raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
+        if generation_engine == "vllm":
+            raise ValueError(
+                "backend 'hf' decodes with transformers or fastgen (hf | fast | auto); vllm is backend 'vllm'"
+            )
         self.model_id = model.rstrip("/") or model
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
@@ -221,7 +208,11 @@ class HFBackend:
         return ids
 
     def render(self, prompt: ArmPrompt) -> str:
-        """The prompt text: the chat template when the tokenizer has one, else plain text."""
+        """The prompt text: the chat template (with its generation prompt) when the tokenizer has one, else
+        plain text; then ``assistant_prefix``, the start of the assistant turn that the model continues."""
+        return self._render_turns(prompt) + prompt.assistant_prefix
+
+    def _render_turns(self, prompt: ArmPrompt) -> str:
         if not self.has_chat_template:
             return render_plain(prompt.messages)
         messages = prompt.message_dicts()
@@ -299,11 +290,8 @@ class HFBackend:
             [p.temperature for p in prompts],
             [p.top_p for p in prompts],
             [effective_seed(self.seed, p.seed) for p in prompts],
-            device=device,
-            max_steps=max(budgets),
+            banned=self.eos_ids if self.ignore_eos else (),
         )
-        banned = torch.tensor(self.eos_ids, dtype=torch.long, device=device) if self.ignore_eos else None
-        processor = _RowLogitsProcessor(sampler, prompt_len, banned)
         budget = _RowBudget(torch.tensor(budgets, dtype=torch.long, device=device), prompt_len, deadline)
         config = GenerationConfig(  # type: ignore[no-untyped-call]
             max_new_tokens=max(budgets),
@@ -319,7 +307,7 @@ class HFBackend:
                     input_ids=input_ids.to(device),
                     attention_mask=attention.to(device),
                     generation_config=config,
-                    logits_processor=LogitsProcessorList([processor]),
+                    logits_processor=LogitsProcessorList([sampler]),
                     stopping_criteria=StoppingCriteriaList([budget]),
                 )
         except _Deadline:

@@ -205,6 +205,10 @@ class OpenAIBackend:
             raise GenerationError("backend 'openai' is closed")
         if not prompts:
             return []
+        if any(p.assistant_prefix for p in prompts):  # a chat API would answer it as a new turn
+            raise GenerationError(
+                "backend 'openai' cannot continue an assistant prefix (the [progress] scorer needs backend 'hf')"
+            )
         deadline = time.monotonic() + self.timeout_s
         groups: dict[tuple[Any, ...], list[int]] = {}
         for i, prompt in enumerate(prompts):

@@ -42,6 +42,10 @@ class VLLMBackend:
     def generate(self, prompts: Sequence[ArmPrompt]) -> list[str]:
         if not prompts:
             return []
+        if any(p.assistant_prefix for p in prompts):  # a chat API would answer it as a new turn
+            raise GenerationError(
+                "backend 'vllm' cannot continue an assistant prefix (the [progress] scorer needs backend 'hf')"
+            )
         conversations = [p.message_dicts() for p in prompts]
         params = [
             self._sampling_params(

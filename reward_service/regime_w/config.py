@@ -11,6 +11,9 @@ Layout of the file::
     [reward]      alpha, beta, gamma, length_scale          (reward and length_penalty)
     [equations]   rel_tol                                   (v(t) tolerance)
     [path]        reference, question_numbers               (s_path; optional: absent = scorer 1.0)
+    [progress]    continuations, max_prefixes, temperature, top_p, max_tokens, beta_progress, system?,
+                  instruction                               (the process term s_prog; optional: absent = no
+                                                             continuations, rewards as without it)
     [[arm]]       name, family, style, system?, instruction, temperature, top_p, max_tokens, weight, n?
 
 Validation is strict: unknown or missing keys, wrong types and out-of-range values raise
@@ -37,6 +40,8 @@ __all__ = [
     "default_config",
     "QUESTION_FIELD",
     "PATH_REFERENCES",
+    "PROGRESS_VERSION_TAG",
+    "ProgressSpec",
 ]
 
 QUESTION_FIELD = "{question}"
@@ -45,6 +50,12 @@ _DEFAULT_RESOURCE = "default_config.toml"
 #: answer is the gold ("gold"; every arm when scored label-free); or the arms whose answer is the gold when
 #: given, else the consensus answer ("supporting").
 PATH_REFERENCES = ("all", "gold", "supporting")
+#: A config with a ``[progress]`` table names it in ``[scorer].version`` (e.g. ``"1.0.0+progress"``): the
+#: version every response carries then tells a client that its rewards hold the process term.
+PROGRESS_VERSION_TAG = "progress"
+#: Bounds of the ``[progress]`` table: continuations per prefix and prefixes per trajectory.
+MAX_CONTINUATIONS = 64
+MAX_PREFIXES = 32
 
 
 class ConfigError(ValueError):
@@ -76,6 +87,33 @@ class ArmSpec:
         return messages
 
 
+@dataclass(frozen=True, slots=True)
+class ProgressSpec:
+    """The ``[progress]`` table: how a trajectory's prefixes are continued by the arm model
+    (``reward_service.regime_w.progress`` has the formulas).
+
+    The continuation prompt is ``system`` (optional) + ``instruction`` (the user turn, with ``{question}``),
+    then the trajectory's prefix as the start of the assistant turn.
+    """
+
+    continuations: int  # K: continuations of each prefix
+    max_prefixes: int  # at most this many prefixes of a trajectory are valued (spread over its steps)
+    temperature: float
+    top_p: float
+    max_tokens: int
+    beta_progress: float  # weight of s_prog in the reward
+    instruction: str
+    system: str | None = None
+
+    def render_messages(self, question: str) -> list[dict[str, str]]:
+        """Chat messages for ``question``: an optional system turn, then the user turn."""
+        messages: list[dict[str, str]] = []
+        if self.system is not None:
+            messages.append({"role": "system", "content": self.system})
+        messages.append({"role": "user", "content": self.instruction.replace(QUESTION_FIELD, question)})
+        return messages
+
+
 @dataclass(frozen=True)
 class RegimeWConfig:
     """Every constant of DESIGN §3 and the arms, as loaded from one config file."""
@@ -96,6 +134,7 @@ class RegimeWConfig:
     path_reference: str = "all"  # one of PATH_REFERENCES
     path_question_numbers: float = 0.0  # μ: share of s_path given to question-number coverage
     gold_only_support: bool = False  # with gold: s_end / s_cf count arm support for the gold answer only
+    progress: ProgressSpec | None = None  # the [progress] table: None = no process term (no continuations)
 
     @property
     def arm_names(self) -> tuple[str, ...]:
@@ -174,6 +213,58 @@ class _Checker:
         return value
 
 
+_PROGRESS_REQUIRED = {
+    "continuations",
+    "max_prefixes",
+    "temperature",
+    "top_p",
+    "max_tokens",
+    "beta_progress",
+    "instruction",
+}
+_PROGRESS_OPTIONAL = {"system"}
+
+
+def _parse_progress(check: _Checker, data: Mapping[str, Any], version: str) -> ProgressSpec:
+    where = "[progress]"
+    table = check.table(data, "progress", "top level")
+    check.keys(table, where, _PROGRESS_REQUIRED, _PROGRESS_OPTIONAL)
+    if PROGRESS_VERSION_TAG not in version:
+        raise check.fail(
+            "[scorer].version",
+            f"a config with [progress] must name it in its version (e.g. '1.0.0+{PROGRESS_VERSION_TAG}'), "
+            f"got {version!r}",
+        )
+    continuations = check.integer(table, "continuations", where, low=1)
+    if continuations > MAX_CONTINUATIONS:
+        raise check.fail(f"{where}.continuations", f"must be <= {MAX_CONTINUATIONS}, got {continuations!r}")
+    max_prefixes = check.integer(table, "max_prefixes", where, low=1)
+    if max_prefixes > MAX_PREFIXES:
+        raise check.fail(f"{where}.max_prefixes", f"must be <= {MAX_PREFIXES}, got {max_prefixes!r}")
+    temperature = check.number(table, "temperature", where, low=0.0)
+    if temperature == 0.0 and continuations > 1:
+        raise check.fail(
+            f"{where}.temperature",
+            f"0 (greedy) gives {continuations} identical continuations: set continuations = 1 or a temperature > 0",
+        )
+    system: str | None = None
+    if "system" in table:
+        system = check.string(table, "system", where)
+    instruction = check.string(table, "instruction", where)
+    if QUESTION_FIELD not in instruction:
+        raise check.fail(f"{where}.instruction", f"must contain the placeholder {QUESTION_FIELD}")
+    return ProgressSpec(
+        continuations=continuations,
+        max_prefixes=max_prefixes,
+        temperature=temperature,
+        top_p=check.number(table, "top_p", where, low=0.0, low_open=True, high=1.0),
+        max_tokens=check.integer(table, "max_tokens", where, low=1),
+        beta_progress=check.number(table, "beta_progress", where, low=0.0),
+        instruction=instruction,
+        system=system,
+    )
+
+
 _ARM_REQUIRED = {"name", "family", "style", "instruction", "temperature", "top_p", "max_tokens", "weight"}
 _ARM_OPTIONAL = {"system", "n"}
 
@@ -211,7 +302,7 @@ def _parse_arm(check: _Checker, raw: Any, index: int, families: tuple[str, ...])
 
 def _parse(data: Mapping[str, Any], fingerprint: str, source: str) -> RegimeWConfig:
     check = _Checker(source)
-    check.keys(data, "top level", {"scorer", "coherence", "reward", "equations", "arm"}, {"path"})
+    check.keys(data, "top level", {"scorer", "coherence", "reward", "equations", "arm"}, {"path", "progress"})
 
     scorer = check.table(data, "scorer", "top level")
     check.keys(scorer, "[scorer]", {"name", "version", "families"}, set())
@@ -265,9 +356,12 @@ def _parse(data: Mapping[str, Any], fingerprint: str, source: str) -> RegimeWCon
     if empty:
         raise check.fail("[scorer].families", f"family/families {empty} have no arm")
 
+    version = check.string(scorer, "version", "[scorer]")
+    progress = _parse_progress(check, data, version) if "progress" in data else None
+
     return RegimeWConfig(
         name=check.string(scorer, "name", "[scorer]"),
-        version=check.string(scorer, "version", "[scorer]"),
+        version=version,
         arms=arms,
         lambda_end=lambdas["lambda_end"],
         lambda_path=lambdas["lambda_path"],
@@ -282,6 +376,7 @@ def _parse(data: Mapping[str, Any], fingerprint: str, source: str) -> RegimeWCon
         path_reference=path_reference,
         path_question_numbers=path_question_numbers,
         gold_only_support=gold_only_support,
+        progress=progress,
     )
 
 

@@ -1,8 +1,8 @@
 """OpenRLHF-compatible ``POST /get_reward``, so existing RL frameworks can use the service unchanged.
 
 The parsing (question from a chat-templated prompt, response from the query, labels, chunks,
-0-1 scores) lives in ``reward_service.openrlhf_compat``; this route checks the key, runs the
-chunks through the scoring engine and answers OpenRLHF's ``{rewards, scores, extra_logs}``.
+0-1 scores) lives in ``reward_service.openrlhf_compat``; this route (keyed: ``auth.AuthMiddleware``)
+runs the chunks through the scoring service and answers OpenRLHF's ``{rewards, scores, extra_logs}``.
 """
 
 from __future__ import annotations
@@ -10,18 +10,16 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 from pydantic import ValidationError
 
-from reward_service.auth import require_api_key
 from reward_service.errors import ArmsUnavailable, InvalidRequest
-from reward_service.openrlhf_compat import CompatError, CompatLimits, build_response, chunk_items, plan_groups
+from reward_service.openrlhf_compat import CompatError, build_response, chunk_items, plan_groups
 from reward_service.routers.deps import RuntimeDep
-from reward_service.settings import Settings
 from reward_service.strict_json import StrictJSONRoute
 from shared_schemas.wire import OpenRLHFRequest, OpenRLHFResponse, ScoreItem, ScoreRequest
 
-router = APIRouter(tags=["openrlhf"], dependencies=[Depends(require_api_key)], route_class=StrictJSONRoute)
+router = APIRouter(tags=["openrlhf"], route_class=StrictJSONRoute)
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"description": "backend 'provided': this service cannot generate the arms /get_reward needs"},
@@ -55,15 +53,6 @@ filtering: correctness when labelled, `s_wm` when label-free; `extra_logs` per q
 """
 
 
-def compat_limits(settings: Settings) -> CompatLimits:
-    return CompatLimits(
-        max_queries=settings.openrlhf_max_queries,
-        max_items=settings.max_items,
-        max_trajectories=settings.max_trajectories,
-        max_text_chars=settings.max_text_chars,
-    )
-
-
 @router.post(
     "/get_reward",
     response_model=OpenRLHFResponse,
@@ -77,7 +66,7 @@ async def get_reward(body: OpenRLHFRequest, runtime: RuntimeDep) -> OpenRLHFResp
             "/get_reward needs arms the service generates, but this service runs backend 'provided' "
             "(no model); start it with --backend hf|openai|vllm, or use POST /v1/score with arm_outputs"
         )
-    limits = compat_limits(runtime.settings)
+    limits = runtime.scoring.limits
 
     def plan() -> list[tuple[list[ScoreItem], list[list[int]]]]:  # parsing and index lookups: off the event loop
         return list(chunk_items(plan_groups(body, limits, runtime.provider.resolve), limits))
@@ -88,7 +77,7 @@ async def get_reward(body: OpenRLHFRequest, runtime: RuntimeDep) -> OpenRLHFResp
         raise InvalidRequest(str(exc)) from None
     scored = []
     for items, where in chunks:
-        response = await runtime.engine.score(ScoreRequest(items=items, return_details=True))
+        response = await runtime.scoring.score(ScoreRequest(items=items, return_details=True))
         for item, indices, result in zip(items, where, response.results):
             scored.append((indices, item.gold_answer is not None, result.scores))
     return build_response(len(body.query), scored)

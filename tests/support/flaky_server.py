@@ -17,7 +17,8 @@ told through control endpoints:
 - ``POST /_reset`` — back to "always ok", no key, counters zeroed.
 
 Run as a module (``python -m tests.support.flaky_server``): it binds a free loopback port itself and prints
-``PORT <n>`` on stdout. Tests use ``start_flaky_server()``, which starts it in a subprocess.
+``PORT <n>`` on stdout. Tests take the ``srv`` fixture (one server per module, reset for each test; shared
+by tests/conftest.py), or ``start_flaky_server()`` for servers of their own; both start it in a subprocess.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
@@ -329,6 +331,33 @@ def start_flaky_server(startup_timeout_s: float = HANG_GUARD_S) -> Iterator[Flak
         elif process.poll() is None:
             process.kill()
             process.wait(timeout=10)
+
+
+#: the client's environment settings, unset by the ``srv`` fixture so a test sees only what it passes
+CLIENT_ENV = ("REGIME_W_URL", "REGIME_W_API_KEY", "REGIME_W_API_KEY_FILE")
+
+
+@pytest.fixture(scope="module")
+def flaky_server() -> Iterator[FlakyServer]:
+    """One flaky server per test module (tests/conftest.py shares it); tests take ``srv``."""
+    with start_flaky_server() as server:
+        yield server
+
+
+@pytest.fixture
+def srv(flaky_server: FlakyServer, monkeypatch: pytest.MonkeyPatch) -> FlakyServer:
+    """The module's flaky server, reset (always ok, no key, counters zeroed), with the client's environment
+    (``CLIENT_ENV``) unset. A module that needs more overrides it on top::
+
+        @pytest.fixture
+        def srv(srv, monkeypatch):
+            monkeypatch.setenv("REGIME_W_URL", srv.url)
+            return srv
+    """
+    flaky_server.reset()
+    for name in CLIENT_ENV:
+        monkeypatch.delenv(name, raising=False)
+    return flaky_server
 
 
 def main(argv: list[str] | None = None) -> None:

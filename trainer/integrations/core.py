@@ -1,6 +1,11 @@
 """What the framework integrations share: settings from the environment, one scoring call for a
 list of samples, and coalescers that merge concurrent per-sample calls into one HTTP request.
 
+The samples are scored by the ``regime_w`` scorer of ``trainer.reward_modes.make_scorer`` (the one
+dispatch from a reward mode to its scorer; ``REGIME_W_LABEL_FREE`` is its ``label_free``), and the
+client's defaults are ``trainer.reward_client.settings``'s: ``REGIME_W_BATCH_ITEMS``,
+``REGIME_W_TIMEOUT_S`` and ``REGIME_W_PATIENCE_S`` override them.
+
 OpenRLHF and verl's reward loop call a reward function once per sample, from many threads
 (OpenRLHF: ``asyncio.to_thread``; verl's ``naive`` manager: an executor) or many coroutines (verl's
 async ``compute_score``). A coalescer keeps at most one scoring request in flight: a call that
@@ -27,8 +32,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shared_schemas.wire import TrajectoryScore
-from trainer.reward_client import AsyncRewardClient, RewardClient
-from trainer.rewards import RewardBatch, build_items, scatter_scores
+from trainer.errors import RewardFailed, RewardInputError
+from trainer.reward_client.settings import DEFAULT_BATCH_ITEMS, DEFAULT_PATIENCE_S, DEFAULT_TIMEOUT_S
+from trainer.reward_modes import ScoreGroup, Scorer, make_scorer
+from trainer.rewards import RewardBatch, build_groups, scatter_scores
 
 __all__ = [
     "ENV_PREFIX",
@@ -55,18 +62,12 @@ ENV_PREFIX = "REGIME_W_"
 LOG_KEYS = ("s_end", "s_path", "s_cf", "s_wm", "length_penalty", "correctness", "label_free")
 
 
-class IntegrationError(ValueError):
-    """A sample the integration cannot score as given (the message says what to add or change)."""
+class IntegrationError(RewardInputError):
+    """A sample the integration cannot score as given (the message says what to add or change); a
+    ``trainer.errors.RewardInputError`` (so a ``TrainerError`` and a ``ValueError``).
 
-
-class RewardFailed(BaseException):
-    """A reward that could not be computed, raised where a framework would swallow an ``Exception``.
-
-    OpenRLHF 0.11.2 (``SingleTurnAgentExecutor.execute``) wraps the reward call in ``except Exception``,
-    logs the error at INFO and leaves the sample without a reward, so the run crashes later with an
-    unrelated error (or trains on the other samples). Deriving from ``BaseException`` (like
-    ``KeyboardInterrupt``) carries the failure past that handler: the rollout fails at once, with this
-    message, and the original error as ``__cause__``."""
+    ``RewardFailed`` (``trainer.errors``, re-exported here) is what the framework files raise from it
+    or from any other failure: a ``BaseException``, for the reasons its docstring gives."""
 
 
 def reward_failed(what: str, exc: BaseException, why: str) -> RewardFailed:
@@ -108,8 +109,8 @@ class IntegrationSettings:
     """
 
     label_free: bool = False  # REGIME_W_LABEL_FREE: never send the gold
-    batch_items: int = 256  # REGIME_W_BATCH_ITEMS: questions per HTTP request (the service's max_items)
-    timeout_s: float = 300.0  # REGIME_W_TIMEOUT_S: one request's read timeout
+    batch_items: int = DEFAULT_BATCH_ITEMS  # REGIME_W_BATCH_ITEMS: questions per HTTP request
+    timeout_s: float = DEFAULT_TIMEOUT_S  # REGIME_W_TIMEOUT_S: one request's read timeout
     coalesce_ms: float = 20.0  # REGIME_W_COALESCE_MS: how long a sender waits for the rest of a burst
     coalesce_max: int = 4096  # REGIME_W_COALESCE_MAX: send at once when this many samples wait
     client_fields: Mapping[str, Any] = field(default_factory=dict)  # more client keywords (patience_s, ...)
@@ -118,11 +119,11 @@ class IntegrationSettings:
     def from_env(cls) -> IntegrationSettings:
         fields: dict[str, Any] = {}
         if os.environ.get(ENV_PREFIX + "PATIENCE_S"):
-            fields["patience_s"] = _env_float("PATIENCE_S", 600.0)
+            fields["patience_s"] = _env_float("PATIENCE_S", DEFAULT_PATIENCE_S)
         settings = cls(
             label_free=_env_bool("LABEL_FREE", False),
-            batch_items=int(_env_float("BATCH_ITEMS", 256)),
-            timeout_s=_env_float("TIMEOUT_S", 300.0),
+            batch_items=int(_env_float("BATCH_ITEMS", DEFAULT_BATCH_ITEMS)),
+            timeout_s=_env_float("TIMEOUT_S", DEFAULT_TIMEOUT_S),
             coalesce_ms=_env_float("COALESCE_MS", 20.0),
             coalesce_max=int(_env_float("COALESCE_MAX", 4096)),
             client_fields=fields,
@@ -134,6 +135,11 @@ class IntegrationSettings:
     def client_kwargs(self) -> dict[str, Any]:
         return {"timeout_s": self.timeout_s, "batch_items": self.batch_items, **self.client_fields}
 
+    def scorer(self) -> Scorer:
+        """The ``regime_w`` scorer of these settings (its client is built, from the environment's URL
+        and key, at the first request)."""
+        return make_scorer("regime_w", label_free=self.label_free, **self.client_kwargs())
+
 
 @dataclass(frozen=True)
 class Sample:
@@ -144,32 +150,31 @@ class Sample:
     gold: str | None
 
 
-def _batch(samples: Sequence[Sample], label_free: bool) -> RewardBatch:
-    return RewardBatch(
+def _groups(samples: Sequence[Sample], scorer: Scorer) -> tuple[list[ScoreGroup], list[list[int]]]:
+    """The samples of one (question, gold) as one group (a label-free scorer never reads the gold)."""
+    batch = RewardBatch(
         questions=[s.question for s in samples],
         texts=[s.response for s in samples],
-        golds=[None if label_free else s.gold for s in samples],
+        golds=[s.gold for s in samples],
     )
+    return build_groups(batch, need_questions=scorer.needs_question)
 
 
-def score_samples(
-    client: RewardClient, samples: Sequence[Sample], *, label_free: bool = False
-) -> list[TrajectoryScore]:
-    """Every sample's score in one ``client.score`` call (``ceil(questions / batch_items)`` requests)."""
+def score_samples(scorer: Scorer, samples: Sequence[Sample]) -> list[TrajectoryScore]:
+    """Every sample's score in one ``scorer.score`` call (the samples of one question in one group;
+    for the service, ``ceil(questions / batch_items)`` requests)."""
     if not samples:
         return []
-    items, positions = build_items(_batch(samples, label_free))
-    return scatter_scores(len(samples), positions, client.score(items))
+    groups, positions = _groups(samples, scorer)
+    return scatter_scores(len(samples), positions, scorer.score(groups))
 
 
-async def score_samples_async(
-    client: AsyncRewardClient, samples: Sequence[Sample], *, label_free: bool = False
-) -> list[TrajectoryScore]:
-    """``score_samples`` on the async client."""
+async def score_samples_async(scorer: Scorer, samples: Sequence[Sample]) -> list[TrajectoryScore]:
+    """``score_samples`` on the event loop (``scorer.ascore``)."""
     if not samples:
         return []
-    items, positions = build_items(_batch(samples, label_free))
-    return scatter_scores(len(samples), positions, await client.score(items))
+    groups, positions = _groups(samples, scorer)
+    return scatter_scores(len(samples), positions, await scorer.ascore(groups))
 
 
 def score_fields(score: TrajectoryScore, labelled: bool) -> dict[str, float]:
@@ -202,24 +207,14 @@ class SyncCoalescer:
         self._pending: list[tuple[list[Sample], Future[list[TrajectoryScore]]]] = []
         self._waiting = 0
         self._sending = False
-        self._client: RewardClient | None = None
-        self._client_lock = threading.Lock()
+        self.scorer = settings.scorer()
         self.requests = 0
         self.last_callers = 0
         self.concurrency_seen = False
 
-    @property
-    def client(self) -> RewardClient:
-        with self._client_lock:
-            if self._client is None:
-                self._client = RewardClient(**self.settings.client_kwargs())
-            return self._client
-
     def close(self) -> None:
-        with self._client_lock:
-            client, self._client = self._client, None
-        if client is not None:
-            client.close()
+        """Close the scorer's client (a later call builds a new one)."""
+        self.scorer.close()
 
     def score(self, samples: Sequence[Sample]) -> list[TrajectoryScore]:
         future: Future[list[TrajectoryScore]] = Future()
@@ -254,7 +249,7 @@ class SyncCoalescer:
             self.concurrency_seen = self.concurrency_seen or len(taken) > 1
         flat = [s for samples, _ in taken for s in samples]
         try:
-            scores = score_samples(self.client, flat, label_free=self.settings.label_free)
+            scores = score_samples(self.scorer, flat)
         except BaseException as exc:  # every caller of this request gets the error, not a hang
             for _, future in taken:
                 future.set_exception(exc)
@@ -276,15 +271,14 @@ class AsyncCoalescer:
         self._waiting = 0
         self._sending = False
         self._changed: asyncio.Condition | None = None
-        self._client: AsyncRewardClient | None = None
+        self.scorer = settings.scorer()
         self.requests = 0
         self.last_callers = 0
         self.concurrency_seen = False
 
     async def aclose(self) -> None:
-        client, self._client = self._client, None
-        if client is not None:
-            await client.close()
+        """Close the scorer's client (a later call builds a new one on its loop)."""
+        await self.scorer.aclose()
 
     async def score(self, samples: Sequence[Sample]) -> list[TrajectoryScore]:
         if self._changed is None:
@@ -325,9 +319,7 @@ class AsyncCoalescer:
             self.concurrency_seen = self.concurrency_seen or len(taken) > 1
         flat = [s for samples, _ in taken for s in samples]
         try:
-            if self._client is None:
-                self._client = AsyncRewardClient(**self.settings.client_kwargs())
-            scores = await score_samples_async(self._client, flat, label_free=self.settings.label_free)
+            scores = await score_samples_async(self.scorer, flat)
         except BaseException as exc:
             for _, future in taken:
                 if not future.done():

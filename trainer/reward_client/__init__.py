@@ -5,7 +5,8 @@ Modules, one job each:
 - :mod:`~trainer.reward_client.errors` — ``RewardServiceError`` (a ``trainer.errors.TrainerError``)
   and its kinds: connection, timeout, HTTP status, protocol;
 - :mod:`~trainer.reward_client.settings` — ``ClientSettings`` (frozen): ``from_env()`` and
-  ``from_args(RewardServiceArguments)``, the one mapping of a recipe to client settings;
+  ``from_args(RewardServiceArguments)``, the one mapping of a recipe to client settings, and the
+  one source of the client's defaults (``DEFAULT_TIMEOUT_S``, ``DEFAULT_BATCH_ITEMS``, ...);
 - :mod:`~trainer.reward_client.retry` — the retry policy both clients share: backoff with full
   jitter within a patience budget (default 10 minutes) over connection errors, 429, 503, 504;
 - :mod:`~trainer.reward_client.responses` — reading the service's answers (typed bodies, error
@@ -26,7 +27,9 @@ from trainer.reward_client.retry import RETRY_STATUSES, backoff_delay
 from trainer.reward_client.settings import (
     API_KEY_ENV,
     DEFAULT_BASE_URL,
+    DEFAULT_BATCH_ITEMS,
     DEFAULT_PATIENCE_S,
+    DEFAULT_TIMEOUT_S,
     URL_ENV,
     ClientSettings,
     resolve_api_key,
@@ -36,6 +39,8 @@ from trainer.reward_client.settings import (
 __all__ = [
     "DEFAULT_BASE_URL",
     "DEFAULT_PATIENCE_S",
+    "DEFAULT_TIMEOUT_S",
+    "DEFAULT_BATCH_ITEMS",
     "URL_ENV",
     "API_KEY_ENV",
     "RETRY_STATUSES",

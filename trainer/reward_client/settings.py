@@ -1,9 +1,14 @@
 """How the reward client reaches the service: one frozen settings object.
 
 ``ClientSettings.from_env()`` resolves what is not given: the URL from ``REGIME_W_URL`` (else
-``http://127.0.0.1:8000``; several services comma-separated, see ``trainer.reward_client.endpoints``), the key from ``REGIME_W_API_KEY``, else the first key of the file named by
-``REGIME_W_API_KEY_FILE`` (the service's key-file format), else no key. ``ClientSettings.from_args()``
-is THE mapping of a recipe's ``trainer.configs.RewardServiceArguments`` to client settings.
+``http://127.0.0.1:8000``; several services comma-separated, see ``trainer.reward_client.endpoints``),
+the key from ``REGIME_W_API_KEY``, else the first key of the file named by ``REGIME_W_API_KEY_FILE``
+(the service's key-file format), else no key. ``ClientSettings.from_args()`` is THE mapping of a
+recipe's ``trainer.configs.RewardServiceArguments`` to client settings.
+
+This module is the one source of the reward client's defaults (``DEFAULT_*`` below): the recipes'
+``RewardServiceArguments`` (and so the CLI's help), the TRL rewards and the framework integrations'
+``REGIME_W_*`` variables all read them from here.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ __all__ = [
     "API_KEY_ENV",
     "DEFAULT_PATIENCE_S",
     "DEFAULT_TIMEOUT_S",
+    "DEFAULT_BATCH_ITEMS",
     "ClientSettings",
     "SettingsFields",
     "resolve_base_url",
@@ -37,11 +43,26 @@ __all__ = [
 DEFAULT_BASE_URL = "http://127.0.0.1:8000"
 URL_ENV = "REGIME_W_URL"
 API_KEY_ENV = "REGIME_W_API_KEY"
-#: How long one logical request keeps retrying an unavailable service (connection errors, 429, 503,
-#: 504) before it gives up: long enough for the service to restart and reload an 8B arm model.
+# Why these values (the service's defaults are in the README's settings table):
+# - DEFAULT_TIMEOUT_S, one request's read timeout: a request waits on arm generation for at most the
+#   service's GENERATION_TIMEOUT_S (90 s), then gets 504 + Retry-After and is retried; 120 s leaves 30 s
+#   above it (tests/test_service_faults.py checks it), so the client hears the 504 instead of giving up
+#   first. A read timeout is never retried, so a longer one only delays noticing a hung service. The
+#   service's BACKEND_TIMEOUT_S (300 s) bounds a backend call, not a request: a request that meets a hung
+#   call gets its 504 at 90 s and its retries end within DEFAULT_PATIENCE_S (the service checks
+#   BACKEND_TIMEOUT_S + GENERATION_TIMEOUT_S <= CLIENT_PATIENCE_S = 600 s at start).
+# - DEFAULT_BATCH_ITEMS, questions (ScoreItems) per /v1/score request: the service accepts up to MAX_ITEMS
+#   (256), but a request's body must stay under its MAX_BODY_BYTES (8 MiB; 413 is final, not retried):
+#   256 questions x 8 reasoning traces of ~4 KB is 8 MiB, 32 questions 1 MiB. 32 is also the service's
+#   ARM_BATCH_QUESTIONS (questions per generation batch): a request's uncached questions are one
+#   generation batch, not eight. A call of more questions is several requests: one after another
+#   (RewardClient), or up to max_concurrency (8) at once (AsyncRewardClient).
+# - DEFAULT_PATIENCE_S: how long one logical request keeps retrying an unavailable service (connection
+#   errors, 429, 503, 504) before it gives up: long enough for the service to restart and reload an 8B
+#   arm model.
 DEFAULT_PATIENCE_S = 600.0
-#: The per-request read timeout: above the service's default generation deadline (90 s) plus 30 s.
 DEFAULT_TIMEOUT_S = 120.0
+DEFAULT_BATCH_ITEMS = 32
 #: How long a URL that refused, dropped the connection or answered 429/503 is skipped (several URLs).
 DEFAULT_DOWN_FOR_S = 30.0
 
@@ -71,8 +92,9 @@ class ClientSettings:
     retrying a service that is down or overloaded; ``max_retries`` (None: no cap) optionally bounds
     the number of retries within it. ``timeout_s`` (default ``DEFAULT_TIMEOUT_S``, 120 s) is kept at
     least 30 s above the service's generation deadline (``REGIME_W_GENERATION_TIMEOUT_S``, default
-    90 s), so the client hears the service's 504 + ``Retry-After`` rather than giving up first. A read timeout is never retried for scoring: the service already
-    spent ``timeout_s`` on the request.
+    90 s), so the client hears the service's 504 + ``Retry-After`` rather than giving up first. A read
+    timeout is never retried for scoring: the service already spent ``timeout_s`` on the request.
+    ``batch_items`` (default ``DEFAULT_BATCH_ITEMS``, 32) questions go in one ``/v1/score`` request.
     """
 
     base_url: str = DEFAULT_BASE_URL
@@ -83,7 +105,7 @@ class ClientSettings:
     max_retries: int | None = None
     backoff_base_s: float = 0.5
     backoff_max_s: float = 30.0
-    batch_items: int = 32
+    batch_items: int = DEFAULT_BATCH_ITEMS
     max_connections: int = 16
     max_concurrency: int = 8
     retry_statuses: frozenset[int] = RETRY_STATUSES

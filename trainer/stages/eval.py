@@ -24,11 +24,11 @@ from pathlib import Path
 from typing import Any
 
 from trainer.configs import DataArguments, ModelArguments
+from trainer.generation.engine_choice import DEFAULT_GENERATION_ENGINE, GENERATION_ENGINE_HELP, check_generation_engine
 
 __all__ = ["EvalArguments", "ARG_CLASSES", "EvalModel", "parse_eval_models", "plan", "run"]
 
 DATASETS = ("gsm8k_dev", "gsm8k_test", "platinum")
-BACKENDS = ("auto", "transformers", "vllm")
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,15 +91,9 @@ class EvalArguments:
     eval_output_dir: str = field(default="results/eval", metadata={"help": "Where results go."})
     max_new_tokens: int = field(default=1024, metadata={"help": "Generation budget per answer."})
     eval_batch_size: int = field(default=32, metadata={"help": "Prompts per generate call."})
-    generation_backend: str = field(
-        default="auto", metadata={"help": "'auto' (vLLM when installed with a GPU) | 'transformers' | 'vllm'."}
-    )
-    generation_engine: str = field(
-        default="auto",
-        metadata={
-            "help": "transformers backend only: 'hf' (generate with per-row samplers), 'fast' (fastgen: merged "
-            "bf16 copy, CUDA-graph decode, refill) or 'auto' (fast on a GPU, hf on the CPU)."
-        },
+    generation_engine: str = field(default=DEFAULT_GENERATION_ENGINE, metadata={"help": GENERATION_ENGINE_HELP})
+    generation_backend: str | None = field(
+        default=None, metadata={"help": "Removed: an error naming its generation_engine value when set."}
     )
     progress: bool = field(default=True, metadata={"help": "Show tqdm progress bars."})
 
@@ -108,14 +102,9 @@ class EvalArguments:
         bad = [d for d in self.eval_datasets if d not in DATASETS]
         if bad or not self.eval_datasets:
             raise ValueError(f"eval_datasets must be a non-empty list of {DATASETS}, got {self.eval_datasets}")
-        if self.generation_backend not in BACKENDS:
-            raise ValueError(f"generation_backend must be one of {BACKENDS}, got {self.generation_backend!r}")
         if self.max_new_tokens < 1 or self.eval_batch_size < 1:
             raise ValueError("max_new_tokens and eval_batch_size must be >= 1")
-        from fastgen import ENGINES
-
-        if self.generation_engine not in ENGINES:
-            raise ValueError(f"generation_engine must be one of {ENGINES}, got {self.generation_engine!r}")
+        check_generation_engine(self.generation_engine, removed_backend=self.generation_backend)
 
 
 ARG_CLASSES: tuple[type, ...] = (ModelArguments, DataArguments, EvalArguments)
@@ -210,7 +199,7 @@ class _Policies:
 def run(model_args: ModelArguments, data_args: DataArguments, args: EvalArguments) -> dict[str, Any]:
     from tqdm.auto import tqdm
 
-    from trainer.generation import VLLMGenerator, generate_texts, vllm_available
+    from trainer.generation import VLLMGenerator, generate_texts, resolve_generation_engine
     from trainer.modeling import load_tokenizer
     from trainer.prompts import build_prompt
     from trainer.report import accuracy_cells, bar_chart, markdown_table
@@ -223,9 +212,9 @@ def run(model_args: ModelArguments, data_args: DataArguments, args: EvalArgument
     questions = [(d, p) for d, problems in datasets.items() for p in problems]
     prompts = [build_prompt(p.question, tokenizer) for _, p in questions]
 
-    use_vllm = args.generation_backend == "vllm" or (args.generation_backend == "auto" and vllm_available())
-    vllm = VLLMGenerator(model_args.model_name_or_path) if use_vllm else None
-    policies = None if use_vllm else _Policies(model_args)
+    engine = resolve_generation_engine(args.generation_engine)
+    vllm = VLLMGenerator(model_args.model_name_or_path) if engine == "vllm" else None
+    policies = None if vllm is not None else _Policies(model_args)
 
     out_dir = Path(args.eval_output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -263,7 +252,7 @@ def run(model_args: ModelArguments, data_args: DataArguments, args: EvalArgument
                             max_new_tokens=args.max_new_tokens,
                             batch_size=args.eval_batch_size,
                             on_batch=bar.update,
-                            engine=args.generation_engine,
+                            engine=engine,
                         )
             finally:
                 bar.close()

@@ -20,6 +20,10 @@ With ``beta > 0`` TRL uses a frozen copy of the starting adapter (the SFT policy
 With ``precompute_arms: true`` (the default) the stage first has the service generate and cache the
 arms of the questions the run will draw (``POST /v1/arms/precompute``), so no step waits on arm
 generation; the summary reports the counts, and the wait per step (``reward_wait_s_per_step``).
+
+Generation: ``generation_engine: auto|hf|fast|vllm`` (``trainer.generation.engine_choice``; here ``hf``
+is TRL's own generation, ``fast`` the merged bf16 copy decoded by fastgen, ``vllm`` TRL's vLLM mode,
+``auto`` fast on CUDA and hf on the CPU) and ``grpo_policy_copy`` (``trainer.generation.grpo``).
 """
 
 from __future__ import annotations
@@ -41,6 +45,8 @@ from trainer.configs import (
     RewardServiceArguments,
     apply_cpu_precision_rule,
 )
+from trainer.generation.engine_choice import DEFAULT_GENERATION_ENGINE, GENERATION_ENGINE_HELP
+from trainer.generation.grpo import DEFAULT_GRPO_POLICY_COPY, check_grpo_generation
 
 __all__ = [
     "ARG_CLASSES",
@@ -69,26 +75,26 @@ class GRPOStageConfig(GRPOConfig):
             "run will draw (POST /v1/arms/precompute), so no GRPO step waits on arm generation."
         },
     )
-    generation_engine: str = field(
-        default="trl",
+    generation_engine: str = field(default=DEFAULT_GENERATION_ENGINE, metadata={"help": GENERATION_ENGINE_HELP})
+    grpo_policy_copy: str = field(
+        default=DEFAULT_GRPO_POLICY_COPY,
         metadata={
-            "help": "Without vLLM: 'trl' (TRL generates with the training model), 'merged_bf16' (a bf16 "
-            "copy of the policy, LoRA merged after each step, static KV cache; trainer.grpo_generation) or "
-            "'fast' (the same copy decoded by fastgen: CUDA-graph decode, per-row seeded sampling, refill)."
+            "help": "generation_engine hf only: 'none' (TRL generates with the training model) or 'merged_bf16' "
+            "(transformers generate on a bf16 copy of the policy, LoRA re-merged after each step; "
+            "trainer.generation.grpo)."
         },
     )
     generation_static_cache: bool = field(
         default=True,
-        metadata={"help": "merged_bf16: static KV cache (transformers compiles the decoding forward on GPU)."},
+        metadata={"help": "grpo_policy_copy merged_bf16: static KV cache (transformers compiles the forward on GPU)."},
     )
 
     def __post_init__(self) -> None:
         apply_cpu_precision_rule(self)
+        # generation_engine: vllm is TRL's vLLM mode: TRL reads use_vllm in its own __post_init__
+        config: GRPOConfig = self  # TRL's field, read through TRL's type (mypy cannot type it on the subclass)
+        config.use_vllm = check_grpo_generation(self.generation_engine, self.grpo_policy_copy, config.use_vllm)
         super().__post_init__()
-        from trainer.grpo_generation import GENERATION_ENGINES
-
-        if self.generation_engine not in GENERATION_ENGINES:
-            raise ValueError(f"generation_engine must be one of {GENERATION_ENGINES}, got {self.generation_engine!r}")
 
 
 log = logging.getLogger(__name__)
@@ -101,12 +107,14 @@ REWARD_RECORD = "reward_mode.json"
 
 def reward_record(reward_args: RewardServiceArguments) -> dict[str, Any]:
     """Which reward a run used: mode, label-free or not, and the service (only for ``regime_w``)."""
-    uses_service = reward_args.reward == "regime_w"
+    from trainer.reward_modes import check_reward_mode, reward_label_free
+
+    mode = check_reward_mode(reward_args.reward)
     return {
-        "reward": reward_args.reward,
-        "label_free": bool(reward_args.label_free) if uses_service else reward_args.reward == "majority",
-        "service_url": reward_args.reward_url if uses_service else None,
-        "function": {"regime_w": "regime_w", "correctness": "correctness", "majority": "majority"}[reward_args.reward],
+        "reward": mode,
+        "label_free": reward_label_free(mode, reward_args.label_free),
+        "service_url": reward_args.reward_url if mode == "regime_w" else None,
+        "function": mode,  # the TRL reward function's __name__ (trainer.rewards.build_reward_functions)
     }
 
 
@@ -135,10 +143,13 @@ def _check(config: GRPOConfig) -> None:
     if config.output_dir in (None, "", "trainer_output"):
         raise ValueError("set output_dir (e.g. checkpoints/lora_grpo) so the adapter lands where later stages look")
     if config.use_vllm:
-        import torch
+        from trainer.generation import vllm_available
 
-        if not torch.cuda.is_available():
-            raise ValueError("use_vllm: true needs a CUDA GPU (and vLLM); set use_vllm: false on the CPU")
+        if not vllm_available():
+            raise ValueError(
+                "generation_engine: vllm (TRL's vLLM mode, use_vllm: true) needs vLLM installed and a CUDA GPU; "
+                "use generation_engine: auto, fast or hf"
+            )
 
 
 def build_dataset(problems: list[Any], tokenizer: Any) -> Any:
@@ -243,24 +254,11 @@ def plan(
             "num_train_epochs": config.num_train_epochs,
             "use_vllm": config.use_vllm,
             "bf16": config.bf16,
-            "generation_engine": getattr(config, "generation_engine", "trl"),
+            "generation_engine": getattr(config, "generation_engine", DEFAULT_GENERATION_ENGINE),
+            "grpo_policy_copy": getattr(config, "grpo_policy_copy", DEFAULT_GRPO_POLICY_COPY),
         },
         "writes": config.output_dir,
     }
-
-
-def fast_generation_config(config: Any) -> Any:
-    """The ``FastGenerationConfig`` of ``generation_engine: merged_bf16 | fast``, else None (TRL's own path)."""
-    engine = getattr(config, "generation_engine", "trl")
-    if engine not in ("merged_bf16", "fast"):
-        return None
-    from trainer.grpo_generation import FastGenerationConfig
-
-    return FastGenerationConfig(
-        static_cache=config.generation_static_cache,
-        decoder="fast" if engine == "fast" else "hf",
-        seed=int(getattr(config, "seed", 0)),
-    )
 
 
 def run(
@@ -272,7 +270,7 @@ def run(
 ) -> dict[str, Any]:
     from trainer.checkpoints import resume_path
     from trainer.data import load_train_dev
-    from trainer.grpo_generation import FastGenerationGRPOTrainer
+    from trainer.generation.grpo import FastGenerationGRPOTrainer, fast_generation_config
     from trainer.modeling import load_policy, load_tokenizer, lora_config
     from trainer.reward_client import RewardClient
     from trainer.rewards import AsyncRegimeWReward, build_reward_functions

@@ -42,10 +42,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 from trainer.configs import DataArguments, ModelArguments, RewardServiceArguments
-from trainer.errors import StageError
+from trainer.errors import RewardInputError, StageError
+from trainer.generation.engine_choice import DEFAULT_GENERATION_ENGINE, GENERATION_ENGINE_HELP, check_generation_engine
 from trainer.jsonl import JsonlAppender, iter_jsonl, read_records, write_json_atomic
 from trainer.records import RolloutRecord, RunInfo, TrajectoryRecord, reward_label_free
-from trainer.reward_modes import check_reward_mode
+from trainer.reward_modes import GroupScores, ScoreGroup, Scorer, check_reward_mode, scorer_from_args
 
 __all__ = [
     "RolloutArguments",
@@ -58,7 +59,6 @@ __all__ = [
     "run",
 ]
 
-BACKENDS = ("auto", "transformers", "vllm")
 SPLITS = ("train", "dev", "test")
 
 
@@ -82,15 +82,9 @@ class RolloutArguments:
     generation_batch_size: int = field(
         default=64, metadata={"help": "Sequences per generate call (questions per chunk = this // N)."}
     )
-    generation_backend: str = field(
-        default="auto", metadata={"help": "'auto' (vLLM when installed with a GPU) | 'transformers' | 'vllm'."}
-    )
-    generation_engine: str = field(
-        default="auto",
-        metadata={
-            "help": "transformers backend only: 'hf' (generate with per-row samplers), 'fast' (fastgen: merged "
-            "bf16 copy, CUDA-graph decode, refill) or 'auto' (fast on a GPU, hf on the CPU)."
-        },
+    generation_engine: str = field(default=DEFAULT_GENERATION_ENGINE, metadata={"help": GENERATION_ENGINE_HELP})
+    generation_backend: str | None = field(
+        default=None, metadata={"help": "Removed: an error naming its generation_engine value when set."}
     )
     scoring_in_flight: int = field(
         default=2,
@@ -115,14 +109,9 @@ class RolloutArguments:
             raise ValueError(f"num_samples must be >= 1, got {self.num_samples}")
         if self.rollout_split not in SPLITS:
             raise ValueError(f"rollout_split must be one of {SPLITS}, got {self.rollout_split!r}")
-        if self.generation_backend not in BACKENDS:
-            raise ValueError(f"generation_backend must be one of {BACKENDS}, got {self.generation_backend!r}")
         if self.max_new_tokens < 1 or self.generation_batch_size < 1:
             raise ValueError("max_new_tokens and generation_batch_size must be >= 1")
-        from fastgen import ENGINES
-
-        if self.generation_engine not in ENGINES:
-            raise ValueError(f"generation_engine must be one of {ENGINES}, got {self.generation_engine!r}")
+        check_generation_engine(self.generation_engine, removed_backend=self.generation_backend)
         if self.temperatures is not None and not self.temperatures:
             raise ValueError("temperatures, when given, must list at least one value")
         for t in [self.temperature, *(self.temperatures or [])]:
@@ -188,27 +177,19 @@ def _select_problems(data_args: DataArguments, split: str) -> list[Any]:
     return train if split == "train" else dev
 
 
-def _use_vllm(args: RolloutArguments) -> bool:
-    from trainer.generation import vllm_available
-
-    if args.generation_backend == "vllm":
-        if not vllm_available():
-            raise RuntimeError("generation_backend='vllm' but vLLM is not installed or no GPU is present")
-        return True
-    return args.generation_backend == "auto" and vllm_available()
-
-
 class _Sampler:
-    """Generates a chunk of prompts with either backend."""
+    """Generates a chunk of prompts with the engine ``generation_engine`` resolves to."""
 
     def __init__(self, model_args: ModelArguments, args: RolloutArguments) -> None:
+        from trainer.generation import resolve_generation_engine
         from trainer.modeling import load_tokenizer
 
         self.args = args
+        self.engine = resolve_generation_engine(args.generation_engine)
         self.tokenizer = load_tokenizer(model_args)
         self.vllm = None
         self.model = None
-        if _use_vllm(args):
+        if self.engine == "vllm":
             from trainer.generation import VLLMGenerator
 
             self.vllm = VLLMGenerator(model_args.model_name_or_path, enable_lora=model_args.adapter_path is not None)
@@ -232,7 +213,7 @@ class _Sampler:
             specs,
             max_new_tokens=self.args.max_new_tokens,
             batch_size=self.args.generation_batch_size,
-            engine=self.args.generation_engine,
+            engine=self.engine,
         )
 
 
@@ -267,7 +248,6 @@ def plan(
         "batching": {
             "generation_batch_size": args.generation_batch_size,
             "questions_per_chunk": args.questions_per_chunk,
-            "backend": args.generation_backend,
             "engine": args.generation_engine,
             "scoring_in_flight": args.scoring_in_flight,
             "precompute_arms_ahead": args.precompute_arms_ahead if uses_service else 0,
@@ -320,105 +300,15 @@ def _check_existing(
     return done
 
 
-class _Scores:
-    """Per-trajectory reward fields of one question, whichever reward made them."""
-
-    def __init__(self, fields: list[dict[str, Any]], consensus_answer: str | None = None) -> None:
-        self.fields = fields
-        self.consensus_answer = consensus_answer
-
-
-class _ServiceReward:
-    """``regime_w``: the Regime W service over HTTP (gold left out when label-free)."""
-
-    def __init__(self, reward_args: RewardServiceArguments) -> None:
-        from trainer.reward_client import RewardClient
-
-        self.client = RewardClient.from_args(reward_args)
-        self.label_free = reward_args.label_free
-        self.scorer: dict[str, Any] | None = None
-
-    def score(self, chunk: Sequence[Any], generations: Sequence[Sequence[Any]]) -> list[_Scores]:
-        from shared_schemas.wire import ScoreItem
-
-        items = [
-            ScoreItem(
-                id=p.id,
-                question=p.question,
-                gold_answer=None if self.label_free else p.gold,
-                trajectories=[g.text for g in gens],
-                num_tokens=[g.num_tokens for g in gens],
-            )
-            for p, gens in zip(chunk, generations, strict=True)
-        ]
-        response = self.client.score(items, return_details=True)
-        self.scorer = response.scorer.model_dump()
-        by_id = {r.id: r for r in response.results}
-        out = []
-        for p, gens in zip(chunk, generations, strict=True):
-            result = by_id.get(p.id)
-            if result is None:
-                raise RolloutsStopped(f"reward service response has no result for {p.id!r}")
-            if len(result.scores) != len(gens):
-                raise RolloutsStopped(
-                    f"reward service returned {len(result.scores)} scores for {p.id!r} but "
-                    f"{len(gens)} trajectories were sent"
-                )
-            out.append(
-                _Scores(
-                    [
-                        {
-                            "reward": s.reward,
-                            "correctness": s.correctness,
-                            "s_end": s.s_end,
-                            "s_path": s.s_path,
-                            "s_cf": s.s_cf,
-                            "s_wm": s.s_wm,
-                            "length_penalty": s.length_penalty,
-                        }
-                        for s in result.scores
-                    ],
-                    result.consensus_answer,
-                )
-            )
-        return out
-
-    def close(self) -> None:
-        self.client.close()
-
-
-class _LocalReward:
-    """``correctness`` / ``majority``: the controls of ``trainer.reward_modes``, no service."""
-
-    def __init__(self, mode: str) -> None:
-        self.mode = mode
-        self.scorer: dict[str, Any] | None = None
-
-    def score(self, chunk: Sequence[Any], generations: Sequence[Sequence[Any]]) -> list[_Scores]:
-        from trainer.reward_modes import correctness_rewards, majority_rewards
-
-        out = []
-        for p, gens in zip(chunk, generations, strict=True):
-            texts = [g.text for g in gens]
-            if self.mode == "correctness":
-                try:
-                    rewards = correctness_rewards(texts, p.gold)
-                except ValueError as exc:
-                    raise RolloutsStopped(f"question {p.id!r}: {exc}") from exc
-                out.append(_Scores([{"reward": r, "correctness": r} for r in rewards]))
-            else:
-                out.append(_Scores([{"reward": r} for r in majority_rewards(texts)]))
-        return out
-
-    def close(self) -> None:
-        pass
+#: The per-trajectory reward fields a rollout record keeps of a scorer's ``TrajectoryScore``.
+_SCORE_FIELDS = ("reward", "correctness", "s_end", "s_path", "s_cf", "s_wm", "length_penalty")
 
 
 def _record(
     problem: Any,
     gens: Sequence[Any],
     specs: Sequence[Any],
-    scores: _Scores,
+    scores: GroupScores,
     *,
     scorer: dict[str, Any] | None,
     reward_mode: str,
@@ -427,12 +317,12 @@ def _record(
     from shared_schemas.answer import parse_answer
 
     trajectories = []
-    for g, spec, fields in zip(gens, specs, scores.fields, strict=True):
+    for g, spec, score in zip(gens, specs, scores.scores, strict=True):
         parsed = parse_answer(g.text)  # the one source of final_answer / format_ok (trainer.records)
         trajectories.append(
             TrajectoryRecord(
                 output=g.text,
-                **fields,
+                **{name: getattr(score, name) for name in _SCORE_FIELDS},
                 final_answer=parsed.value,
                 format_ok=parsed.format_ok,
                 num_tokens=g.num_tokens,
@@ -459,7 +349,7 @@ class _Writer:
         self,
         out: JsonlAppender,
         jobs: Any,
-        reward: _ServiceReward | _LocalReward,
+        reward: Scorer,
         reward_args: RewardServiceArguments,
         summary: dict[str, Any],
         bar: Any,
@@ -480,8 +370,20 @@ class _Writer:
     def finish(self, chunk: Sequence[Any], gens: Sequence[Sequence[Any]], specs: Sequence[Sequence[Any]]) -> None:
         from trainer.reward_client import RewardServiceError
 
+        groups = [
+            ScoreGroup(
+                id=p.id,
+                question=p.question,
+                gold=p.gold,
+                texts=[g.text for g in gen],
+                num_tokens=[g.num_tokens for g in gen],
+            )
+            for p, gen in zip(chunk, gens, strict=True)
+        ]
         try:
-            scored = self.reward.score(chunk, gens)
+            scored = self.reward.score(groups)
+        except RewardInputError as exc:  # e.g. reward correctness and a question without its gold
+            raise RolloutsStopped(str(exc)) from exc
         except RewardServiceError as exc:
             saved = self.summary["already_done"] + self.summary["written"]
             raise RolloutsStopped(
@@ -490,12 +392,12 @@ class _Writer:
                 "command to resume."
             ) from exc
         records = [
-            _record(p, g, s, sc, scorer=self.reward.scorer, reward_mode=self.reward_mode, label_free=self.label_free)
+            _record(p, g, s, sc, scorer=self.reward.info, reward_mode=self.reward_mode, label_free=self.label_free)
             for p, g, s, sc in zip(chunk, gens, specs, scored, strict=True)
         ]
 
         def write() -> None:
-            self.scorer = self.reward.scorer or self.scorer
+            self.scorer = self.reward.info or self.scorer
             for record in records:
                 self.out.append(record)
                 self.summary["written"] += 1
@@ -544,9 +446,7 @@ def run(
         return summary
 
     chunks = [todo[i : i + args.questions_per_chunk] for i in range(0, len(todo), args.questions_per_chunk)]
-    reward: _ServiceReward | _LocalReward = (
-        _ServiceReward(reward_args) if reward_args.reward == "regime_w" else _LocalReward(reward_args.reward)
-    )
+    reward = scorer_from_args(reward_args).connect()  # a bad URL or key file fails here, before any generation
     prefetch = None
     jobs = OrderedJobs(args.scoring_in_flight, name="rollouts-scoring")
     generation_s = 0.0

@@ -5,5 +5,8 @@ stage) can be shown and tested without downloading a model or a data set. See do
 
 * :mod:`trainer.toy.problems` — the seeded problem generator (``python3 -m trainer.toy.problems``).
 * :mod:`trainer.toy.base` — the toy base model (stage ``toy-base``), cached on disk.
-* :mod:`trainer.toy.loop` — the full offline loop through the real CLIs (``scripts/toy_loop.py`` wraps it).
+* :mod:`trainer.toy.determinism` — the pinned CPU kernels and the environment of every toy-world process.
+
+The drivers that run the whole loop and the reward ablation through the real CLIs (and start the reward
+service) are experiments, not part of this package: ``experiments/`` in the repository.
 """

@@ -9,7 +9,7 @@ different model: on an AMD EPYC the default toy loop gave base / SFT / DPO / GRP
 334 / 324 of 800 dev problems where the earlier sessions' machine gave 338 / 353 / 385 / 408 (issue 21).
 
 Every process of the toy world therefore runs with these kernels pinned (``PINNED_CPU_KERNELS``, set by
-``trainer.toy.loop.subprocess_env``), which makes its numbers depend on the program alone:
+``subprocess_env`` below), which makes its numbers depend on the program alone:
 
 - ``MKL_CBWR=COMPATIBLE``: oneMKL's Conditional Numerical Reproducibility on its COMPATIBLE branch, the
   one branch that gives the same results on Intel and non-Intel processors (oneMKL developer guide,
@@ -28,10 +28,30 @@ Outside the toy world (real models, GPUs) nothing is pinned.
 
 from __future__ import annotations
 
-__all__ = ["PINNED_CPU_KERNELS"]
+import os
+
+__all__ = ["PINNED_CPU_KERNELS", "subprocess_env"]
 
 PINNED_CPU_KERNELS: dict[str, str] = {
     "MKL_CBWR": "COMPATIBLE",
     "ATEN_CPU_CAPABILITY": "avx2",
     "ONEDNN_MAX_CPU_ISA": "AVX2",
 }
+
+
+def subprocess_env(threads: int, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """Offline, deterministic thread count, the CPU kernels pinned (the same numbers on every
+    x86-64 CPU family), no tokenizer fork warnings."""
+    return {
+        **os.environ,
+        **PINNED_CPU_KERNELS,
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "PYTHONUNBUFFERED": "1",
+        "PYTHONHASHSEED": "0",
+        "OMP_NUM_THREADS": str(threads),
+        "MKL_NUM_THREADS": str(threads),
+        **(extra or {}),
+    }

@@ -1,20 +1,23 @@
-"""The scoring engine: a validated ``ScoreRequest`` in, a ``ScoreResponse`` out.
+"""The scoring service: a validated ``ScoreRequest`` in, a ``ScoreResponse`` out.
 
-It enforces the deployment's limits, gets arms (client-supplied, cached or generated), counts
-tokens when the client did not, and runs the Regime W scorer. It is shared by the HTTP routes and
-the offline ``regime-w-score`` CLI. Nothing it returns or logs contains an arm prompt or arm text.
+``ScoringService`` checks the request against the deployment's limits (``reward_service.limits``),
+gets arms (client-supplied, cached or generated), counts tokens when the client did not, and runs
+the Regime W scorer; it also takes ``PrecomputeRequest``s (limits, then the arm provider). It is
+shared by the HTTP routes and the offline ``regime-w-score`` CLI. Nothing it returns or logs
+contains an arm prompt or arm text.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
-from reward_service.arms import ArmProvider
+from reward_service.arms import ArmProvider, QuestionArms
 from reward_service.errors import InvalidRequest
+from reward_service.limits import Limits, check_request
 from reward_service.memo import PreparedMemo
 from reward_service.metrics import Metrics
+from reward_service.progress import ProgressItem, build_progress
 from reward_service.regime_w.config import RegimeWConfig
 from reward_service.regime_w.scorer import (
     ArmText,
@@ -27,6 +30,8 @@ from reward_service.regime_w.scorer import (
 )
 from shared_schemas.wire import (
     ItemResult,
+    PrecomputeRequest,
+    PrecomputeResponse,
     ScoreItem,
     ScoreRequest,
     ScoreResponse,
@@ -34,37 +39,6 @@ from shared_schemas.wire import (
     TrajectoryScore,
     question_sha256,
 )
-
-
-@dataclass(frozen=True)
-class Limits:
-    max_items: int
-    max_trajectories: int
-    max_text_chars: int
-
-
-def check_limits(request: ScoreRequest, limits: Limits) -> None:
-    """422 naming the first field over a deployment limit."""
-    if len(request.items) > limits.max_items:
-        raise InvalidRequest(f"items: {len(request.items)} items exceed this service's limit of {limits.max_items}")
-    for i, item in enumerate(request.items):
-        if len(item.trajectories) > limits.max_trajectories:
-            raise InvalidRequest(
-                f"items[{i}].trajectories: {len(item.trajectories)} trajectories exceed the limit of "
-                f"{limits.max_trajectories}"
-            )
-        if len(item.question) > limits.max_text_chars:
-            raise InvalidRequest(f"items[{i}].question: longer than {limits.max_text_chars} characters")
-        for j, text in enumerate(item.trajectories):
-            if len(text) > limits.max_text_chars:
-                raise InvalidRequest(
-                    f"items[{i}].trajectories[{j}]: {len(text)} characters exceed the limit of {limits.max_text_chars}"
-                )
-        for j, arm in enumerate(item.arm_outputs or ()):
-            if len(arm.text) > limits.max_text_chars:
-                raise InvalidRequest(
-                    f"items[{i}].arm_outputs[{j}].text: longer than {limits.max_text_chars} characters"
-                )
 
 
 def whitespace_tokens(texts: Sequence[str]) -> list[int]:
@@ -91,7 +65,7 @@ def to_wire(s: TrajectoryScores, details: bool) -> TrajectoryScore:
 TokenCounter = Callable[[Sequence[str]], "list[int] | None"]
 
 
-class ScoringEngine:
+class ScoringService:
     """Scores requests with the arms ``arms`` provides; ``count_tokens`` is the arm model's
     tokenizer (None: whitespace counts); ``model_name`` is the public name in every response."""
 
@@ -116,6 +90,8 @@ class ScoringEngine:
         )
         # parsed arms of recent questions: every request of a training run scores the same questions again
         self.memo = memo if memo is not None else PreparedMemo(max_items=4096, max_bytes=256 * 1024 * 1024)
+        # the [progress] variant: prefixes continued on the arm backend (None without the table)
+        self.progress = build_progress(config, arms.backend, metrics, model_id=arms.model_id, seed=arms.seed)
 
     def prepare(self, question: str, arm_texts: tuple[ArmText, ...]) -> tuple[bytes, PreparedArms]:
         """``prepare_arms``, memoized on (question, arm texts): each arm text is parsed once."""
@@ -142,15 +118,15 @@ class ScoringEngine:
             return list(counted), "tokenizer"
         return whitespace_tokens(item.trajectories), "whitespace"
 
-    async def gather_arms(self, request: ScoreRequest) -> list[tuple[tuple[ArmText, ...], bool, str]]:
+    async def gather_arms(self, request: ScoreRequest) -> list[QuestionArms]:
         """Arms of every item: the client's where given, else cached or generated (one batch); each with
         ``from_cache`` and the question they belong to (a known question found inside a wrapped one:
         ``ArmProvider.get``), which the scorer reads the question's numbers from."""
-        out: list[tuple[tuple[ArmText, ...], bool, str] | None] = [None] * len(request.items)
+        out: list[QuestionArms | None] = [None] * len(request.items)
         need: list[int] = []
         for i, item in enumerate(request.items):
             if item.arm_outputs is not None:
-                out[i] = (self._client_arms(i, item), False, item.question)
+                out[i] = QuestionArms(self._client_arms(i, item), from_cache=False, question=item.question)
             else:
                 need.append(i)
         if need:
@@ -159,12 +135,13 @@ class ScoringEngine:
                 out[i] = arms
         return [a for a in out if a is not None]
 
-    def score_items(self, request: ScoreRequest, arms: list[tuple[tuple[ArmText, ...], bool, str]]) -> ScoreResponse:
+    def score_items(self, request: ScoreRequest, arms: list[QuestionArms]) -> ScoreResponse:
         results = []
         n_traj = 0
-        for i, (item, (arm_texts, from_cache, question)) in enumerate(zip(request.items, arms)):
+        for i, (item, got) in enumerate(zip(request.items, arms)):
+            question = got.question
             try:
-                memo_key, prepared = self.prepare(question, arm_texts)
+                memo_key, prepared = self.prepare(question, got.arms)
             except UnknownArmError as exc:
                 raise InvalidRequest(f"items[{i}].arm_outputs: {exc}") from None
             num_tokens, source = self._count_tokens(item)
@@ -178,7 +155,7 @@ class ScoringEngine:
                 ItemResult(
                     id=item.id,
                     consensus_answer=prepared.consensus_answer,
-                    arms_from_cache=from_cache,
+                    arms_from_cache=got.from_cache,
                     arms_question_sha256=question_sha256(question),  # whose arms: the item's or a known question's
                     label_free=item.gold_answer is None,
                     token_count_source=source,  # type: ignore[arg-type]
@@ -195,6 +172,22 @@ class ScoringEngine:
         runs in a worker thread, whatever the request's size: the event loop only awaits, so one
         dense request never stalls the others (a small request pays two thread hops for it:
         docs/reliability.md, "One request blocks every other")."""
-        await asyncio.to_thread(check_limits, request, self.limits)
+        await asyncio.to_thread(check_request, request, self.limits)
         arms = await self.gather_arms(request)
-        return await asyncio.to_thread(self.score_items, request, arms)
+        response = await asyncio.to_thread(self.score_items, request, arms)
+        if self.progress is not None:  # + β_progress·s_prog on every reward (reward_service.progress)
+            items = await asyncio.to_thread(self.progress_items, request, arms)
+            await self.progress.apply(items, [result.scores for result in response.results])
+        return response
+
+    def progress_items(self, request: ScoreRequest, arms: list[QuestionArms]) -> list[ProgressItem]:
+        """What the ``[progress]`` scorer values: each item's question, trajectories, gold and prepared arms."""
+        return [
+            ProgressItem(got.question, item.trajectories, item.gold_answer, self.prepare(got.question, got.arms)[1])
+            for item, got in zip(request.items, arms)
+        ]
+
+    async def precompute(self, request: PrecomputeRequest) -> PrecomputeResponse:
+        """Limits, then the arms of every question generated into the cache (``ArmProvider.precompute``)."""
+        check_request(request, self.limits)
+        return PrecomputeResponse(**(await self.arms.precompute(request.questions)))

@@ -1,20 +1,19 @@
-"""Faster GRPO generation without vLLM: decode from a bf16 copy of the policy with a static KV cache.
+"""A plain bf16 copy of a (quantized, LoRA-wrapped) policy that generation reads instead of the policy.
 
 TRL's ``GRPOTrainer`` generates with the training model itself: on a QLoRA policy every decoding step
 dequantizes the NF4 base and runs the LoRA branches beside it, eagerly, which leaves a GPU mostly idle
 (issue 15: ~72 ms a token at batch 8 on an H100 for an 8B model). :class:`MergedPolicyCopy` keeps a
 plain bf16 copy of the policy on the same device instead: every base weight dequantized once from the
-policy's own 4-bit weights, the current LoRA delta merged into the target layers (re-merged after each
-optimizer step: dequantize + ``B @ A``, no weights copied from the host). The copy is the same function
-as the policy up to bf16 rounding, so the samples stay on-policy. It decodes with a static KV cache,
-with which transformers compiles the forward and replays it as CUDA graphs, prompts left-padded to a
-multiple of ``pad_to_multiple_of`` so few shapes are compiled.
+policy's own 4-bit weights, the current LoRA delta merged into the target layers (re-merged by
+:meth:`MergedPolicyCopy.sync`, e.g. after each optimizer step: dequantize + ``B @ A``, no weights copied
+from the host). The copy is the same function as the policy up to bf16 rounding, so the samples stay
+on-policy.
 
-:class:`FastGenerationGRPOTrainer` is ``GRPOTrainer`` with its plain-transformers generation path
-replaced by the copy when ``generation_engine`` is ``"merged_bf16"`` (the copy decodes with transformers
-``generate``) or ``"fast"`` (the copy decodes with :mod:`fastgen`: hand-written Llama decode, CUDA graphs,
-per-row seeded sampling, refill); vLLM, continuous batching, tools and multimodal inputs keep TRL's own
-path.
+It decodes with :mod:`fastgen` (``decoder="fast"``: hand-written Llama decode, CUDA graphs, per-row
+seeded sampling, refill) or with transformers ``generate`` and a static KV cache (``decoder="hf"``:
+transformers compiles the forward and replays it as CUDA graphs, prompts left-padded to a multiple of
+``pad_to_multiple_of`` so few shapes are compiled). Rollouts and eval use it through
+:func:`trainer.generation.fast_engine_for`; GRPO through :mod:`trainer.generation.grpo`.
 """
 
 from __future__ import annotations
@@ -24,15 +23,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from trl import GRPOTrainer
 
-__all__ = ["GENERATION_ENGINES", "FastGenerationConfig", "MergedPolicyCopy", "FastGenerationGRPOTrainer"]
+from trainer.generation.specs import sample_seed
+
+__all__ = ["DECODERS", "FastGenerationConfig", "MergedPolicyCopy"]
 
 log = logging.getLogger(__name__)
 
-#: "trl": TRL's generation with the training model; "merged_bf16": a merged bf16 copy (this module)
-#: decoded by transformers; "fast": the same copy decoded by fastgen.
-GENERATION_ENGINES = ("trl", "merged_bf16", "fast")
+#: how the copy decodes: transformers ``generate`` or fastgen
 DECODERS = ("hf", "fast")
 
 
@@ -119,7 +117,7 @@ class MergedPolicyCopy:
             layer = src.base_layer if _is_lora_layer(src) else src
             if _is_lora_layer(src):
                 if any(getattr(src, "use_dora", {}).get(a, False) for a in src.active_adapters):
-                    raise ValueError("merged_bf16 generation does not support DoRA adapters")
+                    raise ValueError("the merged bf16 policy copy does not support DoRA adapters")
                 self._lora.append((module.weight, src))
             module.weight.copy_(_dense_weight(layer, self.config.dtype))
             if module.bias is not None and getattr(layer, "bias", None) is not None:
@@ -191,7 +189,6 @@ class MergedPolicyCopy:
         self, prompt_ids: list[list[int]], generation_kwargs: dict[str, Any], eos_token_ids: list[int]
     ) -> list[list[int]]:
         from fastgen import EngineConfig, Request, build_engine
-        from trainer.generation import sample_seed
 
         unsupported = {
             k: v
@@ -223,46 +220,3 @@ class MergedPolicyCopy:
             for row, p in enumerate(prompt_ids)
         ]
         return [c.token_ids for c in self._engine.generate(requests)]
-
-
-class FastGenerationGRPOTrainer(GRPOTrainer):
-    """``GRPOTrainer`` that samples from a merged bf16 copy of the policy (``generation_engine``)."""
-
-    def __init__(self, *args: Any, fast_generation: FastGenerationConfig | None = None, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._fast_config = fast_generation
-        self._fast_copy: MergedPolicyCopy | None = None
-        self._fast_synced_step = -1
-
-    def _fast_path(self, images: Any, multimodal_fields: Any, has_tool_images: bool) -> bool:
-        return (
-            self._fast_config is not None
-            and not self.use_vllm
-            and not getattr(self, "use_transformers_continuous_batching", False)
-            and not images
-            and not multimodal_fields
-            and not has_tool_images
-        )
-
-    def _generate_single_turn(
-        self, prompt_ids: Any, images: Any, multimodal_fields: Any, num_generations: Any, has_tool_images: bool = False
-    ) -> tuple[list[list[int]], Any]:
-        if not self._fast_path(images, multimodal_fields, has_tool_images):
-            return super()._generate_single_turn(
-                prompt_ids, images, multimodal_fields, num_generations, has_tool_images=has_tool_images
-            )
-        policy = self.accelerator.unwrap_model(self.model)
-        if self._fast_copy is None:
-            self._fast_copy = MergedPolicyCopy(policy, self._fast_config)
-            self._fast_synced_step = self.state.global_step
-            log.info("merged bf16 copy of the policy built for generation")
-        elif self._fast_synced_step != self.state.global_step:
-            self._fast_copy.sync()
-            self._fast_synced_step = self.state.global_step
-        completion_ids = self._fast_copy.generate(
-            [list(p) for p in prompt_ids],
-            self.generation_kwargs,
-            self._tokenizer.pad_token_id,
-            list(self.eos_token_ids),
-        )
-        return completion_ids, None

@@ -1,10 +1,11 @@
 """The full offline loop on the toy world, every step through the REAL command-line tools.
 
     python scripts/toy_loop.py --workdir runs/toy-loop [--seed 0] [--quick]
-    python -m trainer.toy.loop --workdir runs/toy-loop        # the same
+    python -m experiments.toy_loop --workdir runs/toy-loop        # the same
 
-It runs from a checkout of the repository (it starts ``reward_service`` as a subprocess and reads the
-toy recipes and the toy scorer config from the checkout; it never imports ``reward_service``).
+An experiment driver, not part of the published trainer: it runs from a checkout of the repository (it
+starts ``reward_service`` as a subprocess and reads the toy recipes and the toy scorer config from the
+checkout; it never imports ``reward_service``).
 
 1. ``regime-w-train toy-base``  (cached: a second run with the same settings returns at once)
 2. ``regime-w-train sft``
@@ -44,9 +45,9 @@ import httpx
 from trainer.jsonl import iter_jsonl, read_records
 from trainer.records import EvalPrediction, RolloutRecord
 from trainer.toy.base import MARKER_FILE
-from trainer.toy.determinism import PINNED_CPU_KERNELS
+from trainer.toy.determinism import subprocess_env
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 RECIPES = ROOT / "recipes" / "toy"
 TOY_CONFIG = ROOT / "reward_service" / "regime_w" / "toy_config.toml"
 #: The recipe's toy base, built once on the pinned kernels (``scripts/toy_base_asset.py``): the loop starts
@@ -74,24 +75,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def subprocess_env(threads: int, extra: dict[str, str] | None = None) -> dict[str, str]:
-    """Offline, deterministic thread count, the CPU kernels pinned (``trainer.toy.determinism``: the same
-    numbers on every x86-64 CPU family), no tokenizer fork warnings."""
-    return {
-        **os.environ,
-        **PINNED_CPU_KERNELS,
-        "HF_HUB_OFFLINE": "1",
-        "TRANSFORMERS_OFFLINE": "1",
-        "HF_DATASETS_OFFLINE": "1",
-        "TOKENIZERS_PARALLELISM": "false",
-        "PYTHONUNBUFFERED": "1",
-        "PYTHONHASHSEED": "0",
-        "OMP_NUM_THREADS": str(threads),
-        "MKL_NUM_THREADS": str(threads),
-        **(extra or {}),
-    }
 
 
 @contextlib.contextmanager

@@ -2,8 +2,8 @@
 
     python scripts/toy_loop.py --ablation --workdir runs/ablation --seeds 0 1 2 \\
         --report docs/reward-ablation.md
-    python -m trainer.toy.ablation --workdir runs/ablation --seeds 0 1 2 --report docs/reward-ablation.md
-    python -m trainer.toy.ablation --recipes recipes/deepseek-r1-distill-llama-8b --workdir runs/ablation-8b \\
+    python -m experiments.ablation --workdir runs/ablation --seeds 0 1 2 --report docs/reward-ablation.md
+    python -m experiments.ablation --recipes recipes/deepseek-r1-distill-llama-8b --workdir runs/ablation-8b \\
         --service-flags "--backend hf --device cuda --dtype bfloat16"
 
 Per recipe set: the base model once (the toy base, cached, on the toy recipes; the recipe's model
@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from trainer.toy.loop import (
+from experiments.toy_loop import (
     NOTES_MARKER,
     ROOT,
     LoopError,
@@ -44,8 +44,9 @@ from trainer.toy.loop import (
     accuracy_table,
     reward_service,
     run_parallel,
-    subprocess_env,
+    stage_flags,
 )
+from trainer.toy.determinism import subprocess_env
 
 __all__ = ["Row", "ROWS", "EXTRA_ROWS", "AblationSettings", "run_ablation", "summarize", "write_report", "main"]
 
@@ -629,8 +630,6 @@ def grpo_controls(
 
     This is the one-seed slice of the ablation that the learning tests check (tests/test_toy_learning.py).
     """
-    from trainer.toy.loop import stage_flags
-
     settings = AblationSettings(workdir=paths.workdir, threads=threads)
     stages = _Stages(settings, say or (lambda _: None))
     env = {"REGIME_W_URL": url, "REGIME_W_API_KEY": key}
