@@ -176,6 +176,11 @@ def main(argv: list[str] | None = None) -> int:
         "device": args.device,
         "machine": f"{platform.machine()} {os.cpu_count()} cores",
         "python": sys.version.split()[0],
+        "rollouts": (
+            {"file": args.rollouts.name, "limit": args.limit}
+            if args.rollouts
+            else {"toy": args.toy, "samples": args.samples, "seed": args.seed, "number_scale": args.number_scale}
+        ),
     }
     rewards: dict[str, list[list[float]]] = {}
     for name, config in (("without", args.base_config), ("with", args.config)):
@@ -200,6 +205,15 @@ def main(argv: list[str] | None = None) -> int:
             share, pairs, groups = ordering(records, values)
             results["all_wrong_ordering"][name] = share
             print(f"all-wrong groups ({groups}, {pairs} pairs): {name} orders by partial path {share:.3f}")
+        wrong = [
+            p
+            for r, row in zip(records, s_prog)
+            if not any(answers_equal(parse_answer(t).value, r["gold_answer"]) for t in r["trajectories"])
+            for p in row
+        ]
+        zero = sum(1 for p in wrong if abs(p) < 1e-9)
+        results["all_wrong_s_prog_zero"] = [zero, len(wrong)]
+        print(f"all-wrong groups: s_prog = 0 (no continuation and no arm reached the gold) for {zero} of {len(wrong)}")
     if args.out is not None:
         args.out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     return 0

@@ -114,6 +114,19 @@ EXTRA_ROWS: tuple[Row, ...] = (
         description="Regime W, variant question_numbers, gold left out",
     ),
     Row(
+        "regime_w_progress",
+        "regime_w",
+        scorer_config=f"{_VARIANTS}/progress.toml",
+        description="Regime W, variant progress (gold_path + continuations of each step prefix), with gold",
+    ),
+    Row(
+        "regime_w_progress_label_free",
+        "regime_w",
+        label_free=True,
+        scorer_config=f"{_VARIANTS}/progress.toml",
+        description="Regime W, variant progress, gold left out (continuations judged against the arms' consensus)",
+    ),
+    Row(
         "regime_w_beta1_label_free",
         "regime_w",
         label_free=True,

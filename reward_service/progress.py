@@ -8,7 +8,9 @@ prefix by the share of its continuations that reach the target answer, and adds
 - **One batch a request.** The prefixes of every item of a request are gathered first; each distinct
   (question, prefix) not in the cache is continued once, all of them in ONE ``generate`` call on the
   backend that generates the arms (cut in chunks of ``chunk_prompts`` prompts, each chunk one call
-  under the backend's own deadline), in a worker thread.
+  under the backend's own deadline), in a worker thread. The request waits ``timeout_s`` for them (the
+  service's ``GENERATION_TIMEOUT_S``, on top of its wait for the arms), then gets 504
+  ``generation_timeout``; the generation goes on and fills the cache, so a retry is served from it.
 - **The prompt.** The ``[progress]`` table's ``system`` / ``instruction`` with the question, then the
   prefix as the start of the assistant turn (``ArmPrompt.assistant_prefix``: the rendered prompt with
   its generation prompt, then the prefix, as the trainer's trajectory followed its prompt).
@@ -40,7 +42,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from reward_service.errors import ArmModelUnavailable, GenerationFailed, ServiceError
+from reward_service.errors import ArmModelUnavailable, GenerationDeadline, GenerationFailed, ServiceError
 from reward_service.generation import ArmPrompt, GenerationBackend, GenerationError
 from reward_service.metrics import Metrics
 from reward_service.regime_w.config import ProgressSpec, RegimeWConfig
@@ -78,6 +80,8 @@ DEFAULT_CACHE_ENTRIES = 262_144
 DEFAULT_CACHE_BYTES = 128 * 1024 * 1024
 #: prompts per ``generate`` call (each call runs under the backend's own deadline)
 DEFAULT_CHUNK_PROMPTS = 256
+#: how long a request waits for its continuations (the service passes its GENERATION_TIMEOUT_S)
+DEFAULT_TIMEOUT_S = 90.0
 
 Answers = tuple[str | None, ...]
 
@@ -174,9 +178,12 @@ class ProgressScorer:
         seed: int = 0,
         cache: ContinuationCache | None = None,
         chunk_prompts: int = DEFAULT_CHUNK_PROMPTS,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
     ) -> None:
         if chunk_prompts < 1:
             raise ValueError(f"chunk_prompts must be >= 1, got {chunk_prompts}")
+        if not timeout_s > 0:
+            raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
         self.spec = spec
         self.backend = backend
         self.metrics = metrics
@@ -186,6 +193,7 @@ class ProgressScorer:
         self.seed = seed
         self.cache = cache if cache is not None else ContinuationCache()
         self.chunk_prompts = chunk_prompts
+        self.timeout_s = timeout_s
         self.totals = ProgressTotals()
 
     def prompts(self, question: str, prefix: str) -> list[ArmPrompt]:
@@ -281,8 +289,17 @@ class ProgressScorer:
         seconds = 0.0
         if plan.texts:
             started = time.perf_counter()
+            work = asyncio.ensure_future(asyncio.to_thread(self._generate, items, plan))
+            # past a deadline (or a cancelled request) the generation goes on and fills the cache: its outcome
+            # must not be reported as never retrieved
+            work.add_done_callback(lambda f: f.cancelled() or f.exception())
             try:
-                await asyncio.to_thread(self._generate, items, plan)
+                await asyncio.wait_for(asyncio.shield(work), timeout=self.timeout_s)
+            except TimeoutError:
+                raise GenerationDeadline(
+                    f"continuing {len(plan.texts)} trajectory prefix(es) exceeded its {self.timeout_s:g} s deadline; "
+                    "it continues in the background and a retry will be served from the cache"
+                ) from None
             except Exception as exc:
                 raise self._failure(exc, len(plan.texts)) from None
             seconds = time.perf_counter() - started
@@ -346,6 +363,7 @@ def build_progress(
     *,
     model_id: str,
     seed: int = 0,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
 ) -> ProgressScorer | None:
     """The config's ``ProgressScorer``; None without a ``[progress]`` table. ``ValueError`` (a
     configuration mistake, not retried at start) when the backend cannot continue a prefix."""
@@ -365,4 +383,5 @@ def build_progress(
         fingerprint=config.fingerprint,
         rel_tol=config.equation_rel_tol,
         seed=seed,
+        timeout_s=timeout_s,
     )

@@ -91,7 +91,9 @@ class ScoringService:
         # parsed arms of recent questions: every request of a training run scores the same questions again
         self.memo = memo if memo is not None else PreparedMemo(max_items=4096, max_bytes=256 * 1024 * 1024)
         # the [progress] variant: prefixes continued on the arm backend (None without the table)
-        self.progress = build_progress(config, arms.backend, metrics, model_id=arms.model_id, seed=arms.seed)
+        self.progress = build_progress(
+            config, arms.backend, metrics, model_id=arms.model_id, seed=arms.seed, timeout_s=arms.timeout_s
+        )
 
     def prepare(self, question: str, arm_texts: tuple[ArmText, ...]) -> tuple[bytes, PreparedArms]:
         """``prepare_arms``, memoized on (question, arm texts): each arm text is parsed once."""

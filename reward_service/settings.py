@@ -10,7 +10,12 @@ from typing import Literal
 from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from reward_service.generation.base import DEFAULT_GENERATION_ENGINE, BackendConfig, GenerationEngine
+from reward_service.generation.base import (
+    DEFAULT_BATCH_ROWS,
+    DEFAULT_GENERATION_ENGINE,
+    BackendConfig,
+    GenerationEngine,
+)
 from shared_schemas.wire import MAX_ITEMS, MAX_TEXT_CHARS, MAX_TRAJECTORIES
 
 BackendKind = Literal["provided", "hf", "openai", "vllm"]
@@ -29,7 +34,7 @@ DEFAULT_GENERATION_CONCURRENCY: dict[str, int] = {"openai": 4}
 DEFAULT_ARM_BATCH_QUESTIONS = 32
 #: the hf backend's prompt rows decoded together (GENERATION_BATCH_ROWS): transformers ``generate``
 #: takes a call's prompts in chunks of this many rows, fastgen runs this many slots
-DEFAULT_GENERATION_BATCH_ROWS = 32
+DEFAULT_GENERATION_BATCH_ROWS = DEFAULT_BATCH_ROWS
 #: settings that no longer exist -> what replaces them (a start with one of them set fails, naming these)
 RETIRED_SETTINGS: dict[str, str] = {
     "generation_batch_size": "it meant two things and is now two settings: REGIME_W_ARM_BATCH_QUESTIONS "

@@ -29,6 +29,7 @@ from reward_service.regime_w.progress import (
     step_cuts,
 )
 from reward_service.regime_w.scorer import ArmText, prepare_arms, score_trajectories
+from tests.support.limits import wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = ROOT / "reward_service" / "regime_w" / "toy_variants"
@@ -266,3 +267,36 @@ def test_the_continuation_cache_is_bounded_and_least_recently_used_goes_first() 
     tiny = ContinuationCache(max_entries=100, max_bytes=1000)  # an entry over max_bytes // 8 is not kept
     tiny.put(a, tuple("9" * 50 for _ in range(8)))
     assert tiny.get(a) is None and len(tiny) == 0
+
+
+def test_past_its_deadline_a_request_gets_504_and_the_generation_still_fills_the_cache(tiny_model_dir: Path) -> None:
+    import asyncio
+
+    from reward_service.errors import GenerationDeadline
+    from reward_service.generation.hf import HFBackend
+    from reward_service.progress import ProgressItem, ProgressScorer
+
+    config = load_config(PROGRESS)
+    assert config.progress is not None
+    _, prepared = arms(right=3, wrong=5, config_path=PROGRESS)
+    items = [ProgressItem("Q", [RIGHT, L1 + "Now he has 44+20 = 62 dollars.\n#### 62"], "#### 64", prepared)]
+    backend = HFBackend(str(tiny_model_dir), device="cpu", dtype="float32")
+    try:
+        hurried = ProgressScorer(
+            config.progress, backend, Metrics(), model_id="tiny", fingerprint="f", rel_tol=1e-4, timeout_s=1e-4
+        )
+
+        async def run() -> None:
+            with pytest.raises(GenerationDeadline, match="continues in the background"):
+                await hurried.value(items)
+            # the generation goes on in its thread and fills the cache (3 distinct prefixes)
+            await asyncio.to_thread(wait_for, lambda: len(hurried.cache) == 3, "the cache filled after the deadline")
+            hurried.timeout_s = 60.0
+            [[right, wrong_last]] = await hurried.value(items)
+            assert (right.generated, right.reused, wrong_last.generated, wrong_last.reused) == (0, 8, 0, 8)
+            assert right.prefixes == wrong_last.prefixes == 2 and right.seconds == 0.0
+            assert hurried.totals.trajectories == 2 and hurried.totals.generated == 0
+
+        asyncio.run(run())
+    finally:
+        backend.close()

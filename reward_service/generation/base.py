@@ -18,6 +18,8 @@ from typing import Literal, Protocol, get_args, runtime_checkable
 GenerationEngine = Literal["auto", "hf", "fast", "vllm"]
 GENERATION_ENGINES: tuple[str, ...] = get_args(GenerationEngine)
 DEFAULT_GENERATION_ENGINE: GenerationEngine = "auto"
+#: the hf backend's prompt rows decoded together (the service's GENERATION_BATCH_ROWS)
+DEFAULT_BATCH_ROWS = 32
 
 #: Seeds sent to engines are folded into [0, 2**31) so 32-bit engines (llama.cpp) accept them.
 SEED_MODULUS = 2**31
@@ -77,7 +79,7 @@ class BackendConfig:
     model: str | None = None
     device: str = "auto"
     dtype: str = "auto"
-    batch_size: int = 32
+    batch_size: int = DEFAULT_BATCH_ROWS
     generation_engine: str = DEFAULT_GENERATION_ENGINE  # GENERATION_ENGINES; hf backend: auto = fast on CUDA
     timeout_s: float = 120.0
     seed: int = 0

@@ -33,6 +33,7 @@ from transformers import (
 )
 
 from reward_service.generation.base import (
+    DEFAULT_BATCH_ROWS,
     DEFAULT_GENERATION_ENGINE,
     ArmPrompt,
     GenerationError,
@@ -124,7 +125,7 @@ class HFBackend:
         *,
         device: str = "auto",
         dtype: str = "auto",
-        batch_size: int = 32,
+        batch_size: int = DEFAULT_BATCH_ROWS,
         timeout_s: float = 120.0,
         seed: int = 0,
         compile: bool = False,
