@@ -329,6 +329,10 @@ def run(
         "questions": len(dataset),
         "reward": record,
         "reward_per_step": [entry.get("reward") for entry in logs],
+        # TRL's per-step spread of the rewards inside a group, and the share of groups whose samples all got the
+        # same reward (no GRPO gradient there): a label-free reward that collapses drives the latter to 1
+        "reward_std_per_step": [entry.get("reward_std") for entry in logs],
+        "frac_reward_zero_std_per_step": [entry.get("frac_reward_zero_std") for entry in logs],
         "components_per_step": components,
         "precompute": precomputed,
         "reward_wait_s": round(service_reward.wait_seconds, 3) if service_reward is not None else 0.0,
