@@ -34,6 +34,7 @@ from typing import Any
 
 from experiments.ablation import ALL_ROWS, Row
 from experiments.toy_loop import TOY_CONFIG, Paths, Runner, accuracy_table, reward_service, run_parallel
+from shared_schemas.answer import answers_equal
 from trainer.jsonl import read_records
 from trainer.records import RolloutRecord
 from trainer.toy.determinism import subprocess_env
@@ -55,7 +56,8 @@ class LongRunSettings(argparse.Namespace):
 
 def agreement(records: Sequence[RolloutRecord]) -> dict[str, float | int]:
     """Of the groups (one question, its samples): the share whose answers are all the same, the share that
-    are unanimous AND wrong (gold known), and the mean number of distinct answers (None counts as one)."""
+    are unanimous AND wrong (that one answer is not the gold, by ``answers_equal``; no answer is wrong), and
+    the mean number of distinct answers (None counts as one)."""
     unanimous = unanimous_wrong = 0
     distinct = 0
     for record in records:
@@ -64,7 +66,7 @@ def agreement(records: Sequence[RolloutRecord]) -> dict[str, float | int]:
         distinct += len(counts)
         if len(counts) == 1:
             unanimous += 1
-            if not all((t.correctness or 0.0) >= 1.0 for t in record.trajectories):
+            if not answers_equal(answers[0], record.gold_answer):
                 unanimous_wrong += 1
     n = len(records)
     return {

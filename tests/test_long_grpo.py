@@ -12,7 +12,7 @@ def _group(qid: str, answers: list[str | None], gold: str) -> RolloutRecord:
         question=f"question {qid}",
         gold_answer=gold,
         trajectories=[
-            TrajectoryRecord(output=f"#### {a}", reward=0.0, final_answer=a, correctness=float(a == gold))
+            TrajectoryRecord(output=f"#### {a}", reward=0.0, final_answer=a)  # as a majority-vote run writes them
             for a in answers
         ],
         reward_mode="majority",
@@ -21,7 +21,7 @@ def _group(qid: str, answers: list[str | None], gold: str) -> RolloutRecord:
 
 def test_agreement_counts_unanimous_and_unanimous_wrong_groups() -> None:
     records = [
-        _group("a", ["5", "5", "5", "5"], "5"),  # unanimous, right
+        _group("a", ["5", "5", "5", "5"], "5.0"),  # unanimous, right (5 is the gold 5.0)
         _group("b", ["7", "7", "7", "7"], "5"),  # unanimous, wrong
         _group("c", ["5", "6", None, "5"], "5"),  # 3 distinct answers (None is one)
         _group("d", [None, None, None, None], "5"),  # unanimous on no answer: wrong

@@ -247,12 +247,7 @@ def _parse_progress(check: _Checker, data: Mapping[str, Any], version: str) -> P
             f"{where}.temperature",
             f"0 (greedy) gives {continuations} identical continuations: set continuations = 1 or a temperature > 0",
         )
-    system: str | None = None
-    if "system" in table:
-        system = check.string(table, "system", where)
-    instruction = check.string(table, "instruction", where)
-    if QUESTION_FIELD not in instruction:
-        raise check.fail(f"{where}.instruction", f"must contain the placeholder {QUESTION_FIELD}")
+    system, instruction = _prompt(check, table, where)
     return ProgressSpec(
         continuations=continuations,
         max_prefixes=max_prefixes,
@@ -263,6 +258,15 @@ def _parse_progress(check: _Checker, data: Mapping[str, Any], version: str) -> P
         instruction=instruction,
         system=system,
     )
+
+
+def _prompt(check: _Checker, table: Mapping[str, Any], where: str) -> tuple[str | None, str]:
+    """The optional ``system`` text and the ``instruction`` (which must hold the question placeholder)."""
+    system = check.string(table, "system", where) if "system" in table else None
+    instruction = check.string(table, "instruction", where)
+    if QUESTION_FIELD not in instruction:
+        raise check.fail(f"{where}.instruction", f"must contain the placeholder {QUESTION_FIELD}")
+    return system, instruction
 
 
 _ARM_REQUIRED = {"name", "family", "style", "instruction", "temperature", "top_p", "max_tokens", "weight"}
@@ -280,12 +284,7 @@ def _parse_arm(check: _Checker, raw: Any, index: int, families: tuple[str, ...])
     family = check.string(raw, "family", where)
     if family not in families:
         raise check.fail(f"{where}.family", f"{family!r} is not one of the families {list(families)}")
-    system: str | None = None
-    if "system" in raw:
-        system = check.string(raw, "system", where)
-    instruction = check.string(raw, "instruction", where)
-    if QUESTION_FIELD not in instruction:
-        raise check.fail(f"{where}.instruction", f"must contain the placeholder {QUESTION_FIELD}")
+    system, instruction = _prompt(check, raw, where)
     return ArmSpec(
         name=name,
         family=family,
