@@ -625,7 +625,19 @@ if __name__ == "__main__":
     sys.exit(main())
 
 
-def grpo_controls(
+@dataclass(frozen=True)
+class ControlRuns:
+    """GRPO runs of ablation rows from a toy loop's SFT adapter (``grpo_control_runs``): ``tasks`` train them
+    (each a subprocess, independent of the others: run them in any order, side by side); ``evaluate()``, once
+    every task has finished, evaluates their adapters (greedy, dev split) and returns
+    ``{row: {accuracy, correct, n}}``. Training needs the loop's service; evaluating does not."""
+
+    tasks: tuple[Callable[[], Any], ...]
+    adapters: dict[str, Path]
+    evaluate: Callable[[], dict[str, dict[str, Any]]]
+
+
+def grpo_control_runs(
     url: str,
     key: str,
     paths: Any,
@@ -633,16 +645,12 @@ def grpo_controls(
     seed: int,
     rows: Sequence[str] = ("regime_w_label_free", "majority"),
     threads: int = 1,
-    jobs: int = 1,
     grpo_flags: Sequence[str] = (),
     say: Callable[[str], None] | None = None,
-) -> dict[str, dict[str, Any]]:
-    """Inside a running toy loop (``run_toy_loop(before_stop=...)``): GRPO again from the same SFT adapter with
-    each of ``rows``' rewards (``jobs`` of them side by side), then their greedy dev accuracy. Returns
-    ``{row: {accuracy, correct, n}}``.
-
-    This is the one-seed slice of the ablation that the learning tests check (tests/test_toy_learning.py).
-    """
+) -> ControlRuns:
+    """The GRPO runs of ``rows`` from the SFT adapter of a running toy loop (``paths``; its service at ``url``,
+    ``key``), and their evaluation, as :class:`ControlRuns`: the caller decides what runs beside what
+    (``run_toy_loop(more_rl=..., beside_eval=...)`` in tests/test_toy_learning.py; ``grpo_controls`` here)."""
     settings = AblationSettings(workdir=paths.workdir, threads=threads)
     stages = _Stages(settings, say or (lambda _: None))
     env = {"REGIME_W_URL": url, "REGIME_W_API_KEY": key}
@@ -658,21 +666,46 @@ def grpo_controls(
         cmd = [*flags, *row.stage_flags(), "--reward_url", url, *grpo_flags]
         tasks.append(functools.partial(stages.run, "grpo", cmd, paths.logs / f"grpo-{name}.log", env))
         adapters[name] = out
-    run_parallel(tasks, jobs)
-    eval_dir = paths.workdir / "results" / "toy-eval-controls"
-    eval_flags = stage_flags("eval", paths, seed)
-    eval_flags = eval_flags[: eval_flags.index("--eval_output_dir")]
-    stages.run(
-        "eval",
-        [
-            *eval_flags,
-            "--eval_datasets",
-            "gsm8k_dev",
-            "--eval_output_dir",
-            str(eval_dir),
-            "--eval_models",
-            *(f"{n}={a}" for n, a in adapters.items()),
-        ],
-        paths.logs / "eval-controls.log",
-    )
-    return accuracy_table(eval_dir / "results.json")["gsm8k_dev"]
+
+    def evaluate() -> dict[str, dict[str, Any]]:
+        eval_dir = paths.workdir / "results" / "toy-eval-controls"
+        eval_flags = stage_flags("eval", paths, seed)
+        eval_flags = eval_flags[: eval_flags.index("--eval_output_dir")]
+        stages.run(
+            "eval",
+            [
+                *eval_flags,
+                "--eval_datasets",
+                "gsm8k_dev",
+                "--eval_output_dir",
+                str(eval_dir),
+                "--eval_models",
+                *(f"{n}={a}" for n, a in adapters.items()),
+            ],
+            paths.logs / "eval-controls.log",
+        )
+        return accuracy_table(eval_dir / "results.json")["gsm8k_dev"]
+
+    return ControlRuns(tuple(tasks), adapters, evaluate)
+
+
+def grpo_controls(
+    url: str,
+    key: str,
+    paths: Any,
+    *,
+    seed: int,
+    rows: Sequence[str] = ("regime_w_label_free", "majority"),
+    threads: int = 1,
+    jobs: int = 1,
+    grpo_flags: Sequence[str] = (),
+    say: Callable[[str], None] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Inside a running toy loop (``run_toy_loop(before_stop=...)``): GRPO again from the same SFT adapter with
+    each of ``rows``' rewards (``jobs`` of them side by side), then their greedy dev accuracy. Returns
+    ``{row: {accuracy, correct, n}}``. The one-seed slice of the ablation; the learning tests run the same
+    ``grpo_control_runs`` beside the loop's own DPO and GRPO instead (tests/test_toy_learning.py).
+    """
+    runs = grpo_control_runs(url, key, paths, seed=seed, rows=rows, threads=threads, grpo_flags=grpo_flags, say=say)
+    run_parallel(runs.tasks, jobs)
+    return runs.evaluate()

@@ -328,6 +328,8 @@ def run_toy_loop(
     only: Sequence[str] | None = None,
     jobs: int = 1,
     shipped_base: bool = True,
+    more_rl: Callable[[str, str, Paths], Sequence[Callable[[], Any]]] | None = None,
+    beside_eval: Callable[[], Any] | None = None,
 ) -> dict[str, Any]:
     """Run the whole loop under ``workdir``; return the accuracy table, timings and step summaries.
 
@@ -342,6 +344,13 @@ def run_toy_loop(
     gives the same adapters as one after the other on a machine with two free cores. ``shipped_base``
     starts an empty base folder from ``SHIPPED_BASE`` (the toy-base stage keeps it when its cache key
     matches these settings, else trains over it); False trains the base here.
+
+    ``more_rl(url, key, paths)``, once prefs are written, returns more training runs from the SFT adapter (each
+    a callable running its subprocesses, e.g. ``experiments.ablation.grpo_control_runs``' tasks): they share
+    the pool of ``jobs`` with DPO and GRPO, the longest first (GRPO, then these, then the short DPO), so on two
+    cores three GRPO runs and DPO take two rounds, not three. ``beside_eval()`` runs after the service has
+    stopped, beside the eval stage in the same pool (e.g. the evaluation of those runs); its return value is
+    ``result["beside_eval"]``.
     """
     say = say or (lambda text: print(text, flush=True))
     workdir = Path(workdir).resolve()
@@ -406,12 +415,25 @@ def run_toy_loop(
         for stage in ("rollouts", "prefs"):
             if stage in todo:
                 run(stage)
-        # DPO and GRPO both start from the SFT adapter: independent, so they may run side by side
-        run_parallel([functools.partial(run, stage) for stage in ("dpo", "grpo") if stage in todo], jobs)
+        # DPO, GRPO and ``more_rl``'s runs all start from the SFT adapter: independent, so they may run side by
+        # side; the longest first (a pool of ``jobs`` takes them in this order)
+        rl_runs: list[Callable[[], Any]] = [functools.partial(run, "grpo")] if "grpo" in todo else []
+        rl_runs += list(more_rl(url, key, paths)) if more_rl is not None else []
+        rl_runs += [functools.partial(run, "dpo")] if "dpo" in todo else []
+        run_parallel(rl_runs, jobs)
         hook_result = before_stop(url, key, paths) if before_stop is not None else None
+    beside: dict[str, Any] = {}
+    after_stop: list[Callable[[], Any]] = []
     if "eval" in todo:
-        say("--- eval: base / sft / rl-dpo / rl-grpo")
-        runner.stage("eval", flags("eval"))
+
+        def evaluate() -> None:
+            say("--- eval: base / sft / rl-dpo / rl-grpo")
+            runner.stage("eval", flags("eval"))
+
+        after_stop.append(evaluate)
+    if beside_eval is not None:
+        after_stop.append(lambda: beside.update(result=beside_eval()))
+    run_parallel(after_stop, jobs)
     table = accuracy_table(paths.eval / "results.json")
     styles = style_report(paths.eval / "predictions.jsonl", paths.data / "train.jsonl")
     result = {
@@ -431,6 +453,7 @@ def run_toy_loop(
         "grpo": _pick(runner.summaries.get("grpo", {}), "global_step", "train_loss", "reward_per_step"),
         "chart": str(paths.eval / "accuracy.png"),
         "before_stop": hook_result,
+        "beside_eval": beside.get("result"),
     }
     (workdir / "toy_loop.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     say("\n" + format_table(table))
