@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -36,10 +37,57 @@ from tests.support.service_config import small_service_config
 DEFAULT_KEY = "live-service-key-0123456789"
 
 
-def free_port() -> int:
+_PORT_FLOOR = 20000  # below the kernel's ephemeral range; above the well-known and most registered services
+_WORKER_SLICES = 16  # one slice of the port range per xdist worker (gw0..gw15)
+_handed_out: set[int] = set()
+_rng = random.Random()  # its own generator: a test that seeds `random` must not make two workers agree
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
+
+
+def _worker_index() -> int:
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    digits = worker.removeprefix("gw")
+    return int(digits) % _WORKER_SLICES if digits.isdigit() else 0
+
+
+def _bindable(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on, for a server a test is about to start (or for "nothing listens").
+
+    Why not ``bind(("127.0.0.1", 0))``: the kernel picks that port from its ephemeral range, the same range
+    it hands every OUTGOING connection its source port from, so between this function returning and the
+    server binding, any client connect on the machine (another worker's httpx, Ray, PostgreSQL) may take it
+    ("[Errno 98] address already in use", seen in CI). Ports here come from below the ephemeral range,
+    where no outgoing connection lands; each xdist worker draws from its own slice, so two workers never
+    hand out the same port; and a port is handed out once per process."""
+    low, _ = _ephemeral_range()
+    if low - _PORT_FLOOR < 4 * _WORKER_SLICES:  # an unusual kernel setting leaves no room: the kernel's pick
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            return int(s.getsockname()[1])
+    width = (low - _PORT_FLOOR) // _WORKER_SLICES
+    start = _PORT_FLOOR + _worker_index() * width
+    for _ in range(4 * width):
+        port = start + _rng.randrange(width)
+        if port not in _handed_out and _bindable(port):
+            _handed_out.add(port)
+            return port
+    raise RuntimeError(f"no free loopback port in {start}..{start + width - 1}")
 
 
 class ServerProcess:
@@ -121,11 +169,22 @@ def running_service(
     timeout: float = HANG_GUARD_S,
     cwd: str | os.PathLike[str] | None = None,
 ) -> Iterator[ServerProcess]:
-    """``regime-w-serve FLAGS --port <free>`` as a subprocess; yields once /readyz is 200."""
-    port = free_port()
-    argv = [sys.executable, "-m", "reward_service.cli", "--host", "127.0.0.1", "--port", str(port), *flags]
-    with running_process(argv, port, env=env, timeout=timeout, cwd=cwd) as server:
-        yield server
+    """``regime-w-serve FLAGS --port <free>`` as a subprocess; yields once /readyz is 200. A start that lost
+    its port to another process between ``free_port`` and the bind is retried on a new port (twice at most)."""
+    for attempt in range(3):
+        port = free_port()
+        argv = [sys.executable, "-m", "reward_service.cli", "--host", "127.0.0.1", "--port", str(port), *flags]
+        started = running_process(argv, port, env=env, timeout=timeout, cwd=cwd)
+        try:
+            server = started.__enter__()
+        except RuntimeError as exc:
+            if attempt < 2 and "address already in use" in str(exc):
+                continue
+            raise
+        with contextlib.ExitStack() as stack:
+            stack.push(started)
+            yield server
+        return
 
 
 @dataclass(frozen=True)
