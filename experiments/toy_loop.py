@@ -67,6 +67,10 @@ QUICK_OVERRIDES: dict[str, list[str]] = {
 NOTES_MARKER = "<!-- notes: kept when the page is regenerated -->"
 
 
+#: service starts tried when the port chosen for it is taken before it binds ("address already in use")
+BIND_ATTEMPTS = 3
+
+
 class LoopError(RuntimeError):
     """A step of the loop failed; the message names the step, its command and the log to read."""
 
@@ -91,33 +95,27 @@ def reward_service(
     the whole environment of the service (default: this process's). ``ready_timeout_s`` is a hang guard
     (a service that exits fails at once): a loaded 2-core machine may take minutes to load a model."""
     key = api_key or "toy-" + secrets.token_hex(16)
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    cmd = [sys.executable, "-m", "reward_service.cli", "--host", "127.0.0.1", "--port", str(port), *flags]
-    say("$ REGIME_W_API_KEYS=<fresh key> regime-w-serve " + " ".join(cmd[3:]))
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env={**(env or os.environ), "REGIME_W_API_KEYS": key}
-        )
+    for attempt in range(1, BIND_ATTEMPTS + 1):
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        cmd = [sys.executable, "-m", "reward_service.cli", "--host", "127.0.0.1", "--port", str(port), *flags]
+        say("$ REGIME_W_API_KEYS=<fresh key> regime-w-serve " + " ".join(cmd[3:]))
+        with open(log_path, "wb") as log:
+            proc = subprocess.Popen(
+                cmd,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=ROOT,
+                env={**(env or os.environ), "REGIME_W_API_KEYS": key},
+            )
         try:
-            deadline = time.monotonic() + ready_timeout_s
-            while True:
-                if proc.poll() is not None:
-                    raise LoopError(
-                        f"the reward service exited ({proc.returncode}) before it was ready; "
-                        f"log: {log_path}\n{_tail(log_path)}"
-                    )
-                try:
-                    if httpx.get(url + "/readyz", timeout=2).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise LoopError(f"the reward service was not ready in {ready_timeout_s:.0f} s; log: {log_path}")
-                time.sleep(0.3)
+            if not _wait_ready(proc, url, log_path, ready_timeout_s, last_attempt=attempt == BIND_ATTEMPTS):
+                say(f"port {port} was taken before the service bound it; again on another port")
+                continue
             say(f"reward service ready at {url} (log: {log_path})")
             yield url, key
+            return
         finally:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
@@ -127,6 +125,30 @@ def reward_service(
                     proc.kill()
                     proc.wait()
             say(f"reward service stopped (exit {proc.returncode})")
+
+
+def _wait_ready(
+    proc: subprocess.Popen[bytes], url: str, log_path: Path, timeout_s: float, *, last_attempt: bool
+) -> bool:
+    """Poll ``url``/readyz until 200 (True). A service that exits fails with its log, except one that lost its
+    port between ``free_port`` and its bind (another process's outgoing connection may take a port the kernel
+    has just handed out): False, unless this was the ``last_attempt``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if proc.poll() is not None:
+            if not last_attempt and "address already in use" in _tail(log_path):
+                return False
+            raise LoopError(
+                f"the reward service exited ({proc.returncode}) before it was ready; log: {log_path}\n{_tail(log_path)}"
+            )
+        try:
+            if httpx.get(url + "/readyz", timeout=2).status_code == 200:
+                return True
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            raise LoopError(f"the reward service was not ready in {timeout_s:.0f} s; log: {log_path}")
+        time.sleep(0.3)
 
 
 def seed_from_shipped(base: Path) -> bool:

@@ -65,3 +65,23 @@ def test_a_service_start_that_loses_its_port_is_retried_on_another(monkeypatch):
 def _slice_start() -> int:
     low, _ = servers._ephemeral_range()
     return servers._PORT_FLOOR + servers._worker_index() * ((low - servers._PORT_FLOOR) // servers._WORKER_SLICES)
+
+
+def test_the_toy_loops_service_start_that_loses_its_port_is_retried(monkeypatch, tmp_path):
+    from experiments import toy_loop
+
+    holder = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    holder.bind(("127.0.0.1", servers.free_port()))
+    holder.listen()
+    taken = holder.getsockname()[1]
+    handed = iter([taken])
+    monkeypatch.setattr(toy_loop, "free_port", lambda: next(handed, None) or servers.free_port())
+    said: list[str] = []
+    flags = ("--backend", "provided", "--cache-path", "none")
+    try:
+        with toy_loop.reward_service(*flags, log_path=tmp_path / "service.log", say=said.append) as (url, _key):
+            assert not url.endswith(f":{taken}")
+            assert httpx.get(url + "/readyz", timeout=30).status_code == 200
+    finally:
+        holder.close()
+    assert any(f"port {taken} was taken" in line for line in said)
