@@ -6,11 +6,8 @@ from __future__ import annotations
 import socket
 
 import httpx
-import pytest
 
 from tests.support import servers
-
-pytestmark = pytest.mark.unit
 
 
 def test_ports_are_below_the_ephemeral_range_and_never_handed_out_twice():

@@ -34,6 +34,7 @@ UNIT_MODULES: frozenset[str] = frozenset(
         "test_service_http",
         "test_service_privacy",
         "test_service_runtime",
+        "test_support_ports",
         "test_toy_problems",
         "test_toy_styles",
         "test_trainer_data",
