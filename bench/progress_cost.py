@@ -10,8 +10,8 @@ continuation from the cache: the cost of a group scored twice, as DPO's and GRPO
 
 Rollouts: ``--rollouts FILE``, a JSONL of ``{"question", "gold_answer"?, "trajectories": [{"output"} | str]}``
 (``rl_rollouts.jsonl`` of a rollouts stage), or ``--toy N``: N toy problems (``trainer.toy.problems``,
-``--seed``, ``--number-scale``) with ``--samples`` trajectories each sampled from the arm model itself at
-temperature 1.0 (written to ``--write-rollouts`` when given). Toy rollouts know their problems' true
+``--seed``, ``--number-scale``) with ``--samples`` trajectories each sampled at temperature 1.0 from the arm model
+itself or from ``--policy-model`` (written to ``--write-rollouts`` when given). Toy rollouts know their problems' true
 intermediate results, so for them the bench also reports, in the groups where every sample is wrong, the
 share of sample pairs with different partial credit (share of the true intermediate results a sample
 computes) that each reward orders the same way (ties one half), as ``bench/toy_process_signal.py`` does:
@@ -19,6 +19,7 @@ the reward without the variant, with it, and ``s_prog`` alone (``(with − witho
 
     python bench/progress_cost.py --toy 16 --model assets/toy_base --out bench/results/progress_cost.json
     python bench/progress_cost.py --rollouts runs/ablation-hard/seed0/regime_w/rl_rollouts.jsonl --limit 32
+    python bench/progress_cost.py --toy 48 --number-scale 1.0 --policy-model assets/toy_base --model TEACHER_DIR
 """
 
 from __future__ import annotations
@@ -61,11 +62,13 @@ def read_rollouts(path: Path, limit: int | None) -> list[dict[str, Any]]:
 
 
 def toy_rollouts(args: argparse.Namespace) -> list[dict[str, Any]]:
-    """``args.toy`` toy problems, ``args.samples`` trajectories each from the arm model at temperature 1.0."""
+    """``args.toy`` toy problems, ``args.samples`` trajectories each from the policy model (``--policy-model``,
+    default the arm model) at temperature 1.0."""
     from trainer.toy.problems import generate_problems
 
     problems = generate_problems(args.toy, seed=args.seed, number_scale=args.number_scale)
-    backend = create_backend(BackendConfig(kind="hf", model=args.model, device=args.device, dtype="float32"))
+    policy = args.policy_model or args.model
+    backend = create_backend(BackendConfig(kind="hf", model=policy, device=args.device, dtype="float32"))
     assert backend is not None
     try:
         prompts = [
@@ -155,6 +158,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--number-scale", type=float, default=0.5, help="--toy: the generator's number_scale")
     parser.add_argument("--write-rollouts", type=Path, default=None, help="--toy: write the rollouts here")
     parser.add_argument("--model", default=str(ROOT / "assets" / "toy_base"), help="the arm model (backend hf)")
+    parser.add_argument(
+        "--policy-model",
+        default=None,
+        help="--toy: sample the rollouts from this model instead of the arm model (e.g. the toy base as the policy, "
+        "a stronger teacher as --model: arms and continuations from the teacher)",
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--config", type=Path, default=VARIANTS / "progress.toml")
     parser.add_argument("--base-config", type=Path, default=VARIANTS / "gold_path.toml")
@@ -167,12 +176,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.write_rollouts is not None:
         args.write_rollouts.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
     n_traj = sum(len(r["trajectories"]) for r in records)
-    print(f"{len(records)} questions, {n_traj} trajectories; arm model {args.model} on {args.device}")
+    policy = f"; rollouts from {args.policy_model}" if args.policy_model and not args.rollouts else ""
+    print(f"{len(records)} questions, {n_traj} trajectories; arm model {args.model} on {args.device}{policy}")
 
     results: dict[str, Any] = {
         "questions": len(records),
         "trajectories": n_traj,
         "model": Path(args.model).name,
+        "policy_model": Path(args.policy_model or args.model).name if not args.rollouts else None,
         "device": args.device,
         "machine": f"{platform.machine()} {os.cpu_count()} cores",
         "python": sys.version.split()[0],
