@@ -174,17 +174,15 @@ def running_service(
     for attempt in range(3):
         port = free_port()
         argv = [sys.executable, "-m", "reward_service.cli", "--host", "127.0.0.1", "--port", str(port), *flags]
-        started = running_process(argv, port, env=env, timeout=timeout, cwd=cwd)
-        try:
-            server = started.__enter__()
-        except RuntimeError as exc:
-            if attempt < 2 and "address already in use" in str(exc):
-                continue
-            raise
         with contextlib.ExitStack() as stack:
-            stack.push(started)
+            try:
+                server = stack.enter_context(running_process(argv, port, env=env, timeout=timeout, cwd=cwd))
+            except RuntimeError as exc:
+                if attempt < 2 and "address already in use" in str(exc):
+                    continue
+                raise
             yield server
-        return
+            return
 
 
 @dataclass(frozen=True)
