@@ -32,7 +32,8 @@ STAGES = ("rl-dpo", "rl-grpo")
 
 def correct(cells: dict[str, Any], seed: int, row: str, stage: str) -> int | None:
     cell = cells.get(f"seed{seed}/{row}")
-    return None if cell is None else int(cell["table"]["gsm8k_dev"][stage]["correct"])
+    got = None if cell is None else cell["table"]["gsm8k_dev"].get(stage)  # no rl-dpo: prefs wrote no pairs
+    return None if got is None else int(got["correct"])
 
 
 def reference(cells: dict[str, Any], seed: int, model: str) -> int:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import math
 import shlex
 import statistics
 import subprocess
@@ -341,22 +342,12 @@ def _run_cell(
         summaries["prefs"] = stages.run(
             "prefs", ["--rollouts_file", str(rollouts), "--preferences_file", str(prefs), *rf], logs / "prefs.log", env
         )
-        summaries["dpo"] = stages.run(
-            "dpo",
-            [
-                *model,
-                "--adapter_path",
-                str(sft),
-                "--preferences_file",
-                str(prefs),
-                "--output_dir",
-                str(dpo),
-                "--seed",
-                str(seed),
-            ],
-            logs / "dpo.log",
-            env,
-        )
+        if summaries["prefs"].get("pairs_written") == 0:  # every group tied or under the margin: nothing to train
+            stages.say(f"--- seed{seed}/{row.name}: prefs wrote no pairs, so this cell has no DPO run")
+            summaries["dpo"] = {"skipped": "no preference pairs"}
+        else:
+            dpo_flags = [*model, "--adapter_path", str(sft), "--preferences_file", str(prefs), "--output_dir", str(dpo)]
+            summaries["dpo"] = stages.run("dpo", [*dpo_flags, "--seed", str(seed)], logs / "dpo.log", env)
         summaries["grpo"] = stages.run(
             "grpo",
             [*common, "--adapter_path", str(sft), "--output_dir", str(grpo), "--seed", str(seed), *rf, *url],
@@ -382,9 +373,10 @@ def _run_cell(
     else:
         rl_stages(None, [])
     out = cd / "eval"
+    trained = [] if "skipped" in summaries["dpo"] else [f"rl-dpo={dpo}"]  # a cell without pairs has no DPO model
     stages.run(
         "eval",
-        [*common, *eval_datasets, "--eval_output_dir", str(out), "--eval_models", f"rl-dpo={dpo}", f"rl-grpo={grpo}"],
+        [*common, *eval_datasets, "--eval_output_dir", str(out), "--eval_models", *trained, f"rl-grpo={grpo}"],
         logs / "eval.log",
     )
     return {
@@ -416,14 +408,15 @@ def summarize(results: dict[str, Any], dataset: str = "gsm8k_dev") -> dict[str, 
         sft[seed] = 100 * float(ref["sft"]["accuracy"])
         base[seed] = 100 * float(ref["base"]["accuracy"])
         r = rows.setdefault(cell["row"], {"dpo": {}, "grpo": {}, "n": int(cell["table"][dataset]["rl-grpo"]["n"])})
-        r["dpo"][seed] = 100 * float(cell["table"][dataset]["rl-dpo"]["accuracy"])
+        if "rl-dpo" in cell["table"][dataset]:  # absent when prefs wrote no pairs (no DPO run)
+            r["dpo"][seed] = 100 * float(cell["table"][dataset]["rl-dpo"]["accuracy"])
         r["grpo"][seed] = 100 * float(cell["table"][dataset]["rl-grpo"]["accuracy"])
     for r in rows.values():
         for col in ("dpo", "grpo"):
             vals = [r[col][s] for s in sorted(r[col])]
-            r[col + "_mean"] = statistics.fmean(vals)
+            r[col + "_mean"] = statistics.fmean(vals) if vals else math.nan
             r[col + "_sd"] = statistics.stdev(vals) if len(vals) > 1 else 0.0
-            r[col + "_minus_sft"] = statistics.fmean(r[col][s] - sft[s] for s in r[col])
+            r[col + "_minus_sft"] = statistics.fmean(r[col][s] - sft[s] for s in r[col]) if vals else math.nan
     return {"rows": rows, "sft": sft, "base": base}
 
 
@@ -463,6 +456,16 @@ def write_report(results: dict[str, Any], page: Path, command: str, dataset: str
     ]
     if missing:
         lines += ["", "Not run: " + "; ".join(missing) + "."]
+    no_pairs = [
+        f"{name} (seeds {', '.join(str(s) for s in sorted(rows[name]['grpo']) if s not in rows[name]['dpo'])})"
+        for name in order
+        if set(rows[name]["grpo"]) - set(rows[name]["dpo"])
+    ]
+    if no_pairs:
+        lines += [
+            "",
+            "No DPO run (prefs wrote no pairs: every group tied or under the margin): " + "; ".join(no_pairs) + ".",
+        ]
     chart = page.with_suffix(".png")
     _chart(rows, order, sft, chart)
     text = (
@@ -498,6 +501,8 @@ def _criteria(rows: dict[str, dict[str, Any]], sft: dict[int, float]) -> list[st
             continue
         for col in ("dpo", "grpo"):
             seeds = sorted(r[col])
+            if not seeds:
+                continue
             if row.label_free:
                 checks = [("majority", rows.get("majority", {}).get(col), 1.0), ("SFT", sft, 3.0)]
             else:
@@ -535,7 +540,7 @@ def _chart(rows: dict[str, dict[str, Any]], order: list[str], sft: dict[int, flo
         ax.set_xticklabels(order, rotation=25, ha="right", fontsize=8)
         ax.set_title(f"{title}: greedy dev accuracy (%)")
         ax.legend(loc="lower right", fontsize=8)
-    lo = min(min(sft.values()), *(min(rows[n][c].values()) for n in order for c in ("dpo", "grpo"))) - 3
+    lo = min(min(sft.values()), *(min(rows[n][c].values()) for n in order for c in ("dpo", "grpo") if rows[n][c])) - 3
     axes[0].set_ylim(bottom=max(0.0, lo))
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -100,3 +100,27 @@ def test_set_overrides_per_stage() -> None:
     }
     with pytest.raises(ValueError, match="STAGE:--flag=value"):
         _overrides(["number_scale=1"])
+
+
+def test_a_cell_whose_prefs_wrote_no_pairs_has_grpo_but_no_dpo(tmp_path: Path) -> None:
+    """Label-free rewards that tie every group leave prefs nothing to pair (the hard world with toy-base arms,
+    docs/reward-ablation-hard.md): the cell keeps its GRPO result, the summary leaves DPO out for those seeds, and the
+    page says so."""
+    data = results(
+        {
+            "majority": ([0.46, 0.46, 0.46], [0.43, 0.43, 0.43]),
+            "regime_w_label_free": ([0.45, 0.45, 0.45], [0.47, 0.46, 0.48]),
+        }
+    )
+    for seed in (1, 2):
+        del data["cells"][f"seed{seed}/regime_w_label_free"]["table"]["gsm8k_dev"]["rl-dpo"]
+    r = summarize(data)["rows"]["regime_w_label_free"]
+    assert r["dpo"] == {0: 45.0} and r["grpo"] == {0: 47.0, 1: 46.0, 2: 48.0}
+    assert r["dpo_mean"] == pytest.approx(45.0) and r["grpo_minus_sft"] == pytest.approx(47.0 - 44.0)
+    text = write_report(data, tmp_path / "ablation.md", "cmd").read_text(encoding="utf-8")
+    assert (
+        "No DPO run (prefs wrote no pairs: every group tied or under the margin): regime_w_label_free (seeds 1, 2)."
+        in text
+    )
+    assert "| `regime_w_label_free` | GRPO | majority | +4.0 / +3.0 / +5.0 | +4.00 | yes |" in text
+    assert "| `regime_w_label_free` | DPO | majority | -1.0 | -1.00 | no |" in text
