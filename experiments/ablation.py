@@ -30,12 +30,14 @@ import shlex
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from experiments.distill import DistillPaths, distill_sft
 from experiments.toy_loop import (
     NOTES_MARKER,
     ROOT,
@@ -61,6 +63,7 @@ class Row:
     label_free: bool = False
     scorer_config: str | None = None  # repo-relative TOML for the service; None: the recipe set's
     description: str = ""
+    distill: bool = False  # RL from an SFT adapter trained on the teacher's correct solutions (experiments.distill)
 
     @property
     def needs_service(self) -> bool:
@@ -134,6 +137,12 @@ EXTRA_ROWS: tuple[Row, ...] = (
         scorer_config=f"{_VARIANTS}/beta1.toml",
         description="Regime W, variant beta1, gold left out",
     ),
+    Row(
+        "distill_correctness",
+        "correctness",
+        distill=True,
+        description="SFT on the teacher's own correct solutions (rejection-sampled; --teacher), then correctness",
+    ),
 )
 ALL_ROWS = {r.name: r for r in (*ROWS, *EXTRA_ROWS)}
 RL_MODELS = ("rl-dpo", "rl-grpo")
@@ -150,6 +159,9 @@ class AblationSettings:
     service_flags: tuple[str, ...] = ()  # extra/overriding regime-w-serve flags (non-toy recipe sets)
     jobs: int = 1  # cells run at a time (each a chain of 1-thread processes)
     overrides: dict[str, list[str]] = field(default_factory=dict)  # extra flags per stage
+    teacher: Path | None = None  # the model distilled by the `distill` rows (a toy model directory)
+    distill_samples: int = 4  # teacher samples per train question for the `distill` rows
+    curve_every: int = 0  # > 0: GRPO saves an adapter every N steps and each is evaluated (the curve)
 
     @property
     def toy(self) -> bool:
@@ -218,6 +230,9 @@ def run_ablation(settings: AblationSettings, say: Callable[[str], None] | None =
     unknown = [r for r in settings.rewards if r not in ALL_ROWS]
     if unknown:
         raise ValueError(f"unknown reward row(s) {unknown}; choose from {sorted(ALL_ROWS)}")
+    distilled = [r for r in settings.rewards if ALL_ROWS[r].distill]
+    if distilled and (settings.teacher is None or not settings.toy):
+        raise ValueError(f"row(s) {distilled} distill a teacher: pass --teacher MODEL_DIR (toy recipe sets only)")
     w = settings.workdir.resolve()
     w.mkdir(parents=True, exist_ok=True)
     stages = _Stages(settings, say)
@@ -284,9 +299,27 @@ def run_ablation(settings: AblationSettings, say: Callable[[str], None] | None =
             return
         row = ALL_ROWS[name]
         say(f"--- seed{seed}/{name}: {row.description}")
+        sft, distill = sd / "sft", None
+        if row.distill and settings.teacher is not None:
+            paths = DistillPaths(sd / "distill")
+            with _distill_lock(seed):  # two distill rows of one seed share one distillation
+                distill = distill_sft(
+                    stages,
+                    paths,
+                    teacher=settings.teacher.resolve(),
+                    base=base_dir,
+                    data=data_dir / "train.jsonl",
+                    test=data_dir / "test.jsonl",
+                    split=data_dir / "split.json",
+                    seed=seed,
+                    samples=settings.distill_samples,
+                )
+            sft = paths.adapter
         cell = _run_cell(
-            stages, settings, row, seed, sd, sd / "sft", model, common, eval_datasets, service_base, default_scorer
+            stages, settings, row, seed, sd, sft, model, common, eval_datasets, service_base, default_scorer
         )
+        if distill is not None:
+            cell["distill"] = {**distill, "teacher": _rel(str(distill["teacher"]))}
         cell["base_sft"] = json.loads((sd / "base_sft.json").read_text(encoding="utf-8"))
         done.write_text(json.dumps(cell, indent=2) + "\n", encoding="utf-8")
         say(f"--- seed{seed}/{name}: finished in {cell['seconds']:.0f} s")
@@ -310,6 +343,50 @@ def collect(workdir: Path) -> dict[str, Any]:
     return {"cells": cells}
 
 
+def grpo_checkpoints(out: Path) -> list[tuple[int, Path]]:
+    """(step, dir) of every ``checkpoint-N`` adapter GRPO saved under ``out`` (``--curve-every``), by step;
+    the last one is the final adapter's twin and is left out (``rl-grpo`` is that point of the curve)."""
+    found = sorted(
+        (int(p.name.split("-", 1)[1]), p)
+        for p in out.glob("checkpoint-*")
+        if p.name.split("-", 1)[1].isdigit() and (p / "adapter_config.json").is_file()
+    )
+    return found[:-1]
+
+
+#: the service's counters that say what a reward cost (``/metrics``; Prometheus text): name -> our key
+_COST_COUNTERS = {
+    "regime_w_trajectories_scored_total": "trajectories",
+    "regime_w_arm_generations_total": "arm_generations",
+    "regime_w_generation_seconds_sum": "generation_seconds",
+    "regime_w_progress_seconds_sum": "continuation_seconds",
+}
+
+
+def service_counters(url: str) -> dict[str, float]:
+    """The reward service's cost counters now (its unauthenticated ``/metrics``): trajectories scored, arm
+    texts generated, generation seconds, and the progress scorer's continuations (generated / reused)."""
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(f"{url}/metrics", timeout=30.0).text
+    out: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name in _COST_COUNTERS:
+                out[_COST_COUNTERS[sample.name]] = out.get(_COST_COUNTERS[sample.name], 0.0) + sample.value
+            elif sample.name == "regime_w_progress_continuations_total":
+                key = "continuations_reused" if sample.labels.get("cached") == "true" else "continuations_generated"
+                out[key] = out.get(key, 0.0) + sample.value
+    return out
+
+
+@functools.cache
+def _distill_lock(seed: int) -> threading.Lock:
+    """One lock per seed: two distill rows of a seed running side by side build its distillation once."""
+    return threading.Lock()
+
+
 def _run_cell(
     stages: _Stages,
     settings: AblationSettings,
@@ -330,6 +407,8 @@ def _run_cell(
     rollouts.unlink(missing_ok=True)
     started = time.monotonic()
     summaries: dict[str, Any] = {}
+    cost: dict[str, dict[str, float]] = {}
+    curve = ["--save_strategy", "steps", "--save_steps", str(settings.curve_every)] if settings.curve_every > 0 else []
 
     def rl_stages(env: dict[str, str] | None, url: list[str]) -> None:
         rf = row.stage_flags()
@@ -339,6 +418,7 @@ def _run_cell(
             logs / "rollouts.log",
             env,
         )
+        before_grpo = service_counters(url[1]) if url else {}
         summaries["prefs"] = stages.run(
             "prefs", ["--rollouts_file", str(rollouts), "--preferences_file", str(prefs), *rf], logs / "prefs.log", env
         )
@@ -350,10 +430,14 @@ def _run_cell(
             summaries["dpo"] = stages.run("dpo", [*dpo_flags, "--seed", str(seed)], logs / "dpo.log", env)
         summaries["grpo"] = stages.run(
             "grpo",
-            [*common, "--adapter_path", str(sft), "--output_dir", str(grpo), "--seed", str(seed), *rf, *url],
+            [*common, "--adapter_path", str(sft), "--output_dir", str(grpo), "--seed", str(seed), *rf, *curve, *url],
             logs / "grpo.log",
             env,
         )
+        if url:  # what the service did: for the rollouts stage, and for GRPO (the difference)
+            after = service_counters(url[1])
+            cost["rollouts"] = before_grpo
+            cost["grpo"] = {k: round(v - before_grpo.get(k, 0.0), 3) for k, v in after.items()}
 
     if row.needs_service:
         scorer = str(ROOT / row.scorer_config) if row.scorer_config else default_scorer
@@ -374,6 +458,10 @@ def _run_cell(
         rl_stages(None, [])
     out = cd / "eval"
     trained = [] if "skipped" in summaries["dpo"] else [f"rl-dpo={dpo}"]  # a cell without pairs has no DPO model
+    if row.distill:
+        trained.append(f"sft-distill={sft}")
+    saved = grpo_checkpoints(grpo)
+    trained += [f"grpo-step{step}={path}" for step, path in saved]
     stages.run(
         "eval",
         [*common, *eval_datasets, "--eval_output_dir", str(out), "--eval_models", *trained, f"rl-grpo={grpo}"],
@@ -389,6 +477,10 @@ def _run_cell(
         "dpo_pairs": summaries["dpo"].get("num_pairs"),
         "prefs": {k: v for k, v in summaries["prefs"].items() if not k.startswith("_")},
         "grpo_reward_per_step": summaries["grpo"].get("reward_per_step"),
+        "grpo_reward_wait_s_per_step": summaries["grpo"].get("reward_wait_s_per_step"),
+        "grpo_steps": summaries["grpo"].get("max_steps") or summaries["grpo"].get("global_step"),
+        "grpo_checkpoints": [step for step, _ in saved],
+        "service_cost": cost or None,
         "seconds": round(time.monotonic() - started, 1),
         "stage_seconds": {k: v.get("_seconds") for k, v in summaries.items()},
     }
@@ -574,6 +666,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="extra flag for one stage of every cell, e.g. toy-base:--number_scale=1.0 (a world "
         "setting) or grpo:--max_steps=40 (repeatable)",
     )
+    parser.add_argument(
+        "--teacher",
+        type=Path,
+        default=None,
+        help="model directory the distill rows distill (e.g. assets/toy_teacher_hard)",
+    )
+    parser.add_argument("--distill-samples", type=int, default=4, help="teacher samples per train question (default 4)")
+    parser.add_argument(
+        "--curve-every",
+        type=int,
+        default=0,
+        metavar="N",
+        help="GRPO saves its adapter every N steps and each is evaluated: the dev-accuracy curve (default 0: off)",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -612,10 +718,13 @@ def run_from_args(args: argparse.Namespace, argv: list[str] | None) -> int:
         service_flags=tuple(shlex.split(args.service_flags)),
         jobs=args.jobs,
         overrides=overrides,
+        teacher=args.teacher,
+        distill_samples=args.distill_samples,
+        curve_every=args.curve_every,
     )
     try:
         results = run_ablation(settings)
-    except LoopError as exc:
+    except (LoopError, ValueError) as exc:
         print(f"ablation failed: {exc}", file=sys.stderr)
         return 1
     if args.report is not None:

@@ -124,3 +124,48 @@ def test_a_cell_whose_prefs_wrote_no_pairs_has_grpo_but_no_dpo(tmp_path: Path) -
     )
     assert "| `regime_w_label_free` | GRPO | majority | +4.0 / +3.0 / +5.0 | +4.00 | yes |" in text
     assert "| `regime_w_label_free` | DPO | majority | -1.0 | -1.00 | no |" in text
+
+
+def test_distill_sft_runs_the_real_stages_on_the_committed_teacher(tmp_path: Path) -> None:
+    """The distill control's first half through the real stages (experiments.distill): rollouts of the committed
+    hard-world teacher (the bare model, ``--adapter_path none``) on 12 train questions, its right completions kept,
+    SFT on them; a second call finds everything done and runs nothing."""
+    from experiments.ablation import AblationSettings, _Stages
+    from experiments.distill import DistillPaths, distill_sft
+    from shared_schemas.answer import answers_equal, gold_answer
+    from trainer.jsonl import read_records
+    from trainer.records import RolloutRecord
+    from trainer.toy.problems import generate_problems, write_jsonl
+
+    teacher = ROOT / "assets" / "toy_teacher_hard"
+    problems = generate_problems(16, seed=3, number_scale=1.0)
+    data = write_jsonl(problems, tmp_path / "data" / "train.jsonl")
+    write_jsonl(problems[:2], tmp_path / "data" / "test.jsonl")
+    split = tmp_path / "data" / "split.json"
+    ids = [f"gsm8k-train-{i}" for i in range(16)]
+    split.write_text(
+        json.dumps({"version": 1, "split_seed": 42, "dev_fraction": 0.2, "train_ids": ids[:12], "dev_ids": ids[12:]})
+    )
+    said: list[str] = []
+    stages = _Stages(AblationSettings(workdir=tmp_path), said.append)
+    paths = DistillPaths(tmp_path / "distill")
+    kwargs: dict[str, Any] = dict(
+        teacher=teacher, base=teacher, data=data, test=tmp_path / "data" / "test.jsonl", split=split, seed=0, samples=2
+    )
+    stats = distill_sft(stages, paths, **kwargs)
+
+    records = list(read_records(paths.rollouts, RolloutRecord))
+    assert [r.id for r in records] == ids[:12] and all(len(r.trajectories) == 2 for r in records)  # train split only
+    right = {r.id for r in records if any(answers_equal(t.final_answer or "", r.gold_answer) for t in r.trajectories)}
+    assert stats["questions_kept"] == len(right) > 0 and stats["train_questions"] == 12 and stats["dev_rows"] == 4
+    rows = [json.loads(line) for line in paths.data.read_text().splitlines()]
+    assert len(rows) == stats["rows"] + 4
+    for row in rows[: stats["rows"]]:  # every distilled row is a teacher completion that reaches its gold
+        gold = next(r.gold_answer for r in records if r.question == row["question"])
+        assert gold_answer(row["answer"]) == gold
+    assert rows[stats["rows"] :] == [p.to_json(annotate=True) for p in problems[12:]]  # the dev rows, unchanged
+    assert (paths.adapter / "adapter_config.json").is_file()
+    assert any("sft done" in line for line in said)
+
+    said.clear()
+    assert distill_sft(stages, paths, **kwargs) == stats and said == []

@@ -34,6 +34,8 @@ __all__ = [
 
 QUANTIZATION_CHOICES = ("4bit", "8bit", "none")
 TORCH_DTYPE_CHOICES = ("bfloat16", "float16", "float32", "auto")
+#: ``adapter_path`` values that mean "no adapter, the bare base" (a recipe's adapter overridden on the command line)
+NO_ADAPTER = ("", "none", "null")
 #: The reward service's default address (the client's ``DEFAULT_BASE_URL``).
 DEFAULT_REWARD_URL = DEFAULT_BASE_URL
 
@@ -48,7 +50,10 @@ class ModelArguments:
     )
     adapter_path: str | None = field(
         default=None,
-        metadata={"help": "A PEFT adapter directory to load on the base (e.g. checkpoints/lora_sft)."},
+        metadata={
+            "help": "A PEFT adapter directory to load on the base (e.g. checkpoints/lora_sft); 'none' for the bare "
+            "base (e.g. rollouts of a teacher model: `--adapter_path none` overrides a recipe's adapter)."
+        },
     )
     quantization: str = field(
         default="4bit",
@@ -67,6 +72,8 @@ class ModelArguments:
     )
 
     def __post_init__(self) -> None:
+        if self.adapter_path is not None and self.adapter_path.strip().lower() in NO_ADAPTER:
+            self.adapter_path = None
         if self.quantization not in QUANTIZATION_CHOICES:
             raise ValueError(f"quantization must be one of {QUANTIZATION_CHOICES}, got {self.quantization!r}")
         if self.torch_dtype not in TORCH_DTYPE_CHOICES:

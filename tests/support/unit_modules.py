@@ -13,9 +13,11 @@ from __future__ import annotations
 #: modules of the inner loop (700 tests, about 1.5 minutes on 2 cores)
 UNIT_MODULES: frozenset[str] = frozenset(
     {
+        "test_ablation_curves",
         "test_answer_format",
         "test_boundaries",
         "test_bounded_cache",
+        "test_distill",
         "test_docs_claims",
         "test_docs_commands",
         "test_fastgen_units",
