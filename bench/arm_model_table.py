@@ -25,8 +25,23 @@ ROWS = (
     ("regime_w", "`regime_w`"),
     ("regime_w_gold_path", "`regime_w_gold_path`"),
     ("regime_w_label_free", "`regime_w --label_free true`"),
+    ("regime_w_progress", "`regime_w_progress`"),
+    ("regime_w_progress_label_free", "`regime_w_progress --label_free true`"),
+    ("distill_correctness", "SFT on the teacher's solutions, then `correctness`"),
 )
 NO_ARMS = ("correctness", "majority")
+TEACHER_ONLY = ("distill_correctness",)  # rows whose cells only the teacher's file has (they need a teacher)
+#: each Regime W row (and the distill control) against the control the bar names
+CONTROLS = (
+    ("regime_w", "correctness"),
+    ("regime_w_gold_path", "correctness"),
+    ("regime_w_progress", "correctness"),
+    ("distill_correctness", "correctness"),
+    ("regime_w_label_free", "majority"),
+    ("regime_w_label_free", "SFT"),
+    ("regime_w_progress_label_free", "majority"),
+    ("regime_w_progress_label_free", "SFT"),
+)
 STAGES = ("rl-dpo", "rl-grpo")
 
 
@@ -39,6 +54,13 @@ def correct(cells: dict[str, Any], seed: int, row: str, stage: str) -> int | Non
 def reference(cells: dict[str, Any], seed: int, model: str) -> int:
     cell = next(c for k, c in cells.items() if k.startswith(f"seed{seed}/"))
     return int(cell["base_sft"]["gsm8k_dev"][model]["correct"])
+
+
+def distilled_sft(cells: dict[str, Any], seed: int) -> int | None:
+    """The distill row's starting point: SFT on the teacher's right solutions (``sft-distill``), right answers."""
+    cell = cells.get(f"seed{seed}/distill_correctness")
+    got = None if cell is None else cell["table"]["gsm8k_dev"].get("sft-distill")
+    return None if got is None else int(got["correct"])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -56,33 +78,41 @@ def main(argv: list[str] | None = None) -> int:
     base = [pct(reference(first, s, "base")) for s in seeds]
     print("| reward | arms | DPO mean | DPO per seed | GRPO mean | GRPO per seed | DPO − SFT | GRPO − SFT |")
     print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
-    for name, values in (("(base, before SFT)", base), ("(SFT, before RL)", sft)):
+    refs = [("(base, before SFT)", base), ("(SFT, before RL)", sft)]
+    distilled = [distilled_sft(arms["teacher"], s) for s in seeds]
+    if None not in distilled:
+        refs.append(("(SFT on the teacher's solutions, before RL)", [pct(c) for c in distilled if c is not None]))
+    for name, values in refs:
         print(f"| {name} | | {statistics.mean(values):.1f} | " + " / ".join(f"{v:.1f}" for v in values) + " | | | | |")
     for row, label in ROWS:
         for arm_name, cells in arms.items():
-            if row in NO_ARMS and arm_name != "toy base":
+            if (row in NO_ARMS and arm_name != "toy base") or (row in TEACHER_ONLY and arm_name != "teacher"):
                 continue
+            if not any(k.endswith(f"/{row}") for k in cells):
+                continue  # not run with these arms
             per_stage = []
             for stage in STAGES:
                 got = [correct(cells, s, row, stage) for s in seeds]
                 per_stage.append([pct(c) if c is not None else None for c in got])
-            shown = "—" if row in NO_ARMS else arm_name
+            shown = "—" if row in NO_ARMS or row in TEACHER_ONLY else arm_name
             cols = []
             for values in per_stage:
                 done = [v for v in values if v is not None]
                 mean = f"{statistics.mean(done):.1f}" if len(done) == len(seeds) else "incomplete"
                 cols += [mean, " / ".join("–" if v is None else f"{v:.1f}" for v in values)]
-            diffs = [f"{statistics.mean(v) - statistics.mean(sft):+.1f}" if None not in v else "" for v in per_stage]
+            diffs = [
+                f"{statistics.mean([x for x in v if x is not None]) - statistics.mean(sft):+.1f}"
+                if None not in v
+                else ""
+                for v in per_stage
+            ]
             print(f"| {label} | {shown} | " + " | ".join(cols) + " | " + " | ".join(diffs) + " |")
     print()
     for stage in STAGES:
         for arm_name, cells in arms.items():
-            for row, control in (
-                ("regime_w", "correctness"),
-                ("regime_w_gold_path", "correctness"),
-                ("regime_w_label_free", "majority"),
-                ("regime_w_label_free", "SFT"),
-            ):
+            for row, control in CONTROLS:
+                if (row in TEACHER_ONLY and arm_name != "teacher") or not any(k.endswith(f"/{row}") for k in cells):
+                    continue
                 ours = [correct(cells, s, row, stage) for s in seeds]
                 theirs = [
                     reference(first, s, "sft") if control == "SFT" else correct(first, s, control, stage) for s in seeds
