@@ -173,6 +173,9 @@ def distill_sft(
             logs / "teacher-rollouts.log",
         )
         partial.replace(paths.rollouts)
+        run_info = partial.with_name(partial.name.removesuffix(".jsonl") + ".run.json")  # the stage's run record
+        if run_info.is_file():
+            run_info.replace(paths.root / "teacher_rollouts.run.json")
     records = list(read_records(paths.rollouts, RolloutRecord))
     counts = write_distilled_data(data, split, pick_correct(records), paths)
     sft = stages.run(

@@ -68,7 +68,13 @@ def test_step_cost_divides_the_grpo_counters_by_its_steps() -> None:
         grpo_reward_wait_s_per_step=[0.5, None, 0.1],
         service_cost={
             "rollouts": {"arm_generations": 3200.0},
-            "grpo": {"arm_generations": 30.0, "continuations_generated": 1500.0, "continuations_reused": 300.0},
+            "grpo": {
+                "arm_generations": 30.0,
+                "continuations_generated": 1500.0,
+                "continuations_reused": 300.0,
+                "generation_seconds": 15.0,
+                "continuation_seconds": 60.0,
+            },
         },
     )
     cost = step_cost(c)
@@ -78,10 +84,10 @@ def test_step_cost_divides_the_grpo_counters_by_its_steps() -> None:
             "arm_generations": 0.2,
             "continuations_generated": 10.0,
             "continuations_reused": 2.0,
-            "generation_seconds": 0.0,
+            "generation_seconds": 0.5,
         }
     )
     plain = step_cost(cell("correctness", 0, {150: 0.2}, sft=0.16))  # no service: it cost nothing there
     assert set(plain.values()) == {0.0}
     text = format_costs([("teacher", {"cells": {"seed0/regime_w_progress": c}})])
-    assert "| regime_w_progress (teacher arms) | 1 | 0.300 | 0.20 | 10.0 | 2.0 | 0.00 |" in text
+    assert "| regime_w_progress (teacher arms) | 1 | 0.300 | 0.20 | 10.0 | 2.0 | 0.50 |" in text
