@@ -149,11 +149,11 @@ def plot(stats: dict[str, list[StepStats]], path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def _source(arg: str) -> tuple[str, dict[str, Any]]:
+def _source(arg: str) -> tuple[str, Path]:
     label, sep, path = arg.partition("=")
-    if not sep:
+    if not sep or not label or not path:
         raise argparse.ArgumentTypeError(f"expected LABEL=ablation.json, got {arg!r}")
-    return label, json.loads(Path(path).read_text(encoding="utf-8"))
+    return label, Path(path)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -162,10 +162,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--plot", type=Path, default=None)
     parser.add_argument("--title", default="GRPO dev accuracy: mean and min-max over seeds")
     args = parser.parse_args(argv)
-    stats = curves(args.sources)
+    sources = [(label, json.loads(path.read_text(encoding="utf-8"))) for label, path in args.sources]
+    stats = curves(sources)
     print(format_curves(stats))
     print()
-    print(format_costs(args.sources))
+    print(format_costs(sources))
     if args.plot is not None:
         plot(stats, args.plot, args.title)
         print(f"\nwrote {args.plot}")

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from experiments.ablation_curves import cell_curve, curves, format_costs, format_curves, step_cost
+from experiments.ablation_curves import cell_curve, curves, format_costs, format_curves, main, step_cost
 
 
 def acc(a: float) -> dict[str, Any]:
@@ -91,3 +93,17 @@ def test_step_cost_divides_the_grpo_counters_by_its_steps() -> None:
     assert set(plain.values()) == {0.0}
     text = format_costs([("teacher", {"cells": {"seed0/regime_w_progress": c}})])
     assert "| regime_w_progress (teacher arms) | 1 | 0.300 | 0.20 | 10.0 | 2.0 | 0.50 |" in text
+
+
+def test_the_command_reads_its_files_after_parsing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Arguments name files (parsed without reading them: the docs' commands are parsed where no run exists); main
+    reads them and prints both tables."""
+    cells = {f"seed{s}/correctness": cell("correctness", s, {75: 0.15, 150: 0.17}, sft=0.16) for s in range(2)}
+    path = tmp_path / "ablation.json"
+    path.write_text(json.dumps({"cells": cells}))
+    assert main([f"toy base={path}"]) == 0
+    out = capsys.readouterr().out
+    assert "| correctness | 16.0 [16.0, 16.0] | 15.0 [15.0, 15.0] | 17.0 [17.0, 17.0] |" in out
+    assert "| correctness | 2 | 0.000 |" in out
+    with pytest.raises(SystemExit):
+        main(["no-label-here"])
